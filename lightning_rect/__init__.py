@@ -1,0 +1,9 @@
+"""lightning_rect: Deep Sparse Rectifier Neural Networks (Glorot, Bordes, Bengio 2011) in PyTorch Lightning."""
+
+from lightning_rect.activations import ACTIVATIONS
+from lightning_rect.encoder import Encoder
+from lightning_rect.models import SparseMLP
+from lightning_rect.registry import Registry
+
+__all__ = ["ACTIVATIONS", "Encoder", "Registry", "SparseMLP"]
+__version__ = "0.1.0"

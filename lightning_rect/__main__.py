@@ -1,0 +1,3 @@
+from lightning_rect.cli import main
+
+main()

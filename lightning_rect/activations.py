@@ -1,0 +1,88 @@
+"""Hidden-unit non-linearities of the paper, by name, plus the sign-flip (symmetry) trick.
+
+All activations are ``nn.Module`` classes so that forward hooks (``SparsityMonitor``) can find
+them. Third-party activations register through the ``lightning_rect.activations`` entry point.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lightning_rect.errors import ConfigError
+from lightning_rect.registry import Registry
+
+ACTIVATIONS: Registry[type[nn.Module]] = Registry("activation", "lightning_rect.activations")
+
+
+@ACTIVATIONS.register("rectifier")
+class Rectifier(nn.Module):
+    """max(0, x): exact zeros, hence sparse representations."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x)
+
+
+@ACTIVATIONS.register("tanh")
+class Tanh(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(x)
+
+
+@ACTIVATIONS.register("softplus")
+class Softplus(nn.Module):
+    """log(1 + e^x), the smooth version of the rectifier (never exactly zero)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.softplus(x)
+
+
+@ACTIVATIONS.register("sigmoid")
+class Sigmoid(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(x)
+
+
+@ACTIVATIONS.register("sharp_softplus")
+class SharpSoftplus(nn.Module):
+    """(1/a) * softplus(a * x): a=1 is softplus, a -> infinity approaches the rectifier.
+
+    The paper's NORB sweep used a in {1, 1.3, 2, 3, 6}.
+    """
+
+    def __init__(self, a: float = 1.0) -> None:
+        super().__init__()
+        if not (isinstance(a, (int, float)) and math.isfinite(a) and a > 0):
+            raise ConfigError(f"activation_args.a (sharp_softplus sharpness) must be a finite number > 0, got {a!r}")
+        self.a = float(a)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # F.softplus switches to the identity where a*x > threshold, which keeps large a stable.
+        return F.softplus(x, beta=self.a, threshold=20.0)
+
+    def extra_repr(self) -> str:
+        return f"a={self.a}"
+
+
+class SignFlip(nn.Module):
+    """Multiplies the outputs of the second half of the units by -1 (the paper's symmetry trick).
+
+    A rectifier's outputs are all >= 0; flipping half of them lets the next layer see inputs whose
+    mean can cancel, as with tanh. Zeros stay zeros, so sparsity is unchanged.
+    """
+
+    def __init__(self, num_units: int) -> None:
+        super().__init__()
+        signs = torch.ones(num_units)
+        signs[num_units - num_units // 2 :] = -1.0
+        self.register_buffer("signs", signs, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.signs
+
+
+def build_activation(name: str, args: dict | None = None) -> nn.Module:
+    return ACTIVATIONS.build(name, **(args or {}))

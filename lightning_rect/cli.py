@@ -1,0 +1,146 @@
+"""``python -m lightning_rect fit --config configs/digits.yaml``: LightningCLI plus the paper's protocol.
+
+What this adds to LightningCLI:
+- data sizes are linked into the model (``data.input_size -> model.init_args.in_features``,
+  ``data.num_classes -> model.init_args.num_classes``), so configs never repeat them;
+- ``fit`` keeps the checkpoint with the best value of the model's ``selection_metric``
+  (``val/err`` for ``SparseMLP``), then evaluates that checkpoint on the test split, prints a
+  summary and writes it as ``results.json`` in the run's log directory;
+- problems the user can fix (unknown registry name, bad value, missing data file, bad checkpoint)
+  end the program with one line naming the cause, not a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sys
+import time
+from pathlib import Path
+
+from lightning import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from lightning_rect.errors import LightningRectError
+
+
+class RectCLI(LightningCLI):
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("subclass_mode_model", True)
+        kwargs.setdefault("subclass_mode_data", True)
+        # A rerun in the same log folder must not fail because config.yaml already exists there.
+        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        self._fit_started = 0.0
+        super().__init__(LightningModule, LightningDataModule, *args, **kwargs)
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.link_arguments("data.input_size", "model.init_args.in_features", apply_on="instantiate")
+        parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
+
+    # -- fit: keep the best checkpoint, then test it -------------------------------------------
+    def before_fit(self) -> None:
+        selection_checkpoint(self.trainer, self.model)
+        self._fit_started = time.perf_counter()
+
+    def after_fit(self) -> None:
+        fit_seconds = time.perf_counter() - self._fit_started
+        trainer = self.trainer
+        if trainer.interrupted:
+            print("fit was interrupted; skipping the test of the best checkpoint", file=sys.stderr)
+            return
+        checkpoint = selection_checkpoint(trainer, self.model)
+        best_path = checkpoint.best_model_path if checkpoint is not None else ""
+        test_metrics = trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best_path or None, verbose=False)
+        results = {
+            "model": type(self.model).__name__,
+            "data": type(self.datamodule).__name__,
+            "selection_metric": checkpoint.monitor if checkpoint is not None else None,
+            "best_val": _to_float(checkpoint.best_model_score) if checkpoint is not None else None,
+            "best_epoch": _epoch_of(best_path),
+            "epochs": trainer.current_epoch,
+            "fit_seconds": round(fit_seconds, 2),
+            "checkpoint": best_path or None,
+            **{k: _to_float(v) for k, v in (test_metrics[0] if test_metrics else {}).items()},
+        }
+        if trainer.is_global_zero:
+            write_results(results, trainer.log_dir)
+
+
+def selection_checkpoint(trainer: Trainer, model: LightningModule) -> ModelCheckpoint | None:
+    """The ModelCheckpoint that tracks ``model.selection_metric``; added if the config has none.
+
+    Lightning's default checkpoint (no monitor, keeps the latest epoch) is replaced by ours, which
+    keeps both the best checkpoint and ``last.ckpt`` (for ``--ckpt_path last``).
+    """
+    metric = getattr(model, "selection_metric", None)
+    if metric is None or not trainer.checkpoint_callbacks:
+        return None
+    for callback in trainer.checkpoint_callbacks:
+        if callback.monitor == metric:
+            return callback
+    ours = ModelCheckpoint(monitor=metric, mode="min", filename="best-{epoch}", save_last=True,
+                           auto_insert_metric_name=True)
+    trainer.callbacks[:] = [cb for cb in trainer.callbacks if not _is_default_checkpoint(cb)] + [ours]
+    return ours
+
+
+def _is_default_checkpoint(callback: object) -> bool:
+    return (isinstance(callback, ModelCheckpoint) and callback.monitor is None and callback.dirpath is None
+            and callback.save_last is None and callback.filename is None)
+
+
+def write_results(results: dict, log_dir: str | None) -> Path:
+    out = Path(log_dir or ".") / "results.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(results, indent=2) + "\n")
+    tmp.replace(out)  # atomic: a reader never sees half a file
+    print(format_summary(results, out))
+    return out
+
+
+def format_summary(results: dict, path: Path) -> str:
+    def pct(key: str) -> str:
+        value = results.get(key)
+        return f"{100 * value:.2f}%" if isinstance(value, float) and math.isfinite(value) else "-"
+
+    lines = [
+        f"results ({results['model']} on {results['data']}) -> {path}",
+        f"  best {results['selection_metric']}: {results['best_val']}  (epoch {results['best_epoch']} of {results['epochs']})",
+    ]
+    if "test/err" in results:
+        lines.append(f"  test error: {pct('test/err')}   val error: {pct('best_val')}   test sparsity: {pct('test/sparsity')}")
+    else:
+        lines.append("  test: " + ", ".join(f"{k}={v:.4g}" for k, v in results.items() if k.startswith(("test/", "pretrain/")) and isinstance(v, float)))
+    lines.append(f"  fit time: {results['fit_seconds']:.1f} s")
+    return "\n".join(lines)
+
+
+def _to_float(value: object) -> float | None:
+    if value is None:
+        return None
+    return float(value.item() if hasattr(value, "item") else value)
+
+
+def _epoch_of(path: str) -> int | None:
+    match = re.search(r"epoch=(\d+)", Path(path).name) if path else None
+    return int(match.group(1)) if match else None
+
+
+def main(args: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if args is None else args
+    if argv and argv[0] == "reproduce":
+        from lightning_rect.reproduce import main as reproduce_main
+
+        return reproduce_main(argv[1:])
+    try:
+        RectCLI(args=argv)
+    except LightningRectError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""The stack of Linear + activation layers shared by ``SparseMLP`` and ``StackedDAE``.
+
+One module type carries weights from pre-training to fine-tuning, so nothing is copied by hand
+between different layer classes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from lightning_rect.activations import SignFlip, build_activation
+from lightning_rect.errors import ConfigError
+
+
+class HiddenLayer(nn.Module):
+    """Linear -> activation -> optional sign flip -> division by a fixed scale.
+
+    ``output_scale`` is 1 unless a ``scaled_sigmoid`` pre-training fixed it (see
+    ``lightning_rect.reconstruction``); it is a buffer, so it travels with the checkpoint and
+    fine-tuning sees the same values the next layer was pre-trained on.
+    """
+
+    def __init__(self, in_features: int, out_features: int, activation: str, activation_args: dict | None,
+                 sign_flip: bool) -> None:
+        super().__init__()
+        self.linear = nn.Linear(in_features, out_features)
+        self.activation = build_activation(activation, activation_args)
+        self.sign_flip = SignFlip(out_features) if sign_flip else nn.Identity()
+        self.register_buffer("output_scale", torch.ones(()))
+        # The paper only says "uniform"; Glorot-uniform weights and zero biases are our choice.
+        nn.init.xavier_uniform_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.sign_flip(self.activation(self.linear(x)))
+        return h / self.output_scale
+
+
+class Encoder(nn.Module):
+    """``forward`` returns the list of every hidden layer's output, computed once.
+
+    The models use ``hidden[-1]`` as the representation, and the full list for the L1 penalty and
+    for sparsity, so no term needs a second forward pass.
+    """
+
+    def __init__(self, in_features: int, hidden_sizes: Sequence[int], activation: str = "rectifier",
+                 activation_args: dict | None = None, sign_flip: bool = False) -> None:
+        super().__init__()
+        check_sizes(in_features, hidden_sizes)
+        sizes = [in_features, *hidden_sizes]
+        self.in_features = in_features
+        self.hidden_sizes = list(hidden_sizes)
+        self.layers = nn.ModuleList(
+            HiddenLayer(n_in, n_out, activation, activation_args, sign_flip) for n_in, n_out in zip(sizes, sizes[1:])
+        )
+
+    def forward(self, x: torch.Tensor, depth: int | None = None) -> list[torch.Tensor]:
+        """Outputs of the first ``depth`` layers (all by default)."""
+        hidden = []
+        for layer in self.layers[:depth]:
+            x = layer(x)
+            hidden.append(x)
+        return hidden
+
+    def activation_modules(self) -> list[nn.Module]:
+        """The activation module of each layer, in order: what ``SparsityMonitor`` watches."""
+        return [layer.activation for layer in self.layers]
+
+
+def l1_penalty(hidden: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Sum over layers and units of |h|, averaged over the examples of the batch."""
+    return sum(h.abs().sum() for h in hidden) / hidden[0].shape[0]
+
+
+def check_sizes(in_features: int, hidden_sizes: Sequence[int]) -> None:
+    if not hidden_sizes:
+        raise ConfigError("hidden_sizes must list at least one layer size, e.g. [1000, 1000, 1000]; got []")
+    bad = [n for n in hidden_sizes if not isinstance(n, int) or n < 1]
+    if bad:
+        raise ConfigError(f"hidden_sizes must be positive integers; got {list(hidden_sizes)}")
+    if not isinstance(in_features, int) or in_features < 1:
+        raise ConfigError(f"in_features must be a positive integer; got {in_features!r}")

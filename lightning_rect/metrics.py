@@ -1,0 +1,45 @@
+"""torchmetrics state for sparsity: sums on the device, reduced across DDP ranks at ``compute()``."""
+
+from __future__ import annotations
+
+import torch
+from torchmetrics import Metric
+
+
+class ExactSparsity(Metric):
+    """Fraction of activations that are exactly 0, over everything seen since the last reset."""
+
+    full_state_update = False
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.add_state("zeros", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, activations: torch.Tensor) -> None:
+        self.zeros += (activations == 0).sum()
+        self.total += activations.numel()
+
+    def compute(self) -> torch.Tensor:
+        return (self.zeros / self.total.clamp_min(1)).float()
+
+
+class DeadUnits(Metric):
+    """Fraction of units whose output was 0 for every example seen since the last reset.
+
+    Keeps one flag per unit (``fired``, max-reduced across ranks), so a unit alive on any rank or in
+    any batch is alive. The unit count is taken from the first batch.
+    """
+
+    full_state_update = False
+
+    def __init__(self, num_units: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.add_state("fired", default=torch.zeros(num_units), dist_reduce_fx="max")
+
+    def update(self, activations: torch.Tensor) -> None:
+        fired = (activations != 0).flatten(0, -2).any(dim=0)
+        self.fired = torch.maximum(self.fired, fired.to(self.fired.dtype))
+
+    def compute(self) -> torch.Tensor:
+        return 1.0 - self.fired.mean()

@@ -1,0 +1,3 @@
+from lightning_rect.models.classifier import SparseMLP
+
+__all__ = ["SparseMLP"]

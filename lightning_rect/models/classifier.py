@@ -1,0 +1,135 @@
+"""``SparseMLP``: the paper's supervised network, an ``Encoder`` plus a softmax output layer."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from lightning import LightningModule
+from torch import nn
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from lightning_rect.encoder import Encoder, l1_penalty
+from lightning_rect.errors import ConfigError
+from lightning_rect.metrics import ExactSparsity
+
+
+class SparseMLP(LightningModule):
+    """Classifier: ``hidden_sizes`` layers of ``activation`` units, softmax output, NLL + L1 loss.
+
+    Args:
+        in_features: input size (LightningCLI links it from ``data.input_size``).
+        num_classes: number of classes (linked from ``data.num_classes``).
+        hidden_sizes: units per hidden layer; the paper uses 3 x 1000 (NORB: 4000, 2000).
+        activation: registry name: rectifier, tanh, softplus, sigmoid, sharp_softplus, or a plugin's.
+        activation_args: keyword arguments of the activation, e.g. ``{a: 3}`` for sharp_softplus.
+        sign_flip: multiply half of each layer's outputs by -1 (the paper's symmetry trick).
+        l1: coefficient of the L1 penalty on hidden activations (the paper: 0.001).
+        lr: learning rate, constant (the paper picks it from {0.1, 0.01, 0.001, 0.0001}).
+        optimizer: ``sgd`` (the paper) or ``adam``.
+        momentum: SGD momentum (the paper: 0).
+        pretrained: path to a ``StackedDAE`` checkpoint whose encoder weights to start from.
+    """
+
+    selection_metric = "val/err"
+
+    def __init__(self, in_features: int = 784, num_classes: int = 10, hidden_sizes: Sequence[int] = (1000, 1000, 1000),
+                 activation: str = "rectifier", activation_args: dict | None = None, sign_flip: bool = False,
+                 l1: float = 0.001, lr: float = 0.01, optimizer: Literal["sgd", "adam"] = "sgd",
+                 momentum: float = 0.0, pretrained: str | None = None) -> None:
+        super().__init__()
+        check_non_negative("l1", l1)
+        check_positive("lr", lr)
+        self.save_hyperparameters()
+        self.encoder = Encoder(in_features, list(hidden_sizes), activation, activation_args, sign_flip)
+        self.head = nn.Linear(self.encoder.hidden_sizes[-1], num_classes)
+        self.l1 = float(l1)
+        self.train_loss = MeanMetric()
+        self.eval_loss = MeanMetric()
+        self.eval_accuracy = MulticlassAccuracy(num_classes, average="micro")
+        self.eval_sparsity = ExactSparsity()
+        if pretrained:
+            from lightning_rect.checkpoints import load_pretrained_encoder
+
+            load_pretrained_encoder(self.encoder, pretrained, activation=activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class log-probabilities."""
+        return F.log_softmax(self.head(self.encoder(x)[-1]), dim=-1)
+
+    def sparsity_modules(self) -> list[nn.Module]:
+        return self.encoder.activation_modules()
+
+    def _loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        hidden = self.encoder(x)
+        logits = self.head(hidden[-1])
+        loss = F.cross_entropy(logits, y)
+        if self.l1:
+            loss = loss + self.l1 * l1_penalty(hidden)
+        return loss, logits, hidden
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss, _, _ = self._loss(*batch)
+        # Accumulated on the device and logged once per epoch: no host sync per step.
+        self.train_loss.update(loss.detach())
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        self.log("train/loss", self.train_loss.compute(), prog_bar=True, sync_dist=False)
+        self.train_loss.reset()
+
+    def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+        x, y = batch
+        loss, logits, hidden = self._loss(x, y)
+        self.eval_loss.update(loss, weight=len(y))
+        self.eval_accuracy.update(logits, y)
+        for h in hidden:
+            self.eval_sparsity.update(h)
+
+    def _log_eval(self, stage: str) -> None:
+        # Each metric's compute() already reduces over DDP ranks.
+        self.log_dict(
+            {
+                f"{stage}/loss": self.eval_loss.compute(),
+                f"{stage}/err": 1.0 - self.eval_accuracy.compute(),
+                f"{stage}/sparsity": self.eval_sparsity.compute(),
+            },
+            prog_bar=stage == "val",
+        )
+        for metric in (self.eval_loss, self.eval_accuracy, self.eval_sparsity):
+            metric.reset()
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_eval("val")
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_eval("test")
+
+    def predict_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self(batch[0]).argmax(dim=-1)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        hp = self.hparams
+        if hp.optimizer == "adam":
+            return torch.optim.Adam(self.parameters(), lr=hp.lr)
+        return torch.optim.SGD(self.parameters(), lr=hp.lr, momentum=hp.momentum)
+
+
+def check_non_negative(name: str, value: float) -> None:
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+        raise ConfigError(f"{name} must be a finite number >= 0, got {value!r}")
+
+
+def check_positive(name: str, value: float) -> None:
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise ConfigError(f"{name} must be a finite number > 0, got {value!r}")
