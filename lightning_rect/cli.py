@@ -136,10 +136,24 @@ def main(args: list[str] | None = None) -> None:
 
         return reproduce_main(argv[1:])
     try:
-        RectCLI(args=argv)
-    except LightningRectError as err:
-        print(f"error: {err}", file=sys.stderr)
+        RectCLI(args=args)
+    except Exception as err:
+        cause = user_error(err)
+        if cause is None:
+            raise
+        print(f"error: {cause}", file=sys.stderr)
         sys.exit(2)
+
+
+def user_error(err: BaseException) -> LightningRectError | None:
+    """The ``LightningRectError`` behind ``err``; jsonargparse wraps errors raised while instantiating."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, LightningRectError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
 
 
 if __name__ == "__main__":

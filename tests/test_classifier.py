@@ -1,0 +1,55 @@
+import lightning as L
+import pytest
+import torch
+
+from lightning_rect import SparseMLP
+from lightning_rect.data import DigitsDataModule, MNISTDataModule
+from lightning_rect.errors import ConfigError, DataFileError
+
+
+def fit_digits(**model_args):
+    L.seed_everything(0)
+    dm = DigitsDataModule(batch_size=10)
+    model = SparseMLP(dm.input_size, dm.num_classes, **{"hidden_sizes": [128], "lr": 0.1, **model_args})
+    trainer = L.Trainer(max_epochs=4, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False)
+    trainer.fit(model, datamodule=dm)
+    return trainer.test(model, datamodule=dm, verbose=False)[0]
+
+
+def test_classifier_learns_digits_with_sparse_rectifiers():
+    result = fit_digits(activation="rectifier", l1=0.001)
+    assert result["test/err"] < 0.08
+    assert result["test/sparsity"] > 0.3  # exact zeros are really produced
+
+
+def test_tanh_has_no_exact_zeros():
+    result = fit_digits(activation="tanh", l1=0.0)
+    assert result["test/err"] < 0.1
+    assert result["test/sparsity"] < 0.01
+
+
+def test_l1_penalty_raises_the_loss_by_its_coefficient():
+    torch.manual_seed(0)
+    base = SparseMLP(8, 3, [5], l1=0.0)
+    penalised = SparseMLP(8, 3, [5], l1=0.5)
+    penalised.load_state_dict(base.state_dict())
+    x, y = torch.randn(4, 8), torch.tensor([0, 1, 2, 0])
+    loss0, _, hidden = base._loss(x, y)
+    loss1, _, _ = penalised._loss(x, y)
+    expected = 0.5 * sum(h.abs().sum() for h in hidden) / 4
+    assert (loss1 - loss0).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("field,value", [("l1", -0.1), ("l1", float("nan")), ("lr", 0.0)])
+def test_bad_hyperparameters_are_refused_with_the_field_name(field, value):
+    with pytest.raises(ConfigError, match=field):
+        SparseMLP(8, 3, [5], **{field: value})
+
+
+def test_missing_mnist_names_the_folder_and_the_fix(tmp_path):
+    dm = MNISTDataModule(data_dir=str(tmp_path), download=False)
+    with pytest.raises(DataFileError) as err:
+        dm.setup("fit")
+    assert str(tmp_path / "MNIST" / "raw") in str(err.value)
+    assert "download" in str(err.value)

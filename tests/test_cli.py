@@ -1,0 +1,52 @@
+import json
+from pathlib import Path
+
+from conftest import ROOT
+
+DIGITS = str(ROOT / "configs" / "digits.yaml")
+FAST = ["--trainer.max_epochs=3", "--model.init_args.hidden_sizes=[256,256]", "--trainer.enable_progress_bar=false"]
+
+
+def test_fit_then_test_writes_results_json(run_cli, tmp_path):
+    proc = run_cli("fit", "--config", DIGITS, *FAST)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [results_file] = list(Path(tmp_path, "runs", "digits").glob("version_*/results.json"))
+    results = json.loads(results_file.read_text())
+    assert results["model"] == "SparseMLP" and results["data"] == "DigitsDataModule"
+    assert results["selection_metric"] == "val/err"
+    assert results["epochs"] == 3
+    assert 0 <= results["test/err"] < 0.1
+    assert 0 < results["test/sparsity"] < 1
+    assert Path(results["checkpoint"]).name.startswith("best-epoch=")
+    assert results["best_epoch"] in (0, 1, 2)
+    assert "test error" in proc.stdout
+
+
+def test_unknown_activation_exits_before_training_with_valid_names(run_cli):
+    proc = run_cli("fit", "--config", DIGITS, "--model.init_args.activation=relu6")
+    assert proc.returncode != 0
+    assert "unknown activation 'relu6'" in proc.stderr
+    assert "rectifier, sharp_softplus, sigmoid, softplus, tanh" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "Epoch 0" not in proc.stderr + proc.stdout
+
+
+def test_misspelled_key_gets_the_parser_error(run_cli):
+    proc = run_cli("fit", "--config", DIGITS, "--model.init_args.l1x=3")
+    assert proc.returncode != 0
+    assert "l1x" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_missing_mnist_is_one_line(run_cli, tmp_path):
+    proc = run_cli("fit", "--config", DIGITS, "--data=lightning_rect.data.MNISTDataModule",
+                   f"--data.data_dir={tmp_path / 'nowhere'}")
+    assert proc.returncode == 2
+    assert "MNIST files not found in" in proc.stderr and "download" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_validate_subcommand_still_works(run_cli):
+    proc = run_cli("validate", "--config", DIGITS, "--model.init_args.hidden_sizes=[32]")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "val/err" in proc.stdout
