@@ -1,0 +1,199 @@
+"""``StackedDAE``: greedy layer-wise denoising auto-encoder pre-training of an ``Encoder``.
+
+One ``fit`` trains layer 1 for ``epochs_per_layer`` epochs, then layer 2 on the fixed outputs of
+layer 1, and so on. Lower layers are run without gradients, so they stay frozen while a higher one
+trains; one SGD optimizer holds every parameter, and parameters without a gradient are skipped.
+The trained encoder is handed to ``SparseMLP(pretrained=<checkpoint>)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from lightning import LightningModule
+from torch import nn
+from torchmetrics import MeanMetric
+
+from lightning_rect.checkpoints import MODEL_KEY
+from lightning_rect.encoder import Encoder
+from lightning_rect.errors import ConfigError
+from lightning_rect.models.classifier import check_non_negative, check_positive
+from lightning_rect.noise import NOISE
+from lightning_rect.reconstruction import RECONSTRUCTIONS
+
+#: Fixed seed of the corruption used for validation and test, so epochs are compared on equal terms.
+EVAL_NOISE_SEED = 12345
+
+
+class StackedDAE(LightningModule):
+    """Stacked denoising auto-encoder, trained greedily one hidden layer at a time.
+
+    Args:
+        in_features: input size (linked from ``data.input_size``).
+        num_classes: not used for training; recorded so the fine-tuning data set can be checked.
+        hidden_sizes, activation, activation_args, sign_flip, l1: as in ``SparseMLP``.
+        reconstruction: registry name: softplus, scaled_sigmoid, linear, rectifier, sigmoid.
+        noise: corruption of the first layer's input: masking or salt_and_pepper.
+        noise_level: corruption probability in [0, 1) (the paper: 0.25).
+        higher_noise, higher_noise_level: corruption for layers 2 and up (default: same as layer 1);
+            the paper's text setup is salt_and_pepper below, masking above.
+        tied_weights: decoder weight = encoder weight transposed (the paper does not say; default off).
+        lr: constant SGD learning rate (the paper picks it from {0.1, 0.01, 0.001, 0.0001}).
+        epochs_per_layer: epochs of pre-training for each hidden layer; ``trainer.max_epochs`` must
+            equal ``epochs_per_layer * len(hidden_sizes)``.
+    """
+
+    selection_metric = "val/recon"
+
+    def __init__(self, in_features: int = 784, num_classes: int | None = None,
+                 hidden_sizes: Sequence[int] = (1000, 1000, 1000), activation: str = "rectifier",
+                 activation_args: dict | None = None, sign_flip: bool = False, l1: float = 0.001,
+                 reconstruction: str = "softplus", noise: str = "masking", noise_level: float = 0.25,
+                 higher_noise: str | None = None, higher_noise_level: float | None = None,
+                 tied_weights: bool = False, lr: float = 0.01, epochs_per_layer: int = 5) -> None:
+        super().__init__()
+        check_non_negative("l1", l1)
+        check_positive("lr", lr)
+        if not (isinstance(epochs_per_layer, int) and epochs_per_layer >= 1):
+            raise ConfigError(f"epochs_per_layer must be an integer >= 1, got {epochs_per_layer!r}")
+        self.save_hyperparameters()
+        self.encoder = Encoder(in_features, list(hidden_sizes), activation, activation_args, sign_flip)
+        self.strategy = RECONSTRUCTIONS.build(reconstruction)
+        self.noises = [NOISE.build(noise, level=noise_level),
+                       NOISE.build(higher_noise or noise, level=noise_level if higher_noise_level is None else higher_noise_level)]
+        sizes = [in_features, *hidden_sizes]
+        if tied_weights:  # only a bias of its own; the weight is the encoder's, transposed
+            self.decoder_biases = nn.ParameterList(nn.Parameter(torch.zeros(n)) for n in sizes[:-1])
+        else:
+            self.decoders = nn.ModuleList(nn.Linear(n_hid, n_in) for n_in, n_hid in zip(sizes, sizes[1:]))
+            for decoder in self.decoders:
+                nn.init.xavier_uniform_(decoder.weight)
+                nn.init.zeros_(decoder.bias)
+        self.num_layers = len(sizes) - 1
+        self.train_recon = MeanMetric()
+        self.eval_recon = nn.ModuleList(MeanMetric() for _ in range(self.num_layers))
+        self._generator: torch.Generator | None = None
+
+    # -- the layer-wise schedule ---------------------------------------------------------------
+    @property
+    def current_layer(self) -> int:
+        """0-based index of the layer being pre-trained in the current epoch."""
+        return min(self.current_epoch // self.hparams.epochs_per_layer, self.num_layers - 1)
+
+    def sparsity_modules(self) -> list[nn.Module]:
+        return self.encoder.activation_modules()
+
+    def on_fit_start(self) -> None:
+        needed = self.hparams.epochs_per_layer * self.num_layers
+        max_epochs = self.trainer.max_epochs
+        if not self.trainer.fast_dev_run and max_epochs != needed:
+            raise ConfigError(
+                f"trainer.max_epochs is {max_epochs} but StackedDAE needs epochs_per_layer x layers = "
+                f"{self.hparams.epochs_per_layer} x {self.num_layers} = {needed}; set trainer.max_epochs: {needed}"
+            )
+
+    def on_train_epoch_start(self) -> None:
+        layer = self.current_layer
+        # Noise drawn from (seed, epoch) only: a resumed run corrupts exactly as an uninterrupted one.
+        self._generator = self._seeded_generator(torch.initial_seed() * 7919 + self.current_epoch)
+        first_epoch_of_layer = self.current_epoch % self.hparams.epochs_per_layer == 0
+        if layer > 0 and self.strategy.scales_inputs and first_epoch_of_layer:
+            self._fix_output_scale(layer - 1)
+
+    def _seeded_generator(self, seed: int) -> torch.Generator:
+        return torch.Generator(device=self.device).manual_seed(seed % (2**63))
+
+    @torch.no_grad()
+    def _fix_output_scale(self, layer: int) -> None:
+        """Divide ``layer``'s outputs by their maximum over the training set (all ranks), for good."""
+        target = self.encoder.layers[layer]
+        target.output_scale.fill_(1.0)
+        largest = torch.zeros((), device=self.device)
+        for x, _ in self.trainer.train_dataloader:
+            largest = torch.maximum(largest, self.encoder(x.to(self.device), depth=layer + 1)[-1].max())
+        if self.trainer.world_size > 1:
+            largest = self.all_gather(largest).max()
+        if largest > 0:
+            target.output_scale.fill_(largest.item())
+
+    # -- one layer's denoising reconstruction --------------------------------------------------
+    def layer_inputs(self, x: torch.Tensor, layer: int) -> torch.Tensor:
+        """Clean input of ``layer``: the data, or the frozen outputs of the layers below."""
+        if layer == 0:
+            return x
+        with torch.no_grad():
+            return self.encoder(x, depth=layer)[-1]
+
+    def decode(self, h: torch.Tensor, layer: int) -> torch.Tensor:
+        """Decoder pre-activation ``f`` for ``layer``'s hidden output ``h``."""
+        if self.hparams.tied_weights:
+            return F.linear(h, self.encoder.layers[layer].linear.weight.t(), self.decoder_biases[layer])
+        return self.decoders[layer](h)
+
+    def reconstruction_loss(self, x: torch.Tensor, layer: int, generator: torch.Generator | None
+                            ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(reconstruction cost, L1 penalty) of ``layer`` on the batch ``x``."""
+        clean = self.layer_inputs(x, layer)
+        target = self._target(clean, layer)
+        noise = self.noises[0 if layer == 0 else 1]
+        h = self.encoder.layers[layer](noise(clean, generator))
+        cost = self.strategy.cost(self.decode(h, layer), target)
+        return cost, h.abs().sum() / h.shape[0]
+
+    def _target(self, clean: torch.Tensor, layer: int) -> torch.Tensor:
+        if not self.strategy.unit_interval_targets:
+            return clean
+        if layer > 0 and self.hparams.activation == "tanh":
+            clean = (clean + 1) / 2
+        return clean.clamp(0, 1)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        cost, penalty = self.reconstruction_loss(batch[0], self.current_layer, self._generator)
+        self.train_recon.update(cost.detach())
+        return cost + self.hparams.l1 * penalty if self.hparams.l1 else cost
+
+    def on_train_epoch_end(self) -> None:
+        self.log(f"train/pretrain/layer_{self.current_layer + 1}/recon", self.train_recon.compute(), prog_bar=True)
+        self.train_recon.reset()
+
+    # -- evaluation with a fixed corruption: the layer in training (validation), all (test) ------
+    def _eval_layers(self) -> range:
+        return range(self.num_layers) if self.trainer.testing else range(self.current_layer, self.current_layer + 1)
+
+    def on_validation_epoch_start(self) -> None:
+        self._eval_generator = self._seeded_generator(EVAL_NOISE_SEED)
+
+    on_test_epoch_start = on_validation_epoch_start
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        for layer in self._eval_layers():
+            cost, _ = self.reconstruction_loss(batch[0], layer, self._eval_generator)
+            self.eval_recon[layer].update(cost, weight=len(batch[0]))
+
+    test_step = validation_step
+
+    def _log_eval(self, stage: str) -> None:
+        values = {}
+        for layer in self._eval_layers():
+            values[f"{stage}/pretrain/layer_{layer + 1}/recon"] = self.eval_recon[layer].compute()
+            self.eval_recon[layer].reset()
+        top = values[f"{stage}/pretrain/layer_{self.num_layers}/recon"] if self.current_layer == self.num_layers - 1 or stage == "test" else None
+        # Selection metric: the top layer's reconstruction error; infinite while lower layers train,
+        # so the kept checkpoint always has every layer pre-trained.
+        values[f"{stage}/recon"] = top if top is not None else torch.tensor(math.inf, device=self.device)
+        self.log_dict(values, prog_bar=False)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_eval("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_eval("test")
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint[MODEL_KEY] = "StackedDAE"

@@ -1,0 +1,90 @@
+"""How a denoising auto-encoder layer reconstructs its input, by name.
+
+A strategy turns the decoder's pre-activation ``f`` into an output, and scores it against the
+clean layer input (the *target*). Costs are summed over input dimensions and averaged over the
+examples of the batch, matching the paper's per-example costs.
+
+==================  ====================  ==========================================================
+name                output                cost (target = the clean input of the layer)
+==================  ====================  ==========================================================
+``softplus``        softplus(f)           squared error (the paper's choice for images)
+``scaled_sigmoid``  sigmoid(f)            cross-entropy; the previous layer's activations are divided
+                                          by a fixed scale so they lie in [0, 1] (the paper's text setup)
+``linear``          f                     squared error (use with the L1 penalty on activations)
+``rectifier``       max(0, f)             squared error
+``sigmoid``         sigmoid(f)            cross-entropy; inputs must lie in [0, 1] (tanh layers' outputs
+                                          are mapped from [-1, 1] by (h + 1) / 2)
+==================  ====================  ==========================================================
+
+How ``scaled_sigmoid`` fixes its scale: when layer k (k >= 2) starts pre-training, the model runs
+the whole training set through the (already trained, frozen) layer k-1 and takes the largest
+activation it produces. That number becomes layer k-1's ``output_scale`` buffer: from then on the
+layer's outputs are divided by it, in pre-training and in every later use of the encoder (it is
+saved in the checkpoint and loaded by ``SparseMLP(pretrained=...)``). Targets are clamped to
+[0, 1], since new data may exceed the training maximum.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from lightning_rect.registry import Registry
+
+RECONSTRUCTIONS: Registry = Registry("reconstruction", "lightning_rect.reconstructions")
+
+
+class Reconstruction:
+    #: cross-entropy strategies need targets in [0, 1]
+    unit_interval_targets = False
+    #: ``scaled_sigmoid``: divide lower layers' outputs by a fixed scale before stacking
+    scales_inputs = False
+
+    def output(self, f: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def cost(self, f: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Squared error of ``output(f)``, summed over dimensions, averaged over examples."""
+        return (self.output(f) - target).pow(2).sum() / f.shape[0]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class _CrossEntropy(Reconstruction):
+    unit_interval_targets = True
+
+    def output(self, f: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(f)
+
+    def cost(self, f: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        # From the logits: stable where sigmoid(f) saturates at 0 or 1.
+        return F.binary_cross_entropy_with_logits(f, target, reduction="sum") / f.shape[0]
+
+
+@RECONSTRUCTIONS.register("softplus")
+class SoftplusReconstruction(Reconstruction):
+    def output(self, f: torch.Tensor) -> torch.Tensor:
+        return F.softplus(f)
+
+
+@RECONSTRUCTIONS.register("linear")
+class LinearReconstruction(Reconstruction):
+    def output(self, f: torch.Tensor) -> torch.Tensor:
+        return f
+
+
+@RECONSTRUCTIONS.register("rectifier")
+class RectifierReconstruction(Reconstruction):
+    def output(self, f: torch.Tensor) -> torch.Tensor:
+        return torch.relu(f)
+
+
+@RECONSTRUCTIONS.register("sigmoid")
+class SigmoidReconstruction(_CrossEntropy):
+    pass
+
+
+@RECONSTRUCTIONS.register("scaled_sigmoid")
+class ScaledSigmoidReconstruction(_CrossEntropy):
+    scales_inputs = True

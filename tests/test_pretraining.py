@@ -1,0 +1,190 @@
+import math
+
+import lightning as L
+import pytest
+import torch
+
+from lightning_rect import NOISE, RECONSTRUCTIONS, SparseMLP, StackedDAE
+from lightning_rect.data import DigitsDataModule
+from lightning_rect.errors import CheckpointError, ConfigError
+
+# ---- noise on values ------------------------------------------------------------------------
+
+
+def test_masking_zeroes_a_fraction_and_does_not_rescale():
+    x = torch.full((200, 100), 0.5)
+    out = NOISE.build("masking", level=0.25)(x, torch.Generator().manual_seed(0))
+    assert set(out.unique().tolist()) == {0.0, 0.5}  # kept inputs keep their value
+    assert (out == 0).float().mean().item() == pytest.approx(0.25, abs=0.01)
+
+
+def test_salt_and_pepper_sets_zeros_and_ones_in_equal_parts():
+    x = torch.full((200, 100), 0.5)
+    out = NOISE.build("salt_and_pepper", level=0.4)(x, torch.Generator().manual_seed(0))
+    assert set(out.unique().tolist()) == {0.0, 0.5, 1.0}
+    assert (out == 0).float().mean().item() == pytest.approx(0.2, abs=0.01)
+    assert (out == 1).float().mean().item() == pytest.approx(0.2, abs=0.01)
+
+
+def test_noise_is_reproducible_from_the_generator_seed():
+    x = torch.rand(10, 10)
+    masking = NOISE.build("masking", level=0.5)
+    a = masking(x, torch.Generator().manual_seed(3))
+    assert torch.equal(a, masking(x, torch.Generator().manual_seed(3)))
+    assert not torch.equal(a, masking(x, torch.Generator().manual_seed(4)))
+
+
+@pytest.mark.parametrize("level", [-0.1, 1.0, float("nan")])
+def test_noise_level_outside_range_is_refused(level):
+    with pytest.raises(ConfigError, match=r"noise_level must be in \[0, 1\)"):
+        NOISE.build("masking", level=level)
+
+
+# ---- reconstruction costs on values ---------------------------------------------------------
+
+F_PRE = torch.tensor([[0.0, 1.0], [-1.0, 2.0]])
+TARGET = torch.tensor([[0.5, 1.0], [0.0, 1.0]])
+
+
+def squared_error(output):
+    return ((output - TARGET) ** 2).sum().item() / 2
+
+
+def cross_entropy(p):
+    return -(TARGET * torch.log(p) + (1 - TARGET) * torch.log(1 - p)).sum().item() / 2
+
+
+@pytest.mark.parametrize("name,expected", [
+    ("softplus", squared_error(torch.log1p(torch.exp(F_PRE)))),
+    ("linear", squared_error(F_PRE)),
+    ("rectifier", squared_error(F_PRE.clamp_min(0))),
+    ("sigmoid", cross_entropy(torch.sigmoid(F_PRE))),
+    ("scaled_sigmoid", cross_entropy(torch.sigmoid(F_PRE))),
+])
+def test_reconstruction_cost_by_hand(name, expected):
+    assert RECONSTRUCTIONS.build(name).cost(F_PRE, TARGET).item() == pytest.approx(expected, rel=1e-5)
+
+
+# ---- training --------------------------------------------------------------------------------
+
+
+def pretrain(epochs_per_layer=3, hidden=(64, 32), **kwargs) -> tuple[StackedDAE, dict]:
+    L.seed_everything(0)
+    dm = DigitsDataModule(batch_size=20)
+    model = StackedDAE(dm.input_size, dm.num_classes, list(hidden), epochs_per_layer=epochs_per_layer,
+                       **{"lr": 0.01, **kwargs})
+    history: dict[str, list[float]] = {}
+
+    class Record(L.Callback):
+        def on_train_epoch_end(self, trainer, pl_module):  # runs after this epoch's validation
+            for key, value in trainer.callback_metrics.items():
+                if key.startswith("val/pretrain/") and key.endswith(f"layer_{pl_module.current_layer + 1}/recon"):
+                    history.setdefault(key, []).append(float(value))
+
+    trainer = L.Trainer(max_epochs=epochs_per_layer * len(hidden), logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=[Record()])
+    trainer.fit(model, datamodule=dm)
+    return model, history
+
+
+@pytest.mark.parametrize("reconstruction,noise,activation", [
+    ("softplus", "masking", "rectifier"),
+    ("linear", "masking", "rectifier"),
+    ("rectifier", "masking", "rectifier"),
+    ("sigmoid", "masking", "tanh"),
+    ("scaled_sigmoid", "salt_and_pepper", "rectifier"),
+])
+def test_every_layers_validation_reconstruction_falls(reconstruction, noise, activation):
+    _, history = pretrain(reconstruction=reconstruction, noise=noise, activation=activation,
+                          higher_noise="masking")
+    assert sorted(history) == ["val/pretrain/layer_1/recon", "val/pretrain/layer_2/recon"]
+    for key, values in history.items():
+        assert len(values) == 3
+        assert values[-1] < values[0], (key, values)
+
+
+def test_scaled_sigmoid_fixes_the_scale_of_the_lower_layer():
+    model, _ = pretrain(reconstruction="scaled_sigmoid", hidden=(32, 16), epochs_per_layer=1)
+    scale = model.encoder.layers[0].output_scale.item()
+    assert scale > 1.0  # the largest rectifier activation on the training set
+    dm = DigitsDataModule()
+    dm.setup()
+    h = model.encoder(dm.splits["train"][0], depth=1)[-1]
+    assert h.max().item() == pytest.approx(1.0, rel=1e-4)
+    assert model.encoder.layers[1].output_scale.item() == 1.0  # top layer feeds nothing
+
+
+def test_lower_layers_stay_frozen_while_a_higher_one_trains():
+    model = StackedDAE(64, 10, [16, 8], epochs_per_layer=1, lr=0.1)
+    x = torch.rand(5, 64)
+    cost, penalty = model.reconstruction_loss(x, 1, None)
+    (cost + penalty).backward()
+    assert model.encoder.layers[0].linear.weight.grad is None
+    assert model.encoder.layers[1].linear.weight.grad is not None
+
+
+def test_tied_decoder_uses_the_transposed_encoder_weight():
+    model = StackedDAE(6, None, [4], tied_weights=True)
+    h = torch.rand(3, 4)
+    expected = h @ model.encoder.layers[0].linear.weight + model.decoder_biases[0]
+    assert torch.allclose(model.decode(h, 0), expected)
+    assert not hasattr(model, "decoders")
+
+
+def test_max_epochs_must_match_the_schedule():
+    dm = DigitsDataModule()
+    model = StackedDAE(64, 10, [8, 8], epochs_per_layer=2)
+    trainer = L.Trainer(max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    with pytest.raises(ConfigError, match="set trainer.max_epochs: 4"):
+        trainer.fit(model, datamodule=dm)
+
+
+# ---- hand-off to fine-tuning -----------------------------------------------------------------
+
+
+def save_dae(tmp_path, hidden=(32, 16), activation="rectifier"):
+    model = StackedDAE(64, 10, list(hidden), activation=activation, reconstruction="scaled_sigmoid")
+    model.encoder.layers[0].output_scale.fill_(3.5)
+    trainer = L.Trainer(max_epochs=1, logger=False, enable_progress_bar=False)
+    trainer.strategy.connect(model)
+    path = tmp_path / "dae.ckpt"
+    trainer.save_checkpoint(path)
+    return model, path
+
+
+def test_sparse_mlp_starts_from_the_pretrained_weights(tmp_path):
+    dae, path = save_dae(tmp_path)
+    mlp = SparseMLP(64, 10, [32, 16], pretrained=str(path))
+    for ours, theirs in zip(mlp.encoder.state_dict().values(), dae.encoder.state_dict().values()):
+        assert torch.equal(ours, theirs)
+    assert mlp.encoder.layers[0].output_scale.item() == 3.5  # the fixed scale travels too
+    fresh = SparseMLP(64, 10, [32, 16])
+    assert not torch.equal(fresh.encoder.layers[0].linear.weight, mlp.encoder.layers[0].linear.weight)
+
+
+def test_pretrained_with_other_sizes_names_both_shapes(tmp_path):
+    _, path = save_dae(tmp_path)
+    with pytest.raises(CheckpointError, match=r"\[64, 32, 16\].*\[64, 32, 8\]"):
+        SparseMLP(64, 10, [32, 8], pretrained=str(path))
+
+
+def test_pretrained_with_other_activation_is_refused(tmp_path):
+    _, path = save_dae(tmp_path)
+    with pytest.raises(CheckpointError, match="activation differs: checkpoint has 'rectifier', this model has 'tanh'"):
+        SparseMLP(64, 10, [32, 16], activation="tanh", pretrained=str(path))
+
+
+def test_finetuning_from_pretraining_learns_digits(tmp_path):
+    dae, _ = pretrain(epochs_per_layer=2, hidden=(128,))
+    trainer = L.Trainer(max_epochs=1, logger=False, enable_progress_bar=False)
+    trainer.strategy.connect(dae)
+    trainer.save_checkpoint(tmp_path / "dae.ckpt")
+    L.seed_everything(0)
+    dm = DigitsDataModule(batch_size=10)
+    mlp = SparseMLP(64, 10, [128], lr=0.1, pretrained=str(tmp_path / "dae.ckpt"))
+    trainer = L.Trainer(max_epochs=4, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False)
+    trainer.fit(mlp, datamodule=dm)
+    result = trainer.test(mlp, datamodule=dm, verbose=False)[0]
+    assert result["test/err"] < 0.08
+    assert math.isfinite(result["test/loss"])
