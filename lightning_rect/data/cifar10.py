@@ -1,0 +1,120 @@
+"""CIFAR10 from torchvision's ``cifar-10-batches-py`` files, with the paper's 50k / 5k / 5k split.
+
+The paper splits the 10,000 test images in two: here a permutation fixed with seed 0 (independent
+of the run's seed) gives the first 5,000 to validation and the other 5,000 to test.
+
+The pickles are read here rather than through ``torchvision.datasets.CIFAR10``: torchvision checks
+each file's MD5 and answers any mismatch with one generic "not found or corrupted", while reading
+them directly lets the error name the file and what is wrong with it (and lets tests use tiny files
+in the same format). torchvision is still used to download them.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lightning_rect.data.base import InMemoryDataModule, Split, fixed_split
+from lightning_rect.data.batches import Affine
+from lightning_rect.errors import ConfigError, DataFileError
+
+CIFAR_FOLDER = "cifar-10-batches-py"
+TRAIN_FILES = [f"data_batch_{i}" for i in range(1, 6)]
+TEST_FILE = "test_batch"
+CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
+
+
+class CIFAR10DataModule(InMemoryDataModule):
+    """32x32 colour images as 3072-vectors (channel-major: the red plane, then green, then blue) in [0, 1].
+
+    Images stay uint8 in memory, exactly as stored in the pickles, and are scaled one batch at a time.
+
+    Args:
+        data_dir: folder holding ``cifar-10-batches-py/``.
+        download: let torchvision download and unpack the files if they are missing (needs internet).
+        val_size: test images given to validation (the paper: 5,000); the rest are the test set.
+    """
+
+    def __init__(self, data_dir: str = "data", download: bool = False, val_size: int = 5000, batch_size: int = 10,
+                 eval_batch_size: int = 1000, labeled_fraction: float = 1.0, seed: int = 0) -> None:
+        super().__init__(batch_size, eval_batch_size, labeled_fraction, seed)
+        if not (isinstance(val_size, int) and val_size >= 1):
+            raise ConfigError(f"CIFAR10 val_size must be an integer >= 1, got {val_size!r}")
+        self.data_dir = data_dir
+        self.download = download
+        self.val_size = val_size
+        self.input_size = 3 * 32 * 32
+        self.num_classes = 10
+        self.transform = Affine(scale=1 / 255)
+
+    def prepare_data(self) -> None:
+        if self.download:
+            from torchvision.datasets import CIFAR10
+
+            CIFAR10(self.data_dir, train=True, download=True)
+
+    def load_splits(self) -> dict[str, Split]:
+        folder = Path(self.data_dir) / CIFAR_FOLDER
+        missing = [name for name in TRAIN_FILES + [TEST_FILE] if not (folder / name).exists()]
+        if missing:
+            raise DataFileError(
+                f"CIFAR10 files not found in {folder.resolve()} (missing: {', '.join(missing)}). Set "
+                "`data.init_args.download: true` to fetch them with torchvision, or unpack "
+                f"cifar-10-python.tar.gz from {CIFAR_URL} into {Path(self.data_dir).resolve()}."
+            )
+        train = [read_batch(folder / name) for name in TRAIN_FILES]
+        x = torch.cat([b[0] for b in train])
+        y = torch.cat([b[1] for b in train])
+        test_x, test_y = read_batch(folder / TEST_FILE)
+        if self.val_size >= len(test_y):
+            raise ConfigError(f"CIFAR10 val_size={self.val_size} leaves no test images (the test batch "
+                              f"holds {len(test_y)})")
+        val, test = fixed_split(len(test_y), [self.val_size, len(test_y) - self.val_size], seed=0)
+        return {"train": (x, y), "val": (test_x[val], test_y[val]), "test": (test_x[test], test_y[test])}
+
+
+def read_batch(path: Path) -> Split:
+    """One CIFAR10 pickle -> uint8 ``(n, 3072)`` images and int64 labels; DataFileError if damaged.
+
+    The files were written by Python 2, so their keys come back as bytes (``b"data"``); str keys
+    (files re-pickled under Python 3) are accepted too.
+    """
+    try:
+        with open(path, "rb") as f:
+            entry = _ArrayUnpickler(f, encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError, IndexError) as err:
+        raise DataFileError(f"{path} is truncated or corrupt ({type(err).__name__}: {err}); download "
+                            f"CIFAR10 again ({CIFAR_URL} or `download: true`)") from err
+    if not isinstance(entry, dict):
+        raise DataFileError(f"{path} is not a CIFAR10 batch: it holds a {type(entry).__name__}, not a dict")
+    entry = {k.decode() if isinstance(k, bytes) else k: v for k, v in entry.items()}
+    if "data" not in entry or "labels" not in entry:
+        raise DataFileError(f"{path} is not a CIFAR10 batch: it lacks the 'data' or 'labels' entry "
+                            f"(keys: {sorted(entry)}); CIFAR100 files use 'fine_labels' and are not supported")
+    data = np.asarray(entry["data"])
+    labels = np.asarray(entry["labels"])
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
+        raise DataFileError(f"{path} is not a CIFAR10 batch: 'data' is a {data.dtype} array of shape {data.shape} "
+                            f"with {len(labels)} labels; expected uint8 of shape (n, 3072) with n labels")
+    if len(labels) and (labels.min() < 0 or labels.max() > 9):
+        raise DataFileError(f"{path} holds labels outside 0..9; is it a CIFAR100 file?")
+    return torch.from_numpy(np.ascontiguousarray(data)), torch.from_numpy(labels.astype(np.int64))
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles dicts, lists and numpy arrays only: a data file cannot make us import and call arbitrary code."""
+
+    _ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
+                ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
+                ("numpy._core.multiarray", "scalar"), ("numpy.core.numeric", "_frombuffer"),
+                ("numpy._core.numeric", "_frombuffer"), ("_codecs", "encode")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"unexpected object {module}.{name} in a CIFAR10 file")
+        if module.startswith("numpy.core.") and hasattr(np, "_core"):
+            module = "numpy._core." + module.removeprefix("numpy.core.")  # numpy 2 renamed the module
+        return super().find_class(module, name)

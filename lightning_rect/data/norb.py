@@ -1,0 +1,214 @@
+"""NORB stereo pairs: jittered-cluttered NORB (the paper's set) or small NORB, subsampled to 2x32x32.
+
+Preprocessing (the paper: "subsampled to 2x32x32, scaled linearly to [-1, 1]"):
+- each camera image is resized from 108x108 (small NORB: 96x96) to ``image_size`` x ``image_size``
+  by area averaging (``F.interpolate(mode="area")``: every output pixel is the mean of the block of
+  input pixels it covers), then rounded back to uint8;
+- the uint8 pairs are cached; each batch is mapped to [-1, 1] by ``x * 2/255 - 1``.
+
+Reading and resizing 6 GB of raw files takes minutes, so it happens once (with a progress bar) and
+the result is cached as ``norb_cache_<size>x<size>.pt`` (uint8, about 700 MB for jittered-cluttered)
+next to the raw files; later runs load the cache in seconds. Delete it to rebuild.
+
+Splits:
+- jittered-cluttered: the 10 training files (291,600 pairs) are split by a permutation fixed with
+  seed 0 (independent of the run's seed) into 233,172 training and 58,428 validation pairs, the
+  paper's sizes; the 2 testing files (58,320 pairs, other object instances) are the test set.
+  Validation pairs thus show the same object instances as training pairs (the paper's 58,428 is
+  not a whole number of instances, so it cannot have held out instances).
+- small NORB: the same rule; 24,300 training pairs -> 19,440 training + 4,860 validation (20%, the
+  paper's NORB ratio), the 24,300 testing pairs test.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lightning_rect.data.base import InMemoryDataModule, Split, fixed_split
+from lightning_rect.data.batches import Affine
+from lightning_rect.data.formats import BinaryMatrix
+from lightning_rect.errors import ConfigError, DataFileError
+
+CACHE_VERSION = 1
+_CHUNK = 1024  # pairs resized at once: bounds memory at ~25 MB of raw pixels per chunk
+
+VARIANTS = {
+    "jittered_cluttered": {
+        "folder": "norb",
+        "train": [f"norb-5x46789x9x18x6x2x108x108-training-{i:02d}" for i in range(1, 11)],
+        "test": [f"norb-5x01235x9x18x6x2x108x108-testing-{i:02d}" for i in range(1, 3)],
+        "raw_size": 108,
+        "num_classes": 6,  # 0 animal, 1 human, 2 airplane, 3 truck, 4 car, 5 blank (no object)
+        "val_size": 58_428,
+        "url": "https://cs.nyu.edu/~ylclab/data/norb-v1.0/",
+    },
+    "small": {
+        "folder": "smallnorb",
+        "train": ["smallnorb-5x46789x9x18x6x2x96x96-training"],
+        "test": ["smallnorb-5x01235x9x18x6x2x96x96-testing"],
+        "raw_size": 96,
+        "num_classes": 5,
+        "val_size": 4_860,
+        "url": "https://cs.nyu.edu/~ylclab/data/norb-v1.0-small/",
+    },
+}
+
+
+class NORBDataModule(InMemoryDataModule):
+    """NORB stereo pairs as ``2 * image_size**2`` inputs in [-1, 1].
+
+    Args:
+        data_dir: folder holding ``norb/`` (jittered-cluttered files) or ``smallnorb/`` (small NORB),
+            each with the ``*-dat.mat`` and ``*-cat.mat`` files (``.mat.gz`` works too; ``-info``
+            files are not needed).
+        variant: ``jittered_cluttered`` (the paper, 6 classes) or ``small`` (5 classes).
+        image_size: side of each subsampled camera image (the paper: 32).
+        val_size: validation pairs held out of the training files; default: the paper's 58,428
+            (small NORB: 4,860).
+        cache_dir: where to write the converted cache; default: the raw files' folder.
+    """
+
+    def __init__(self, data_dir: str = "data", variant: Literal["jittered_cluttered", "small"] = "jittered_cluttered",
+                 image_size: int = 32, val_size: int | None = None, cache_dir: str | None = None,
+                 batch_size: int = 10, eval_batch_size: int = 1000, labeled_fraction: float = 1.0,
+                 seed: int = 0) -> None:
+        super().__init__(batch_size, eval_batch_size, labeled_fraction, seed)
+        if variant not in VARIANTS:
+            raise ConfigError(f"NORB variant must be one of {sorted(VARIANTS)}, got {variant!r}")
+        if not (isinstance(image_size, int) and image_size >= 1):
+            raise ConfigError(f"NORB image_size must be an integer >= 1, got {image_size!r}")
+        if val_size is not None and not (isinstance(val_size, int) and val_size >= 1):
+            raise ConfigError(f"NORB val_size must be an integer >= 1, got {val_size!r}")
+        self.spec = VARIANTS[variant]
+        self.variant = variant
+        self.image_size = image_size
+        self.raw_dir = Path(data_dir) / self.spec["folder"]
+        self.cache_path = Path(cache_dir or self.raw_dir) / f"norb_cache_{image_size}x{image_size}.pt"
+        self.val_size = self.spec["val_size"] if val_size is None else val_size
+        self.input_size = 2 * image_size * image_size
+        self.num_classes = self.spec["num_classes"]
+        self.transform = Affine(scale=2 / 255, offset=-1.0)
+
+    def prepare_data(self) -> None:
+        # Lightning calls this on one process per node, so DDP ranks do not convert concurrently.
+        if not self.cache_path.exists():
+            build_cache(self.raw_dir, self.spec, self.image_size, self.cache_path)
+
+    def load_splits(self) -> dict[str, Split]:
+        self.prepare_data()
+        cache = load_cache(self.cache_path, self.variant, self.image_size)
+        x, y = cache["train_x"], cache["train_y"]
+        if self.val_size >= len(y):
+            raise ConfigError(f"NORB val_size={self.val_size} leaves no training pairs: the training files "
+                              f"in {self.raw_dir} hold {len(y)} pairs")
+        train, val = fixed_split(len(y), [len(y) - self.val_size, self.val_size], seed=0)
+        return {
+            "train": (x[train], y[train]),
+            "val": (x[val], y[val]),
+            "test": (cache["test_x"], cache["test_y"]),
+        }
+
+
+# -- conversion ---------------------------------------------------------------------------------
+def find_file(raw_dir: Path, stem: str, spec: dict) -> Path:
+    """``stem.mat`` or ``stem.mat.gz`` in ``raw_dir``; a DataFileError naming all missing files otherwise."""
+    for name in (f"{stem}.mat", f"{stem}.mat.gz"):
+        if (raw_dir / name).exists():
+            return raw_dir / name
+    raise _missing(raw_dir, spec)
+
+
+def _missing(raw_dir: Path, spec: dict) -> DataFileError:
+    stems = [f"{s}-{kind}" for s in spec["train"] + spec["test"] for kind in ("dat", "cat")]
+    missing = [s + ".mat" for s in stems if not any((raw_dir / f"{s}{ext}").exists() for ext in (".mat", ".mat.gz"))]
+    shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+    return DataFileError(f"NORB files not found in {raw_dir.resolve()}: missing {shown} (.mat or .mat.gz). "
+                         f"Download the -dat and -cat files from {spec['url']} into that folder "
+                         "(gunzipping is optional).")
+
+
+def build_cache(raw_dir: Path, spec: dict, image_size: int, cache_path: Path) -> None:
+    """Read every raw file, resize the pairs, and save them as uint8 in ``cache_path`` (atomically)."""
+    from tqdm.auto import tqdm
+
+    parts = {name: [(find_file(raw_dir, f"{s}-dat", spec), find_file(raw_dir, f"{s}-cat", spec)) for s in spec[name]]
+             for name in ("train", "test")}
+    result = {}
+    with ExitStack() as stack:  # closes every opened file, also when a later one turns out damaged
+        opened = {name: [(stack.enter_context(BinaryMatrix(dat)), labels_of(cat, spec)) for dat, cat in files]
+                  for name, files in parts.items()}
+        for files in opened.values():
+            for dat, labels in files:
+                check_pairs(dat, labels, spec)
+        total = sum(len(labels) for files in opened.values() for _, labels in files)
+        with tqdm(total=total, unit="pairs", desc=f"NORB -> {image_size}x{image_size} cache") as progress:
+            for name, files in opened.items():
+                # Filled in place: the converted set is held once, never also as a list of chunks.
+                x = torch.empty((sum(len(labels) for _, labels in files), 2, image_size, image_size), dtype=torch.uint8)
+                row = 0
+                for dat, _ in files:
+                    while dat.rows_read < dat.shape[0]:
+                        chunk = subsample(torch.from_numpy(dat.read_rows(_CHUNK)), image_size)
+                        x[row : row + len(chunk)] = chunk
+                        row += len(chunk)
+                        progress.update(len(chunk))
+                result[f"{name}_x"] = x
+                result[f"{name}_y"] = torch.from_numpy(np.concatenate([labels for _, labels in files]).astype(np.int64))
+    result.update(version=CACHE_VERSION, variant=spec["folder"], image_size=image_size, method="area")
+    cache_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache_path.with_name(cache_path.name + f".tmp{os.getpid()}")
+    try:
+        torch.save(result, tmp)
+        os.replace(tmp, cache_path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise DataFileError(f"cannot write the NORB cache {cache_path}: {err}; make the folder writable or "
+                            "set data.init_args.cache_dir to a writable folder") from err
+
+
+def labels_of(cat: Path, spec: dict) -> np.ndarray:
+    with BinaryMatrix(cat) as matrix:
+        if matrix.dtype != np.int32 or len(matrix.shape) != 1:
+            raise DataFileError(f"{cat} should hold a vector of int32 category labels, but holds a "
+                                f"{matrix.dtype.name} array of shape {matrix.shape}; is it a -cat file?")
+        labels = matrix.read_all()
+    bad = labels[(labels < 0) | (labels >= spec["num_classes"])]
+    if len(bad):
+        raise DataFileError(f"{cat} holds label {int(bad[0])} outside 0..{spec['num_classes'] - 1}; "
+                            "is it a file of the other NORB variant?")
+    return labels
+
+
+def check_pairs(dat: BinaryMatrix, labels: np.ndarray, spec: dict) -> None:
+    size = spec["raw_size"]
+    expected = (len(labels), 2, size, size)
+    if dat.dtype != np.uint8 or dat.shape != expected:
+        raise DataFileError(f"{dat.path} should hold uint8 stereo pairs of shape {expected} (matching its -cat "
+                            f"file), but holds a {dat.dtype.name} array of shape {dat.shape}")
+
+
+def subsample(pairs: torch.Tensor, image_size: int) -> torch.Tensor:
+    """uint8 ``(n, 2, H, W)`` -> uint8 ``(n, 2, image_size, image_size)`` by area averaging."""
+    small = F.interpolate(pairs.to(torch.float32), size=(image_size, image_size), mode="area")
+    return small.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def load_cache(path: Path, variant: str, image_size: int) -> dict:
+    try:
+        cache = torch.load(path, weights_only=True)
+        ok = (cache.get("version") == CACHE_VERSION and cache.get("image_size") == image_size
+              and all(k in cache for k in ("train_x", "train_y", "test_x", "test_y")))
+    except Exception as err:  # unpickling raises many types; all mean "damaged"
+        raise DataFileError(f"the NORB cache {path} cannot be read ({err}); delete it to rebuild it "
+                            "from the raw files") from err
+    if not ok:
+        raise DataFileError(f"the NORB cache {path} is from another version or image size; delete it to "
+                            f"rebuild it for variant {variant!r}, image_size {image_size}")
+    return cache

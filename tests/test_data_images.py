@@ -1,0 +1,377 @@
+"""The image data modules on tiny files written in each data set's real format.
+
+CIFAR10: Python-2-style pickles in ``cifar-10-batches-py/``; NORB: binary matrix files (plain and
+gzipped) with the real 108x108 / 96x96 image sizes and file names; EMNIST: uncompressed IDX files
+under ``EMNIST/raw/`` as torchvision expects. Each example carries an id (pixel values) so the tests
+can check that validation and test never share an example with training.
+"""
+
+from __future__ import annotations
+
+import gzip
+import inspect
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from lightning_rect.data import CIFAR10DataModule, NISTPDataModule, NORBDataModule
+from lightning_rect.data.formats import BinaryMatrix, read_binary_matrix, write_binary_matrix
+from lightning_rect.data.nistp import CyclingSampler, eval_sources
+from lightning_rect.data.norb import VARIANTS, subsample
+from lightning_rect.errors import DataFileError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def all_batches(loader) -> tuple[torch.Tensor, torch.Tensor]:
+    xs, ys = zip(*loader)
+    return torch.cat(xs), torch.cat(ys)
+
+
+# -- CIFAR10 ------------------------------------------------------------------------------------
+CIFAR_PER_BATCH, CIFAR_TEST = 6, 20
+
+
+def write_cifar(root: Path) -> None:
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    next_id = 0
+    for name, n in [(f"data_batch_{i}", CIFAR_PER_BATCH) for i in range(1, 6)] + [("test_batch", CIFAR_TEST)]:
+        data = np.random.default_rng(next_id).integers(0, 256, (n, 3072), dtype=np.uint8)
+        data[:, 0] = np.arange(next_id, next_id + n)  # red channel, top-left pixel: the example's id
+        entry = {b"batch_label": name.encode(), b"labels": [i % 10 for i in range(n)], b"data": data,
+                 b"filenames": [f"img_{next_id + i}.png".encode() for i in range(n)]}
+        (folder / name).write_bytes(pickle.dumps(entry, protocol=2))
+        next_id += n
+    meta = {b"label_names": [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse",
+                             b"ship", b"truck"], b"num_cases_per_batch": CIFAR_PER_BATCH, b"num_vis": 3072}
+    (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
+
+
+def test_cifar10_shapes_ranges_and_split(tmp_path):
+    write_cifar(tmp_path)
+    dm = CIFAR10DataModule(data_dir=str(tmp_path), val_size=8, eval_batch_size=7)
+    assert (dm.input_size, dm.num_classes) == (3072, 10)
+    dm.setup()
+    sizes = {name: len(y) for name, (_, y) in dm.splits.items()}
+    assert sizes == {"train": 5 * CIFAR_PER_BATCH, "val": 8, "test": CIFAR_TEST - 8}
+    assert all(x.dtype == torch.uint8 and x.shape[1:] == (3072,) for x, _ in dm.splits.values())
+    ids = {name: set(x[:, 0].tolist()) for name, (x, _) in dm.splits.items()}
+    assert ids["train"] == set(range(30))
+    assert ids["val"] | ids["test"] == set(range(30, 50)) and not ids["val"] & ids["test"]
+    x, y = all_batches(dm.val_dataloader())
+    assert x.dtype == torch.float32 and x.shape == (8, 3072)
+    assert 0 <= x.min() and x.max() <= 1 and x.max() > 0.9
+    assert set(y.tolist()) <= set(range(10)) and y.dtype == torch.int64
+    xb, _ = next(iter(dm.train_dataloader()))
+    assert xb.shape == (10, 3072)
+    # the split of the test images is fixed, whatever the run's seed
+    other = CIFAR10DataModule(data_dir=str(tmp_path), val_size=8, seed=5)
+    other.setup()
+    assert torch.equal(other.splits["val"][0], dm.splits["val"][0])
+
+
+def test_cifar10_missing_and_corrupt_files(tmp_path):
+    with pytest.raises(DataFileError, match=r"data_batch_1.*download: true.*cs.toronto.edu") as err:
+        CIFAR10DataModule(data_dir=str(tmp_path)).setup()
+    assert str(tmp_path / "cifar-10-batches-py") in str(err.value)
+    write_cifar(tmp_path)
+    batch = tmp_path / "cifar-10-batches-py" / "data_batch_3"
+    batch.write_bytes(batch.read_bytes()[:500])
+    with pytest.raises(DataFileError, match=r"data_batch_3 is truncated or corrupt"):
+        CIFAR10DataModule(data_dir=str(tmp_path)).setup()
+
+
+def test_cifar10_pickles_of_any_protocol_but_no_code(tmp_path):
+    from lightning_rect.data.cifar10 import read_batch
+
+    data = np.arange(2 * 3072).reshape(2, 3072).astype(np.uint8)
+    (tmp_path / "new").write_bytes(pickle.dumps({"data": data, "labels": [3, 4]}, protocol=pickle.HIGHEST_PROTOCOL))
+    x, y = read_batch(tmp_path / "new")
+    assert torch.equal(x, torch.from_numpy(data)) and y.tolist() == [3, 4]
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("this must not run",))
+
+    (tmp_path / "evil").write_bytes(pickle.dumps({b"data": Evil(), b"labels": []}))
+    with pytest.raises(DataFileError, match="unexpected object builtins.print"):
+        read_batch(tmp_path / "evil")
+
+
+# -- NORB binary matrix format ------------------------------------------------------------------
+def test_binary_matrix_round_trip_plain_and_gzip(tmp_path):
+    for name in ("a.mat", "a.mat.gz"):
+        images = np.random.default_rng(0).integers(0, 256, (5, 2, 4, 3), dtype=np.uint8)
+        write_binary_matrix(tmp_path / name, images)
+        assert np.array_equal(read_binary_matrix(tmp_path / name), images)
+    labels = np.arange(7, dtype=np.int32)
+    write_binary_matrix(tmp_path / "cat.mat", labels)
+    assert (tmp_path / "cat.mat").stat().st_size == 8 + 12 + 28  # a vector still stores 3 dimensions
+    assert read_binary_matrix(tmp_path / "cat.mat").tolist() == labels.tolist()
+    with BinaryMatrix(tmp_path / "a.mat") as matrix:  # streamed in chunks
+        assert matrix.shape == (5, 2, 4, 3)
+        assert [len(matrix.read_rows(2)) for _ in range(3)] == [2, 2, 1]
+
+
+def test_binary_matrix_reports_truncation_and_wrong_magic(tmp_path):
+    write_binary_matrix(tmp_path / "x.mat", np.zeros((4, 10), dtype=np.uint8))
+    data = (tmp_path / "x.mat").read_bytes()
+    (tmp_path / "short.mat").write_bytes(data[:-3])
+    with pytest.raises(DataFileError, match=r"short\.mat is truncated"):
+        read_binary_matrix(tmp_path / "short.mat")
+    (tmp_path / "header.mat").write_bytes(data[:6])
+    with pytest.raises(DataFileError, match=r"header\.mat is truncated"):
+        read_binary_matrix(tmp_path / "header.mat")
+    with gzip.open(tmp_path / "short.mat.gz", "wb") as f:
+        f.write(data[:-3])
+    with pytest.raises(DataFileError, match=r"short\.mat\.gz is truncated"):
+        read_binary_matrix(tmp_path / "short.mat.gz")
+    cut = gzip.compress(data)
+    (tmp_path / "cut.mat.gz").write_bytes(cut[: len(cut) // 2])
+    with pytest.raises(DataFileError, match=r"cut\.mat\.gz is truncated"):
+        read_binary_matrix(tmp_path / "cut.mat.gz")
+    (tmp_path / "idx.mat").write_bytes(struct.pack(">iiii", 0x803, 1, 2, 2) + bytes(4))  # an MNIST IDX file
+    with pytest.raises(DataFileError, match=r"idx\.mat has the wrong magic number 0x03080000"):
+        read_binary_matrix(tmp_path / "idx.mat")
+    (tmp_path / "plain.mat.gz").write_bytes(data)
+    with pytest.raises(DataFileError, match="not a gzip file"):
+        read_binary_matrix(tmp_path / "plain.mat.gz")
+
+
+# -- NORB data module ---------------------------------------------------------------------------
+NORB_PER_TRAIN_FILE, NORB_PER_TEST_FILE = 6, 5
+
+
+def write_norb(root: Path, variant: str = "jittered_cluttered", gz: tuple[str, ...] = ()) -> None:
+    """Every pair is constant with a unique value (its id), which area subsampling preserves."""
+    spec = VARIANTS[variant]
+    folder = root / spec["folder"]
+    folder.mkdir(parents=True)
+    size = spec["raw_size"]
+    per_file = {"train": NORB_PER_TRAIN_FILE, "test": NORB_PER_TEST_FILE} if variant != "small" else \
+        {"train": 20, "test": 10}
+    next_id = 0
+    for part in ("train", "test"):
+        for stem in spec["train"] if part == "train" else spec["test"]:
+            n = per_file[part]
+            ids = np.arange(next_id, next_id + n)
+            next_id += n
+            dat = np.broadcast_to(ids.astype(np.uint8).reshape(n, 1, 1, 1), (n, 2, size, size))
+            ext = ".mat.gz" if stem in gz else ".mat"
+            write_binary_matrix(folder / f"{stem}-dat{ext}", dat)
+            write_binary_matrix(folder / f"{stem}-cat{ext}", (ids % spec["num_classes"]).astype(np.int32))
+
+
+def norb_ids(x: torch.Tensor) -> set[int]:
+    return set(x[:, 0, 0, 0].tolist())
+
+
+def test_norb_jittered_cluttered_split_ranges_and_cache(tmp_path):
+    spec = VARIANTS["jittered_cluttered"]
+    write_norb(tmp_path, gz=(spec["train"][2], spec["test"][1]))
+    dm = NORBDataModule(data_dir=str(tmp_path), val_size=12, eval_batch_size=8)
+    assert (dm.input_size, dm.num_classes) == (2048, 6)
+    dm.setup()
+    n_train = 10 * NORB_PER_TRAIN_FILE
+    assert {k: len(y) for k, (_, y) in dm.splits.items()} == {"train": n_train - 12, "val": 12, "test": 10}
+    x, _ = dm.splits["train"]
+    assert x.dtype == torch.uint8 and x.shape[1:] == (2, 32, 32)
+    assert bool((x == x[:, :1, :1, :1]).all())  # constant pairs stay constant: area averaging
+    ids = {k: norb_ids(x) for k, (x, _) in dm.splits.items()}
+    assert ids["train"] | ids["val"] == set(range(n_train)) and not ids["train"] & ids["val"]
+    assert ids["test"] == set(range(n_train, n_train + 10))
+    for split in ("train", "val", "test"):  # labels travel with their images
+        x, y = dm.splits[split]
+        assert torch.equal(x[:, 0, 0, 0].long() % 6, y)
+    xb, yb = all_batches(dm.test_dataloader())
+    assert xb.shape == (10, 2048) and xb.dtype == torch.float32
+    assert torch.allclose(xb[:, 0], torch.arange(n_train, n_train + 10) * 2 / 255 - 1)
+    assert -1 <= xb.min() and xb.max() <= 1 and set(yb.tolist()) <= set(range(6))
+
+    cache = tmp_path / "norb" / "norb_cache_32x32.pt"
+    assert cache.exists()
+    for f in (tmp_path / "norb").glob("*.mat*"):
+        f.unlink()  # the second load must not need the raw files
+    again = NORBDataModule(data_dir=str(tmp_path), val_size=12)
+    again.setup()
+    assert torch.equal(again.splits["val"][0], dm.splits["val"][0])
+
+
+def test_norb_full_range_maps_to_minus_one_one():
+    pairs = torch.zeros(1, 2, 108, 108, dtype=torch.uint8)
+    pairs[..., 54:] = 255
+    small = subsample(pairs, 32)
+    assert small.shape == (1, 2, 32, 32) and small[..., :15].max() == 0 and small[..., 17:].min() == 255
+    x = NORBDataModule().transform(small)
+    assert x.min() == -1 and x.max() == 1 and x.shape == (1, 2048)
+
+
+def test_small_norb(tmp_path):
+    write_norb(tmp_path, variant="small")
+    dm = NORBDataModule(data_dir=str(tmp_path), variant="small", val_size=4)
+    assert (dm.input_size, dm.num_classes) == (2048, 5)
+    dm.setup()
+    assert {k: len(y) for k, (_, y) in dm.splits.items()} == {"train": 16, "val": 4, "test": 10}
+    assert set(torch.cat([y for _, y in dm.splits.values()]).tolist()) == set(range(5))
+    assert (tmp_path / "smallnorb" / "norb_cache_32x32.pt").exists()
+
+
+def test_norb_missing_and_damaged_files(tmp_path):
+    with pytest.raises(DataFileError, match=r"norb-5x46789x9x18x6x2x108x108-training-01-dat\.mat.*"
+                                            r"cs\.nyu\.edu/~ylclab/data/norb-v1\.0/") as err:
+        NORBDataModule(data_dir=str(tmp_path)).setup()
+    assert str((tmp_path / "norb").resolve()) in str(err.value)
+    with pytest.raises(DataFileError, match=r"norb-v1\.0-small"):
+        NORBDataModule(data_dir=str(tmp_path), variant="small").setup()
+    write_norb(tmp_path)
+    dat = tmp_path / "norb" / f"{VARIANTS['jittered_cluttered']['train'][4]}-dat.mat"
+    dat.write_bytes(dat.read_bytes()[:-100])
+    with pytest.raises(DataFileError, match=r"training-05-dat\.mat is truncated"):
+        NORBDataModule(data_dir=str(tmp_path), val_size=2).setup()
+    assert not (tmp_path / "norb" / "norb_cache_32x32.pt").exists()  # no half-written cache
+
+
+# -- NISTP (EMNIST sources) ---------------------------------------------------------------------
+EMNIST_TRAIN, EMNIST_TEST = 124, 60
+
+
+def write_emnist(root: Path) -> None:
+    """Uncompressed IDX files in ``EMNIST/raw``. Each stored image has ink in row ``label % 20 + 4``,
+    i.e. (EMNIST stores images transposed) a vertical bar in that column of the upright image."""
+    raw = root / "EMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for part, n in (("train", EMNIST_TRAIN), ("test", EMNIST_TEST)):
+        labels = (np.arange(n) * 7 + (part == "test")) % 62
+        images = np.zeros((n, 28, 28), dtype=np.uint8)
+        images[np.arange(n), labels % 20 + 4, 6:22] = 255
+        (raw / f"emnist-byclass-{part}-images-idx3-ubyte").write_bytes(
+            struct.pack(">iiii", 0x803, n, 28, 28) + images.tobytes())
+        (raw / f"emnist-byclass-{part}-labels-idx1-ubyte").write_bytes(
+            struct.pack(">ii", 0x801, n) + labels.astype(np.uint8).tobytes())
+
+
+@pytest.fixture
+def emnist_dir(tmp_path) -> str:
+    write_emnist(tmp_path)
+    return str(tmp_path)
+
+
+def nistp(data_dir: str, **kwargs) -> NISTPDataModule:
+    args = {"train_size": 95, "val_size": 30, "test_size": 20, "chunk_size": 40, "batch_size": 10, **kwargs}
+    dm = NISTPDataModule(data_dir=data_dir, **args)
+    dm.setup()
+    return dm
+
+
+def test_nistp_eval_sets_are_fixed_upright_and_in_range(emnist_dir):
+    clean = nistp(emnist_dir, distortion_strength=0)
+    assert (clean.input_size, clean.num_classes) == (1024, 62)
+    x, y = clean.splits["val"]
+    assert x.shape == (30, 32, 32) and x.dtype == torch.uint8 and len(clean.splits["test"][1]) == 20
+    column = (y % 20 + 4 + 2).tolist()  # the stored row, transposed, plus 2 pixels of padding
+    assert all(x[i, 8:24, c].min() == 255 and x[i].sum() == 16 * 255 for i, c in enumerate(column))
+
+    dm = nistp(emnist_dir)
+    assert torch.equal(dm.splits["val"][1], y)  # same source characters, now distorted
+    assert not torch.equal(dm.splits["val"][0], x)
+    assert torch.equal(nistp(emnist_dir, seed=7).splits["val"][0], dm.splits["val"][0])  # independent of the run seed
+    xb, yb = all_batches(dm.val_dataloader())
+    assert xb.shape == (30, 1024) and 0 <= xb.min() and xb.max() <= 1
+    assert set(yb.tolist()) <= set(range(62))
+    val, test = eval_sources(EMNIST_TEST, 30, 20)
+    assert not set(val.tolist()) & set(test.tolist())  # disjoint sources while they fit
+    # training draws from the EMNIST training images only; the eval sets from the test images
+    assert len(dm.splits["train"][1]) == EMNIST_TRAIN
+
+
+def test_nistp_training_stream(emnist_dir):
+    dm = nistp(emnist_dir)
+    stream = dm.train_dataloader()
+    assert len(stream) == 10  # ceil(95 / 10)
+    stream.sampler.set_epoch(0)
+    x0, y0 = all_batches(stream)
+    assert x0.shape == (95, 1024) and x0.dtype == torch.float32 and 0 <= x0.min() and x0.max() <= 1
+    assert torch.allclose(x0 * 255, (x0 * 255).round(), atol=1e-4)  # same 1/255 steps as the eval sets
+    assert set(y0.tolist()) <= set(range(62))
+    first_pass = stream.sampler.sources(0, EMNIST_TRAIN)
+    assert sorted(first_pass.tolist()) == list(range(EMNIST_TRAIN))  # cycling: each character once per pass
+    x0_again, y0_again = all_batches(stream)
+    assert torch.equal(x0, x0_again) and torch.equal(y0, y0_again)  # same (seed, epoch): same batches
+    stream.sampler.set_epoch(1)
+    x1, _ = all_batches(stream)
+    assert not torch.equal(x0, x1)  # a new epoch: new draws and new distortions
+
+    clean = nistp(emnist_dir, distortion_strength=0).train_dataloader()
+    xc, yc = all_batches(clean)
+    assert torch.equal(yc, y0)  # the same characters...
+    assert (xc - x0).abs().amax(dim=1).min() > 0.05  # ...and every one of them changed by the distortions
+
+
+def test_nistp_shards_by_rank_and_keeps_labeled_fraction(emnist_dir):
+    r0 = CyclingSampler(100, 95, seed=0, rank=0, world_size=2)
+    r1 = CyclingSampler(100, 95, seed=0, rank=1, world_size=2)
+    a, b = r0.sources(0, len(r0)), r1.sources(0, len(r1))
+    assert len(a) == len(b) == 48 and not set(a.tolist()) & set(b.tolist())
+    # together the ranks take the global stream's first 96 positions (95 padded to a multiple of 2)
+    assert set(a.tolist()) | set(b.tolist()) == set(CyclingSampler(100, 96).sources(0, 96).tolist())
+    half = nistp(emnist_dir, labeled_fraction=0.5)
+    assert len(half.splits["train"][1]) < EMNIST_TRAIN
+    assert len(half.splits["val"][1]) == 30  # evaluation sets stay complete
+
+
+def test_nistp_missing_and_corrupt_files(tmp_path, emnist_dir):
+    with pytest.raises(DataFileError, match=r"emnist-byclass-train-images-idx3-ubyte.*download: true"):
+        nistp(str(tmp_path / "nowhere"))
+    images = Path(emnist_dir) / "EMNIST" / "raw" / "emnist-byclass-test-images-idx3-ubyte"
+    images.write_bytes(images.read_bytes()[:1000])
+    with pytest.raises(DataFileError, match=r"EMNIST byclass test files .* truncated or corrupt"):
+        nistp(emnist_dir)
+
+
+# -- all image modules --------------------------------------------------------------------------
+def test_labeled_fraction_passes_through(tmp_path):
+    write_cifar(tmp_path)
+    write_norb(tmp_path)
+    cifar = CIFAR10DataModule(data_dir=str(tmp_path), val_size=8, labeled_fraction=0.5)
+    norb = NORBDataModule(data_dir=str(tmp_path), val_size=12, labeled_fraction=0.5)
+    for dm, full in ((cifar, 30), (norb, 48)):
+        dm.setup()
+        assert len(dm.splits["train"][1]) < full
+        assert len(dm.splits["val"][1]) in (8, 12)
+
+
+@pytest.mark.parametrize("name", ["cifar10", "norb", "nistp", "norb_semi"])
+def test_config_data_arguments_match_the_module(name):
+    """Each config names a data module and only arguments it takes (nothing is loaded here)."""
+    import importlib
+
+    config = yaml.safe_load((ROOT / "configs" / f"{name}.yaml").read_text())
+    module_path, _, class_name = config["data"]["class_path"].rpartition(".")
+    cls = getattr(importlib.import_module(module_path), class_name)
+    init_args = config["data"]["init_args"]
+    assert set(init_args) <= set(inspect.signature(cls).parameters)
+    dm = cls(**init_args)
+    assert dm.input_size in (1024, 2048, 3072) and dm.num_classes in (6, 10, 62)
+    assert config["trainer"]["logger"]["init_args"] == {"save_dir": "runs", "name": name}
+    assert config["model"]["init_args"]["l1"] == 0.001
+
+
+def test_nistp_stream_trains_under_lightning(emnist_dir, tmp_path):
+    """The custom training iterable works with the Trainer: set_epoch is called, epochs differ."""
+    from lightning import Trainer
+
+    from lightning_rect import SparseMLP
+
+    dm = NISTPDataModule(data_dir=emnist_dir, train_size=40, val_size=20, test_size=10, chunk_size=20)
+    model = SparseMLP(in_features=dm.input_size, num_classes=dm.num_classes, hidden_sizes=[16], lr=0.01)
+    trainer = Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer.fit(model, datamodule=dm)
+    assert trainer.global_step == 8  # 2 epochs x ceil(40 / 10) batches
+    assert trainer.train_dataloader.sampler.epoch == 1
