@@ -1,0 +1,103 @@
+"""Base class of every data module: whole splits as tensors in memory, batches served by slicing."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from lightning import LightningDataModule
+
+from lightning_rect.data.batches import BatchTransform, EpochShuffle, InMemoryBatches
+from lightning_rect.errors import ConfigError
+
+Split = tuple[torch.Tensor, torch.Tensor]
+
+
+class InMemoryDataModule(LightningDataModule):
+    """Subclasses set ``input_size`` and ``num_classes`` in ``__init__`` (LightningCLI links them into
+    the model before anything is loaded) and implement ``load_splits()``.
+
+    Args:
+        batch_size: training minibatch size (the paper: 10).
+        eval_batch_size: minibatch size for validation and test; only speed depends on it.
+        labeled_fraction: fraction of the training labels fine-tuning may see, in (0, 1]; the
+            subset is fixed by ``seed`` and class-balanced. Pre-training configs keep 1.0 so the
+            auto-encoder sees every training input.
+        seed: seeds the labeled subset and the per-epoch shuffling.
+    """
+
+    input_size: int
+    num_classes: int
+    transform: BatchTransform | None = None
+
+    def __init__(self, batch_size: int = 10, eval_batch_size: int = 1000, labeled_fraction: float = 1.0,
+                 seed: int = 0) -> None:
+        super().__init__()
+        if not (isinstance(batch_size, int) and batch_size >= 1):
+            raise ConfigError(f"data batch_size must be an integer >= 1, got {batch_size!r}")
+        if not (isinstance(labeled_fraction, (int, float)) and 0 < labeled_fraction <= 1):
+            raise ConfigError(f"labeled_fraction must be in (0, 1], got {labeled_fraction!r}")
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.labeled_fraction = float(labeled_fraction)
+        self.seed = seed
+        self.splits: dict[str, Split] | None = None
+
+    def load_splits(self) -> dict[str, Split]:
+        """Return ``{"train": (x, y), "val": (x, y), "test": (x, y)}``; ``x`` as stored, before ``transform``."""
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits is not None:
+            return
+        splits = self.load_splits()
+        if self.labeled_fraction < 1:
+            x, y = splits["train"]
+            keep = labeled_subset(y, self.labeled_fraction, self.seed)
+            splits["train"] = (x[keep], y[keep])
+        self.splits = splits
+
+    def _rank_and_world(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def _batches(self, split: str, shuffle: bool) -> InMemoryBatches:
+        if self.splits is None:
+            self.setup()
+        x, y = self.splits[split]
+        rank, world = self._rank_and_world()
+        sampler = EpochShuffle(len(y), shuffle=shuffle, seed=self.seed, rank=rank, world_size=world)
+        batch_size = self.batch_size if shuffle else self.eval_batch_size
+        return InMemoryBatches(x, y, batch_size, sampler, self.transform)
+
+    def train_dataloader(self) -> InMemoryBatches:
+        return self._batches("train", shuffle=True)
+
+    def val_dataloader(self) -> InMemoryBatches:
+        return self._batches("val", shuffle=False)
+
+    def test_dataloader(self) -> InMemoryBatches:
+        return self._batches("test", shuffle=False)
+
+    def predict_dataloader(self) -> InMemoryBatches:
+        return self._batches("test", shuffle=False)
+
+
+def labeled_subset(y: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
+    """Sorted indices of a seeded, class-balanced subset holding ``fraction`` of each class (at least one)."""
+    generator = torch.Generator().manual_seed(seed)
+    keep = []
+    for label in torch.unique(y):
+        members = torch.nonzero(y == label).flatten()
+        count = max(1, math.floor(fraction * len(members) + 0.5))
+        keep.append(members[torch.randperm(len(members), generator=generator)[:count]])
+    return torch.cat(keep).sort().values
+
+
+def fixed_split(num_examples: int, sizes: list[int], seed: int = 0) -> list[torch.Tensor]:
+    """Disjoint index sets of the given sizes from a permutation fixed by ``seed``."""
+    order = torch.randperm(num_examples, generator=torch.Generator().manual_seed(seed))
+    bounds = [0]
+    for size in sizes:
+        bounds.append(bounds[-1] + size)
+    return [order[a:b] for a, b in zip(bounds, bounds[1:])]
