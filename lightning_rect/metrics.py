@@ -43,3 +43,30 @@ class DeadUnits(Metric):
 
     def compute(self) -> torch.Tensor:
         return 1.0 - self.fired.mean()
+
+
+class UnitActivity(Metric):
+    """Per-unit count of non-zero outputs plus the number of rows seen; both sum-reduced across ranks.
+
+    From these two states come both of the paper's measurements: exact sparsity (the fraction of
+    outputs that are exactly 0) and dead units (units with no non-zero output at all). A unit alive
+    on any rank has a count > 0 after the sum, so it is alive globally.
+    """
+
+    full_state_update = False
+
+    def __init__(self, num_units: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.add_state("nonzero", default=torch.zeros(num_units, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("rows", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, nonzero_per_unit: torch.Tensor, rows: int | torch.Tensor) -> None:
+        self.nonzero += nonzero_per_unit.to(self.nonzero.dtype)
+        self.rows += rows
+
+    def compute(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(exact sparsity, dead-unit fraction)."""
+        total = self.rows * self.nonzero.numel()
+        sparsity = 1.0 - self.nonzero.sum() / total.clamp_min(1)
+        dead = (self.nonzero == 0).double().mean()
+        return sparsity.float(), dead.float()

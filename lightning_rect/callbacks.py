@@ -1,0 +1,197 @@
+"""``SparsityMonitor``: exact sparsity and dead units of every hidden layer, in any Lightning project.
+
+Logged names (``<stage>`` is ``train``, ``val`` or ``test``; layers are numbered from 1):
+
+- ``<stage>/sparsity/layer_<k>``: fraction of layer k's outputs that are exactly 0 over the epoch;
+- ``<stage>/sparsity/mean``: the mean of those over layers;
+- ``<stage>/dead/layer_<k>``: fraction of layer k's units that output 0 for every example of the
+  epoch (the whole validation or test pass; for training, the whole training epoch);
+- ``<stage>/dead/mean``: the mean over layers.
+
+How it stays cheap: a forward hook on each watched module adds ``count_nonzero(output, dim=0)``
+into a per-unit counter on the device, one small kernel per layer and step, and no host sync.
+At the end of the epoch the counters go into torchmetrics ``UnitActivity`` objects whose
+``compute()`` sums them over DDP ranks, so the logged values describe the whole data set.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+
+import torch
+from lightning import Callback, LightningModule, Trainer
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from lightning_rect.activations import ACTIVATIONS
+from lightning_rect.errors import ConfigError
+from lightning_rect.metrics import UnitActivity
+
+#: Watched when a module neither defines ``sparsity_modules()`` nor is given ``modules``.
+DEFAULT_TYPES = (nn.ReLU, nn.Tanh, nn.Softplus, nn.Sigmoid, nn.LeakyReLU, nn.GELU)
+
+
+class SparsityMonitor(Callback):
+    """Args:
+        modules: which modules' outputs to measure, each a qualified module name (as in
+            ``named_modules()``, e.g. ``net.2``) or a class name (``ReLU``, ``torch.nn.ReLU``).
+            Default: the LightningModule's ``sparsity_modules()`` (``SparseMLP``, ``StackedDAE``),
+            else every ReLU/Tanh/Softplus/Sigmoid/LeakyReLU/GELU module.
+        train_log_every_n_steps: also log the epoch-to-date training values every n steps, as
+            ``train_step/sparsity/layer_<k>`` and ``train_step/dead/layer_<k>`` (costs a host sync
+            each time); ``None`` (default) logs training values once per epoch only.
+        epoch_logs: log the per-epoch values. A second monitor added only for per-step logs (the
+            ``callbacks/sparsity_steps.yaml`` preset) sets it to false so names are not logged twice.
+    """
+
+    def __init__(self, modules: Sequence[str] | None = None, train_log_every_n_steps: int | None = None,
+                 epoch_logs: bool = True) -> None:
+        self.modules = list(modules) if modules is not None else None
+        self.train_log_every_n_steps = train_log_every_n_steps
+        self.epoch_logs = epoch_logs
+        self._handles: list[RemovableHandle] = []
+        self._stage: str | None = None
+        self._counts: dict[int, torch.Tensor] = {}
+        self._rows: dict[int, int] = {}
+        self._metrics: dict[tuple[str, int], UnitActivity] = {}
+
+    # -- which modules ----------------------------------------------------------------------------
+    def watched_modules(self, pl_module: LightningModule) -> list[nn.Module]:
+        if self.modules is None:
+            if hasattr(pl_module, "sparsity_modules"):
+                return list(pl_module.sparsity_modules())
+            found = [m for m in pl_module.modules() if isinstance(m, DEFAULT_TYPES + tuple(_registered_types()))]
+        else:
+            found = [m for name, m in pl_module.named_modules() if name and _matches(name, m, self.modules)]
+        if not found:
+            candidates = sorted({type(m).__name__ for m in pl_module.modules()} - {type(pl_module).__name__})
+            raise ConfigError(
+                f"SparsityMonitor found no module to watch in {type(pl_module).__name__} "
+                f"(modules={self.modules}); pass module names or class names, e.g. one of {candidates}"
+            )
+        return found
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self._remove_hooks()
+        for index, module in enumerate(self.watched_modules(pl_module)):
+            self._handles.append(module.register_forward_hook(self._make_hook(index)))
+
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self._remove_hooks()
+
+    def _remove_hooks(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def _make_hook(self, index: int):
+        def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+            if self._stage is None:
+                return
+            out = output.detach()
+            counts = torch.count_nonzero(out.reshape(-1, out.shape[-1]), dim=0)
+            if index in self._counts:
+                self._counts[index].add_(counts)
+            else:
+                self._counts[index] = counts
+            self._rows[index] = self._rows.get(index, 0) + out.numel() // out.shape[-1]
+
+        return hook
+
+    # -- epoch boundaries -------------------------------------------------------------------------
+    def _start(self, stage: str) -> None:
+        self._stage = stage
+        self._counts, self._rows = {}, {}
+
+    def _finish(self, stage: str, pl_module: LightningModule) -> None:
+        values = self._compute(stage, pl_module) if self.epoch_logs else {}
+        if values:
+            pl_module.log_dict(values, sync_dist=True)
+        self._stage = None
+
+    def _compute(self, stage: str, pl_module: LightningModule) -> dict[str, torch.Tensor]:
+        values: dict[str, torch.Tensor] = {}
+        sparsities, deads = [], []
+        for index in sorted(self._counts):
+            metric = self._metric(stage, index, self._counts[index])
+            metric.update(self._counts[index], self._rows[index])
+            sparsity, dead = metric.compute()
+            metric.reset()
+            values[f"{stage}/sparsity/layer_{index + 1}"] = sparsity
+            values[f"{stage}/dead/layer_{index + 1}"] = dead
+            sparsities.append(sparsity)
+            deads.append(dead)
+        if sparsities:
+            values[f"{stage}/sparsity/mean"] = torch.stack(sparsities).mean()
+            values[f"{stage}/dead/mean"] = torch.stack(deads).mean()
+        return values
+
+    def _metric(self, stage: str, index: int, like: torch.Tensor) -> UnitActivity:
+        key = (stage, index)
+        if key not in self._metrics:
+            self._metrics[key] = UnitActivity(like.numel()).to(like.device)
+        return self._metrics[key]
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._start("train")
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int) -> None:
+        every = self.train_log_every_n_steps
+        if every and (trainer.global_step % every == 0) and self._counts:
+            running = {}
+            for index in sorted(self._counts):
+                counts, rows = self._counts[index], self._rows[index]
+                running[f"train_step/sparsity/layer_{index + 1}"] = 1.0 - counts.sum() / (rows * counts.numel())
+                running[f"train_step/dead/layer_{index + 1}"] = (counts == 0).float().mean()
+            pl_module.log_dict(running, on_step=True, on_epoch=False)
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._finish("train", pl_module)
+
+    def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._resume_train = self._stage == "train"
+        self._saved_train = (self._counts, self._rows)
+        if trainer.sanity_checking:
+            self._stage = None
+            return
+        self._start("val")
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._finish("val", pl_module)
+        if self._resume_train:  # validation ran inside a training epoch: carry on counting training
+            self._counts, self._rows = self._saved_train
+            self._stage = "train"
+
+    def on_test_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._start("test")
+
+    def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._finish("test", pl_module)
+
+
+def _matches(name: str, module: nn.Module, wanted: list[str]) -> bool:
+    """``wanted`` entries are module names, class names, or importable class paths (``torch.nn.ReLU``)."""
+    for entry in wanted:
+        if entry == name or entry == type(module).__name__:
+            return True
+        cls = _import_class(entry)
+        if cls is not None and isinstance(module, cls):
+            return True
+    return False
+
+
+def _import_class(path: str) -> type | None:
+    module_path, _, attr = path.rpartition(".")
+    if not module_path:
+        return None
+    try:
+        obj = getattr(importlib.import_module(module_path), attr)
+    except (ImportError, AttributeError):
+        return None
+    return obj if isinstance(obj, type) else None
+
+
+def _registered_types() -> list[type]:
+    return [obj for obj in (ACTIVATIONS.get(n) for n in ACTIVATIONS.names()) if isinstance(obj, type)]
