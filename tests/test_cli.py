@@ -7,19 +7,36 @@ DIGITS = str(ROOT / "configs" / "digits.yaml")
 FAST = ["--trainer.max_epochs=3", "--model.init_args.hidden_sizes=[256,256]", "--trainer.enable_progress_bar=false"]
 
 
-def test_fit_then_test_writes_results_json(run_cli, tmp_path):
-    proc = run_cli("fit", "--config", DIGITS, *FAST)
+def read_results(tmp_path, name="digits") -> dict:
+    [results_file] = list(Path(tmp_path, "runs", name).glob("version_*/results.json"))
+    return json.loads(results_file.read_text())
+
+
+def test_digits_default_fit_then_test_writes_results_json(run_cli, tmp_path):
+    """The embedded default as a user runs it: fit + test well under a minute, <= 4% test error."""
+    proc = run_cli("fit", "--config", DIGITS, "--trainer.enable_progress_bar=false")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    [results_file] = list(Path(tmp_path, "runs", "digits").glob("version_*/results.json"))
-    results = json.loads(results_file.read_text())
+    results = read_results(tmp_path)
     assert results["model"] == "SparseMLP" and results["data"] == "DigitsDataModule"
     assert results["selection_metric"] == "val/err"
-    assert results["epochs"] == 3
-    assert 0 <= results["test/err"] < 0.1
-    assert 0 < results["test/sparsity"] < 1
-    assert Path(results["checkpoint"]).name.startswith("best-epoch=")
-    assert results["best_epoch"] in (0, 1, 2)
+    assert results["epochs"] == 30
+    assert results["test/err"] <= 0.04
+    assert results["best_val"] <= 0.04
+    assert Path(results["checkpoint"]).name == f"best-epoch={results['best_epoch']}.ckpt"
+    # the sparsity of rectifier units with L1 0.001 (issue: above 50% on digits)
+    assert results["test/sparsity/mean"] > 0.5
+    for k in (1, 2, 3):
+        assert 0 < results[f"test/sparsity/layer_{k}"] < 1
+        assert 0 <= results[f"test/dead/layer_{k}"] < 0.5
     assert "test error" in proc.stdout
+
+
+def test_tanh_units_are_not_sparse(run_cli, tmp_path):
+    proc = run_cli("fit", "--config", DIGITS, "--model.init_args.activation=tanh", *FAST)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = read_results(tmp_path)
+    assert results["test/sparsity/mean"] < 0.05
+    assert results["epochs"] == 3
 
 
 def test_unknown_activation_exits_before_training_with_valid_names(run_cli):
