@@ -1,0 +1,174 @@
+"""What each data set needs to know, and how much training each budget buys.
+
+Everything that changes between ``--budget tiny``, ``small`` and ``paper`` is in ``BUDGETS`` below,
+so the cost of a reproduction can be read (and changed) in one place. ``None`` means "as the
+config file says": the ``paper`` budget runs the configs as written, plus the learning-rate search.
+
+Time of ``--budget small`` on 2 CPU cores (measured for MNIST; the others are estimated from the
+FLOPs per example relative to MNIST, about 22 s per MNIST epoch of 50k examples at batch 10):
+
+=========  ==========================================================  ==========================
+data set   small budget                                                 table1 (9 runs), estimated
+=========  ==========================================================  ==========================
+mnist      1 pre-training epoch per layer, 10 fine-tuning epochs        35-45 min
+cifar10    1 pre-training epoch per layer, 6 fine-tuning epochs         40-50 min
+nistp      300k-example stream for fine-tuning, 100k per DAE layer      40-60 min (distortions)
+norb       10% of the training batches per epoch, 20% of validation,
+           1 pre-training epoch per layer, 4 fine-tuning epochs         45-60 min
+=========  ==========================================================  ==========================
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+#: The paper's learning-rate grid (both phases), chosen on validation (PAPER.md).
+PAPER_LRS = (0.1, 0.01, 0.001, 0.0001)
+#: The paper's softplus sharpness values a; ``math.inf`` stands for the rectifier.
+PAPER_SHARPNESS = (1.0, 1.3, 2.0, 3.0, 6.0, math.inf)
+#: The paper's labeled fractions (semi-supervised NORB figure).
+PAPER_FRACTIONS = (0.04, 0.21, 0.43, 0.64, 1.0)
+
+
+@dataclass(frozen=True)
+class DataSet:
+    """Facts about a data set that the experiments need.
+
+    Args:
+        config: fine-tuning config in ``configs/``; the pre-training config is ``<name>_pretrain.yaml``.
+        semi_config: config for the semi-supervised runs (``labeled_fraction`` is set per run).
+        uses_data_dir: whether ``--data-dir`` applies (digits are bundled with scikit-learn).
+        reconstruction: DAE reconstruction by activation (``"*"``: every other activation). The paper:
+            softplus for rectifier units on images, cross-entropy (``sigmoid``) for tanh units.
+        stream: an epoch is a stream of fresh examples (NISTP); fewer labels then do not mean
+            fewer steps, so the semi-supervised experiment does not lengthen training.
+    """
+
+    config: str
+    semi_config: str
+    uses_data_dir: bool = True
+    reconstruction: Mapping[str, str] = field(default_factory=lambda: {"tanh": "sigmoid", "*": "softplus"})
+    stream: bool = False
+
+    @property
+    def pretrain_config(self) -> str:
+        return self.config.replace(".yaml", "_pretrain.yaml")
+
+
+DATASETS: dict[str, DataSet] = {
+    "digits": DataSet("digits.yaml", "digits.yaml", uses_data_dir=False),
+    "mnist": DataSet("mnist.yaml", "mnist.yaml"),
+    "cifar10": DataSet("cifar10.yaml", "cifar10.yaml"),
+    "nistp": DataSet("nistp.yaml", "nistp.yaml", stream=True),
+    # Inputs in [-1, 1]: neither softplus nor sigmoid outputs can reconstruct them (configs/norb_pretrain.yaml).
+    "norb": DataSet("norb.yaml", "norb_semi.yaml", reconstruction={"*": "linear"}),
+}
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much training one reproduction gets. Per-data-set mappings fall back on their ``"*"`` entry.
+
+    Args:
+        finetune_epochs: supervised epochs (``trainer.max_epochs``); None: the config's.
+        pretrain_epochs_per_layer: DAE epochs per hidden layer; None: the config's.
+        lrs: learning rates tried for every run, the one with the best validation score kept
+            (fine-tuning: val/err; pre-training: val/recon); None: the config's lr, no search.
+        trainer: extra ``trainer.*`` settings (both phases), e.g. ``limit_train_batches``.
+        data: extra ``data.init_args.*`` settings for fine-tuning.
+        pretrain_data: extra ``data.init_args.*`` settings for pre-training.
+        hidden_sizes: replaces the configs' layer sizes (``tiny`` only); None: the config's.
+        l1_grid: L1 coefficients of ``l1_sweep`` (the paper: 0 to 0.01).
+        sharpness: softplus sharpness values a of ``sharpness`` (``math.inf``: rectifier).
+        fractions: labeled fractions of ``semi_supervised``.
+        semi_epoch_cap: with a labeled fraction f, fine-tuning runs ``min(E / f, cap * E)`` epochs
+            (E = ``finetune_epochs``), so small fractions are not starved of steps.
+    """
+
+    name: str
+    summary: str
+    finetune_epochs: Mapping[str, int | None]
+    pretrain_epochs_per_layer: Mapping[str, int | None]
+    lrs: tuple[float, ...] | None
+    trainer: Mapping[str, Mapping[str, Any]]
+    data: Mapping[str, Mapping[str, Any]]
+    pretrain_data: Mapping[str, Mapping[str, Any]]
+    hidden_sizes: Mapping[str, list[int]] | None
+    l1_grid: tuple[float, ...]
+    sharpness: tuple[float, ...]
+    fractions: tuple[float, ...]
+    semi_epoch_cap: int
+
+
+def for_dataset(mapping: Mapping[str, Any] | None, dataset: str, default: Any = None) -> Any:
+    """``mapping[dataset]``, else ``mapping["*"]``, else ``default``."""
+    if mapping is None:
+        return default
+    return mapping.get(dataset, mapping.get("*", default))
+
+
+# The budgets, side by side. Keys of per-data-set mappings: a data set name or "*" (any other).
+BUDGETS: dict[str, Budget] = {
+    # Seconds per run, on the bundled digits: proves the pipeline end to end (the tests), says
+    # little about accuracy. Tiny layers, one epoch (20 batches, except on the small digits set).
+    "tiny": Budget(
+        name="tiny",
+        summary="pipeline check: 1 epoch (at most 20 batches; digits: all), layers of 32 units, no learning-rate search",
+        finetune_epochs={"*": 1},
+        pretrain_epochs_per_layer={"*": 1},
+        lrs=None,
+        trainer={"*": {"limit_train_batches": 20, "limit_val_batches": 2, "limit_test_batches": 2,
+                       "num_sanity_val_steps": 0},
+                 # the whole of the small digits set (120 batches) still takes about a second
+                 "digits": {"num_sanity_val_steps": 0},
+                 "nistp": {"limit_train_batches": 20, "limit_val_batches": 2, "limit_test_batches": 2,
+                           "num_sanity_val_steps": 0, "val_check_interval": 1.0}},
+        data={"nistp": {"train_size": 1000, "val_size": 200, "test_size": 200}},
+        pretrain_data={"nistp": {"train_size": 1000, "val_size": 200, "test_size": 200}},
+        hidden_sizes={"*": [32, 32, 32], "norb": [64, 32]},
+        l1_grid=(0.0, 0.001, 0.01),
+        sharpness=(1.0, 3.0, math.inf),
+        fractions=(0.21, 1.0),
+        semi_epoch_cap=1,
+    ),
+    # Faithful protocol (paper architectures, L1 0.001, batch 10, pre-training then fine-tuning,
+    # selection on validation), shortened to about an hour per data set on 2 CPU cores: few epochs,
+    # the configs' learning rates instead of the search.
+    "small": Budget(
+        name="small",
+        summary="paper architectures, 1 pre-training epoch per layer, few fine-tuning epochs, config learning rates",
+        finetune_epochs={"*": 10, "cifar10": 6, "norb": 4, "nistp": 1},
+        pretrain_epochs_per_layer={"*": 1},
+        lrs=None,
+        trainer={"norb": {"limit_train_batches": 0.1, "limit_val_batches": 0.2},
+                 "nistp": {"val_check_interval": 5000}},
+        data={"nistp": {"train_size": 300_000, "val_size": 10_000}},
+        pretrain_data={"nistp": {"train_size": 100_000, "val_size": 10_000}},
+        hidden_sizes=None,
+        l1_grid=(0.0, 0.0001, 0.0003, 0.001, 0.002, 0.003, 0.005, 0.01),
+        sharpness=PAPER_SHARPNESS,
+        fractions=PAPER_FRACTIONS,
+        semi_epoch_cap=4,
+    ),
+    # The full protocol: the configs as written (epochs, data sizes) and the paper's learning-rate
+    # grid for every run, in both phases. Meant for a GPU, or split over machines (--shard).
+    "paper": Budget(
+        name="paper",
+        summary="configs as written, learning rate chosen from {0.1, 0.01, 0.001, 0.0001} on validation",
+        finetune_epochs={"*": None},
+        pretrain_epochs_per_layer={"*": None},
+        lrs=PAPER_LRS,
+        trainer={},
+        data={},
+        pretrain_data={},
+        hidden_sizes=None,
+        l1_grid=(0.0, 0.0001, 0.0002, 0.0003, 0.0005, 0.0007, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005,
+                 0.007, 0.01),
+        sharpness=PAPER_SHARPNESS,
+        fractions=PAPER_FRACTIONS,
+        semi_epoch_cap=10,
+    ),
+}

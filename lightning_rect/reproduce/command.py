@@ -1,0 +1,158 @@
+"""``python -m lightning_rect reproduce <experiment> ...``: argument parsing and the whole flow."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from lightning_rect.reproduce.budgets import BUDGETS, DATASETS
+from lightning_rect.reproduce.experiments import EXPERIMENTS, Context
+from lightning_rect.reproduce.report import write_reports
+from lightning_rect.reproduce.runner import Options, Record, Runner, available_cores
+
+EPILOG = """\
+examples:
+  python -m lightning_rect reproduce table1 --data-dir ../shared/data --datasets mnist --budget small
+  python -m lightning_rect reproduce l1_sweep --data-dir ../shared/data --budget small
+  python -m lightning_rect reproduce sharpness --datasets digits --budget tiny --in-process
+
+Finished runs are reused: rerun the same command to continue an interrupted reproduction.
+Several machines: give each the same command with --shard i/n (i = 0..n-1), copy every
+<out>/runs/ folder into one, and rerun without --shard to collect the tables.
+"""
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m lightning_rect reproduce",
+        description="Rerun one of the paper's experiments and write its table (and figure) beside the paper's numbers.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("experiment", choices=sorted(EXPERIMENTS), help="which table or figure")
+    parser.add_argument("--datasets", nargs="+", metavar="NAME",
+                        help=f"data sets, from {', '.join(DATASETS)} (default: the paper's for the experiment)")
+    parser.add_argument("--budget", default="small", choices=list(BUDGETS),
+                        help="tiny: pipeline check; small (default): shortened, ~1 h per data set on 2 CPU cores; "
+                             "paper: full protocol with the learning-rate search")
+    parser.add_argument("--data-dir", type=Path, help="folder holding the data sets (as data.init_args.data_dir)")
+    parser.add_argument("--out", type=Path, help="output folder (default: reproductions/<experiment>)")
+    parser.add_argument("--configs", type=Path, help="folder of the YAML configs (default: the repository's configs/)")
+    parser.add_argument("--parallel", type=int, default=1, metavar="N",
+                        help="runs at once, each with cores/N threads (default 1: one run at a time)")
+    parser.add_argument("--threads", type=int, help="torch threads per run (default: cores / parallel)")
+    parser.add_argument("--shard", metavar="I/N", help="run only shard I of N (I = 0..N-1) of the runs to train")
+    parser.add_argument("--in-process", action="store_true",
+                        help="train in this process instead of one child process per run (saves ~5 s per run; "
+                             "for tiny runs)")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan and each run's fit command; train nothing")
+    parser.add_argument("--verbose", action="store_true", help="show everything the runs print, not only progress")
+    parser.add_argument("--wandb", metavar="PROJECT", help="also log every run to this W&B project (group: experiment)")
+    return parser.parse_args(argv)
+
+
+class UsageError(Exception):
+    pass
+
+
+def check_args(args: argparse.Namespace) -> tuple[list[str], tuple[int, int] | None, int]:
+    """Validated data sets, shard and threads per run; UsageError names what is wrong."""
+    experiment = EXPERIMENTS[args.experiment]
+    datasets = args.datasets or list(experiment.default_datasets)
+    unknown = [d for d in datasets if d not in DATASETS]
+    if unknown:
+        raise UsageError(f"unknown data set {', '.join(map(repr, unknown))}; choose from {', '.join(DATASETS)}")
+    shard = None
+    if args.shard:
+        try:
+            index, count = (int(part) for part in args.shard.split("/"))
+        except ValueError:
+            raise UsageError(f"--shard must look like I/N, e.g. 0/4, got {args.shard!r}") from None
+        if not (count >= 1 and 0 <= index < count):
+            raise UsageError(f"--shard {args.shard}: need N >= 1 and 0 <= I < N")
+        shard = (index, count)
+    cores = available_cores()
+    if args.parallel < 1:
+        raise UsageError(f"--parallel must be >= 1, got {args.parallel}")
+    if args.in_process and args.parallel > 1:
+        raise UsageError("--in-process runs one run at a time; drop --parallel or --in-process")
+    if args.parallel > cores:
+        raise UsageError(f"--parallel {args.parallel} would put more runs than cores ({cores}) on this machine; "
+                         f"runs that share cores train several times slower than one after the other")
+    threads = args.threads or max(1, cores // args.parallel)
+    if threads * args.parallel > cores:
+        raise UsageError(f"--threads {threads} x --parallel {args.parallel} exceeds the {cores} cores; "
+                         "oversubscribed cores make every run slower")
+    return datasets, shard, threads
+
+
+def default_configs_dir() -> Path:
+    """The repository's configs/ (an editable install or a checkout), else ./configs."""
+    here = Path(__file__).resolve().parents[2] / "configs"
+    return here if here.is_dir() else Path.cwd() / "configs"
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        datasets, shard, threads = check_args(args)
+        configs_dir = (args.configs or default_configs_dir()).resolve()
+        context = Context(BUDGETS[args.budget], configs_dir)
+        specs = EXPERIMENTS[args.experiment].plan(context, datasets)
+        missing = sorted({s.config for s in specs if not (configs_dir / s.config).is_file()})
+        if missing:
+            raise UsageError(f"config file(s) {', '.join(missing)} not found in {configs_dir}; pass --configs DIR")
+    except (UsageError, FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+    out = (args.out or Path("reproductions") / args.experiment).resolve()
+    data_dir = args.data_dir.resolve() if args.data_dir else None
+    options = Options(out=out, configs_dir=configs_dir, data_dir=data_dir, in_process=args.in_process,
+                      parallel=args.parallel, threads=threads, shard=shard, verbose=args.verbose,
+                      wandb_project=args.wandb, experiment=args.experiment)
+    meta = {"experiment": args.experiment, "budget": args.budget, "datasets": datasets,
+            "command": "python -m lightning_rect reproduce " + shlex.join(sys.argv[2:] if argv is None else argv),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+    def report(records: dict[str, Record], plot: bool = False) -> dict:
+        return write_reports(out, args.experiment, meta, records, datasets, plot=plot)
+
+    runner = Runner(options, on_change=report)
+    records = runner.prepare(specs)
+    counts = _counts(records)
+    mode = "in this process" if args.in_process else f"{args.parallel} at a time, {threads} thread(s) each"
+    print(f"{args.experiment} ({args.budget} budget, {', '.join(datasets)}): {len(specs)} runs, "
+          f"{counts.get('pending', 0)} to train ({mode}), {counts.get('reused', 0)} reused"
+          + (f", {counts.get('other shard', 0)} left to other shards" if shard else "") + f"; output in {out}")
+    if args.dry_run:
+        for record in records.values():
+            print(f"  [{record.status}] {record.spec.id}\n      {shlex.join(record.command)}")
+        return
+
+    try:
+        runner.execute(records)
+    except KeyboardInterrupt:
+        report(records, plot=True)
+        print(f"\ninterrupted; rerun the same command to go on (finished runs are reused, a stopped run "
+              f"resumes from its last checkpoint). Partial results: {out}", file=sys.stderr)
+        sys.exit(130)
+    paths = report(records, plot=True)
+    counts = _counts(records)
+    print(f"\n{args.experiment}: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+    for kind, path in paths.items():
+        if path is not None:
+            print(f"  {kind}: {path}")
+    bad = counts.get("failed", 0) + counts.get("blocked", 0)
+    if bad:
+        print(f"{bad} run(s) failed or were blocked; see the status column of {paths['markdown']} "
+              "and each run's output.log", file=sys.stderr)
+        sys.exit(1)
+
+
+def _counts(records: dict[str, Record]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for record in records.values():
+        counts[record.status] = counts.get(record.status, 0) + 1
+    return counts

@@ -1,0 +1,455 @@
+"""Runs a plan: reuses finished runs, trains the rest one ``fit`` at a time (or N at once), shows progress.
+
+Why a child process per run (the default): each ``fit`` starts from a fresh interpreter, so no
+global state (seeds, thread pools, CUDA memory, logging handlers, registered hooks) leaks from one
+run into the next; a crash or an out-of-memory kill fails one run, not the reproduction; the
+child's thread count is set before torch starts (``OMP_NUM_THREADS``); and ``--parallel N`` is
+just N children. The price is ~5 s of interpreter and import start per run, which matters only for
+tiny runs: ``--in-process`` runs them in this process instead (the tests use it).
+
+Layout of ``<out>/runs/<run id>/``: ``version_0/`` (CSV metrics, ``config.yaml``, ``checkpoints/``,
+``results.json``), ``output.log`` (everything the run printed) and ``spec.json``. A run counts as
+finished when its ``results.json`` exists; a run stopped half-way resumes from its ``last.ckpt``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import math
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lightning_rect.reproduce.budgets import DATASETS
+from lightning_rect.reproduce.experiments import RunSpec
+from lightning_rect.reproduce.progress import PREFIX
+
+#: Final states of a run. ``reused``: finished by an earlier invocation; ``other shard``: left to
+#: another ``--shard``; ``blocked``: its pre-training failed or is missing.
+FINAL = ("done", "reused", "failed", "blocked", "other shard", "interrupted")
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+@dataclass
+class Options:
+    out: Path
+    configs_dir: Path
+    data_dir: Path | None = None
+    in_process: bool = False
+    parallel: int = 1
+    threads: int = 1
+    shard: tuple[int, int] | None = None
+    verbose: bool = False
+    wandb_project: str | None = None
+    experiment: str = ""
+
+
+@dataclass
+class Record:
+    """What happened to one run; ``results`` is its ``results.json``."""
+
+    spec: RunSpec
+    status: str = "pending"
+    results: dict[str, Any] | None = None
+    error: str | None = None
+    seconds: float | None = None
+    pretrained_from: str | None = None
+    command: list[str] = field(default_factory=list)
+
+    @property
+    def finished(self) -> bool:
+        return self.results is not None
+
+    def to_json(self, out: Path) -> dict[str, Any]:
+        return {**self.spec.to_json(), "status": self.status, "error": self.error, "seconds": self.seconds,
+                "pretrained_from": self.pretrained_from, "log_dir": str(log_dir(out, self.spec)),
+                "command": self.command, "results": self.results}
+
+
+def run_dir(out: Path, spec: RunSpec) -> Path:
+    return out / "runs" / spec.id
+
+
+def log_dir(out: Path, spec: RunSpec) -> Path:
+    return run_dir(out, spec) / "version_0"
+
+
+def read_results(out: Path, spec: RunSpec) -> dict | None:
+    path = log_dir(out, spec) / "results.json"
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def format_value(value: Any) -> str:
+    """A value as jsonargparse reads it on the command line."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)
+
+
+def best_of(records: list[Record]) -> Record | None:
+    """The finished record with the lowest validation score (``best_val``: val/err or val/recon)."""
+    scored = [r for r in records if r.finished and _finite(r.results.get("best_val"))]
+    return min(scored, key=lambda r: r.results["best_val"]) if scored else None
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def checkpoint_of(out: Path, record: Record) -> Path | None:
+    """The best checkpoint of a finished run; looked up in its own folder when the recorded path is
+    stale (results copied from another machine, or an output folder that was moved)."""
+    recorded = record.results.get("checkpoint") if record.results else None
+    if not recorded:
+        return None
+    path = Path(recorded)
+    if path.is_file():
+        return path
+    found = sorted(run_dir(out, record.spec).rglob(path.name))
+    return found[0] if found else None
+
+
+def shards(specs: list[RunSpec], count: int) -> dict[str, int]:
+    """Shard of each run: runs linked through ``needs`` stay together (a fine-tuning run needs its
+    pre-training on the same machine); the groups, in plan order, are dealt out round-robin."""
+    parent = {s.id: s.id for s in specs}
+
+    def root(i: str) -> str:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for spec in specs:
+        for need in spec.needs:
+            parent[root(need)] = root(spec.id)
+    order: dict[str, int] = {}
+    for spec in specs:
+        order.setdefault(root(spec.id), len(order))
+    return {s.id: order[root(s.id)] % count for s in specs}
+
+
+class Runner:
+    def __init__(self, options: Options, on_change: Callable[[dict[str, Record]], None] | None = None) -> None:
+        self.o = options
+        self.on_change = on_change or (lambda records: None)
+        self._print_lock = threading.Lock()
+        self._started = 0
+        self._to_train = 0
+        self._procs: dict[str, subprocess.Popen] = {}
+        # Captured now: while a run trains in this process, sys.stdout is redirected into its log.
+        self._console = sys.stdout
+
+    # -- output ----------------------------------------------------------------------------------
+    def say(self, text: str) -> None:
+        with self._print_lock:
+            print(text, file=self._console, flush=True)
+
+    # -- planning state ----------------------------------------------------------------------------
+    def prepare(self, specs: list[RunSpec]) -> dict[str, Record]:
+        """Records for the plan: finished runs are ``reused``, other shards' runs set aside."""
+        shard_of = shards(specs, self.o.shard[1]) if self.o.shard else {}
+        records = {}
+        for spec in specs:
+            record = Record(spec, command=self.command(spec))
+            record.results = read_results(self.o.out, spec)
+            if record.finished:
+                record.status = "reused"
+            elif self.o.shard and shard_of[spec.id] != self.o.shard[0]:
+                record.status = "other shard"
+            records[spec.id] = record
+        return records
+
+    def command(self, spec: RunSpec, pretrained: Path | None = None, resume: Path | None = None) -> list[str]:
+        """The ``fit`` command line of a run (what a user or scheduler could run by hand)."""
+        args = [sys.executable, "-m", "lightning_rect", "fit", "--config", str(self.o.configs_dir / spec.config)]
+        args += [f"--{key}={format_value(value)}" for key, value in spec.settings.items()]
+        out_runs = (self.o.out / "runs").resolve()
+        csv = {"class_path": "lightning.pytorch.loggers.CSVLogger",
+               "init_args": {"save_dir": str(out_runs), "name": spec.id, "version": 0}}
+        loggers: Any = csv
+        if self.o.wandb_project:
+            loggers = [csv, {"class_path": "lightning.pytorch.loggers.WandbLogger",
+                             "init_args": {"project": self.o.wandb_project, "name": spec.id,
+                                           "group": self.o.experiment, "save_dir": str(out_runs / spec.id)}}]
+        args += [f"--trainer.logger={json.dumps(loggers)}",
+                 # with several loggers Lightning puts checkpoints under default_root_dir
+                 f"--trainer.default_root_dir={out_runs / spec.id}",
+                 "--trainer.enable_progress_bar=false",
+                 "--trainer.callbacks+=lightning_rect.reproduce.progress.EpochLine"]
+        if self.o.data_dir is not None and DATASETS[spec.dataset].uses_data_dir:
+            args.append(f"--data.init_args.data_dir={self.o.data_dir}")
+        if spec.needs:
+            args.append(f"--model.init_args.pretrained={pretrained or '<best checkpoint of ' + ', '.join(spec.needs) + '>'}")
+        if resume is not None:
+            args.append(f"--ckpt_path={resume}")
+        return args
+
+    def _dependency(self, spec: RunSpec, records: dict[str, Record]) -> tuple[str, Path | None]:
+        """("ready", checkpoint), ("wait", None) or ("blocked", None) for the run's pre-training."""
+        if not spec.needs:
+            return "ready", None
+        candidates = [records[i] for i in spec.needs]
+        if any(r.status not in FINAL for r in candidates):
+            return "wait", None
+        best = best_of(candidates)
+        checkpoint = checkpoint_of(self.o.out, best) if best is not None else None
+        return ("ready", checkpoint) if checkpoint is not None else ("blocked", None)
+
+    # -- the schedule ------------------------------------------------------------------------------
+    def execute(self, records: dict[str, Record]) -> dict[str, Record]:
+        """Train every pending run, at most ``parallel`` at once, each when its pre-training is done.
+
+        With one run at a time the run trains on this thread, so Ctrl-C reaches it directly.
+        """
+        todo = [r for r in records.values() if r.status == "pending"]
+        self._to_train = len(todo)
+        running: dict[Future, Record] = {}
+        try:
+            if self.o.parallel == 1:
+                while (ready := self._next_ready(todo, records)) is not None:
+                    self._train(*ready)
+                    self.on_change(records)
+            else:
+                with ThreadPoolExecutor(max_workers=self.o.parallel) as pool:
+                    while True:
+                        while len(running) < self.o.parallel and (ready := self._next_ready(todo, records)):
+                            running[pool.submit(self._train, *ready)] = ready[0]
+                        if not running:
+                            break
+                        finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                        for future in finished:
+                            running.pop(future)
+                            future.result()
+                        self.on_change(records)
+        except KeyboardInterrupt:
+            for proc in list(self._procs.values()):
+                proc.terminate()
+            for record in records.values():
+                if record.status in ("running", "pending"):
+                    record.status = "interrupted"
+            self.on_change(records)
+            raise
+        for record in todo:  # waiting on a run that will not finish here
+            self._block(record, "its pre-training did not finish")
+        self.on_change(records)
+        return records
+
+    def _next_ready(self, todo: list[Record], records: dict[str, Record]) -> tuple[Record, Path | None, int] | None:
+        """Take the first run of ``todo`` whose pre-training is done (blocking those whose failed)."""
+        for record in list(todo):
+            state, checkpoint = self._dependency(record.spec, records)
+            if state == "blocked":
+                todo.remove(record)
+                self._block(record, "no finished pre-training run among " + ", ".join(record.spec.needs))
+            elif state == "ready":
+                todo.remove(record)
+                record.status = "running"
+                self._started += 1
+                return record, checkpoint, self._started
+        return None
+
+    def _block(self, record: Record, why: str) -> None:
+        record.status, record.error = "blocked", why
+        self._started += 1
+        self.say(f"[{self._started}/{self._to_train}] {record.spec.id}: blocked, {why}")
+
+    # -- one run -------------------------------------------------------------------------------------
+    def _train(self, record: Record, pretrained: Path | None, number: int) -> None:
+        spec = record.spec
+        tag = f"[{number}/{self._to_train}]"
+        folder = run_dir(self.o.out, spec)
+        last = sorted(folder.rglob("last.ckpt")) if folder.exists() else []
+        resume = last[0] if last else None
+        if resume is None and folder.exists():
+            shutil.rmtree(folder)  # a run that never reached a checkpoint starts clean
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "spec.json").write_text(json.dumps(spec.to_json(), indent=2) + "\n")
+        record.pretrained_from = str(pretrained) if pretrained else None
+        what = f"{spec.dataset} {spec.phase} {spec.labels.get('activation')}" + (
+            " from pre-training" if spec.needs else "") + f" ({spec.id})"
+        self.say(f"{tag} {what}" + (f": resuming from {resume}" if resume else ""))
+        started = time.perf_counter()
+        ok, error = self._attempt(record, pretrained, resume, tag)
+        if not ok and resume is not None:
+            self.say(f"{tag} resuming failed ({error}); starting this run again from scratch")
+            shutil.rmtree(folder)
+            folder.mkdir(parents=True)
+            (folder / "spec.json").write_text(json.dumps(spec.to_json(), indent=2) + "\n")
+            ok, error = self._attempt(record, pretrained, None, tag)
+        record.seconds = round(time.perf_counter() - started, 1)
+        record.results = read_results(self.o.out, spec) if ok else None
+        if record.finished:
+            record.status, record.error = "done", None
+            self.say(f"{tag} done in {duration(record.seconds)}: {summary(record.results)}")
+        else:
+            record.status, record.error = "failed", error or "no results.json written"
+            self.say(f"{tag} FAILED after {record.seconds:.0f} s: {record.error} (log: {folder / 'output.log'})")
+
+    def _attempt(self, record: Record, pretrained: Path | None, resume: Path | None, tag: str) -> tuple[bool, str | None]:
+        record.command = self.command(record.spec, pretrained, resume)
+        log_path = run_dir(self.o.out, record.spec) / "output.log"
+        with open(log_path, "a") as log:
+            log.write("$ " + shlex.join(record.command) + "\n")
+            log.flush()
+            echo = LineEcho(log, tag, self)
+            if self.o.in_process:
+                code = self._in_process(record.command[3:], echo)
+            else:
+                code = self._subprocess(record, echo)
+            echo.close()
+        ok = code == 0 and read_results(self.o.out, record.spec) is not None
+        return ok, None if ok else echo.error_line(code)
+
+    def _subprocess(self, record: Record, echo: LineEcho) -> int:
+        threads = str(self.o.threads)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+        proc = subprocess.Popen(record.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                bufsize=1, env=env, errors="replace")
+        self._procs[record.spec.id] = proc
+        try:
+            for line in proc.stdout:
+                echo.line(line)
+            return proc.wait()
+        except BaseException:  # Ctrl-C: the child got SIGINT too; make sure it is gone before we go
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            raise
+        finally:
+            self._procs.pop(record.spec.id, None)
+
+    def _in_process(self, args: list[str], echo: LineEcho) -> int:
+        import torch
+
+        from lightning_rect.cli import RectCLI, user_error
+
+        torch.set_num_threads(self.o.threads)
+        # LightningCLI(args=...) warns when sys.argv holds arguments too (ours: the reproduce command).
+        with contextlib.redirect_stdout(echo), contextlib.redirect_stderr(echo), _lightning_logs_to(echo), \
+                _patched_argv([sys.argv[0]]):
+            try:
+                RectCLI(args=args)
+            except KeyboardInterrupt:
+                raise
+            except SystemExit as err:  # the argument parser exits on a bad setting
+                return err.code if isinstance(err.code, int) else 2
+            except Exception as err:  # noqa: BLE001 - one failed run must not end the reproduction
+                cause = user_error(err)
+                echo.line(f"error: {cause if cause is not None else f'{type(err).__name__}: {err}'}\n")
+                return 1
+        return 0
+
+
+@contextlib.contextmanager
+def _patched_argv(argv: list[str]):
+    saved = sys.argv
+    sys.argv = argv
+    try:
+        yield
+    finally:
+        sys.argv = saved
+
+
+@contextlib.contextmanager
+def _lightning_logs_to(stream):
+    """Point Lightning's log handlers (bound to the real stderr when Lightning was imported) at
+    ``stream`` for the duration of an in-process run, so its messages land in the run's log."""
+    handlers = [h for name in ("lightning.pytorch", "lightning.fabric", "lightning")
+                for h in logging.getLogger(name).handlers if isinstance(h, logging.StreamHandler)]
+    previous = [h.setStream(stream) for h in handlers]
+    try:
+        yield
+    finally:
+        for handler, old in zip(handlers, previous):
+            handler.setStream(old)
+
+
+class LineEcho(io.TextIOBase):
+    """Writes a run's output to its log, and shows the ``EpochLine`` progress lines (all lines with
+    ``--verbose``) on the console with the run's ``[i/n]`` tag."""
+
+    def __init__(self, log, tag: str, runner: Runner) -> None:
+        self.log, self.tag, self.runner = log, tag, runner
+        self._partial = ""
+        self.tail: list[str] = []
+
+    def write(self, text: str) -> int:
+        self._partial += text
+        *lines, self._partial = self._partial.split("\n")
+        for line in lines:
+            self.line(line + "\n")
+        return len(text)
+
+    def line(self, line: str) -> None:
+        self.log.write(line)
+        text = line.rstrip("\n")
+        if text.strip():
+            self.tail = (self.tail + [text])[-40:]
+        if text.startswith(PREFIX):
+            self.runner.say(f"{self.tag} {text[len(PREFIX):]}")
+        elif self.runner.o.verbose and text.strip():
+            self.runner.say(f"{self.tag}   {text}")
+
+    def flush(self) -> None:
+        self.log.flush()
+
+    def close(self) -> None:
+        if self._partial:
+            self.line(self._partial + "\n")
+            self._partial = ""
+        self.log.flush()
+
+    def error_line(self, code: int | None) -> str:
+        """The line that says why a run failed: its ``error:`` line, else its last line."""
+        for text in reversed(self.tail):
+            if text.startswith("error:") or "Error:" in text:
+                return text.strip()
+        last = self.tail[-1].strip() if self.tail else ""
+        return f"exit status {code}" + (f": {last}" if last else "")
+
+
+def duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+def summary(results: dict) -> str:
+    """One line: test error and sparsity (classifier) or test reconstruction (DAE)."""
+    parts = []
+    if _finite(results.get("test/err")):
+        parts.append(f"test error {100 * results['test/err']:.2f}%")
+    sparsity = results.get("test/sparsity/mean", results.get("test/sparsity"))
+    if _finite(sparsity):
+        parts.append(f"sparsity {100 * sparsity:.1f}%")
+    if _finite(results.get("test/recon")):
+        parts.append(f"test reconstruction {results['test/recon']:.4g}")
+    if results.get("best_epoch") is not None:
+        parts.append(f"best epoch {results['best_epoch'] + 1} of {results.get('epochs')}")
+    return ", ".join(parts) or "finished"
