@@ -25,7 +25,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from lightning_rect.activations import ACTIVATIONS
-from lightning_rect.errors import ConfigError
+from lightning_rect.errors import ConfigError, DivergenceError
 from lightning_rect.metrics import UnitActivity
 
 #: Watched when a module neither defines ``sparsity_modules()`` nor is given ``modules``.
@@ -195,3 +195,50 @@ def _import_class(path: str) -> type | None:
 
 def _registered_types() -> list[type]:
     return [obj for obj in (ACTIVATIONS.get(n) for n in ACTIVATIONS.names()) if isinstance(obj, type)]
+
+
+class DivergenceGuard(Callback):
+    """Stops training when the loss becomes NaN or infinite, naming the step and the fix.
+
+    Rectifier networks trained with too large a learning rate blow up. The check reads the loss on
+    the host only every ``check_every_n_steps`` steps (a non-finite loss stays non-finite, so the
+    next check still sees it) and otherwise keeps a flag on the device, so it costs no per-step
+    sync. Checkpoints already written (``last.ckpt``, the best one) stay as they were.
+    The CLI adds one to every ``fit`` that has none.
+    """
+
+    def __init__(self, check_every_n_steps: int = 20) -> None:
+        self.check_every_n_steps = check_every_n_steps
+        self._first_bad_step: torch.Tensor | None = None
+        self._first_bad_loss: torch.Tensor | None = None
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._first_bad_step = torch.full((), -1, dtype=torch.long, device=pl_module.device)
+        self._first_bad_loss = torch.zeros((), device=pl_module.device)
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is None or self._first_bad_step is None:
+            return
+        loss = loss.detach()
+        newly_bad = ~torch.isfinite(loss) & (self._first_bad_step < 0)
+        # global_step already counts this batch's optimizer step; report the step the loss came from
+        step = max(trainer.global_step - 1, 0)
+        self._first_bad_step = torch.where(newly_bad, step, self._first_bad_step)
+        self._first_bad_loss = torch.where(newly_bad, loss.float(), self._first_bad_loss)
+        last_batch = batch_idx + 1 == trainer.num_training_batches
+        if (batch_idx + 1) % self.check_every_n_steps == 0 or last_batch:
+            self._check(trainer, pl_module)
+
+    def _check(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        step = int(self._first_bad_step.item())
+        if step < 0:
+            return
+        lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None
+        last = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else ""
+        kept = f"; the last good checkpoint is kept at {last}" if last else ""
+        raise DivergenceError(
+            f"training diverged: the loss became {self._first_bad_loss.item()} at step {step} "
+            f"(epoch {trainer.current_epoch}); lower the learning rate (model lr is {lr}), e.g. "
+            f"--model.init_args.lr={lr / 10 if lr else 0.001:g}{kept}"
+        )

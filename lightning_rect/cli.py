@@ -23,7 +23,9 @@ from lightning import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from lightning_rect.errors import LightningRectError
+from lightning_rect.callbacks import DivergenceGuard
+from lightning_rect.errors import CheckpointError, LightningRectError
+from lightning_rect.tracking import SaveConfigToWandb, publish_results
 
 
 class RectCLI(LightningCLI):
@@ -32,6 +34,7 @@ class RectCLI(LightningCLI):
         kwargs.setdefault("subclass_mode_data", True)
         # A rerun in the same log folder must not fail because config.yaml already exists there.
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        kwargs.setdefault("save_config_callback", SaveConfigToWandb)  # also into W&B runs, if any
         self._fit_started = 0.0
         super().__init__(LightningModule, LightningDataModule, *args, **kwargs)
 
@@ -42,6 +45,11 @@ class RectCLI(LightningCLI):
     # -- fit: keep the best checkpoint, then test it -------------------------------------------
     def before_fit(self) -> None:
         selection_checkpoint(self.trainer, self.model)
+        if not any(isinstance(cb, DivergenceGuard) for cb in self.trainer.callbacks):
+            self.trainer.callbacks.append(DivergenceGuard())
+        fit_args = self.config_init[self.subcommand]
+        if fit_args.get("ckpt_path") == "last":
+            fit_args["ckpt_path"] = resume_last(self.trainer)
         self._fit_started = time.perf_counter()
 
     def after_fit(self) -> None:
@@ -64,8 +72,9 @@ class RectCLI(LightningCLI):
             "checkpoint": best_path or None,
             **{k: _to_float(v) for k, v in (test_metrics[0] if test_metrics else {}).items()},
         }
+        log_dir = trainer.log_dir  # broadcasts under DDP, so every rank must ask, not rank 0 alone
         if trainer.is_global_zero:
-            write_results(results, trainer.log_dir)
+            publish_results(trainer, results, write_results(results, log_dir))
 
 
 def selection_checkpoint(trainer: Trainer, model: LightningModule) -> ModelCheckpoint | None:
@@ -84,6 +93,25 @@ def selection_checkpoint(trainer: Trainer, model: LightningModule) -> ModelCheck
                            auto_insert_metric_name=True)
     trainer.callbacks[:] = [cb for cb in trainer.callbacks if not _is_default_checkpoint(cb)] + [ours]
     return ours
+
+
+def resume_last(trainer: Trainer) -> str:
+    """Resolve ``--ckpt_path last`` to the newest ``last.ckpt`` of this config's runs, and log on
+    into that run's folder (same version), so the best-checkpoint bookkeeping carries on too."""
+    logger = trainer.logger
+    root = Path(logger.root_dir) if logger is not None and hasattr(logger, "root_dir") else Path(trainer.default_root_dir)
+    found = sorted(root.glob("version_*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise CheckpointError(
+            f"--ckpt_path last: no last.ckpt under {root}/version_*/checkpoints; nothing to resume, "
+            "run without --ckpt_path to start afresh"
+        )
+    last = found[-1]
+    version = last.parent.parent.name.removeprefix("version_")
+    if logger is not None and hasattr(logger, "_version"):
+        logger._version = int(version) if version.isdigit() else version
+    print(f"resuming from {last}")
+    return str(last)
 
 
 def _is_default_checkpoint(callback: object) -> bool:

@@ -21,3 +21,24 @@ def run_cli(tmp_path):
                               text=True, timeout=timeout, env=full_env)
 
     return run
+
+
+@pytest.fixture
+def cli_in_process(tmp_path, monkeypatch, capsys):
+    """Run the CLI's ``main(args)`` in this process (no interpreter start-up); returns (exit code, stderr).
+
+    For checks that stop before training: bad values, unknown names, missing files.
+    """
+    from lightning_rect.cli import main
+
+    monkeypatch.chdir(tmp_path)
+
+    def run(*args: str) -> tuple[int, str]:
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else 1
+        return code, capsys.readouterr().err
+
+    return run

@@ -1,4 +1,6 @@
 import json
+
+import pytest
 from pathlib import Path
 
 from conftest import ROOT
@@ -41,26 +43,36 @@ def test_tanh_units_are_not_sparse(run_cli, tmp_path):
 
 def test_unknown_activation_exits_before_training_with_valid_names(run_cli):
     proc = run_cli("fit", "--config", DIGITS, "--model.init_args.activation=relu6")
-    assert proc.returncode != 0
+    assert proc.returncode == 2
     assert "unknown activation 'relu6'" in proc.stderr
     assert "rectifier, sharp_softplus, sigmoid, softplus, tanh" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert "Epoch 0" not in proc.stderr + proc.stdout
 
 
-def test_misspelled_key_gets_the_parser_error(run_cli):
-    proc = run_cli("fit", "--config", DIGITS, "--model.init_args.l1x=3")
-    assert proc.returncode != 0
-    assert "l1x" in proc.stderr
-    assert "Traceback" not in proc.stderr
+@pytest.mark.parametrize("override,expected", [
+    ("--model.init_args.reconstruction=mse", "unknown reconstruction 'mse'; valid reconstruction names: linear,"),
+    ("--model.init_args.noise=gaussian", "unknown noise 'gaussian'; valid noise names: masking, salt_and_pepper"),
+])
+def test_unknown_registry_names_in_pretraining(cli_in_process, override, expected):
+    code, stderr = cli_in_process("fit", "--config", str(ROOT / "configs" / "digits_pretrain.yaml"), override)
+    assert code == 2
+    assert expected in stderr
 
 
-def test_missing_mnist_is_one_line(run_cli, tmp_path):
-    proc = run_cli("fit", "--config", DIGITS, "--data=lightning_rect.data.MNISTDataModule",
-                   f"--data.data_dir={tmp_path / 'nowhere'}")
-    assert proc.returncode == 2
-    assert "MNIST files not found in" in proc.stderr and "download" in proc.stderr
-    assert "Traceback" not in proc.stderr
+def test_misspelled_key_gets_the_parser_error(cli_in_process):
+    code, stderr = cli_in_process("fit", "--config", DIGITS, "--model.init_args.l1x=3")
+    assert code == 2
+    assert "l1x" in stderr
+    assert "Traceback" not in stderr
+
+
+def test_missing_mnist_is_one_line(cli_in_process, tmp_path):
+    code, stderr = cli_in_process("fit", "--config", DIGITS, "--data=lightning_rect.data.MNISTDataModule",
+                                  f"--data.data_dir={tmp_path / 'nowhere'}")
+    assert code == 2
+    assert "MNIST files not found in" in stderr and "download" in stderr
+    assert "Traceback" not in stderr
 
 
 def test_validate_subcommand_still_works(run_cli):

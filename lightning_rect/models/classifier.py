@@ -13,6 +13,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from lightning_rect.checkpoints import MODEL_KEY, load_pretrained_encoder
 from lightning_rect.encoder import Encoder, l1_penalty
 from lightning_rect.errors import ConfigError
 from lightning_rect.metrics import ExactSparsity
@@ -53,8 +54,6 @@ class SparseMLP(LightningModule):
         self.eval_accuracy = MulticlassAccuracy(num_classes, average="micro")
         self.eval_sparsity = ExactSparsity()
         if pretrained:
-            from lightning_rect.checkpoints import load_pretrained_encoder
-
             load_pretrained_encoder(self.encoder, pretrained, activation=activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -117,6 +116,9 @@ class SparseMLP(LightningModule):
 
     def predict_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self(batch[0]).argmax(dim=-1)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint[MODEL_KEY] = type(self).__name__
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         hp = self.hparams

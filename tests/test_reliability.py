@@ -1,0 +1,201 @@
+"""Resume after a crash, divergence guard, bad checkpoints and bad configs."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from conftest import ROOT
+from lightning_rect import SparseMLP
+from lightning_rect.callbacks import DivergenceGuard
+from lightning_rect.data import DigitsDataModule
+from lightning_rect.errors import CheckpointError, DivergenceError
+
+CONFIGS = ROOT / "configs"
+DETERMINISTIC_KEYS = ("best_val", "best_epoch", "epochs", "test/err", "test/loss", "test/sparsity",
+                      "test/sparsity/mean", "test/dead/mean")
+
+
+def cli(cwd: Path, *args: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "disabled"}
+    return subprocess.Popen([sys.executable, "-m", "lightning_rect", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def finish(proc: subprocess.Popen, timeout: float = 240) -> str:
+    out, _ = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, out[-3000:]
+    return out
+
+
+def results(cwd: Path, name: str) -> dict:
+    [path] = list((cwd / "runs" / name).glob("version_*/results.json"))
+    return json.loads(path.read_text())
+
+
+def last_weights(cwd: Path, name: str) -> dict:
+    [path] = list((cwd / "runs" / name).glob("version_*/checkpoints/last.ckpt"))
+    return torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+
+
+def kill_mid_run(cwd: Path, name: str, args: list[str], after_checkpoints: int) -> None:
+    """Start a run, SIGKILL it once ``last.ckpt`` has been written ``after_checkpoints`` times."""
+    proc = cli(cwd, *args)
+    last = cwd / "runs" / name / "version_0" / "checkpoints" / "last.ckpt"
+    seen, stamp, deadline = 0, None, time.time() + 180
+    while seen < after_checkpoints and time.time() < deadline and proc.poll() is None:
+        if last.exists() and last.stat().st_mtime_ns != stamp:
+            stamp, seen = last.stat().st_mtime_ns, seen + 1
+        time.sleep(0.02)
+    time.sleep(0.3)  # into the next epoch
+    assert proc.poll() is None, "the run finished before it could be killed; make it longer"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not list((cwd / "runs" / name).glob("version_*/results.json"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config,name,extra", [
+    ("digits.yaml", "digits", ["--model.init_args.hidden_sizes=[256,256]", "--trainer.max_epochs=3"]),
+    ("digits_pretrain.yaml", "digits_pretrain",
+     ["--model.init_args.hidden_sizes=[256,128]", "--model.init_args.epochs_per_layer=1", "--trainer.max_epochs=2"]),
+])
+def test_killed_run_resumes_to_the_same_weights_and_results(tmp_path, config, name, extra):
+    args = ["fit", "--config", str(CONFIGS / config), "--data.init_args.batch_size=3",
+            "--trainer.enable_progress_bar=false", *extra]
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    whole.mkdir(), broken.mkdir()
+    finish(cli(whole, *args))
+    kill_mid_run(broken, name, args, after_checkpoints=1)  # for the DAE: killed while layer 2 trains
+    out = finish(cli(broken, *args, "--ckpt_path", "last"))
+    assert "resuming from" in out
+    ours, reference = results(broken, name), results(whole, name)
+    for key in DETERMINISTIC_KEYS:
+        if key in reference:
+            assert ours[key] == reference[key], key
+    a, b = last_weights(broken, name), last_weights(whole, name)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_without_a_previous_run_says_so(cli_in_process):
+    code, stderr = cli_in_process("fit", "--config", str(CONFIGS / "digits.yaml"), "--ckpt_path", "last")
+    assert code == 2
+    assert "no last.ckpt under" in stderr and "Traceback" not in stderr
+
+
+def test_same_seed_gives_identical_results(run_cli, tmp_path):
+    args = ["fit", "--config", str(CONFIGS / "digits.yaml"), "--model.init_args.hidden_sizes=[128]",
+            "--trainer.max_epochs=2", "--trainer.enable_progress_bar=false"]
+    assert run_cli(*args).returncode == 0
+    assert run_cli(*args).returncode == 0
+    first, second = sorted((tmp_path / "runs" / "digits").glob("version_*/results.json"))
+    a, b = json.loads(first.read_text()), json.loads(second.read_text())
+    assert {k: a[k] for k in DETERMINISTIC_KEYS} == {k: b[k] for k in DETERMINISTIC_KEYS}
+
+
+# ---- divergence ----------------------------------------------------------------------------------
+
+
+class BlowsUp(SparseMLP):
+    """Trains normally for one epoch, then its loss turns NaN at step 130."""
+
+    def training_step(self, batch, batch_idx):
+        loss = super().training_step(batch, batch_idx)
+        return loss * float("nan") if self.global_step >= 130 else loss
+
+
+def test_divergence_stops_with_step_loss_and_advice_and_keeps_the_last_checkpoint(tmp_path):
+    model = BlowsUp(64, 10, [32], lr=0.05)
+    ckpt = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path, save_last=True, monitor="val/err")
+    trainer = L.Trainer(max_epochs=3, logger=False, enable_progress_bar=False, callbacks=[ckpt, DivergenceGuard()])
+    with pytest.raises(DivergenceError) as err:
+        trainer.fit(model, datamodule=DigitsDataModule(batch_size=10))
+    message = str(err.value)
+    assert "at step 130" in message and "nan" in message and "lower the learning rate" in message
+    assert "last.ckpt" in message
+    kept = torch.load(tmp_path / "last.ckpt", weights_only=False)
+    assert kept["epoch"] == 0
+    assert all(torch.isfinite(v).all() for v in kept["state_dict"].values())
+
+
+def test_cli_reports_divergence_in_one_line(cli_in_process):
+    code, stderr = cli_in_process("fit", "--config", str(CONFIGS / "digits.yaml"), "--model.init_args.lr=50",
+                                  "--trainer.max_epochs=2", "--trainer.enable_progress_bar=false")
+    assert code == 2
+    assert "training diverged" in stderr and "--model.init_args.lr=5" in stderr
+    assert "Traceback" not in stderr
+
+
+# ---- bad checkpoints -----------------------------------------------------------------------------
+
+
+def mlp_checkpoint(tmp_path) -> Path:
+    model = SparseMLP(64, 10, [32])
+    trainer = L.Trainer(logger=False, enable_progress_bar=False)
+    trainer.strategy.connect(model)
+    path = tmp_path / "mlp.ckpt"
+    trainer.save_checkpoint(path)
+    return path
+
+
+@pytest.mark.parametrize("make,expected", [
+    (lambda d: d / "missing.ckpt", "does not exist"),
+    (lambda d: (d / "notes.ckpt").write_text("hello") and d / "notes.ckpt", "not a readable PyTorch checkpoint"),
+    (lambda d: torch.save({"weights": 1}, d / "plain.pt") or d / "plain.pt", "not a Lightning checkpoint"),
+    (mlp_checkpoint, "written by SparseMLP, not by StackedDAE"),
+])
+def test_bad_pretrained_checkpoints_give_one_line_cause_and_fix(tmp_path, make, expected):
+    path = make(tmp_path)
+    with pytest.raises(CheckpointError, match=expected) as err:
+        SparseMLP(64, 10, [32], pretrained=str(path))
+    assert "\n" not in str(err.value)
+
+
+def test_bad_checkpoint_on_the_command_line_is_one_line(cli_in_process, tmp_path):
+    (tmp_path / "junk.ckpt").write_bytes(b"\x00" * 100)
+    code, stderr = cli_in_process("fit", "--config", str(CONFIGS / "digits.yaml"),
+                                  f"--model.init_args.pretrained={tmp_path / 'junk.ckpt'}")
+    assert code == 2
+    assert "not a readable PyTorch checkpoint" in stderr and "Traceback" not in stderr
+
+
+# ---- bad configs ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("override,expected", [
+    ("--model.init_args.l1=-0.5", "l1 must be a finite number >= 0"),
+    ("--model.init_args.l1=.nan", "l1 must be a finite number >= 0"),
+    ("--model.init_args.hidden_sizes=[]", "hidden_sizes must list at least one layer"),
+    ("--data.init_args.labeled_fraction=0", "labeled_fraction must be in (0, 1]"),
+    ("--data.init_args.labeled_fraction=1.5", "labeled_fraction must be in (0, 1]"),
+    ('--model.init_args.activation_args={"a": 0}', "a (sharp_softplus sharpness) must be a finite number > 0"),
+])
+def test_bad_config_values_are_refused_at_start(cli_in_process, override, expected):
+    args = ["fit", "--config", str(CONFIGS / "digits.yaml"), override]
+    if "activation_args" in override:
+        args.append("--model.init_args.activation=sharp_softplus")
+    code, stderr = cli_in_process(*args)
+    assert code == 2, stderr[-2000:]
+    assert expected in stderr
+    assert "Traceback" not in stderr and "Epoch 0" not in stderr
+
+
+@pytest.mark.parametrize("level", ["1.0", "-0.1"])
+def test_noise_level_outside_range_is_refused_at_start(cli_in_process, level):
+    code, stderr = cli_in_process("fit", "--config", str(CONFIGS / "digits_pretrain.yaml"),
+                                  f"--model.init_args.noise_level={level}")
+    assert code == 2
+    assert "noise_level must be in [0, 1)" in stderr
+
+
+def test_every_config_sets_a_seed():
+    for path in sorted(CONFIGS.glob("*.yaml")):
+        assert "seed_everything:" in path.read_text(), path.name
