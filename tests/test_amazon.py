@@ -211,6 +211,15 @@ def test_expected_stars_and_rmse_by_hand():
     assert StarRatingMLP.selection_metric == "val/rmse"
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny nets gain nothing from 2 threads, and on a shared, busy machine thread hand-offs dominate."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def fit(model, dm, root: Path, epochs: int) -> Trainer:
     trainer = Trainer(max_epochs=epochs, logger=False, enable_checkpointing=True, default_root_dir=str(root),
                       enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", devices=1)
@@ -218,7 +227,7 @@ def fit(model, dm, root: Path, epochs: int) -> Trainer:
     return trainer
 
 
-def test_rectifier_nets_learn_a_synthetic_corpus_and_checkpoint_keeps_vocab(tmp_path):
+def test_rectifier_nets_learn_a_synthetic_corpus_and_checkpoint_keeps_vocab(tmp_path, one_thread):
     root = write_synthetic_corpus(tmp_path, reviews_per_class=200, unlabeled_reviews=50, background_size=400,
                                   features_per_review=30, noise=0.1)
     common = dict(data_dir=str(root), domains=["books"], vocab_size=300, batch_size=10)
