@@ -134,15 +134,18 @@ def format_summary(results: dict, path: Path) -> str:
         value = results.get(key)
         return f"{100 * value:.2f}%" if isinstance(value, float) and math.isfinite(value) else "-"
 
+    best = results["best_val"]
     lines = [
         f"results ({results['model']} on {results['data']}) -> {path}",
-        f"  best {results['selection_metric']}: {results['best_val']}  (epoch {results['best_epoch']} of {results['epochs']})",
+        f"  best {results['selection_metric']}: {best:.4g}" if isinstance(best, float) else "  best: -",
+        f"  (epoch {results['best_epoch']} of {results['epochs']}, fit time {results['fit_seconds']:.1f} s)",
     ]
     if "test/err" in results:
-        lines.append(f"  test error: {pct('test/err')}   val error: {pct('best_val')}   test sparsity: {pct('test/sparsity')}")
+        rmse = f"   test RMSE: {results['test/rmse']:.4f}" if "test/rmse" in results else ""
+        lines.append(f"  test error: {pct('test/err')}{rmse}   test sparsity: {pct('test/sparsity')}")
     else:
-        lines.append("  test: " + ", ".join(f"{k}={v:.4g}" for k, v in results.items() if k.startswith(("test/", "pretrain/")) and isinstance(v, float)))
-    lines.append(f"  fit time: {results['fit_seconds']:.1f} s")
+        lines.append("  test: " + ", ".join(f"{k}={v:.4g}" for k, v in results.items()
+                                           if k.startswith("test/") and isinstance(v, float)))
     return "\n".join(lines)
 
 
