@@ -81,13 +81,15 @@ class SparseMLP(LightningModule):
         self.log("train/loss", self.train_loss.compute(), prog_bar=True, sync_dist=False)
         self.train_loss.reset()
 
-    def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+    def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """Update the evaluation metrics; returns the logits for subclasses that measure more."""
         x, y = batch
         loss, logits, hidden = self._loss(x, y)
         self.eval_loss.update(loss, weight=len(y))
         self.eval_accuracy.update(logits, y)
         for h in hidden:
             self.eval_sparsity.update(h)
+        return logits
 
     def _log_eval(self, stage: str) -> None:
         # Each metric's compute() already reduces over DDP ranks.

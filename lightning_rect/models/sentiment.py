@@ -35,16 +35,10 @@ class StarRatingMLP(SparseMLP):
         super().__init__(*args, **kwargs)
         self.eval_rmse = MeanSquaredError(squared=False)
 
-    def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
-        # Same as SparseMLP._eval_step plus the RMSE update; it needs the logits, which the parent
-        # step does not hand out, and a second forward pass would double the evaluation cost.
-        x, y = batch
-        loss, logits, hidden = self._loss(x, y)
-        self.eval_loss.update(loss, weight=len(y))
-        self.eval_accuracy.update(logits, y)
-        for h in hidden:
-            self.eval_sparsity.update(h)
-        self.eval_rmse.update(expected_stars(logits.detach().float()), (y + 1).float())
+    def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        logits = super()._eval_step(batch)
+        self.eval_rmse.update(expected_stars(logits.detach().float()), (batch[1] + 1).float())
+        return logits
 
     def _log_eval(self, stage: str) -> None:
         self.log(f"{stage}/rmse", self.eval_rmse.compute(), prog_bar=stage == "val")
