@@ -1,0 +1,229 @@
+"""Weights & Biases: the run's full config at the start, the ``results.json`` summary at the end.
+
+Lightning's ``WandbLogger`` already sends every logged metric. Two things it cannot know come
+from the CLI instead:
+
+- the full resolved config (what LightningCLI saves as ``config.yaml``). ``SaveConfigToWandb``
+  puts it into the W&B run config once, as flat dotted keys that are exactly the command-line
+  names (``model.init_args.l1``, ``trainer.max_epochs``), which are also the names sweeps use for
+  their parameters: a swept value and its config entry share one key. ``config.yaml`` itself is
+  attached to the run as a file, so a run can be reproduced with ``fit --config config.yaml``.
+  Lightning's own hyperparameter logging would add a second, partial copy of the model's
+  arguments under bare names (``l1``, ``hidden_sizes``); the ``WandbLogger`` of this module
+  (used by ``callbacks/wandb.yaml``) leaves that out once the full config is in.
+- the ``results.json`` summary (best validation score, test metrics of the selected checkpoint,
+  checkpoint path, fit time): ``publish_results`` writes it into the run summary and attaches the
+  file. The summary's ``test/*`` values are then those of the selected checkpoint.
+
+Nothing here runs unless a ``WandbLogger`` is among the trainer's loggers, and only rank 0
+talks to W&B. ``WANDB_MODE=offline`` and ``WANDB_MODE=disabled`` need no code change:
+offline runs are written under ``<save_dir>/wandb/offline-run-*`` (upload later with
+``wandb sync``; ``read_offline_run`` reads one back here), disabled runs log nothing.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import shutil
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lightning import LightningModule, Trainer
+from lightning.pytorch.cli import SaveConfigCallback
+from lightning.pytorch.loggers import WandbLogger as _LightningWandbLogger
+from lightning.pytorch.utilities import rank_zero_only
+
+
+class WandbLogger(_LightningWandbLogger):
+    """Lightning's ``WandbLogger``; skips Lightning's partial hyperparameter copy once the CLI has
+    put the full config into the run (``SaveConfigToWandb``). Used outside the CLI it behaves
+    exactly like Lightning's."""
+
+    full_config_logged = False
+
+    @rank_zero_only
+    def log_hyperparams(self, params: Any) -> None:
+        if not self.full_config_logged:
+            super().log_hyperparams(params)
+
+
+def wandb_loggers(trainer: Trainer) -> list[_LightningWandbLogger]:
+    """The trainer's W&B loggers (Lightning's class or ours)."""
+    return [logger for logger in trainer.loggers if isinstance(logger, _LightningWandbLogger)]
+
+
+class SaveConfigToWandb(SaveConfigCallback):
+    """LightningCLI's ``SaveConfigCallback`` (writes ``config.yaml`` to the log folder), plus the
+    same config into every W&B logger. Lightning calls ``save_config`` on rank 0 only, once."""
+
+    _log_dir: str | None = None
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if not self.already_saved:
+            # Under DDP ``trainer.log_dir`` is a broadcast: every rank asks here, because
+            # ``save_config`` runs on rank 0 alone, where asking would wait forever.
+            self._log_dir = trainer.log_dir
+        super().setup(trainer, pl_module, stage)
+
+    def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        loggers = wandb_loggers(trainer)
+        if not loggers:
+            return
+        config = flat_config(self.parser, self.config, pl_module)
+        saved = Path(self._log_dir or ".") / self.config_filename if self.save_to_log_dir else None
+        for logger in loggers:
+            run = logger.experiment
+            # Keys a sweep already set are locked in the run config; they hold the same values.
+            run.config.update({k: v for k, v in config.items() if k not in run.config}, allow_val_change=True)
+            if saved is not None:
+                attach_file(run, saved)
+            if isinstance(logger, WandbLogger):
+                logger.full_config_logged = True
+
+
+def flat_config(parser: Any, config: Any, pl_module: LightningModule | None = None) -> dict[str, Any]:
+    """``{dotted command-line key: JSON value}`` of a parsed LightningCLI config.
+
+    Values come from the parser's own dump (what ``config.yaml`` holds), so paths, class paths and
+    callbacks serialise exactly as in the saved file. Dict-valued arguments (``activation_args``)
+    stay one entry. Model arguments the CLI links from the data (``in_features``, ``num_classes``)
+    are not in the config; they are taken from the instantiated model.
+    """
+    dumped = json.loads(_dump_json(parser, config))
+    flat: dict[str, Any] = {}
+    for key in config.keys():
+        node: Any = dumped
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                break
+            node = node[part]
+        else:
+            flat[key] = node
+    if pl_module is not None:
+        prefix = "model.init_args." if "model.class_path" in flat else "model."
+        for name, value in pl_module.hparams_initial.items():
+            if not name.startswith("_"):
+                flat.setdefault(prefix + name, _json_value(value))
+    return flat
+
+
+def _dump_json(parser: Any, config: Any) -> str:
+    """``parser.dump`` keeping ``None`` values; the flag was renamed in jsonargparse 4.49."""
+    keep_none = "skip_unset" if "skip_unset" in inspect.signature(parser.dump).parameters else "skip_none"
+    return parser.dump(config, format="json", **{keep_none: False})
+
+
+def publish_results(trainer: Trainer, results: dict[str, Any], results_path: str | Path) -> None:
+    """Put ``results`` (what ``results.json`` holds) into the summary of every W&B run of the
+    trainer, and attach ``results_path``. Call it on rank 0 (the CLI does, after writing the file)."""
+    results_path = Path(results_path)
+    for logger in wandb_loggers(trainer):
+        run = logger.experiment
+        run.summary.update({k: _json_value(v) for k, v in results.items() if v is not None})
+        attach_file(run, results_path)
+
+
+def attach_file(run: Any, path: Path) -> None:
+    """Attach a copy of ``path`` to the run (uploaded now, or by ``wandb sync`` for offline runs).
+
+    ``run.save`` alone would symlink the file: an offline run would then lose it when the log
+    folder is moved or deleted before the sync. Saving the copy records it in the run.
+    """
+    run_dir = getattr(run, "dir", None)
+    if path.is_file() and run_dir and Path(run_dir).is_dir():
+        copy = Path(run_dir) / path.name
+        shutil.copyfile(path, copy)
+        run.save(str(copy), base_path=str(run_dir), policy="now")
+
+
+def _json_value(value: Any) -> Any:
+    """``value`` as W&B stores it: JSON types as they are, anything else as its string."""
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        value = value.item()
+    return json.loads(json.dumps(value, default=str))
+
+
+# -- reading an offline run back ------------------------------------------------------------------
+@dataclass
+class OfflineRun:
+    """What an offline run's ``run-<id>.wandb`` file holds (the last value of each key)."""
+
+    config: dict[str, Any] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+    history: dict[str, Any] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
+
+
+def read_offline_run(run_dir: str | Path) -> OfflineRun:
+    """Read ``<save_dir>/wandb/offline-run-*/run-*.wandb`` without uploading it.
+
+    The file is W&B's append-only record log (a LevelDB-style log of protobuf ``Record``s), which is
+    what ``wandb sync`` uploads; reading it checks what a sync would send. ``history`` keeps the
+    last logged value of every metric, ``summary`` the explicit summary updates.
+    """
+    from wandb.proto import wandb_internal_pb2
+
+    run_dir = Path(run_dir)
+    found = sorted(run_dir.glob("run-*.wandb")) if run_dir.is_dir() else [run_dir]
+    if not found or not found[0].is_file():
+        raise FileNotFoundError(f"no run-*.wandb file in {run_dir}; pass an offline-run-* folder")
+    run = OfflineRun()
+    for data in _log_records(found[0].read_bytes()):
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(data)
+        kind = record.WhichOneof("record_type")
+        if kind == "config":
+            for item in record.config.update:
+                run.config[_item_key(item)] = json.loads(item.value_json)
+        elif kind == "summary":
+            for item in record.summary.update:
+                run.summary[_item_key(item)] = json.loads(item.value_json)
+        elif kind == "history":
+            for item in record.history.item:
+                if item.value_json:
+                    run.history[_item_key(item)] = json.loads(item.value_json)
+        elif kind == "files":
+            run.files += [f.path for f in record.files.files]
+    return run
+
+
+def _item_key(item: Any) -> str:
+    return "/".join(item.nested_key) if item.nested_key else item.key
+
+
+#: The log's layout: a 7-byte file header (":W&B", magic 0xBEE1, version), then 32 KiB blocks of
+#: chunks, each with a 7-byte header (CRC32, length, type); a record too long for the rest of a
+#: block continues in the next one (types FIRST, MIDDLE, LAST; FULL = a whole record).
+_BLOCK, _CHUNK_HEADER = 32 * 1024, struct.Struct("<IHB")
+_FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
+
+
+def _log_records(raw: bytes):
+    if raw[:4] != b":W&B":
+        raise ValueError("not a W&B run file (no :W&B header)")
+    pos, pending = 7, b""
+    while pos + _CHUNK_HEADER.size <= len(raw):
+        room = _BLOCK - pos % _BLOCK
+        if room < _CHUNK_HEADER.size:  # block trailer: zero padding
+            pos += room
+            continue
+        _checksum, length, kind = _CHUNK_HEADER.unpack_from(raw, pos)
+        start = pos + _CHUNK_HEADER.size
+        chunk = raw[start:start + length]
+        pos = start + length
+        if kind == 0 and length == 0:
+            continue
+        if len(chunk) < length:
+            break  # the writer stopped mid-record (run still going, or killed)
+        if kind == _FULL:
+            yield chunk
+        elif kind == _FIRST:
+            pending = chunk
+        elif kind == _MIDDLE:
+            pending += chunk
+        elif kind == _LAST:
+            yield pending + chunk
+            pending = b""

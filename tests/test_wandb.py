@@ -1,0 +1,61 @@
+"""callbacks/wandb.yaml: an offline W&B run holds the metrics, the full config once and the results;
+the same command works with W&B disabled, in the same log folder."""
+
+import json
+from pathlib import Path
+
+from conftest import ROOT
+from lightning import Trainer
+
+from lightning_rect.tracking import publish_results, read_offline_run
+
+DIGITS = str(ROOT / "configs" / "digits.yaml")
+WANDB = str(ROOT / "callbacks" / "wandb.yaml")
+# A fixed CSV version (set before the W&B preset turns the logger into a list), so both runs below
+# use the same log folder.
+ARGS = ["fit", "--config", DIGITS, "--trainer.logger.init_args.version=same", "--config", WANDB,
+        "--trainer.max_epochs=2", "--model.init_args.hidden_sizes=[64]", "--trainer.enable_progress_bar=false"]
+
+
+def wandb_env(tmp_path: Path, mode: str) -> dict[str, str]:
+    """W&B's settings and caches inside tmp_path: nothing read from or written to the home folder."""
+    return {"WANDB_MODE": mode, "WANDB_CONFIG_DIR": str(tmp_path / "wandb_config"),
+            "WANDB_CACHE_DIR": str(tmp_path / "wandb_cache"), "WANDB_DATA_DIR": str(tmp_path / "wandb_data"),
+            "WANDB_SILENT": "true"}
+
+
+def test_offline_run_holds_metrics_config_and_results_then_disabled_rerun(run_cli, tmp_path):
+    proc = run_cli(*ARGS, env=wandb_env(tmp_path, "offline"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log_dir = tmp_path / "runs" / "digits" / "same"
+    results = json.loads((log_dir / "results.json").read_text())
+    [run_dir] = list((tmp_path / "runs" / "wandb").glob("offline-run-*"))
+    run = read_offline_run(run_dir)
+
+    # Every metric, through the logger; the test values are those of the selected checkpoint.
+    for key in ("train/loss", "val/err", "val/sparsity/mean", "test/err", "test/sparsity/mean", "test/dead/mean"):
+        assert key in run.history, key
+    # results.json: in the summary and attached as a file.
+    for key in ("test/err", "test/sparsity/mean", "best_val", "best_epoch", "checkpoint", "fit_seconds"):
+        assert run.summary[key] == results[key], key
+    assert json.loads((run_dir / "files" / "results.json").read_text()) == results
+    # The full resolved config, once: command-line keys, linked sizes included, no second bare copy.
+    assert run.config["model.init_args.hidden_sizes"] == [64]
+    assert run.config["model.init_args.in_features"] == 64 and run.config["model.init_args.num_classes"] == 10
+    assert run.config["trainer.max_epochs"] == 2
+    assert run.config["data.class_path"] == "lightning_rect.data.DigitsDataModule"
+    assert not {"hidden_sizes", "l1", "lr", "activation"} & set(run.config), "Lightning's partial hparams copy"
+    assert (run_dir / "files" / "config.yaml").read_text() == (log_dir / "config.yaml").read_text()
+    assert {"config.yaml", "results.json"} <= set(run.files)
+
+    # Same folder again, W&B disabled: config.yaml exists there already, and that is fine.
+    proc = run_cli(*ARGS, "--trainer.max_epochs=1", env=wandb_env(tmp_path, "disabled"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((log_dir / "results.json").read_text())["epochs"] == 1
+    assert len(list((tmp_path / "runs" / "wandb").glob("offline-run-*"))) == 1
+
+
+def test_publish_results_without_wandb_logger_does_nothing(tmp_path):
+    trainer = Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    publish_results(trainer, {"test/err": 0.1}, tmp_path / "results.json")  # no W&B logger: no error, no file
+    assert not any(tmp_path.iterdir())
