@@ -69,8 +69,6 @@ def test_two_cpu_processes_match_one_process_on_the_same_checkpoint(run_cli, tmp
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="StackedDAE trains one layer per step, so DDP must be told about unused "
-                                       "parameters (find_unused_parameters); remove this mark once dae.py does")
 def test_greedy_pretraining_runs_under_ddp(run_cli, tmp_path):
     # scaled_sigmoid fixes each layer's output scale from its maximum over the data of all processes.
     proc = run_cli("fit", "--config", str(ROOT / "configs" / "digits_pretrain.yaml"), *DDP, "--trainer.max_epochs=2",

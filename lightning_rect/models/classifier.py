@@ -78,7 +78,8 @@ class SparseMLP(LightningModule):
         return loss
 
     def on_train_epoch_end(self) -> None:
-        self.log("train/loss", self.train_loss.compute(), prog_bar=True, sync_dist=False)
+        # compute() already reduces over DDP ranks; sync_dist only silences Lightning's warning.
+        self.log("train/loss", self.train_loss.compute(), prog_bar=True, sync_dist=True)
         self.train_loss.reset()
 
     def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
@@ -100,6 +101,7 @@ class SparseMLP(LightningModule):
                 f"{stage}/sparsity": self.eval_sparsity.compute(),
             },
             prog_bar=stage == "val",
+            sync_dist=True,
         )
         for metric in (self.eval_loss, self.eval_accuracy, self.eval_sparsity):
             metric.reset()

@@ -86,6 +86,13 @@ class StackedDAE(LightningModule):
     def sparsity_modules(self) -> list[nn.Module]:
         return self.encoder.activation_modules()
 
+    def setup(self, stage: str) -> None:
+        # Each step trains one layer, so the others' parameters get no gradient; DDP must be told.
+        from lightning.pytorch.strategies import DDPStrategy
+
+        if isinstance(self.trainer.strategy, DDPStrategy):
+            self.trainer.strategy._ddp_kwargs["find_unused_parameters"] = True
+
     def on_fit_start(self) -> None:
         needed = self.hparams.epochs_per_layer * self.num_layers
         max_epochs = self.trainer.max_epochs
@@ -156,7 +163,8 @@ class StackedDAE(LightningModule):
         return cost + self.hparams.l1 * penalty if self.hparams.l1 else cost
 
     def on_train_epoch_end(self) -> None:
-        self.log(f"train/pretrain/layer_{self.current_layer + 1}/recon", self.train_recon.compute(), prog_bar=True)
+        self.log(f"train/pretrain/layer_{self.current_layer + 1}/recon", self.train_recon.compute(), prog_bar=True,
+                 sync_dist=True)
         self.train_recon.reset()
 
     # -- evaluation with a fixed corruption: the layer in training (validation), all (test) ------
@@ -184,7 +192,7 @@ class StackedDAE(LightningModule):
         # Selection metric: the top layer's reconstruction error; infinite while lower layers train,
         # so the kept checkpoint always has every layer pre-trained.
         values[f"{stage}/recon"] = top if top is not None else torch.tensor(math.inf, device=self.device)
-        self.log_dict(values, prog_bar=False)
+        self.log_dict(values, prog_bar=False, sync_dist=True)  # already global; silences DDP's warning
 
     def on_validation_epoch_end(self) -> None:
         self._log_eval("val")
