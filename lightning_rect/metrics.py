@@ -70,3 +70,27 @@ class UnitActivity(Metric):
         sparsity = 1.0 - self.nonzero.sum() / total.clamp_min(1)
         dead = (self.nonzero == 0).double().mean()
         return sparsity.float(), dead.float()
+
+
+class LossAverage:
+    """Epoch mean of the training loss, summed on the device without a sync per step.
+
+    A torchmetrics ``update`` costs more than the rest of a step's bookkeeping at batch 10, so
+    training losses go into a plain tensor. It is not a module buffer on purpose: DDP would
+    overwrite every rank's buffers with rank 0's at each forward. Every rank runs the same number
+    of steps, so logging ``pop()`` with ``sync_dist=True`` gives the global mean.
+    """
+
+    def __init__(self) -> None:
+        self.total: torch.Tensor | None = None
+        self.steps = 0
+
+    def add(self, loss: torch.Tensor) -> None:
+        loss = loss.detach()
+        self.total = loss.clone() if self.total is None else self.total.add_(loss)
+        self.steps += 1
+
+    def pop(self) -> torch.Tensor:
+        mean = self.total / self.steps
+        self.total, self.steps = None, 0
+        return mean

@@ -18,7 +18,7 @@ name                output                cost (target = the clean input of the 
 
 How ``scaled_sigmoid`` fixes its scale: when layer k (k >= 2) starts pre-training, the model runs
 the whole training set through the (already trained, frozen) layer k-1 and takes the largest
-activation it produces. That number becomes layer k-1's ``output_scale`` buffer: from then on the
+activation it produces. That number becomes layer k-1's ``output_scale`` (saved state): from then on the
 layer's outputs are divided by it, in pre-training and in every later use of the encoder (it is
 saved in the checkpoint and loaded by ``SparseMLP(pretrained=...)``). Targets are clamped to
 [0, 1], since new data may exceed the training maximum.

@@ -105,13 +105,13 @@ def test_every_layers_validation_reconstruction_falls(reconstruction, noise, act
 
 def test_scaled_sigmoid_fixes_the_scale_of_the_lower_layer():
     model, _ = pretrain(reconstruction="scaled_sigmoid", hidden=(32, 16), epochs_per_layer=1)
-    scale = model.encoder.layers[0].output_scale.item()
+    scale = model.encoder.layers[0].output_scale
     assert scale > 1.0  # the largest rectifier activation on the training set
     dm = DigitsDataModule()
     dm.setup()
     h = model.encoder(dm.splits["train"][0], depth=1)[-1]
     assert h.max().item() == pytest.approx(1.0, rel=1e-4)
-    assert model.encoder.layers[1].output_scale.item() == 1.0  # top layer feeds nothing
+    assert model.encoder.layers[1].output_scale == 1.0  # top layer feeds nothing
 
 
 def test_lower_layers_stay_frozen_while_a_higher_one_trains():
@@ -144,7 +144,7 @@ def test_max_epochs_must_match_the_schedule():
 
 def save_dae(tmp_path, hidden=(32, 16), activation="rectifier"):
     model = StackedDAE(64, 10, list(hidden), activation=activation, reconstruction="scaled_sigmoid")
-    model.encoder.layers[0].output_scale.fill_(3.5)
+    model.encoder.layers[0].output_scale = 3.5
     trainer = L.Trainer(max_epochs=1, logger=False, enable_progress_bar=False)
     trainer.strategy.connect(model)
     path = tmp_path / "dae.ckpt"
@@ -155,9 +155,12 @@ def save_dae(tmp_path, hidden=(32, 16), activation="rectifier"):
 def test_sparse_mlp_starts_from_the_pretrained_weights(tmp_path):
     dae, path = save_dae(tmp_path)
     mlp = SparseMLP(64, 10, [32, 16], pretrained=str(path))
-    for ours, theirs in zip(mlp.encoder.state_dict().values(), dae.encoder.state_dict().values()):
-        assert torch.equal(ours, theirs)
-    assert mlp.encoder.layers[0].output_scale.item() == 3.5  # the fixed scale travels too
+    ours, theirs = mlp.encoder.state_dict(), dae.encoder.state_dict()
+    assert ours.keys() == theirs.keys()
+    for key in ours:
+        same = torch.equal(ours[key], theirs[key]) if torch.is_tensor(ours[key]) else ours[key] == theirs[key]
+        assert same, key
+    assert mlp.encoder.layers[0].output_scale == 3.5  # the fixed scale travels too
     fresh = SparseMLP(64, 10, [32, 16])
     assert not torch.equal(fresh.encoder.layers[0].linear.weight, mlp.encoder.layers[0].linear.weight)
 

@@ -16,7 +16,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from lightning_rect.checkpoints import MODEL_KEY, load_pretrained_encoder
 from lightning_rect.encoder import Encoder, l1_penalty
 from lightning_rect.errors import ConfigError
-from lightning_rect.metrics import ExactSparsity
+from lightning_rect.metrics import ExactSparsity, LossAverage
 
 
 class SparseMLP(LightningModule):
@@ -49,7 +49,7 @@ class SparseMLP(LightningModule):
         self.encoder = Encoder(in_features, list(hidden_sizes), activation, activation_args, sign_flip)
         self.head = nn.Linear(self.encoder.hidden_sizes[-1], num_classes)
         self.l1 = float(l1)
-        self.train_loss = MeanMetric()
+        self.train_loss = LossAverage()
         self.eval_loss = MeanMetric()
         self.eval_accuracy = MulticlassAccuracy(num_classes, average="micro")
         self.eval_sparsity = ExactSparsity()
@@ -73,14 +73,12 @@ class SparseMLP(LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, _, _ = self._loss(*batch)
-        # Accumulated on the device and logged once per epoch: no host sync per step.
-        self.train_loss.update(loss.detach())
+        self.train_loss.add(loss)
         return loss
 
     def on_train_epoch_end(self) -> None:
-        # compute() already reduces over DDP ranks; sync_dist only silences Lightning's warning.
-        self.log("train/loss", self.train_loss.compute(), prog_bar=True, sync_dist=True)
-        self.train_loss.reset()
+        if self.train_loss.steps:
+            self.log("train/loss", self.train_loss.pop(), prog_bar=True, sync_dist=True)
 
     def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """Update the evaluation metrics; returns the logits for subclasses that measure more."""

@@ -20,6 +20,7 @@ from torchmetrics import MeanMetric
 from lightning_rect.checkpoints import MODEL_KEY
 from lightning_rect.encoder import Encoder
 from lightning_rect.errors import ConfigError
+from lightning_rect.metrics import LossAverage
 from lightning_rect.models.classifier import check_non_negative, check_positive
 from lightning_rect.noise import NOISE
 from lightning_rect.reconstruction import RECONSTRUCTIONS
@@ -73,7 +74,7 @@ class StackedDAE(LightningModule):
                 nn.init.xavier_uniform_(decoder.weight)
                 nn.init.zeros_(decoder.bias)
         self.num_layers = len(sizes) - 1
-        self.train_recon = MeanMetric()
+        self.train_recon = LossAverage()
         self.eval_recon = nn.ModuleList(MeanMetric() for _ in range(self.num_layers))
         self._generator: torch.Generator | None = None
 
@@ -117,14 +118,14 @@ class StackedDAE(LightningModule):
     def _fix_output_scale(self, layer: int) -> None:
         """Divide ``layer``'s outputs by their maximum over the training set (all ranks), for good."""
         target = self.encoder.layers[layer]
-        target.output_scale.fill_(1.0)
+        target.output_scale = 1.0
         largest = torch.zeros((), device=self.device)
         for x, _ in self.trainer.train_dataloader:
             largest = torch.maximum(largest, self.encoder(x.to(self.device), depth=layer + 1)[-1].max())
         if self.trainer.world_size > 1:
             largest = self.all_gather(largest).max()
         if largest > 0:
-            target.output_scale.fill_(largest.item())
+            target.output_scale = largest.item()
 
     # -- one layer's denoising reconstruction --------------------------------------------------
     def layer_inputs(self, x: torch.Tensor, layer: int) -> torch.Tensor:
@@ -159,13 +160,13 @@ class StackedDAE(LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         cost, penalty = self.reconstruction_loss(batch[0], self.current_layer, self._generator)
-        self.train_recon.update(cost.detach())
+        self.train_recon.add(cost)
         return cost + self.hparams.l1 * penalty if self.hparams.l1 else cost
 
     def on_train_epoch_end(self) -> None:
-        self.log(f"train/pretrain/layer_{self.current_layer + 1}/recon", self.train_recon.compute(), prog_bar=True,
-                 sync_dist=True)
-        self.train_recon.reset()
+        if self.train_recon.steps:
+            self.log(f"train/pretrain/layer_{self.current_layer + 1}/recon", self.train_recon.pop(), prog_bar=True,
+                     sync_dist=True)
 
     # -- evaluation with a fixed corruption: the layer in training (validation), all (test) ------
     def _eval_layers(self) -> range:
