@@ -4,13 +4,15 @@ Everything that changes between ``--budget tiny``, ``small`` and ``paper`` is in
 so the cost of a reproduction can be read (and changed) in one place. ``None`` means "as the
 config file says": the ``paper`` budget runs the configs as written, plus the learning-rate search.
 
-Time of ``--budget small`` on 2 CPU cores (measured for MNIST; the others are estimated from the
-FLOPs per example relative to MNIST, about 22 s per MNIST epoch of 50k examples at batch 10):
+Time of ``--budget small`` on 2 CPU cores, estimated (not yet measured) from about 22 s per MNIST
+epoch (50k examples, batch 10, 3 x 1000 units: per-step overhead dominates) and, for the other
+data sets, the FLOPs per example relative to MNIST; each run also spends ~6 s starting up:
 
 =========  ==========================================================  ==========================
 data set   small budget                                                 table1 (9 runs), estimated
 =========  ==========================================================  ==========================
-mnist      1 pre-training epoch per layer, 10 fine-tuning epochs        35-45 min
+digits     1 pre-training epoch per layer, 10 fine-tuning epochs        1.5 min (measured)
+mnist      1 pre-training epoch per layer, 10 fine-tuning epochs        25-40 min
 cifar10    1 pre-training epoch per layer, 6 fine-tuning epochs         40-50 min
 nistp      300k-example stream for fine-tuning, 100k per DAE layer      40-60 min (distortions)
 norb       10% of the training batches per epoch, 20% of validation,

@@ -22,6 +22,8 @@ examples:
 Finished runs are reused: rerun the same command to continue an interrupted reproduction.
 Several machines: give each the same command with --shard i/n (i = 0..n-1), copy every
 <out>/runs/ folder into one, and rerun without --shard to collect the tables.
+Any scheduler: --dry-run prints every run's `fit` command; runs that write into <out>/runs/<id>/
+are picked up by the next reproduce. W&B sweeps of the same grids: configs/sweeps/.
 """
 
 
