@@ -11,8 +11,9 @@ on MNIST-shaped data held in memory (uint8 pixels scaled per batch, as ``MNISTDa
    default configs use: CSV logger, progress bar, the best/last ``ModelCheckpoint``,
    ``DivergenceGuard``, and ``SparsityMonitor`` (or not, to price it).
 
-Each measurement times one training epoch (from its first to its last batch; set-up, validation
-and checkpoint writing excluded for both). Runs alternate bare / lightning ``--repeats`` times and
+Each measurement times one training epoch from the end of its ``WARMUP``-th batch to the end of
+its last (set-up, first-batch allocations, validation and checkpoint writing are excluded for both,
+so the figures are steady-state throughput). Runs alternate bare / lightning ``--repeats`` times and
 the medians are compared. On a GPU both use the GPU.
 """
 
@@ -37,6 +38,7 @@ from lightning_rect.data.batches import Affine
 from lightning_rect.encoder import Encoder, l1_penalty
 
 SIZES = [1000, 1000, 1000]
+WARMUP = 5  # batches not timed, in both loops
 
 
 class SyntheticMNIST(InMemoryDataModule):
@@ -62,9 +64,11 @@ def bare_epoch(images: torch.Tensor, labels: torch.Tensor, batch_size: int, devi
     optimizer = torch.optim.SGD(params, lr=0.01)
     x_all, y_all = images.to(device), labels.to(device)
     order = torch.randperm(len(y_all), device=device)
-    _sync(device)
     start = time.perf_counter()
-    for i in range(0, len(order), batch_size):
+    for step, i in enumerate(range(0, len(order), batch_size)):
+        if step == WARMUP:
+            _sync(device)
+            start = time.perf_counter()
         idx = order[i : i + batch_size]
         x = x_all[idx].float().flatten(1) / 255
         hidden = encoder(x)
@@ -73,15 +77,14 @@ def bare_epoch(images: torch.Tensor, labels: torch.Tensor, batch_size: int, devi
         loss.backward()
         optimizer.step()
     _sync(device)
-    return len(order) / (time.perf_counter() - start)
+    return (len(order) - WARMUP * batch_size) / (time.perf_counter() - start)
 
 
 class EpochTimer(L.Callback):
-    def on_train_epoch_start(self, trainer, pl_module):
-        _sync(pl_module.device)
-        self.start = time.perf_counter()
-
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if batch_idx + 1 == WARMUP:
+            _sync(pl_module.device)
+            self.start = time.perf_counter()
         if batch_idx + 1 == trainer.num_training_batches:
             _sync(pl_module.device)
             self.seconds = time.perf_counter() - self.start
@@ -101,7 +104,7 @@ def lightning_epoch(images, labels, batch_size: int, monitor: bool, accelerator:
         selection_checkpoint(trainer, model)
         add_fit_callbacks(trainer)
         trainer.fit(model, datamodule=dm)
-    return len(labels) / timer.seconds
+    return (len(labels) - WARMUP * batch_size) / timer.seconds
 
 
 def _sync(device) -> None:

@@ -2,10 +2,10 @@
 
 from lightning_rect.activations import ACTIVATIONS
 from lightning_rect.encoder import Encoder
-from lightning_rect.models import SparseMLP, StackedDAE
+from lightning_rect.models import SparseMLP, StackedDAE, StarRatingMLP
 from lightning_rect.noise import NOISE
 from lightning_rect.reconstruction import RECONSTRUCTIONS
 from lightning_rect.registry import Registry
 
-__all__ = ["ACTIVATIONS", "NOISE", "RECONSTRUCTIONS", "Encoder", "Registry", "SparseMLP", "StackedDAE"]
+__all__ = ["ACTIVATIONS", "NOISE", "RECONSTRUCTIONS", "Encoder", "Registry", "SparseMLP", "StackedDAE", "StarRatingMLP"]
 __version__ = "0.1.0"

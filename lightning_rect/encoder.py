@@ -31,8 +31,9 @@ class HiddenLayer(nn.Module):
         self.activation = build_activation(activation, activation_args)
         self.sign_flip = SignFlip(out_features) if sign_flip else None
         self.output_scale = 1.0
-        # The paper only says "uniform"; Glorot-uniform weights and zero biases are our choice.
-        nn.init.xavier_uniform_(self.linear.weight)
+        # The paper only says "uniform": Glorot-uniform weights scaled by the activation's gain
+        # (see lightning_rect.activations), zero biases.
+        nn.init.xavier_uniform_(self.linear.weight, gain=getattr(self.activation, "init_gain", 1.0))
         nn.init.zeros_(self.linear.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -143,7 +143,8 @@ BUDGETS: dict[str, Budget] = {
         name="small",
         summary="paper architectures, 1 pre-training epoch per layer, few fine-tuning epochs, config learning rates",
         finetune_epochs={"*": 10, "cifar10": 6, "norb": 4, "nistp": 1},
-        pretrain_epochs_per_layer={"*": 1},
+        # digits: 120 steps per epoch; one epoch leaves a rectifier DAE's top layer dead
+        pretrain_epochs_per_layer={"*": 1, "digits": 5},
         lrs=None,
         trainer={"norb": {"limit_train_batches": 0.1, "limit_val_batches": 0.2},
                  "nistp": {"val_check_interval": 5000}},
