@@ -483,18 +483,11 @@ class AmazonReviewsDataModule(InMemoryDataModule):
         return [order[:n_train].sort().values, order[n_train:n_train + n_val].sort().values,
                 order[n_train + n_val:].sort().values]
 
-    def setup(self, stage: str | None = None) -> None:
-        # Like the base class, but labeled_fraction never thins out the unlabeled reviews.
-        if self.splits is not None:
-            return
-        splits = self.load_splits()
-        if self.labeled_fraction < 1:
-            x, y = splits["train"]
-            labeled = torch.nonzero(y != UNLABELED).flatten()
-            keep = labeled[labeled_subset(y[labeled], self.labeled_fraction, self.seed)]
-            keep = torch.cat([keep, torch.nonzero(y == UNLABELED).flatten()]).sort().values
-            splits["train"] = (x[keep], y[keep])
-        self.splits = splits
+    def labeled_indices(self, y: torch.Tensor) -> torch.Tensor:
+        # labeled_fraction thins out the labeled reviews only, never the unlabeled ones.
+        labeled = torch.nonzero(y != UNLABELED).flatten()
+        keep = labeled[labeled_subset(y[labeled], self.labeled_fraction, self.seed)]
+        return torch.cat([keep, torch.nonzero(y == UNLABELED).flatten()]).sort().values
 
     # -- the vocabulary travels with checkpoints -----------------------------------------------
     def state_dict(self) -> dict:

@@ -53,9 +53,13 @@ class InMemoryDataModule(LightningDataModule):
         splits = self.load_splits()
         if self.labeled_fraction < 1:
             x, y = splits["train"]
-            keep = labeled_subset(y, self.labeled_fraction, self.seed)
+            keep = self.labeled_indices(y)
             splits["train"] = (x[keep], y[keep])
         self.splits = splits
+
+    def labeled_indices(self, y: torch.Tensor) -> torch.Tensor:
+        """Training examples kept when ``labeled_fraction < 1``."""
+        return labeled_subset(y, self.labeled_fraction, self.seed)
 
     def _rank_and_world(self) -> tuple[int, int]:
         trainer = getattr(self, "trainer", None)
