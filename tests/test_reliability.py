@@ -54,11 +54,13 @@ def kill_mid_run(cwd: Path, name: str, args: list[str], after_checkpoints: int) 
         if last.exists() and last.stat().st_mtime_ns != stamp:
             stamp, seen = last.stat().st_mtime_ns, seen + 1
         time.sleep(0.02)
-    time.sleep(0.3)  # into the next epoch
+    time.sleep(0.2)  # into the next epoch
     assert proc.poll() is None, "the run finished before it could be killed; make it longer"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not list((cwd / "runs" / name).glob("version_*/results.json"))
+    killed_at = torch.load(last, map_location="cpu", weights_only=False)["epoch"]
+    assert killed_at == after_checkpoints - 1  # the checkpoint is whole, and the kill came before the next one
 
 
 @pytest.mark.slow
@@ -68,7 +70,8 @@ def kill_mid_run(cwd: Path, name: str, args: list[str], after_checkpoints: int) 
      ["--model.init_args.hidden_sizes=[256,128]", "--model.init_args.epochs_per_layer=1", "--trainer.max_epochs=2"]),
 ])
 def test_killed_run_resumes_to_the_same_weights_and_results(tmp_path, config, name, extra):
-    args = ["fit", "--config", str(CONFIGS / config), "--data.init_args.batch_size=3",
+    # batch size 1: an epoch lasts about a second even on a quiet machine, so the kill lands in it
+    args = ["fit", "--config", str(CONFIGS / config), "--data.init_args.batch_size=1",
             "--trainer.enable_progress_bar=false", *extra]
     whole, broken = tmp_path / "whole", tmp_path / "broken"
     whole.mkdir(), broken.mkdir()
@@ -119,11 +122,13 @@ def test_divergence_stops_with_step_loss_and_advice_and_keeps_the_last_checkpoin
     with pytest.raises(DivergenceError) as err:
         trainer.fit(model, datamodule=DigitsDataModule(batch_size=10))
     message = str(err.value)
-    assert "at step 130" in message and "nan" in message and "lower the learning rate" in message
+    # checked every 20 steps: caught at the first check after step 130 (epoch 1 has steps 120-239)
+    assert "nan at step 139 (epoch 1; last finite loss seen at step 119)" in message
+    assert "lower the learning rate" in message
     assert "last.ckpt" in message
     kept = torch.load(tmp_path / "last.ckpt", weights_only=False)
     assert kept["epoch"] == 0
-    assert all(torch.isfinite(v).all() for v in kept["state_dict"].values())
+    assert all(torch.isfinite(v).all() for v in kept["state_dict"].values() if torch.is_tensor(v))
 
 
 def test_cli_reports_divergence_in_one_line(cli_in_process):
