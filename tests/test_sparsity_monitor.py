@@ -147,3 +147,10 @@ def test_works_on_stacked_dae_layer_by_layer():
     trainer.fit(model, datamodule=DigitsDataModule(batch_size=20))
     assert "val/sparsity/layer_2" in trainer.callback_metrics
     assert 0 < trainer.callback_metrics["val/sparsity/layer_1"] < 1
+
+
+def test_every_config_turns_the_monitor_on():
+    from conftest import ROOT
+
+    for path in sorted((ROOT / "configs").glob("*.yaml")):
+        assert "lightning_rect.callbacks.SparsityMonitor" in path.read_text(), path.name
