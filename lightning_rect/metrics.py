@@ -24,27 +24,6 @@ class ExactSparsity(Metric):
         return (self.zeros / self.total.clamp_min(1)).float()
 
 
-class DeadUnits(Metric):
-    """Fraction of units whose output was 0 for every example seen since the last reset.
-
-    Keeps one flag per unit (``fired``, max-reduced across ranks), so a unit alive on any rank or in
-    any batch is alive. The unit count is taken from the first batch.
-    """
-
-    full_state_update = False
-
-    def __init__(self, num_units: int, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.add_state("fired", default=torch.zeros(num_units), dist_reduce_fx="max")
-
-    def update(self, activations: torch.Tensor) -> None:
-        fired = (activations != 0).flatten(0, -2).any(dim=0)
-        self.fired = torch.maximum(self.fired, fired.to(self.fired.dtype))
-
-    def compute(self) -> torch.Tensor:
-        return 1.0 - self.fired.mean()
-
-
 class UnitActivity(Metric):
     """Per-unit count of non-zero outputs plus the number of rows seen; both sum-reduced across ranks.
 

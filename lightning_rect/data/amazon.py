@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
+from lightning_rect.checks import check_positive_int
 from lightning_rect.data.base import InMemoryDataModule, Split, labeled_subset
 from lightning_rect.errors import ConfigError, DataFileError
 
@@ -337,8 +338,7 @@ class AmazonReviewsDataModule(InMemoryDataModule):
         self.domains = check_domains(domains)
         if task not in NUM_CLASSES:
             raise ConfigError(f"task must be one of {', '.join(NUM_CLASSES)}, got {task!r}")
-        if not (isinstance(vocab_size, int) and vocab_size >= 1):
-            raise ConfigError(f"vocab_size must be an integer >= 1, got {vocab_size!r}")
+        check_positive_int("vocab_size", vocab_size)
         for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
             if not (isinstance(value, (int, float)) and 0 < value < 1):
                 raise ConfigError(f"{name} must be in (0, 1), got {value!r}")

@@ -8,6 +8,7 @@ import torch
 from lightning import LightningDataModule
 
 from lightning_rect.data.batches import BatchTransform, EpochShuffle, InMemoryBatches
+from lightning_rect.checks import check_positive_int
 from lightning_rect.errors import ConfigError
 
 Split = tuple[torch.Tensor, torch.Tensor]
@@ -33,8 +34,7 @@ class InMemoryDataModule(LightningDataModule):
     def __init__(self, batch_size: int = 10, eval_batch_size: int = 1000, labeled_fraction: float = 1.0,
                  seed: int = 0) -> None:
         super().__init__()
-        if not (isinstance(batch_size, int) and batch_size >= 1):
-            raise ConfigError(f"data batch_size must be an integer >= 1, got {batch_size!r}")
+        check_positive_int("data batch_size", batch_size)
         if not (isinstance(labeled_fraction, (int, float)) and 0 < labeled_fraction <= 1):
             raise ConfigError(f"labeled_fraction must be in (0, 1], got {labeled_fraction!r}")
         self.batch_size = batch_size

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lightning_rect.checks import check_positive_int
 from lightning_rect.data.base import InMemoryDataModule, Split, fixed_split
 from lightning_rect.data.batches import Affine
 from lightning_rect.errors import ConfigError, DataFileError
@@ -41,8 +42,7 @@ class CIFAR10DataModule(InMemoryDataModule):
     def __init__(self, data_dir: str = "data", download: bool = False, val_size: int = 5000, batch_size: int = 10,
                  eval_batch_size: int = 1000, labeled_fraction: float = 1.0, seed: int = 0) -> None:
         super().__init__(batch_size, eval_batch_size, labeled_fraction, seed)
-        if not (isinstance(val_size, int) and val_size >= 1):
-            raise ConfigError(f"CIFAR10 val_size must be an integer >= 1, got {val_size!r}")
+        check_positive_int("CIFAR10 val_size", val_size)
         self.data_dir = data_dir
         self.download = download
         self.val_size = val_size

@@ -30,6 +30,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from lightning_rect.checks import check_positive_int
 from lightning_rect.data.base import InMemoryDataModule, Split, fixed_split
 from lightning_rect.data.batches import Affine, BatchTransform
 from lightning_rect.data.distortions import distort
@@ -62,8 +63,7 @@ class NISTPDataModule(InMemoryDataModule):
         super().__init__(batch_size, eval_batch_size, labeled_fraction, seed)
         for name, value in (("train_size", train_size), ("val_size", val_size), ("test_size", test_size),
                             ("chunk_size", chunk_size)):
-            if not (isinstance(value, int) and value >= 1):
-                raise ConfigError(f"NISTP {name} must be an integer >= 1, got {value!r}")
+            check_positive_int(f"NISTP {name}", value)
         if not (isinstance(distortion_strength, (int, float)) and 0 <= distortion_strength <= 2):
             raise ConfigError(f"NISTP distortion_strength must be in [0, 2], got {distortion_strength!r}")
         if distort_device not in ("auto", "cpu"):

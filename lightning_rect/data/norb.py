@@ -31,6 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lightning_rect.checks import check_positive_int
 from lightning_rect.data.base import InMemoryDataModule, Split, fixed_split
 from lightning_rect.data.batches import Affine
 from lightning_rect.data.formats import BinaryMatrix
@@ -82,10 +83,9 @@ class NORBDataModule(InMemoryDataModule):
         super().__init__(batch_size, eval_batch_size, labeled_fraction, seed)
         if variant not in VARIANTS:
             raise ConfigError(f"NORB variant must be one of {sorted(VARIANTS)}, got {variant!r}")
-        if not (isinstance(image_size, int) and image_size >= 1):
-            raise ConfigError(f"NORB image_size must be an integer >= 1, got {image_size!r}")
-        if val_size is not None and not (isinstance(val_size, int) and val_size >= 1):
-            raise ConfigError(f"NORB val_size must be an integer >= 1, got {val_size!r}")
+        check_positive_int("NORB image_size", image_size)
+        if val_size is not None:
+            check_positive_int("NORB val_size", val_size)
         self.spec = VARIANTS[variant]
         self.variant = variant
         self.image_size = image_size

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Literal
 
@@ -14,8 +13,8 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_rect.checkpoints import MODEL_KEY, load_pretrained_encoder
+from lightning_rect.checks import check_non_negative, check_positive
 from lightning_rect.encoder import Encoder, l1_penalty
-from lightning_rect.errors import ConfigError
 from lightning_rect.metrics import ExactSparsity, LossAverage
 
 
@@ -128,12 +127,3 @@ class SparseMLP(LightningModule):
             return torch.optim.Adam(self.parameters(), lr=hp.lr)
         return torch.optim.SGD(self.parameters(), lr=hp.lr, momentum=hp.momentum)
 
-
-def check_non_negative(name: str, value: float) -> None:
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-        raise ConfigError(f"{name} must be a finite number >= 0, got {value!r}")
-
-
-def check_positive(name: str, value: float) -> None:
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-        raise ConfigError(f"{name} must be a finite number > 0, got {value!r}")

@@ -18,10 +18,10 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from lightning_rect.checkpoints import MODEL_KEY
+from lightning_rect.checks import check_non_negative, check_positive, check_positive_int
 from lightning_rect.encoder import Encoder
 from lightning_rect.errors import ConfigError
 from lightning_rect.metrics import LossAverage
-from lightning_rect.models.classifier import check_non_negative, check_positive
 from lightning_rect.noise import NOISE
 from lightning_rect.reconstruction import RECONSTRUCTIONS
 
@@ -58,8 +58,7 @@ class StackedDAE(LightningModule):
         super().__init__()
         check_non_negative("l1", l1)
         check_positive("lr", lr)
-        if not (isinstance(epochs_per_layer, int) and epochs_per_layer >= 1):
-            raise ConfigError(f"epochs_per_layer must be an integer >= 1, got {epochs_per_layer!r}")
+        check_positive_int("epochs_per_layer", epochs_per_layer)
         self.save_hyperparameters()
         self.encoder = Encoder(in_features, list(hidden_sizes), activation, activation_args, sign_flip)
         self.strategy = RECONSTRUCTIONS.build(reconstruction)
