@@ -184,6 +184,17 @@ def main(args: list[str] | None = None) -> None:
             raise
         print(f"error: {cause}", file=sys.stderr)
         sys.exit(2)
+    finally:
+        _close_process_group()
+
+
+def _close_process_group() -> None:
+    """Leave DDP cleanly: a process group still open at interpreter exit can abort the process
+    ("terminate called without an active exception") while gloo's threads are torn down."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def user_error(err: BaseException) -> LightningRectError | None:
