@@ -83,8 +83,12 @@ class Encoder(nn.Module):
 
 
 def l1_penalty(hidden: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Sum over layers and units of |h|, averaged over the examples of the batch."""
-    return sum(h.abs().sum() for h in hidden) / hidden[0].shape[0]
+    """|h| summed over the units of a layer, averaged over the examples of the batch and over the layers.
+
+    Averaging over layers (not summing) keeps one coefficient meaning the same for any depth; with it
+    the paper's 0.001 on MNIST's 3 x 1000 net gives the paper's sparsity (about 80% zeros).
+    """
+    return sum(h.abs().sum() for h in hidden) / (hidden[0].shape[0] * len(hidden))
 
 
 def check_sizes(in_features: int, hidden_sizes: Sequence[int]) -> None:

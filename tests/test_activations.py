@@ -83,7 +83,8 @@ def test_encoder_returns_every_hidden_output_once():
     hidden = enc(torch.randn(7, 8))
     assert [tuple(h.shape) for h in hidden] == [(7, 5), (7, 4), (7, 3)]
     assert torch.allclose(hidden[1], enc.layers[1](hidden[0]))
-    assert l1_penalty(hidden).item() == pytest.approx(sum(h.abs().sum().item() for h in hidden) / 7, rel=1e-5)
+    # per-example sum over units, averaged over the 7 examples and the 3 layers
+    assert l1_penalty(hidden).item() == pytest.approx(sum(h.abs().sum().item() for h in hidden) / (7 * 3), rel=1e-5)
 
 
 def test_encoder_refuses_empty_hidden_sizes():

@@ -31,13 +31,13 @@ def test_tanh_has_no_exact_zeros():
 
 def test_l1_penalty_raises_the_loss_by_its_coefficient():
     torch.manual_seed(0)
-    base = SparseMLP(8, 3, [5], l1=0.0)
-    penalised = SparseMLP(8, 3, [5], l1=0.5)
+    base = SparseMLP(8, 3, [5, 6], l1=0.0)
+    penalised = SparseMLP(8, 3, [5, 6], l1=0.5)
     penalised.load_state_dict(base.state_dict())
     x, y = torch.randn(4, 8), torch.tensor([0, 1, 2, 0])
     loss0, _, hidden = base._loss(x, y)
     loss1, _, _ = penalised._loss(x, y)
-    expected = 0.5 * sum(h.abs().sum() for h in hidden) / 4
+    expected = 0.5 * sum(h.abs().sum() for h in hidden) / (4 * 2)  # mean over examples and layers
     assert (loss1 - loss0).item() == pytest.approx(expected.item(), rel=1e-5)
 
 
