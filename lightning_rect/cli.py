@@ -23,6 +23,7 @@ from lightning import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from lightning_rect.allocator import retain_freed_memory
 from lightning_rect.callbacks import DivergenceGuard, ThrottledProgressBar
 from lightning_rect.errors import CheckpointError, LightningRectError
 from lightning_rect.tracking import SaveConfigToWandb, publish_results
@@ -80,18 +81,33 @@ def selection_checkpoint(trainer: Trainer, model: LightningModule) -> ModelCheck
     """The ModelCheckpoint that tracks ``model.selection_metric``; added if the config has none.
 
     Lightning's default checkpoint (no monitor, keeps the latest epoch) is replaced by ours, which
-    keeps both the best checkpoint and ``last.ckpt`` (for ``--ckpt_path last``).
+    keeps the best checkpoint (``best-epoch=N.ckpt``), plus a ``latest_checkpoint`` that rewrites
+    ``last.ckpt`` at every epoch end (for ``--ckpt_path last``) unless a callback already does.
     """
     metric = getattr(model, "selection_metric", None)
     if metric is None or not trainer.checkpoint_callbacks:
         return None
-    for callback in trainer.checkpoint_callbacks:
-        if callback.monitor == metric:
-            return callback
-    ours = ModelCheckpoint(monitor=metric, mode="min", filename="best-{epoch}", save_last=True,
-                           auto_insert_metric_name=True)
-    trainer.callbacks[:] = [cb for cb in trainer.callbacks if not _is_default_checkpoint(cb)] + [ours]
-    return ours
+    best = next((cb for cb in trainer.checkpoint_callbacks if cb.monitor == metric), None)
+    if best is None:
+        best = ModelCheckpoint(monitor=metric, mode="min", filename="best-{epoch}", auto_insert_metric_name=True)
+        trainer.callbacks[:] = [cb for cb in trainer.callbacks if not _is_default_checkpoint(cb)] + [best]
+    if not any(writes_last_every_epoch(cb) for cb in trainer.checkpoint_callbacks):
+        trainer.callbacks.append(latest_checkpoint())
+    return best
+
+
+def latest_checkpoint() -> ModelCheckpoint:
+    """Writes ``last.ckpt`` at every epoch end, overwriting the previous one.
+
+    A separate callback because since Lightning 2.6 ``save_last=True`` on a monitoring checkpoint
+    writes ``last.ckpt`` only when a new best is saved: a run whose validation error stopped
+    improving would otherwise resume from its best epoch instead of its last.
+    """
+    return ModelCheckpoint(filename="last", enable_version_counter=False)
+
+
+def writes_last_every_epoch(callback: ModelCheckpoint) -> bool:
+    return callback.monitor is None and (callback.filename == "last" or bool(callback.save_last))
 
 
 def add_fit_callbacks(trainer: Trainer) -> None:
@@ -176,6 +192,7 @@ def main(args: list[str] | None = None) -> None:
         from lightning_rect.reproduce import main as reproduce_main
 
         return reproduce_main(argv[1:])
+    retain_freed_memory()  # no page faults on the buffers each step frees and allocates again
     try:
         RectCLI(args=args)
     except Exception as err:

@@ -204,3 +204,17 @@ def test_noise_level_outside_range_is_refused_at_start(cli_in_process, level):
 def test_every_config_sets_a_seed():
     for path in sorted(CONFIGS.glob("*.yaml")):
         assert "seed_everything:" in path.read_text(), path.name
+
+
+def test_last_checkpoint_follows_the_last_epoch_even_without_a_new_best(tmp_path):
+    from lightning_rect.cli import selection_checkpoint
+
+    L.seed_everything(0)
+    model = SparseMLP(64, 10, [16], lr=1e-12)  # validation error never changes: epoch 0 stays the best
+    trainer = L.Trainer(max_epochs=3, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        default_root_dir=tmp_path)
+    best = selection_checkpoint(trainer, model)
+    trainer.fit(model, datamodule=DigitsDataModule(batch_size=50))
+    assert Path(best.best_model_path).name == "best-epoch=0.ckpt"
+    last = torch.load(Path(best.dirpath) / "last.ckpt", map_location="cpu", weights_only=False)
+    assert last["epoch"] == 2  # with save_last=True on the best checkpoint alone it would be 0 (Lightning 2.6)
