@@ -53,3 +53,32 @@ def test_missing_mnist_names_the_folder_and_the_fix(tmp_path):
         dm.setup("fit")
     assert str(tmp_path / "MNIST" / "raw") in str(err.value)
     assert "download" in str(err.value)
+
+
+def _train_steps(automatic: bool | None, steps: int = 6, **trainer_args):
+    L.seed_everything(0)
+    dm = DigitsDataModule(batch_size=10)
+    model = SparseMLP(dm.input_size, dm.num_classes, hidden_sizes=[32, 16], lr=0.1, momentum=0.5)
+    if automatic is not None:
+        model.automatic_optimization = automatic
+    model.initial_head = model.head.weight.detach().clone()
+    trainer = L.Trainer(max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, limit_val_batches=0, **trainer_args)
+    trainer.fit(model, datamodule=dm)
+    return model, trainer
+
+
+def test_own_optimizer_step_matches_lightnings_automatic_loop():
+    manual, manual_trainer = _train_steps(None)
+    auto, auto_trainer = _train_steps(True)
+    assert manual.automatic_optimization is False and auto.automatic_optimization is True
+    assert manual_trainer.global_step == auto_trainer.global_step == 6
+    for (name, p_manual), p_auto in zip(manual.named_parameters(), auto.parameters()):
+        assert torch.allclose(p_manual, p_auto, atol=1e-6), name
+    assert not torch.allclose(manual.head.weight, manual.initial_head)  # it did train
+
+
+def test_gradient_clipping_switches_to_the_automatic_loop():
+    model, trainer = _train_steps(None, steps=3, gradient_clip_val=1e-4)
+    assert model.automatic_optimization is True
+    assert trainer.global_step == 3
