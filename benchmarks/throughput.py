@@ -1,7 +1,7 @@
 """Training throughput of lightning_rect against a bare PyTorch loop, side by side in one process.
 
     python benchmarks/throughput.py                 # the paper's MNIST network, ~3 minutes on 2 cores
-    python benchmarks/throughput.py --repeats 5     # steadier medians
+    python benchmarks/throughput.py --repeats 11    # tighter medians
 
 Both train 784-1000-1000-1000-10 rectifier nets with L1 0.001 on the activations and plain SGD,
 on MNIST-shaped data held in memory (uint8 pixels scaled per batch, as ``MNISTDataModule`` does):
@@ -11,10 +11,14 @@ on MNIST-shaped data held in memory (uint8 pixels scaled per batch, as ``MNISTDa
    default configs use: CSV logger, progress bar, the best/last ``ModelCheckpoint``,
    ``DivergenceGuard``, and ``SparsityMonitor`` (or not, to price it).
 
-Each measurement times one training epoch from the end of its ``WARMUP``-th batch to the end of
-its last (set-up, first-batch allocations, validation and checkpoint writing are excluded for both,
-so the figures are steady-state throughput). Runs alternate bare / lightning ``--repeats`` times and
-the medians are compared. On a GPU both use the GPU.
+The process first makes the allocator setting the CLI makes (``retain_freed_memory``), so both
+loops run under it. Each measurement times one training epoch of ``--steps`` batches from the end
+of its ``WARMUP``-th batch to the end of its last (set-up, validation and checkpoint writing are
+excluded for both: steady-state throughput). The Lightning run is timed from the model's own
+``on_train_batch_end`` hook, which the Trainer calls anyway, so timing adds no callback.
+Each repeat runs the three in a rotating order; this machine's speed drifts by several percent
+over tens of seconds, so the figures are medians of the per-repeat ratios, which a drift slower
+than one repeat cancels out of. On a GPU both use the GPU.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import torch.nn.functional as F
 from lightning.pytorch.loggers import CSVLogger
 
 from lightning_rect import SparseMLP
+from lightning_rect.allocator import retain_freed_memory
 from lightning_rect.callbacks import SparsityMonitor
 from lightning_rect.cli import add_fit_callbacks, selection_checkpoint
 from lightning_rect.data.base import InMemoryDataModule
@@ -80,31 +85,31 @@ def bare_epoch(images: torch.Tensor, labels: torch.Tensor, batch_size: int, devi
     return (len(order) - WARMUP * batch_size) / (time.perf_counter() - start)
 
 
-class EpochTimer(L.Callback):
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+class TimedSparseMLP(SparseMLP):
+    """``SparseMLP`` that notes the time at the end of its ``WARMUP``-th and last training batches."""
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         if batch_idx + 1 == WARMUP:
-            _sync(pl_module.device)
+            _sync(self.device)
             self.start = time.perf_counter()
-        if batch_idx + 1 == trainer.num_training_batches:
-            _sync(pl_module.device)
+        if batch_idx + 1 == self.trainer.num_training_batches:
+            _sync(self.device)
             self.seconds = time.perf_counter() - self.start
 
 
 def lightning_epoch(images, labels, batch_size: int, monitor: bool, accelerator: str) -> float:
     torch.manual_seed(0)
     dm = SyntheticMNIST(images, labels, batch_size)
-    model = SparseMLP(784, 10, SIZES, l1=0.001, lr=0.01)
-    timer = EpochTimer()
-    callbacks = [timer, SparsityMonitor()] if monitor else [timer]
+    model = TimedSparseMLP(784, 10, SIZES, l1=0.001, lr=0.01)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = L.Trainer(max_epochs=1, accelerator=accelerator, devices=1, logger=CSVLogger(tmp),
-                            callbacks=callbacks, default_root_dir=tmp, enable_model_summary=False,
-                            num_sanity_val_steps=0, limit_val_batches=1)
+                            callbacks=[SparsityMonitor()] if monitor else [], default_root_dir=tmp,
+                            enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=1)
         # exactly what `python -m lightning_rect fit` adds: best/last checkpoint, guard, progress bar
         selection_checkpoint(trainer, model)
         add_fit_callbacks(trainer)
         trainer.fit(model, datamodule=dm)
-    return (len(labels) - WARMUP * batch_size) / timer.seconds
+    return (len(labels) - WARMUP * batch_size) / model.seconds
 
 
 def _sync(device) -> None:
@@ -114,34 +119,43 @@ def _sync(device) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--examples", type=int, default=10_000, help="training examples per measured epoch")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--steps", type=int, default=300, help="training batches per measured epoch")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[10, 100])
     args = parser.parse_args(argv)
+    retain_freed_memory()
     accelerator = "gpu" if torch.cuda.is_available() else "cpu"
     device = torch.device("cuda" if accelerator == "gpu" else "cpu")
-    generator = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (args.examples, 28, 28), dtype=torch.uint8, generator=generator)
-    labels = torch.randint(0, 10, (args.examples,), generator=generator)
-    print(f"device: {device}, torch threads: {torch.get_num_threads()}, examples/epoch: {args.examples}",
-          file=sys.stderr)
+    print(f"device: {device}, torch threads: {torch.get_num_threads()}, batches/epoch: {args.steps}", file=sys.stderr)
+    loops = {
+        "bare": lambda x, y, bs: bare_epoch(x, y, bs, device),
+        "lightning": lambda x, y, bs: lightning_epoch(x, y, bs, True, accelerator),
+        "lightning_no_monitor": lambda x, y, bs: lightning_epoch(x, y, bs, False, accelerator),
+    }
+    names = list(loops)
     rows = []
     for batch_size in args.batch_sizes:
-        runs: dict[str, list[float]] = {"bare": [], "lightning": [], "lightning_no_monitor": []}
-        for _ in range(args.repeats):
-            runs["bare"].append(bare_epoch(images, labels, batch_size, device))
-            runs["lightning"].append(lightning_epoch(images, labels, batch_size, True, accelerator))
-            runs["lightning_no_monitor"].append(lightning_epoch(images, labels, batch_size, False, accelerator))
-        med = {k: statistics.median(v) for k, v in runs.items()}
-        rows.append((batch_size, med))
+        generator = torch.Generator().manual_seed(0)
+        examples = args.steps * batch_size
+        images = torch.randint(0, 256, (examples, 28, 28), dtype=torch.uint8, generator=generator)
+        labels = torch.randint(0, 10, (examples,), generator=generator)
+        runs: dict[str, list[float]] = {name: [] for name in names}
+        for repeat in range(args.repeats):
+            for name in names[repeat % 3 :] + names[: repeat % 3]:  # rotate the order
+                runs[name].append(loops[name](images, labels, batch_size))
+            print(f"batch {batch_size}, repeat {repeat + 1}/{args.repeats}: "
+                  + ", ".join(f"{name} {runs[name][-1]:.0f}/s" for name in names), file=sys.stderr)
+        rows.append((batch_size, runs))
     print()
     print("| batch | bare loop (samples/s) | lightning_rect + monitor | lightning_rect, no monitor | ratio vs bare | monitor cost |")
     print("|---|---|---|---|---|---|")
-    for batch_size, med in rows:
-        ratio = med["lightning"] / med["bare"]
-        monitor_ratio = med["lightning"] / med["lightning_no_monitor"]
+    for batch_size, runs in rows:
+        med = {name: statistics.median(values) for name, values in runs.items()}
+        ratio = statistics.median(a / b for a, b in zip(runs["lightning"], runs["bare"]))
+        monitor = statistics.median(a / b for a, b in zip(runs["lightning"], runs["lightning_no_monitor"]))
         print(f"| {batch_size} | {med['bare']:.0f} | {med['lightning']:.0f} | {med['lightning_no_monitor']:.0f} "
-              f"| {ratio:.3f} | {100 * (1 - monitor_ratio):.1f}% |")
+              f"| {ratio:.3f} | {100 * (1 - monitor):.1f}% |")
+    print("\n(samples/s: medians over repeats; ratio and monitor cost: medians of the per-repeat ratios)")
 
 
 if __name__ == "__main__":
