@@ -2,6 +2,7 @@
 
     python benchmarks/throughput.py                 # the paper's MNIST network, ~3 minutes on 2 cores
     python benchmarks/throughput.py --repeats 11    # tighter medians
+    python benchmarks/throughput.py --compile       # also SparseMLP(compile=True)
 
 Both train 784-1000-1000-1000-10 rectifier nets with L1 0.001 on the activations and plain SGD,
 on MNIST-shaped data held in memory (uint8 pixels scaled per batch, as ``MNISTDataModule`` does):
@@ -97,10 +98,10 @@ class TimedSparseMLP(SparseMLP):
             self.seconds = time.perf_counter() - self.start
 
 
-def lightning_epoch(images, labels, batch_size: int, monitor: bool, accelerator: str) -> float:
+def lightning_epoch(images, labels, batch_size: int, monitor: bool, accelerator: str, compile: bool = False) -> float:
     torch.manual_seed(0)
     dm = SyntheticMNIST(images, labels, batch_size)
-    model = TimedSparseMLP(784, 10, SIZES, l1=0.001, lr=0.01)
+    model = TimedSparseMLP(784, 10, SIZES, l1=0.001, lr=0.01, compile=compile)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = L.Trainer(max_epochs=1, accelerator=accelerator, devices=1, logger=CSVLogger(tmp),
                             callbacks=[SparsityMonitor()] if monitor else [], default_root_dir=tmp,
@@ -122,6 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--steps", type=int, default=300, help="training batches per measured epoch")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[10, 100])
+    parser.add_argument("--compile", action="store_true", help="also time SparseMLP(compile=True), with the monitor")
     args = parser.parse_args(argv)
     retain_freed_memory()
     accelerator = "gpu" if torch.cuda.is_available() else "cpu"
@@ -132,6 +134,8 @@ def main(argv: list[str] | None = None) -> None:
         "lightning": lambda x, y, bs: lightning_epoch(x, y, bs, True, accelerator),
         "lightning_no_monitor": lambda x, y, bs: lightning_epoch(x, y, bs, False, accelerator),
     }
+    if args.compile:
+        loops["lightning_compiled"] = lambda x, y, bs: lightning_epoch(x, y, bs, True, accelerator, compile=True)
     names = list(loops)
     rows = []
     for batch_size in args.batch_sizes:
@@ -141,22 +145,27 @@ def main(argv: list[str] | None = None) -> None:
         labels = torch.randint(0, 10, (examples,), generator=generator)
         runs: dict[str, list[float]] = {name: [] for name in names}
         for repeat in range(args.repeats):
-            for name in names[repeat % 3 :] + names[: repeat % 3]:  # rotate the order
+            for name in names[repeat % len(names) :] + names[: repeat % len(names)]:  # rotate the order
                 runs[name].append(loops[name](images, labels, batch_size))
             print(f"batch {batch_size}, repeat {repeat + 1}/{args.repeats}: "
                   + ", ".join(f"{name} {runs[name][-1]:.0f}/s" for name in names), file=sys.stderr)
         rows.append((batch_size, runs))
     print()
-    print("| batch | bare loop (samples/s) | lightning_rect + monitor | lightning_rect, no monitor | ratio vs bare | monitor cost |")
-    print("|---|---|---|---|---|---|")
+    compiled = "lightning_compiled" in names
+    print("| batch | bare loop (samples/s) | lightning_rect + monitor | lightning_rect, no monitor | ratio vs bare | monitor cost |"
+          + (" compile=True + monitor | its ratio vs bare |" if compiled else ""))
+    print("|---|---|---|---|---|---|" + ("---|---|" if compiled else ""))
     for batch_size, runs in rows:
         med = {name: statistics.median(values) for name, values in runs.items()}
         ratio = statistics.median(a / b for a, b in zip(runs["lightning"], runs["bare"]))
         monitor = statistics.median(a / b for a, b in zip(runs["lightning"], runs["lightning_no_monitor"]))
-        print(f"| {batch_size} | {med['bare']:.0f} | {med['lightning']:.0f} | {med['lightning_no_monitor']:.0f} "
-              f"| {ratio:.3f} | {100 * (1 - monitor):.1f}% |")
-    print("\n(samples/s: medians over repeats; ratio and monitor cost: medians of the per-repeat ratios)")
-
+        line = (f"| {batch_size} | {med['bare']:.0f} | {med['lightning']:.0f} | {med['lightning_no_monitor']:.0f} "
+                f"| {ratio:.3f} | {100 * (1 - monitor):.1f}% |")
+        if compiled:
+            compiled_ratio = statistics.median(a / b for a, b in zip(runs["lightning_compiled"], runs["bare"]))
+            line += f" {med['lightning_compiled']:.0f} | {compiled_ratio:.3f} |"
+        print(line)
+    print("\n(samples/s: medians over repeats; ratios and monitor cost: medians of the per-repeat ratios)")
 
 if __name__ == "__main__":
     main()

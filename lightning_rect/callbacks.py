@@ -96,7 +96,9 @@ class SparsityMonitor(Callback):
                     counter = self._counters[index] = UnitCounter()
                 counter.add(output)
 
-        return hook
+        # Under torch.compile the hook runs eagerly between graph pieces: traced, its Python counters
+        # would be baked into the graph as constants and force a recompile at every step.
+        return torch.compiler.disable(hook)
 
     # -- epoch boundaries -------------------------------------------------------------------------
     def _start(self, stage: str) -> None:

@@ -27,9 +27,10 @@ def _faults_per_allocation(apply: bool) -> tuple[str, float]:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 def test_freed_blocks_are_reused_instead_of_faulted_back_in():
     # A 40 MB block is above glibc's largest dynamic mmap threshold: by default every allocation
-    # maps fresh pages (10,240 faults); kept in the heap it is reused with no fault at all.
+    # maps fresh pages (10,240 faults); kept in the heap it is reused, mostly without faults (0 on a
+    # quiet machine; about 1,000 where the kernel reclaims idle pages, as DAMON does here).
     _, default = _faults_per_allocation(False)
     applied, retained = _faults_per_allocation(True)
     assert applied == "True"
     assert default > 5000
-    assert retained < 100
+    assert retained < default / 4

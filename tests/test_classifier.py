@@ -82,3 +82,24 @@ def test_gradient_clipping_switches_to_the_automatic_loop():
     model, trainer = _train_steps(None, steps=3, gradient_clip_val=1e-4)
     assert model.automatic_optimization is True
     assert trainer.global_step == 3
+
+
+def test_compiled_loss_trains_like_the_eager_one():
+    from lightning_rect.callbacks import SparsityMonitor
+
+    results = []
+    for compile in (False, True):
+        L.seed_everything(0)
+        model = SparseMLP(64, 10, hidden_sizes=[32, 16], lr=0.1, compile=compile)
+        monitor = SparsityMonitor()
+        trainer = L.Trainer(max_epochs=1, limit_train_batches=20, limit_val_batches=2, logger=False,
+                            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                            callbacks=[monitor])
+        trainer.fit(model, datamodule=DigitsDataModule(batch_size=10))
+        results.append((model, dict(trainer.callback_metrics)))
+    (eager, eager_metrics), (compiled, compiled_metrics) = results
+    for p_eager, p_compiled in zip(eager.parameters(), compiled.parameters()):
+        assert torch.allclose(p_eager, p_compiled, atol=1e-5)
+    # the monitor's hooks still count under torch.compile
+    assert compiled_metrics["val/sparsity/mean"] == pytest.approx(eager_metrics["val/sparsity/mean"].item(), abs=1e-4)
+    assert 0 < compiled_metrics["val/sparsity/mean"] < 1
