@@ -1,7 +1,7 @@
 """Training throughput of lightning_rect against a bare PyTorch loop, side by side in one process.
 
     python benchmarks/throughput.py                 # the paper's MNIST network, ~3 minutes on 2 cores
-    python benchmarks/throughput.py --repeats 11    # tighter medians
+    python benchmarks/throughput.py --repeats 25    # tighter medians
     python benchmarks/throughput.py --compile       # also SparseMLP(compile=True)
 
 Both train 784-1000-1000-1000-10 rectifier nets with L1 0.001 on the activations and plain SGD,
@@ -113,6 +113,13 @@ def lightning_epoch(images, labels, batch_size: int, monitor: bool, accelerator:
     return (len(labels) - WARMUP * batch_size) / model.seconds
 
 
+def _quartiles(values: list[float]) -> str:
+    if len(values) < 2:
+        return "one repeat"
+    low, _, high = statistics.quantiles(values, n=4)
+    return f"{low:.3f}-{high:.3f}"
+
+
 def _sync(device) -> None:
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize()
@@ -120,8 +127,8 @@ def _sync(device) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--steps", type=int, default=300, help="training batches per measured epoch")
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--steps", type=int, default=200, help="training batches per measured epoch")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[10, 100])
     parser.add_argument("--compile", action="store_true", help="also time SparseMLP(compile=True), with the monitor")
     args = parser.parse_args(argv)
@@ -157,15 +164,16 @@ def main(argv: list[str] | None = None) -> None:
     print("|---|---|---|---|---|---|" + ("---|---|" if compiled else ""))
     for batch_size, runs in rows:
         med = {name: statistics.median(values) for name, values in runs.items()}
-        ratio = statistics.median(a / b for a, b in zip(runs["lightning"], runs["bare"]))
+        ratios = [a / b for a, b in zip(runs["lightning"], runs["bare"])]
         monitor = statistics.median(a / b for a, b in zip(runs["lightning"], runs["lightning_no_monitor"]))
         line = (f"| {batch_size} | {med['bare']:.0f} | {med['lightning']:.0f} | {med['lightning_no_monitor']:.0f} "
-                f"| {ratio:.3f} | {100 * (1 - monitor):.1f}% |")
+                f"| {statistics.median(ratios):.3f} ({_quartiles(ratios)}) | {100 * (1 - monitor):.1f}% |")
         if compiled:
             compiled_ratio = statistics.median(a / b for a, b in zip(runs["lightning_compiled"], runs["bare"]))
             line += f" {med['lightning_compiled']:.0f} | {compiled_ratio:.3f} |"
         print(line)
-    print("\n(samples/s: medians over repeats; ratios and monitor cost: medians of the per-repeat ratios)")
+    print("\n(samples/s: medians over repeats; ratios and monitor cost: medians of the per-repeat ratios,"
+          " in brackets the middle half of the per-repeat ratios)")
 
 if __name__ == "__main__":
     main()
