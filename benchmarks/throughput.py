@@ -175,5 +175,6 @@ def main(argv: list[str] | None = None) -> None:
     print("\n(samples/s: medians over repeats; ratios and monitor cost: medians of the per-repeat ratios,"
           " in brackets the middle half of the per-repeat ratios)")
 
+
 if __name__ == "__main__":
     main()

@@ -29,8 +29,9 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from lightning_rect.activations import ACTIVATIONS
+from lightning_rect.checkpoints import last_checkpoint_path
 from lightning_rect.errors import ConfigError, DivergenceError
-from lightning_rect.metrics import UnitActivity
+from lightning_rect.metrics import UnitActivity, activity_fractions
 
 #: Watched when a module neither defines ``sparsity_modules()`` nor is given ``modules``.
 DEFAULT_TYPES = (nn.ReLU, nn.Tanh, nn.Softplus, nn.Sigmoid, nn.LeakyReLU, nn.GELU)
@@ -115,9 +116,9 @@ class SparsityMonitor(Callback):
         values: dict[str, torch.Tensor] = {}
         sparsities, deads = [], []
         for index in sorted(self._counters):
-            counts, rows = self._counters[index].totals()
-            metric = self._metric(stage, index, counts)
-            metric.update(counts, rows)
+            counter = self._counters[index]
+            metric = self._metric(stage, index, counter.counts)
+            metric.update(counter.counts, counter.rows)
             sparsity, dead = metric.compute()
             metric.reset()
             values[f"{stage}/sparsity/layer_{index + 1}"] = sparsity
@@ -143,9 +144,10 @@ class SparsityMonitor(Callback):
         if every and (trainer.global_step % every == 0) and self._counters:
             running = {}
             for index in sorted(self._counters):
-                counts, rows = self._counters[index].totals()
-                running[f"train_step/sparsity/layer_{index + 1}"] = 1.0 - counts.sum() / (rows * counts.numel())
-                running[f"train_step/dead/layer_{index + 1}"] = (counts == 0).float().mean()
+                counter = self._counters[index]
+                sparsity, dead = activity_fractions(counter.counts, counter.rows)
+                running[f"train_step/sparsity/layer_{index + 1}"] = sparsity
+                running[f"train_step/dead/layer_{index + 1}"] = dead
             pl_module.log_dict(running, on_step=True, on_epoch=False)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -196,10 +198,6 @@ class UnitCounter:
         else:
             self.counts.add_(counts)
         self.rows += out.shape[0]
-
-    def totals(self) -> tuple[torch.Tensor, int]:
-        """(non-zero count per unit, rows seen)."""
-        return self.counts, self.rows
 
 
 def _matches(name: str, module: nn.Module, wanted: list[str]) -> bool:
@@ -256,7 +254,7 @@ class DivergenceGuard(Callback):
             self._last_good_step = step
             return
         lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None
-        last = _last_checkpoint(trainer)
+        last = last_checkpoint_path(trainer)
         kept = f"; the last good checkpoint is kept at {last}" if last else ""
         raise DivergenceError(
             f"training diverged: the loss was {value} at step {step} (epoch {trainer.current_epoch}; last finite "
@@ -264,15 +262,6 @@ class DivergenceGuard(Callback):
             f"--model.init_args.lr={lr / 10 if lr else 0.001:g}{kept}"
         )
 
-
-
-def _last_checkpoint(trainer: Trainer) -> str:
-    """Path of the newest epoch-end checkpoint written so far, or ""."""
-    for callback in trainer.checkpoint_callbacks:
-        path = callback.last_model_path or (callback.best_model_path if callback.monitor is None else "")
-        if path:
-            return path
-    return ""
 
 class ThrottledProgressBar(TQDMProgressBar):
     """Lightning's progress bar, redrawn at most every ``min_interval`` seconds.

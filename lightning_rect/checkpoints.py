@@ -1,4 +1,5 @@
-"""Loading a pre-trained encoder from a ``StackedDAE`` checkpoint, with one-line errors for bad files."""
+"""Checkpoint files: the epoch-end ``last.ckpt`` every fit keeps, and loading a pre-trained encoder
+from a ``StackedDAE`` checkpoint, with one-line errors for bad files."""
 
 from __future__ import annotations
 
@@ -7,12 +8,37 @@ import zipfile
 from pathlib import Path
 
 import torch
+from lightning import Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lightning_rect.encoder import Encoder
 from lightning_rect.errors import CheckpointError
 
 #: Key written into every lightning_rect checkpoint, naming the model class that wrote it.
 MODEL_KEY = "lightning_rect_model"
+
+
+def latest_checkpoint() -> ModelCheckpoint:
+    """Writes ``last.ckpt`` at every epoch end, overwriting the previous one.
+
+    A separate callback because since Lightning 2.6 ``save_last=True`` on a monitoring checkpoint
+    writes ``last.ckpt`` only when a new best is saved: a run whose validation error stopped
+    improving would otherwise resume from its best epoch instead of its last.
+    """
+    return ModelCheckpoint(filename="last", enable_version_counter=False)
+
+
+def writes_last_every_epoch(callback: ModelCheckpoint) -> bool:
+    return callback.monitor is None and (callback.filename == "last" or bool(callback.save_last))
+
+
+def last_checkpoint_path(trainer: Trainer) -> str:
+    """Path of the newest epoch-end checkpoint written so far, or ""."""
+    for callback in trainer.checkpoint_callbacks:
+        path = callback.last_model_path or (callback.best_model_path if callback.monitor is None else "")
+        if path:
+            return path
+    return ""
 
 
 def read_checkpoint(path: str | Path) -> dict:

@@ -25,6 +25,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from lightning_rect.allocator import retain_freed_memory
 from lightning_rect.callbacks import DivergenceGuard, ThrottledProgressBar
+from lightning_rect.checkpoints import latest_checkpoint, writes_last_every_epoch
 from lightning_rect.errors import CheckpointError, LightningRectError
 from lightning_rect.tracking import SaveConfigToWandb, publish_results
 
@@ -94,20 +95,6 @@ def selection_checkpoint(trainer: Trainer, model: LightningModule) -> ModelCheck
     if not any(writes_last_every_epoch(cb) for cb in trainer.checkpoint_callbacks):
         trainer.callbacks.append(latest_checkpoint())
     return best
-
-
-def latest_checkpoint() -> ModelCheckpoint:
-    """Writes ``last.ckpt`` at every epoch end, overwriting the previous one.
-
-    A separate callback because since Lightning 2.6 ``save_last=True`` on a monitoring checkpoint
-    writes ``last.ckpt`` only when a new best is saved: a run whose validation error stopped
-    improving would otherwise resume from its best epoch instead of its last.
-    """
-    return ModelCheckpoint(filename="last", enable_version_counter=False)
-
-
-def writes_last_every_epoch(callback: ModelCheckpoint) -> bool:
-    return callback.monitor is None and (callback.filename == "last" or bool(callback.save_last))
 
 
 def add_fit_callbacks(trainer: Trainer) -> None:

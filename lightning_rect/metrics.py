@@ -45,10 +45,14 @@ class UnitActivity(Metric):
 
     def compute(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(exact sparsity, dead-unit fraction)."""
-        total = self.rows * self.nonzero.numel()
-        sparsity = 1.0 - self.nonzero.sum() / total.clamp_min(1)
-        dead = (self.nonzero == 0).double().mean()
-        return sparsity.float(), dead.float()
+        return activity_fractions(self.nonzero, self.rows)
+
+
+def activity_fractions(nonzero: torch.Tensor, rows: int | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(exact sparsity, dead-unit fraction) from per-unit non-zero counts over ``rows`` examples."""
+    sparsity = 1.0 - nonzero.sum() / max(rows * nonzero.numel(), 1)
+    dead = (nonzero == 0).double().mean()
+    return sparsity.float(), dead.float()
 
 
 class LossAverage:
