@@ -3,6 +3,9 @@
 All activations are ``nn.Module`` classes so that forward hooks (``SparsityMonitor``) can find
 them. Third-party activations register through the ``lightning_rect.activations`` entry point.
 
+``nonnegative = True`` says every output is >= 0; ``SparsityMonitor`` then counts non-zeros with
+one kernel fewer (no ``abs``). A plugin activation may declare it too.
+
 ``init_gain`` scales the Glorot-uniform initial weights of the layer feeding the activation (the
 paper only says "uniform"). Softplus has slope 1/2 at 0 for *every* unit, so with plain Glorot
 weights the input-dependent part of the signal shrinks 4x in variance per layer and a 3 x 1000
@@ -30,6 +33,7 @@ class Rectifier(nn.Module):
     """max(0, x): exact zeros, hence sparse representations."""
 
     init_gain = 1.0
+    nonnegative = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.relu(x)
@@ -48,6 +52,7 @@ class Softplus(nn.Module):
     """log(1 + e^x), the smooth version of the rectifier (never exactly zero)."""
 
     init_gain = 2.0
+    nonnegative = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.softplus(x)
@@ -56,6 +61,7 @@ class Softplus(nn.Module):
 @ACTIVATIONS.register("sigmoid")
 class Sigmoid(nn.Module):
     init_gain = 4.0
+    nonnegative = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(x)
@@ -69,6 +75,7 @@ class SharpSoftplus(nn.Module):
     """
 
     init_gain = 2.0  # slope 1/2 at 0 whatever a is
+    nonnegative = True
 
     def __init__(self, a: float = 1.0) -> None:
         super().__init__()

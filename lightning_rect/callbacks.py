@@ -9,8 +9,8 @@ Logged names (``<stage>`` is ``train``, ``val`` or ``test``; layers are numbered
 - ``<stage>/dead/mean``: the mean over layers.
 
 How it stays cheap: a forward hook on each watched module adds the number of non-zero outputs of
-each unit into a per-unit counter on the device (three small kernels per layer and step, and no
-host sync).
+each unit into a per-unit counter on the device (two or three small kernels per layer and step, and
+no host sync).
 At the end of the epoch the counters go into torchmetrics ``UnitActivity`` objects whose
 ``compute()`` sums them over DDP ranks, so the logged values describe the whole data set.
 """
@@ -35,6 +35,8 @@ from lightning_rect.metrics import UnitActivity, activity_fractions
 
 #: Watched when a module neither defines ``sparsity_modules()`` nor is given ``modules``.
 DEFAULT_TYPES = (nn.ReLU, nn.Tanh, nn.Softplus, nn.Sigmoid, nn.LeakyReLU, nn.GELU)
+#: torch modules whose outputs are never negative (lightning_rect's own say so with ``nonnegative``).
+NONNEGATIVE_TYPES = (nn.ReLU, nn.ReLU6, nn.Softplus, nn.Sigmoid, nn.Hardsigmoid)
 
 
 class SparsityMonitor(Callback):
@@ -79,7 +81,7 @@ class SparsityMonitor(Callback):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self._remove_hooks()
         for index, module in enumerate(self.watched_modules(pl_module)):
-            self._handles.append(module.register_forward_hook(self._make_hook(index)))
+            self._handles.append(module.register_forward_hook(self._make_hook(index, is_nonnegative(module))))
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self._remove_hooks()
@@ -89,12 +91,12 @@ class SparsityMonitor(Callback):
             handle.remove()
         self._handles.clear()
 
-    def _make_hook(self, index: int):
+    def _make_hook(self, index: int, nonnegative: bool):
         def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
             if self._stage is not None:
                 counter = self._counters.get(index)
                 if counter is None:
-                    counter = self._counters[index] = UnitCounter()
+                    counter = self._counters[index] = UnitCounter(nonnegative)
                 counter.add(output)
 
         # Under torch.compile the hook runs eagerly between graph pieces: traced, its Python counters
@@ -180,11 +182,14 @@ class UnitCounter:
 
     Counted as each output appears, while it is still in cache: ``|sign(h)|`` summed over the rows
     (exact, as each batch's sum is a small integer; 3x faster on CPU than ``count_nonzero(dim=0)``).
+    For ``nonnegative`` outputs (rectifier, softplus, sigmoid) ``sign(h)`` is already 0 or 1, so the
+    ``abs`` kernel is skipped (18 -> 15 us for a 100 x 1000 output on 2 CPU cores).
     Deferring the count to batch many steps was tried: re-reading the outputs later evicts the
     weights from cache and costs more than the small kernels it saves.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, nonnegative: bool = False) -> None:
+        self.nonnegative = nonnegative
         self.counts: torch.Tensor | None = None
         self.rows = 0
 
@@ -192,12 +197,18 @@ class UnitCounter:
         out = output.detach()
         if out.dim() != 2:
             out = out.reshape(-1, out.shape[-1])
-        counts = out.sign().abs_().sum(0)
+        signs = out.sign() if self.nonnegative else out.sign().abs_()
+        counts = signs.sum(0)
         if self.counts is None:
             self.counts = counts.double()
         else:
             self.counts.add_(counts)
         self.rows += out.shape[0]
+
+
+def is_nonnegative(module: nn.Module) -> bool:
+    """Whether ``module``'s outputs are never negative, so counting needs no ``abs``."""
+    return isinstance(module, NONNEGATIVE_TYPES) or getattr(module, "nonnegative", False) is True
 
 
 def _matches(name: str, module: nn.Module, wanted: list[str]) -> bool:
@@ -267,11 +278,12 @@ class ThrottledProgressBar(TQDMProgressBar):
     """Lightning's progress bar, redrawn at most every ``min_interval`` seconds.
 
     The stock bar redraws after every batch; at the paper's minibatch of 10 that alone costs
-    several percent of the training time. Drawing 5 times a second looks the same to a person.
+    several percent of the training time. Each redraw formats and writes the bar twice (count, then
+    metrics); twice a second still looks live to a person.
     The CLI swaps it in for the default bar.
     """
 
-    def __init__(self, min_interval: float = 0.2, **kwargs) -> None:
+    def __init__(self, min_interval: float = 0.5, **kwargs) -> None:
         super().__init__(**kwargs)
         self.min_interval = min_interval
         self._last_draw = 0.0

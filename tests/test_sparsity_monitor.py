@@ -4,7 +4,8 @@ import torch
 from torch import nn
 
 from lightning_rect import SparseMLP, StackedDAE
-from lightning_rect.callbacks import SparsityMonitor
+from lightning_rect.activations import Rectifier, SharpSoftplus, Sigmoid, Softplus, Tanh
+from lightning_rect.callbacks import SparsityMonitor, UnitCounter, is_nonnegative
 from lightning_rect.data import DigitsDataModule
 from lightning_rect.errors import ConfigError
 
@@ -154,3 +155,35 @@ def test_every_config_turns_the_monitor_on():
 
     for path in sorted((ROOT / "configs").glob("*.yaml")):
         assert "lightning_rect.callbacks.SparsityMonitor" in path.read_text(), path.name
+
+
+def test_counter_counts_negative_outputs_as_active():
+    # tanh-like outputs: -1 and +1 in one column must count as two active outputs, not cancel
+    counter = UnitCounter(nonnegative=False)
+    counter.add(torch.tensor([[-1.0, 0.0, 0.5], [1.0, 0.0, -0.25]]))
+    assert counter.counts.tolist() == [2.0, 0.0, 2.0]
+    assert counter.rows == 2
+
+
+def test_counter_without_abs_matches_count_nonzero_on_rectifier_outputs():
+    counter = UnitCounter(nonnegative=True)
+    outputs = [torch.relu(torch.randn(7, 5, generator=torch.Generator().manual_seed(s))) for s in range(3)]
+    for h in outputs:
+        counter.add(h)
+    expected = sum(torch.count_nonzero(h, dim=0) for h in outputs)
+    assert torch.equal(counter.counts, expected.double())
+
+
+@pytest.mark.parametrize("module,nonnegative", [
+    (Rectifier(), True), (Softplus(), True), (Sigmoid(), True), (SharpSoftplus(3.0), True),
+    (nn.ReLU(), True), (nn.Sigmoid(), True), (Tanh(), False), (nn.Tanh(), False), (nn.LeakyReLU(), False),
+    (nn.GELU(), False),
+])
+def test_which_activations_skip_the_abs(module, nonnegative):
+    assert is_nonnegative(module) is nonnegative
+    # the claim must hold: no negative output on inputs of either sign
+    out = module(torch.linspace(-30, 30, 601))
+    if nonnegative:
+        assert (out >= 0).all()
+    else:
+        assert (out < 0).any()
