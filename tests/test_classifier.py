@@ -1,8 +1,10 @@
+import inspect
+
 import lightning as L
 import pytest
 import torch
 
-from lightning_rect import SparseMLP
+from lightning_rect import SparseMLP, StackedDAE
 from lightning_rect.data import DigitsDataModule, MNISTDataModule
 from lightning_rect.errors import ConfigError, DataFileError
 
@@ -103,3 +105,13 @@ def test_compiled_loss_trains_like_the_eager_one():
     # the monitor's hooks still count under torch.compile
     assert compiled_metrics["val/sparsity/mean"] == pytest.approx(eager_metrics["val/sparsity/mean"].item(), abs=1e-4)
     assert 0 < compiled_metrics["val/sparsity/mean"] < 1
+
+
+@pytest.mark.parametrize("model", [SparseMLP(20, 3, [8]), StackedDAE(20, [8])], ids=["SparseMLP", "StackedDAE"])
+def test_training_step_signature_is_precomputed_and_still_takes_batch_idx(model):
+    from lightning.pytorch.utilities.signature_utils import is_param_in_hook_signature
+
+    assert isinstance(type(model).training_step.__signature__, inspect.Signature)
+    assert inspect.getfullargspec(model.training_step).args == ["self", "batch", "batch_idx"]
+    # what Lightning's training loop asks at every batch
+    assert is_param_in_hook_signature(model.training_step, "batch_idx", min_args=2)

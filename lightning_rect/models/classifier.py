@@ -16,6 +16,7 @@ from lightning_rect.checkpoints import MODEL_KEY, load_pretrained_encoder
 from lightning_rect.checks import check_non_negative, check_positive
 from lightning_rect.encoder import Encoder, l1_penalty
 from lightning_rect.metrics import ExactSparsity, LossAverage
+from lightning_rect.models.signature import precomputed_signature
 
 
 class SparseMLP(LightningModule):
@@ -103,6 +104,7 @@ class SparseMLP(LightningModule):
     def automatic_optimization(self, value: bool) -> None:
         self._automatic_choice = bool(value)
 
+    @precomputed_signature
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, _, _ = self._loss(*batch)
         self.train_loss.add(loss)

@@ -22,6 +22,7 @@ from lightning_rect.checks import check_non_negative, check_positive, check_posi
 from lightning_rect.encoder import Encoder
 from lightning_rect.errors import ConfigError
 from lightning_rect.metrics import LossAverage
+from lightning_rect.models.signature import precomputed_signature
 from lightning_rect.noise import NOISE
 from lightning_rect.reconstruction import RECONSTRUCTIONS
 
@@ -157,6 +158,7 @@ class StackedDAE(LightningModule):
             clean = (clean + 1) / 2
         return clean.clamp(0, 1)
 
+    @precomputed_signature
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         cost, penalty = self.reconstruction_loss(batch[0], self.current_layer, self._generator)
         self.train_recon.add(cost)
