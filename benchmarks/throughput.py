@@ -38,7 +38,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning_rect import SparseMLP
 from lightning_rect.allocator import retain_freed_memory
 from lightning_rect.callbacks import SparsityMonitor
-from lightning_rect.cli import add_fit_callbacks, selection_checkpoint
+from lightning_rect.cli import prepare_fit, selection_checkpoint
 from lightning_rect.data.base import InMemoryDataModule
 from lightning_rect.data.batches import Affine
 from lightning_rect.encoder import Encoder, l1_penalty
@@ -106,9 +106,9 @@ def lightning_epoch(images, labels, batch_size: int, monitor: bool, accelerator:
         trainer = L.Trainer(max_epochs=1, accelerator=accelerator, devices=1, logger=CSVLogger(tmp),
                             callbacks=[SparsityMonitor()] if monitor else [], default_root_dir=tmp,
                             enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=1)
-        # exactly what `python -m lightning_rect fit` adds: best/last checkpoint, guard, progress bar
+        # exactly what `python -m lightning_rect fit` adds: best/last checkpoint, guard, progress bar, profiler
         selection_checkpoint(trainer, model)
-        add_fit_callbacks(trainer)
+        prepare_fit(trainer)
         trainer.fit(model, datamodule=dm)
     return (len(labels) - WARMUP * batch_size) / model.seconds
 

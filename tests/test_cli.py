@@ -79,3 +79,20 @@ def test_validate_subcommand_still_works(run_cli):
     proc = run_cli("validate", "--config", DIGITS, "--model.init_args.hidden_sizes=[32]")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "val/err" in proc.stdout
+
+
+def test_fit_gets_the_no_op_profiler_unless_a_profiler_is_asked_for():
+    import lightning as L
+    from lightning.pytorch.profilers import SimpleProfiler
+
+    from lightning_rect.cli import prepare_fit
+    from lightning_rect.profiler import NoOpProfiler
+
+    default = L.Trainer(logger=False)
+    prepare_fit(default)
+    assert type(default.profiler) is NoOpProfiler
+    with default.profiler.profile("outer"), default.profiler.profile("inner"):  # nests like any profiler
+        pass
+    asked = L.Trainer(logger=False, profiler="simple")
+    prepare_fit(asked)
+    assert type(asked.profiler) is SimpleProfiler
