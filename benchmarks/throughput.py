@@ -10,14 +10,17 @@ on MNIST-shaped data held in memory (uint8 pixels scaled per batch, as ``MNISTDa
 1. bare: tensors in memory, a random permutation per epoch, slicing, ``loss.backward()``, ``opt.step()``;
 2. lightning: ``SparseMLP`` + an in-memory DataModule + ``Trainer`` with what the CLI and the
    default configs use: CSV logger, progress bar, the best/last ``ModelCheckpoint``,
-   ``DivergenceGuard``, and ``SparsityMonitor`` (or not, to price it).
+   ``DivergenceGuard``, ``NoOpProfiler``, and ``SparsityMonitor`` (or not, to price it);
+3. the Trainer alone: the same ``SparseMLP`` and data, no logger, callback or checkpoint. Not a
+   configuration anyone trains with: it prices Lightning's own per-step machinery, the floor under
+   the ratio of 2.
 
 The process first makes the allocator setting the CLI makes (``retain_freed_memory``), so both
 loops run under it. Each measurement times one training epoch of ``--steps`` batches from the end
 of its ``WARMUP``-th batch to the end of its last (set-up, validation and checkpoint writing are
 excluded for both: steady-state throughput). The Lightning run is timed from the model's own
 ``on_train_batch_end`` hook, which the Trainer calls anyway, so timing adds no callback.
-Each repeat runs the three in a rotating order; this machine's speed drifts by several percent
+Each repeat runs the four in a rotating order; this machine's speed drifts by several percent
 over tens of seconds, so the figures are medians of the per-repeat ratios, which a drift slower
 than one repeat cancels out of. On a GPU both use the GPU.
 """
@@ -25,6 +28,7 @@ than one repeat cancels out of. On a GPU both use the GPU.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import tempfile
@@ -98,18 +102,24 @@ class TimedSparseMLP(SparseMLP):
             self.seconds = time.perf_counter() - self.start
 
 
-def lightning_epoch(images, labels, batch_size: int, monitor: bool, accelerator: str, compile: bool = False) -> float:
+def lightning_epoch(images, labels, batch_size: int, monitor: bool, accelerator: str, compile: bool = False,
+                    fit_defaults: bool = True) -> float:
+    """``fit_defaults=False``: the Trainer alone, with no logger, callback or checkpoint (Lightning's floor)."""
     torch.manual_seed(0)
     dm = SyntheticMNIST(images, labels, batch_size)
     model = TimedSparseMLP(784, 10, SIZES, l1=0.001, lr=0.01, compile=compile)
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = L.Trainer(max_epochs=1, accelerator=accelerator, devices=1, logger=CSVLogger(tmp),
+        trainer = L.Trainer(max_epochs=1, accelerator=accelerator, devices=1,
+                            logger=CSVLogger(tmp) if fit_defaults else False,
                             callbacks=[SparsityMonitor()] if monitor else [], default_root_dir=tmp,
+                            enable_checkpointing=fit_defaults, enable_progress_bar=fit_defaults,
                             enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=1)
-        # exactly what `python -m lightning_rect fit` adds: best/last checkpoint, guard, progress bar, profiler
-        selection_checkpoint(trainer, model)
-        prepare_fit(trainer)
-        trainer.fit(model, datamodule=dm)
+        if fit_defaults:
+            # exactly what `python -m lightning_rect fit` adds: best/last checkpoint, guard, progress bar, profiler
+            selection_checkpoint(trainer, model)
+            prepare_fit(trainer)
+        with contextlib.redirect_stdout(sys.stderr):  # the progress bar: stdout keeps the table alone
+            trainer.fit(model, datamodule=dm)
     return (len(labels) - WARMUP * batch_size) / model.seconds
 
 
@@ -140,6 +150,7 @@ def main(argv: list[str] | None = None) -> None:
         "bare": lambda x, y, bs: bare_epoch(x, y, bs, device),
         "lightning": lambda x, y, bs: lightning_epoch(x, y, bs, True, accelerator),
         "lightning_no_monitor": lambda x, y, bs: lightning_epoch(x, y, bs, False, accelerator),
+        "trainer_alone": lambda x, y, bs: lightning_epoch(x, y, bs, False, accelerator, fit_defaults=False),
     }
     if args.compile:
         loops["lightning_compiled"] = lambda x, y, bs: lightning_epoch(x, y, bs, True, accelerator, compile=True)
@@ -159,15 +170,18 @@ def main(argv: list[str] | None = None) -> None:
         rows.append((batch_size, runs))
     print()
     compiled = "lightning_compiled" in names
-    print("| batch | bare loop (samples/s) | lightning_rect + monitor | lightning_rect, no monitor | ratio vs bare | monitor cost |"
+    print("| batch | bare loop (samples/s) | lightning_rect + monitor | lightning_rect, no monitor | ratio vs bare "
+          "| monitor cost | Trainer alone (samples/s) | its ratio vs bare |"
           + (" compile=True + monitor | its ratio vs bare |" if compiled else ""))
-    print("|---|---|---|---|---|---|" + ("---|---|" if compiled else ""))
+    print("|---|---|---|---|---|---|---|---|" + ("---|---|" if compiled else ""))
     for batch_size, runs in rows:
         med = {name: statistics.median(values) for name, values in runs.items()}
         ratios = [a / b for a, b in zip(runs["lightning"], runs["bare"])]
         monitor = statistics.median(a / b for a, b in zip(runs["lightning"], runs["lightning_no_monitor"]))
+        floor = [a / b for a, b in zip(runs["trainer_alone"], runs["bare"])]
         line = (f"| {batch_size} | {med['bare']:.0f} | {med['lightning']:.0f} | {med['lightning_no_monitor']:.0f} "
-                f"| {statistics.median(ratios):.3f} ({_quartiles(ratios)}) | {100 * (1 - monitor):.1f}% |")
+                f"| {statistics.median(ratios):.3f} ({_quartiles(ratios)}) | {100 * (1 - monitor):.1f}% "
+                f"| {med['trainer_alone']:.0f} | {statistics.median(floor):.3f} ({_quartiles(floor)}) |")
         if compiled:
             compiled_ratio = statistics.median(a / b for a, b in zip(runs["lightning_compiled"], runs["bare"]))
             line += f" {med['lightning_compiled']:.0f} | {compiled_ratio:.3f} |"
