@@ -1,6 +1,6 @@
 """Training throughput of lightning_rect against a bare PyTorch loop, side by side in one process.
 
-    python benchmarks/throughput.py                 # the paper's MNIST network, ~3 minutes on 2 cores
+    python benchmarks/throughput.py                 # the paper's MNIST network, 3-5 minutes on 2 cores
     python benchmarks/throughput.py --repeats 25    # tighter medians
     python benchmarks/throughput.py --compile       # also SparseMLP(compile=True)
 
