@@ -156,7 +156,7 @@ def format_summary(results: dict, path: Path) -> str:
     lines = [
         f"results ({results['model']} on {results['data']}) -> {path}",
         f"  best {results['selection_metric']}: {best:.4g}" if isinstance(best, float) else "  best: -",
-        f"  (epoch {results['best_epoch']} of {results['epochs']}, fit time {results['fit_seconds']:.1f} s)",
+        f"  ({epoch_of_run(results['best_epoch'], results['epochs'])}, fit time {results['fit_seconds']:.1f} s)",
     ]
     if "test/err" in results:
         rmse = f"   test RMSE: {results['test/rmse']:.4f}" if "test/rmse" in results else ""
@@ -165,6 +165,13 @@ def format_summary(results: dict, path: Path) -> str:
         lines.append("  test: " + ", ".join(f"{k}={v:.4g}" for k, v in results.items()
                                            if k.startswith("test/") and isinstance(v, float)))
     return "\n".join(lines)
+
+
+def epoch_of_run(best_epoch: int | None, epochs: int | None) -> str:
+    """'best epoch 27 of 0-29': numbered from 0, as Lightning numbers them in the progress bar and
+    in checkpoint names (``best-epoch=27.ckpt``)."""
+    best = "-" if best_epoch is None else str(best_epoch)
+    return f"best epoch {best} of 0-{epochs - 1}" if epochs else f"best epoch {best}"
 
 
 def _to_float(value: object) -> float | None:

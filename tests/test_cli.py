@@ -31,6 +31,8 @@ def test_digits_default_fit_then_test_writes_results_json(run_cli, tmp_path):
         assert 0 < results[f"test/sparsity/layer_{k}"] < 1
         assert 0 <= results[f"test/dead/layer_{k}"] < 0.5
     assert "test error" in proc.stdout
+    # numbered from 0 as in the checkpoint name and the progress bar
+    assert f"best epoch {results['best_epoch']} of 0-29" in proc.stdout
 
 
 def test_tanh_units_are_not_sparse(run_cli, tmp_path):

@@ -55,6 +55,9 @@ def test_experiment_end_to_end_then_reused(experiment, tmp_path, capsys):
 
     markdown = (out / f"{experiment}.md").read_text()
     assert all(f"`{r['id']}`" in markdown for r in runs)
+    for run in runs:  # epochs run, then the best one numbered from 0 as in its checkpoint's name
+        [row] = [line for line in markdown.splitlines() if line.startswith(f"| `{run['id']}`")]
+        assert f"| {run['results']['epochs']} | {run['results']['best_epoch']} |" in row, row
     assert "paper" in markdown and "diff" in markdown
     if experiment == "table1":  # all six networks and both sparsity rows have our number
         rows = [line for line in markdown.splitlines() if "pre-training |" in line]

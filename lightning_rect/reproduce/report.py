@@ -121,7 +121,7 @@ def runs_table(records: dict[str, Record], out: Path) -> list[str]:
     lines = ["## Every run", "",
              "`*`: the run chosen for its cell on validation. Logs, checkpoints and results.json: "
              f"`{out / 'runs'}/<run>/version_0/`.", "",
-             "| run | status | lr | epochs | best epoch | validation | test | sparsity | time |",
+             "| run | status | lr | epochs | best epoch (from 0) | validation | test | sparsity | time |",
              "|---|---|---|---|---|---|---|---|---|"]
     for record in records.values():
         res = record.results or {}
@@ -135,7 +135,7 @@ def runs_table(records: dict[str, Record], out: Path) -> list[str]:
         best_epoch = res.get("best_epoch")
         status = record.status + (f": {record.error}" if record.error else "")
         lines.append(f"| `{record.spec.id}`{mark} | {status.replace('|', '/')} | {record.spec.labels.get('lr')} | "
-                     f"{res.get('epochs', DASH)} | {best_epoch + 1 if best_epoch is not None else DASH} | {val} | {test} | "
+                     f"{res.get('epochs', DASH)} | {best_epoch if best_epoch is not None else DASH} | {val} | {test} | "
                      f"{pct(sparsity(record), 1)} | {duration(_run_seconds(record))} |")
     return lines + [""]
 

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lightning_rect.cli import epoch_of_run
 from lightning_rect.reproduce.budgets import DATASETS
 from lightning_rect.reproduce.experiments import RunSpec
 from lightning_rect.reproduce.progress import PREFIX
@@ -451,5 +452,5 @@ def summary(results: dict) -> str:
     if _finite(results.get("test/recon")):
         parts.append(f"test reconstruction {results['test/recon']:.4g}")
     if results.get("best_epoch") is not None:
-        parts.append(f"best epoch {results['best_epoch'] + 1} of {results.get('epochs')}")
+        parts.append(epoch_of_run(results["best_epoch"], results.get("epochs")))
     return ", ".join(parts) or "finished"
