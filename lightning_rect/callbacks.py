@@ -25,6 +25,7 @@ from collections.abc import Sequence
 import torch
 from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
@@ -61,6 +62,7 @@ class SparsityMonitor(Callback):
         self._stage: str | None = None
         self._counters: dict[int, UnitCounter] = {}
         self._metrics: dict[tuple[str, int], UnitActivity] = {}
+        self._warned_dead: set[tuple[str, int]] = set()
 
     # -- which modules ----------------------------------------------------------------------------
     def watched_modules(self, pl_module: LightningModule) -> list[nn.Module]:
@@ -112,7 +114,22 @@ class SparsityMonitor(Callback):
         values = self._compute(stage, pl_module) if self.epoch_logs else {}
         if values:
             pl_module.log_dict(values, sync_dist=True)
+            self._warn_dead_layers(stage, values)
         self._stage = None
+
+    def _warn_dead_layers(self, stage: str, values: dict[str, torch.Tensor]) -> None:
+        """Once per layer and stage: a layer whose units were all dead for a whole epoch passes
+        no gradient, so the layers below it stop learning (one host sync per epoch)."""
+        for index in sorted(self._counters):
+            dead = values.get(f"{stage}/dead/layer_{index + 1}")
+            if dead is None or (stage, index) in self._warned_dead or float(dead) < 1.0:
+                continue
+            self._warned_dead.add((stage, index))
+            rank_zero_warn(
+                f"SparsityMonitor: every unit of layer {index + 1} output exactly 0 for the whole {stage} epoch, so "
+                "no gradient flows through it and the layers below stop learning; lower the learning rate or the "
+                "l1 coefficient, or pre-train that layer for more epochs"
+            )
 
     def _compute(self, stage: str, pl_module: LightningModule) -> dict[str, torch.Tensor]:
         values: dict[str, torch.Tensor] = {}

@@ -1,3 +1,5 @@
+import warnings
+
 import lightning as L
 import pytest
 import torch
@@ -187,3 +189,26 @@ def test_which_activations_skip_the_abs(module, nonnegative):
         assert (out >= 0).all()
     else:
         assert (out < 0).any()
+
+
+def test_a_layer_dead_for_the_whole_epoch_is_warned_about_once():
+    all_zero = [(torch.zeros(2, 4), torch.zeros(2)), (torch.zeros(3, 4), torch.zeros(3))]
+    monitor = SparsityMonitor()
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[monitor])
+    with pytest.warns(UserWarning, match=r"every unit of layer 1 output exactly 0 for the whole test epoch") as caught:
+        result = trainer.test(HandBuilt(), dataloaders=Loader(all_zero), verbose=False)[0]
+    assert result["test/dead/layer_1"] == 1.0 and result["test/dead/layer_2"] == 1.0
+    dead_warnings = [w for w in caught if "every unit of layer" in str(w.message)]
+    assert sorted(str(w.message).split("layer ")[1][0] for w in dead_warnings) == ["1", "2"]
+    assert all("lower the learning rate" in str(w.message) for w in dead_warnings)
+    with warnings.catch_warnings(record=True) as again:
+        warnings.simplefilter("always")
+        trainer.test(HandBuilt(), dataloaders=Loader(all_zero), verbose=False)
+    assert not [w for w in again if "every unit of layer" in str(w.message)]  # once per layer and stage
+
+
+def test_partly_dead_layers_are_not_warned_about(recwarn):
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=[SparsityMonitor()])
+    trainer.test(HandBuilt(), dataloaders=Loader(batches()), verbose=False)  # layers 25% and 50% dead
+    assert not [w for w in recwarn if "every unit of layer" in str(w.message)]
