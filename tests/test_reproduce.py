@@ -208,3 +208,12 @@ def test_paper_numbers_are_those_of_paper_md():
     ours = [paper.TABLE1[(activation, pre)] for pre in (True, False) for activation in ("rectifier", "tanh", "softplus")]
     assert [[float(v) for v in row] for row in rows[:6]] == [[t[d] for d in ("mnist", "cifar10", "nistp", "norb")]
                                                              for t in ours]
+
+
+def test_reports_name_run_folders_relative_to_the_working_directory(tmp_path, monkeypatch):
+    from lightning_rect.reproduce.report import _shown
+
+    monkeypatch.chdir(tmp_path)
+    assert _shown(tmp_path / "reproductions" / "table1" / "runs") == Path("reproductions/table1/runs")
+    elsewhere = tmp_path.parent / "elsewhere" / "runs"
+    assert _shown(elsewhere) == elsewhere  # outside the working directory: left as it is

@@ -120,7 +120,7 @@ def runs_table(records: dict[str, Record], out: Path) -> list[str]:
     chosen = {id(c[0]) for c in cells(records).values() if c[0] is not None}
     lines = ["## Every run", "",
              "`*`: the run chosen for its cell on validation. Logs, checkpoints and results.json: "
-             f"`{out / 'runs'}/<run>/version_0/`.", "",
+             f"`{_shown(out / 'runs')}/<run>/version_0/`.", "",
              "| run | status | lr | epochs | best epoch (from 0) | validation | test | sparsity | time |",
              "|---|---|---|---|---|---|---|---|---|"]
     for record in records.values():
@@ -138,6 +138,15 @@ def runs_table(records: dict[str, Record], out: Path) -> list[str]:
                      f"{res.get('epochs', DASH)} | {best_epoch if best_epoch is not None else DASH} | {val} | {test} | "
                      f"{pct(sparsity(record), 1)} | {duration(_run_seconds(record))} |")
     return lines + [""]
+
+
+def _shown(path: Path) -> Path:
+    """``path`` relative to the working directory when it lies below it, so reports committed to a
+    repository do not name one machine's folders."""
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        return path
 
 
 def _fmt(value: Any, pattern: str) -> str:
