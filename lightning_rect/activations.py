@@ -16,13 +16,11 @@ and tanh keep gain 1, the plain Glorot initialisation.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_rect.errors import ConfigError
+from lightning_rect.checks import check_positive
 from lightning_rect.registry import Registry
 
 ACTIVATIONS: Registry[type[nn.Module]] = Registry("activation", "lightning_rect.activations")
@@ -79,8 +77,7 @@ class SharpSoftplus(nn.Module):
 
     def __init__(self, a: float = 1.0) -> None:
         super().__init__()
-        if not (isinstance(a, (int, float)) and math.isfinite(a) and a > 0):
-            raise ConfigError(f"activation_args.a (sharp_softplus sharpness) must be a finite number > 0, got {a!r}")
+        check_positive("activation_args.a (sharp_softplus sharpness)", a)
         self.a = float(a)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

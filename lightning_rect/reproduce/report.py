@@ -16,21 +16,17 @@ from typing import Any
 from lightning_rect.reproduce import paper
 from lightning_rect.reproduce.budgets import BUDGETS
 from lightning_rect.reproduce.experiments import EXPERIMENTS, TABLE1_ACTIVATIONS, SEMI_ACTIVATIONS
-from lightning_rect.reproduce.runner import Record, best_of, duration
+from lightning_rect.reproduce.runner import Record, best_of, duration, finite
 
 DASH = "—"
 PLOT_HINT = "pip install 'lightning-rect[plot]'  (or: pip install matplotlib)"
 
 
 # -- numbers out of a record ---------------------------------------------------------------------
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)
-
-
 def test_error(record: Record | None) -> float | None:
     """Test error in percent."""
     value = record.results.get("test/err") if record is not None and record.finished else None
-    return 100 * value if _finite(value) else None
+    return 100 * value if finite(value) else None
 
 
 def sparsity(record: Record | None) -> float | None:
@@ -39,7 +35,7 @@ def sparsity(record: Record | None) -> float | None:
     if record is None or not record.finished:
         return None
     value = record.results.get("test/sparsity/mean", record.results.get("test/sparsity"))
-    return 100 * value if _finite(value) else None
+    return 100 * value if finite(value) else None
 
 
 def pct(value: float | None, digits: int = 2) -> str:
@@ -111,7 +107,7 @@ def header(experiment: str, meta: dict[str, Any], records: dict[str, Record]) ->
 def _run_seconds(record: Record) -> float:
     if record.status == "done" and record.seconds is not None:
         return record.seconds
-    if record.finished and _finite(record.results.get("fit_seconds")):
+    if record.finished and finite(record.results.get("fit_seconds")):
         return record.results["fit_seconds"]
     return 0.0
 
@@ -130,7 +126,7 @@ def runs_table(records: dict[str, Record], out: Path) -> list[str]:
             val = _fmt(res.get("best_val"), "{:.4g} (recon)")
             test = _fmt(res.get("test/recon"), "{:.4g} (recon)")
         else:
-            val = pct(100 * res["best_val"]) if _finite(res.get("best_val")) else DASH
+            val = pct(100 * res["best_val"]) if finite(res.get("best_val")) else DASH
             test = pct(test_error(record))
         best_epoch = res.get("best_epoch")
         status = record.status + (f": {record.error}" if record.error else "")
@@ -150,7 +146,7 @@ def _shown(path: Path) -> Path:
 
 
 def _fmt(value: Any, pattern: str) -> str:
-    return pattern.format(value) if _finite(value) else DASH
+    return pattern.format(value) if finite(value) else DASH
 
 
 def table1_markdown(records: dict[str, Record], datasets: list[str]) -> list[str]:

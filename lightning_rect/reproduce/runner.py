@@ -112,11 +112,11 @@ def format_value(value: Any) -> str:
 
 def best_of(records: list[Record]) -> Record | None:
     """The finished record with the lowest validation score (``best_val``: val/err or val/recon)."""
-    scored = [r for r in records if r.finished and _finite(r.results.get("best_val"))]
+    scored = [r for r in records if r.finished and finite(r.results.get("best_val"))]
     return min(scored, key=lambda r: r.results["best_val"]) if scored else None
 
 
-def _finite(value: Any) -> bool:
+def finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
 
 
@@ -444,12 +444,12 @@ def duration(seconds: float) -> str:
 def summary(results: dict) -> str:
     """One line: test error and sparsity (classifier) or test reconstruction (DAE)."""
     parts = []
-    if _finite(results.get("test/err")):
+    if finite(results.get("test/err")):
         parts.append(f"test error {100 * results['test/err']:.2f}%")
     sparsity = results.get("test/sparsity/mean", results.get("test/sparsity"))
-    if _finite(sparsity):
+    if finite(sparsity):
         parts.append(f"sparsity {100 * sparsity:.1f}%")
-    if _finite(results.get("test/recon")):
+    if finite(results.get("test/recon")):
         parts.append(f"test reconstruction {results['test/recon']:.4g}")
     if results.get("best_epoch") is not None:
         parts.append(epoch_of_run(results["best_epoch"], results.get("epochs")))
