@@ -70,7 +70,8 @@ class Encoder(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, depth: int | None = None) -> list[torch.Tensor]:
-        """Outputs of the first ``depth`` layers (all by default)."""
+        """Outputs of the first ``depth`` layers (all by default); ``x`` is flattened per example."""
+        x = flatten_features(x, self.in_features)
         hidden = []
         for layer in self.layers[:depth]:
             x = layer(x)
@@ -80,6 +81,19 @@ class Encoder(nn.Module):
     def activation_modules(self) -> list[nn.Module]:
         """The activation module of each layer, in order: what ``SparsityMonitor`` watches."""
         return [layer.activation for layer in self.layers]
+
+
+def flatten_features(x: torch.Tensor, in_features: int) -> torch.Tensor:
+    """``x`` as (examples, features): image batches (N, C, H, W) are flattened; a size that does not
+    match ``in_features`` is one readable error instead of torch's matrix-shape message."""
+    if x.dim() != 2:
+        x = x.flatten(1) if x.dim() > 2 else x.reshape(1, -1)
+    if x.shape[1] != in_features:
+        raise ConfigError(
+            f"inputs have {x.shape[1]} features per example (batch shape {tuple(x.shape)}) but the model's "
+            f"in_features is {in_features}; set in_features={x.shape[1]} (the CLI links it from data.input_size)"
+        )
+    return x
 
 
 def l1_penalty(hidden: Sequence[torch.Tensor]) -> torch.Tensor:

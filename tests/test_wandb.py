@@ -4,10 +4,14 @@ the same command works with W&B disabled, in the same log folder."""
 import json
 from pathlib import Path
 
+import pytest
 from conftest import ROOT
+from helpers.wandb_log import read_offline_run
 from lightning import Trainer
+from lightning.pytorch.loggers import CSVLogger
 
-from lightning_rect.tracking import publish_results, read_offline_run
+import lightning_rect.integrations.wandb as wandb_integration
+from lightning_rect.integrations.wandb import WandbLogger, publish_results
 
 DIGITS = str(ROOT / "configs" / "digits.yaml")
 WANDB = str(ROOT / "callbacks" / "wandb.yaml")
@@ -24,6 +28,7 @@ def wandb_env(tmp_path: Path, mode: str) -> dict[str, str]:
             "WANDB_SILENT": "true"}
 
 
+@pytest.mark.slow  # two CLI runs that train (about 10 s)
 def test_offline_run_holds_metrics_config_and_results_then_disabled_rerun(run_cli, tmp_path):
     proc = run_cli(*ARGS, env=wandb_env(tmp_path, "offline"))
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -55,7 +60,74 @@ def test_offline_run_holds_metrics_config_and_results_then_disabled_rerun(run_cl
     assert len(list((tmp_path / "runs" / "wandb").glob("offline-run-*"))) == 1
 
 
-def test_publish_results_without_wandb_logger_does_nothing(tmp_path):
-    trainer = Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
-    publish_results(trainer, {"test/err": 0.1}, tmp_path / "results.json")  # no W&B logger: no error, no file
-    assert not any(tmp_path.iterdir())
+class FakeRun:
+    """Stands in for a W&B run: records summary updates and saved files."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.dir = str(run_dir)
+        self.summary: dict = {}
+        self.saved: list[str] = []
+
+    def save(self, path: str, base_path: str, policy: str) -> None:
+        self.saved.append(path)
+
+
+@pytest.fixture
+def results_file(tmp_path):
+    results = {"test/err": 0.1, "best_epoch": 3, "checkpoint": None}
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(results))
+    return results, path
+
+
+@pytest.fixture
+def wandb_calls(monkeypatch, tmp_path):
+    """Every way publish_results could reach W&B, recorded: starting a run, attaching a file."""
+    import wandb
+
+    calls: list[str] = []
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb_dir"))
+    monkeypatch.setattr(wandb, "init", lambda *a, **k: calls.append("wandb.init"))
+    real_attach = wandb_integration.attach_file
+
+    def attach(run, path):
+        calls.append(f"attach_file {path.name}")
+        real_attach(run, path)
+
+    monkeypatch.setattr(wandb_integration, "attach_file", attach)
+    return calls
+
+
+def files_under(folder: Path) -> set[Path]:
+    return {p for p in folder.rglob("*")}
+
+
+def test_publish_results_without_wandb_logger_does_nothing(tmp_path, results_file, wandb_calls):
+    """Only a CSVLogger: no W&B run is started, nothing is attached, no file appears anywhere."""
+    import wandb
+
+    results, path = results_file
+    trainer = Trainer(logger=CSVLogger(tmp_path / "logs"), default_root_dir=tmp_path, enable_checkpointing=False,
+                      enable_progress_bar=False)
+    before = files_under(tmp_path)
+    publish_results(trainer, results, path)
+    assert wandb_calls == []
+    assert wandb.run is None
+    assert files_under(tmp_path) == before
+    assert json.loads(path.read_text()) == results  # the file itself is left alone
+
+
+def test_publish_results_with_wandb_logger_fills_summary_and_attaches(tmp_path, results_file, wandb_calls):
+    """The counterpart, with the same recording: beside the CSVLogger a W&B logger (a fake run, no
+    network) gets the results as its summary and a copy of results.json in its run folder."""
+    results, path = results_file
+    (tmp_path / "run").mkdir()
+    run = FakeRun(tmp_path / "run")
+    trainer = Trainer(logger=[CSVLogger(tmp_path / "logs"), WandbLogger(experiment=run)], default_root_dir=tmp_path,
+                      enable_checkpointing=False, enable_progress_bar=False)
+    publish_results(trainer, results, path)
+    assert wandb_calls == ["attach_file results.json"]
+    assert run.summary == {"test/err": 0.1, "best_epoch": 3}  # None values left out
+    assert run.saved == [str(tmp_path / "run" / "results.json")]
+    assert json.loads((tmp_path / "run" / "results.json").read_text()) == results

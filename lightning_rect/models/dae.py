@@ -1,9 +1,14 @@
 """``StackedDAE``: greedy layer-wise denoising auto-encoder pre-training of an ``Encoder``.
 
 One ``fit`` trains layer 1 for ``epochs_per_layer`` epochs, then layer 2 on the fixed outputs of
-layer 1, and so on. Lower layers are run without gradients, so they stay frozen while a higher one
-trains; one SGD optimizer holds every parameter, and parameters without a gradient are skipped.
-The trained encoder is handed to ``SparseMLP(pretrained=<checkpoint>)``.
+layer 1, and so on, and stops by itself after the last layer's epochs (any larger
+``trainer.max_epochs`` works, Lightning's default included). Lower layers are run without
+gradients, so they stay frozen while a higher one trains; one SGD optimizer holds every parameter,
+and parameters without a gradient are skipped. Because each step trains one layer, DDP must be
+told that some parameters get no gradient: ``strategy: ddp_find_unused_parameters_true``
+(``configs/presets/ddp.yaml``). The trained encoder is handed to
+``SparseMLP(pretrained=<checkpoint>)``; ``forward`` (and so ``predict``) returns the top layer's
+code, features for other models.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from lightning_rect.checks import check_non_negative, check_positive, check_posi
 from lightning_rect.encoder import Encoder
 from lightning_rect.errors import ConfigError
 from lightning_rect.metrics import LossAverage
-from lightning_rect.models.signature import precomputed_signature
+from lightning_rect.models.batch import split_batch
 from lightning_rect.noise import NOISE
 from lightning_rect.reconstruction import RECONSTRUCTIONS
 
@@ -44,8 +49,8 @@ class StackedDAE(LightningModule):
             the paper's text setup is salt_and_pepper below, masking above.
         tied_weights: decoder weight = encoder weight transposed (the paper does not say; default off).
         lr: constant SGD learning rate (the paper picks it from {0.1, 0.01, 0.001, 0.0001}).
-        epochs_per_layer: epochs of pre-training for each hidden layer; ``trainer.max_epochs`` must
-            equal ``epochs_per_layer * len(hidden_sizes)``.
+        epochs_per_layer: epochs of pre-training for each hidden layer; training ends after
+            ``epochs_per_layer * len(hidden_sizes)`` epochs (``trainer.max_epochs`` must allow that many).
     """
 
     selection_metric = "val/recon"
@@ -62,7 +67,7 @@ class StackedDAE(LightningModule):
         check_positive_int("epochs_per_layer", epochs_per_layer)
         self.save_hyperparameters()
         self.encoder = Encoder(in_features, list(hidden_sizes), activation, activation_args, sign_flip)
-        self.strategy = RECONSTRUCTIONS.build(reconstruction)
+        self.reconstruction = RECONSTRUCTIONS.build(reconstruction)
         self.noises = [NOISE.build(noise, level=noise_level),
                        NOISE.build(higher_noise or noise, level=noise_level if higher_noise_level is None else higher_noise_level)]
         sizes = [in_features, *hidden_sizes]
@@ -87,20 +92,22 @@ class StackedDAE(LightningModule):
     def sparsity_modules(self) -> list[nn.Module]:
         return self.encoder.activation_modules()
 
-    def setup(self, stage: str) -> None:
-        # Each step trains one layer, so the others' parameters get no gradient; DDP must be told.
-        from lightning.pytorch.strategies import DDPStrategy
+    @property
+    def total_epochs(self) -> int:
+        """Epochs of the whole greedy schedule: ``epochs_per_layer`` for each layer."""
+        return self.hparams.epochs_per_layer * self.num_layers
 
-        if isinstance(self.trainer.strategy, DDPStrategy):
-            self.trainer.strategy._ddp_kwargs["find_unused_parameters"] = True
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The top hidden layer's code for inputs ``x`` (no corruption): features for other models."""
+        return self.encoder(x)[-1]
 
     def on_fit_start(self) -> None:
-        needed = self.hparams.epochs_per_layer * self.num_layers
         max_epochs = self.trainer.max_epochs
-        if not self.trainer.fast_dev_run and max_epochs != needed:
+        if not self.trainer.fast_dev_run and max_epochs is not None and 0 <= max_epochs < self.total_epochs:
             raise ConfigError(
                 f"trainer.max_epochs is {max_epochs} but StackedDAE needs epochs_per_layer x layers = "
-                f"{self.hparams.epochs_per_layer} x {self.num_layers} = {needed}; set trainer.max_epochs: {needed}"
+                f"{self.hparams.epochs_per_layer} x {self.num_layers} = {self.total_epochs}; set trainer.max_epochs: "
+                f"{self.total_epochs} (or more: training stops after the last layer) or lower epochs_per_layer"
             )
 
     def on_train_epoch_start(self) -> None:
@@ -108,7 +115,7 @@ class StackedDAE(LightningModule):
         # Noise drawn from (seed, epoch) only: a resumed run corrupts exactly as an uninterrupted one.
         self._generator = self._seeded_generator(torch.initial_seed() * 7919 + self.current_epoch)
         first_epoch_of_layer = self.current_epoch % self.hparams.epochs_per_layer == 0
-        if layer > 0 and self.strategy.scales_inputs and first_epoch_of_layer:
+        if layer > 0 and self.reconstruction.scales_inputs and first_epoch_of_layer:
             self._fix_output_scale(layer - 1)
 
     def _seeded_generator(self, seed: int) -> torch.Generator:
@@ -120,7 +127,8 @@ class StackedDAE(LightningModule):
         target = self.encoder.layers[layer]
         target.output_scale = 1.0
         largest = torch.zeros((), device=self.device)
-        for x, _ in self.trainer.train_dataloader:
+        for batch in self.trainer.train_dataloader:
+            x, _ = split_batch(batch)
             largest = torch.maximum(largest, self.encoder(x.to(self.device), depth=layer + 1)[-1].max())
         if self.trainer.world_size > 1:
             largest = self.all_gather(largest).max()
@@ -148,19 +156,19 @@ class StackedDAE(LightningModule):
         target = self._target(clean, layer)
         noise = self.noises[0 if layer == 0 else 1]
         h = self.encoder.layers[layer](noise(clean, generator))
-        cost = self.strategy.cost(self.decode(h, layer), target)
+        cost = self.reconstruction.cost(self.decode(h, layer), target)
         return cost, h.abs().sum() / h.shape[0]
 
     def _target(self, clean: torch.Tensor, layer: int) -> torch.Tensor:
-        if not self.strategy.unit_interval_targets:
+        if not self.reconstruction.unit_interval_targets:
             return clean
         if layer > 0 and self.hparams.activation == "tanh":
             clean = (clean + 1) / 2
         return clean.clamp(0, 1)
 
-    @precomputed_signature
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        cost, penalty = self.reconstruction_loss(batch[0], self.current_layer, self._generator)
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        x, _ = split_batch(batch)  # labels, if any, are not used
+        cost, penalty = self.reconstruction_loss(x, self.current_layer, self._generator)
         self.train_recon.add(cost)
         return cost + self.hparams.l1 * penalty if self.hparams.l1 else cost
 
@@ -168,6 +176,8 @@ class StackedDAE(LightningModule):
         if self.train_recon.steps:
             self.log(f"train/pretrain/layer_{self.current_layer + 1}/recon", self.train_recon.pop(), prog_bar=True,
                      sync_dist=True)
+        if self.current_epoch + 1 >= self.total_epochs:
+            self.trainer.should_stop = True  # every layer has had its epochs
 
     # -- evaluation with a fixed corruption: the layer in training (validation), all (test) ------
     def _eval_layers(self) -> range:
@@ -178,10 +188,11 @@ class StackedDAE(LightningModule):
 
     on_test_epoch_start = on_validation_epoch_start
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch, batch_idx: int) -> None:
+        x, _ = split_batch(batch)
         for layer in self._eval_layers():
-            cost, _ = self.reconstruction_loss(batch[0], layer, self._eval_generator)
-            self.eval_recon[layer].update(cost, weight=len(batch[0]))
+            cost, _ = self.reconstruction_loss(x, layer, self._eval_generator)
+            self.eval_recon[layer].update(cost, weight=len(x))
 
     test_step = validation_step
 
@@ -201,6 +212,10 @@ class StackedDAE(LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_eval("test")
+
+    def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
+        """The top layer's code of each example; batches may be ``(x, y)`` or bare ``x``."""
+        return self(split_batch(batch)[0])
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torchmetrics import MeanSquaredError
 
+from lightning_rect.models.batch import split_batch
 from lightning_rect.models.classifier import SparseMLP
 
 
@@ -35,9 +36,9 @@ class StarRatingMLP(SparseMLP):
         super().__init__(*args, **kwargs)
         self.eval_rmse = MeanSquaredError(squared=False)
 
-    def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    def _eval_step(self, batch) -> torch.Tensor:
         logits = super()._eval_step(batch)
-        self.eval_rmse.update(expected_stars(logits.detach().float()), (batch[1] + 1).float())
+        self.eval_rmse.update(expected_stars(logits.detach().float()), (split_batch(batch)[1] + 1).float())
         return logits
 
     def _log_eval(self, stage: str) -> None:
@@ -45,5 +46,5 @@ class StarRatingMLP(SparseMLP):
         self.eval_rmse.reset()
         super()._log_eval(stage)
 
-    def predict_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return expected_stars(self.head(self.encoder(batch[0])[-1]))
+    def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
+        return expected_stars(self.head(self.encoder(split_batch(batch)[0])[-1]))

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lightning_rect.cli import epoch_of_run
+from lightning_rect.results import epoch_of_run
 from lightning_rect.reproduce.budgets import DATASETS
 from lightning_rect.reproduce.experiments import RunSpec
 from lightning_rect.reproduce.progress import PREFIX
@@ -446,7 +446,7 @@ def summary(results: dict) -> str:
     parts = []
     if finite(results.get("test/err")):
         parts.append(f"test error {100 * results['test/err']:.2f}%")
-    sparsity = results.get("test/sparsity/mean", results.get("test/sparsity"))
+    sparsity = results.get("test/sparsity/mean", results.get("test/sparsity/mean"))
     if finite(sparsity):
         parts.append(f"sparsity {100 * sparsity:.1f}%")
     if finite(results.get("test/recon")):

@@ -1,0 +1,1 @@
+"""Integrations with tools outside Lightning: ``wandb`` (config once, ``results.json`` as the run summary)."""
