@@ -17,12 +17,16 @@ their own ``pyproject.toml``::
     swish = "my_pkg.acts:Swish"
 
 Entry points are loaded lazily, the first time a registry is asked for its names or an entry.
+A plugin that fails to load (its module does not import, the object is missing) is skipped with
+one warning naming the entry point and the error: built-ins and the other plugins keep working,
+and asking for the broken name raises a ``ConfigError`` that repeats the entry point and the error.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Generic, TypeVar
 
 from lightning_rect.errors import ConfigError
@@ -35,6 +39,8 @@ class Registry(Generic[T]):
         self.kind = kind
         self.entry_point_group = entry_point_group
         self._entries: dict[str, T] = {}
+        #: plugins whose entry point failed to load: name -> "why", for the error when it is asked for
+        self._broken: dict[str, str] = {}
         self._entry_points_loaded = entry_point_group is None
 
     def register(self, name: str) -> Callable[[T], T]:
@@ -59,8 +65,16 @@ class Registry(Generic[T]):
             return
         self._entry_points_loaded = True  # set first: a failing plugin must not be retried forever
         for ep in entry_points(group=self.entry_point_group):
-            if ep.name not in self._entries:
-                self._add(ep.name, ep.load())
+            if ep.name in self._entries or ep.name in self._broken:
+                continue
+            try:
+                obj = ep.load()
+            except Exception as err:  # any error importing a third-party module: skip that plugin only
+                why = _broken_plugin(self.entry_point_group, ep, err)
+                self._broken[ep.name] = why
+                warnings.warn(f"skipping {self.kind} plugin: {why}", RuntimeWarning, stacklevel=3)
+                continue
+            self._add(ep.name, obj)
 
     def names(self) -> list[str]:
         self._load_entry_points()
@@ -74,6 +88,8 @@ class Registry(Generic[T]):
         try:
             return self._entries[name]
         except KeyError:
+            if name in self._broken:
+                raise ConfigError(f"{self.kind} {name!r} is a plugin that failed to load: {self._broken[name]}") from None
             raise ConfigError(
                 f"unknown {self.kind} {name!r}; valid {self.kind} names: {', '.join(self.names())}"
             ) from None
@@ -85,6 +101,11 @@ class Registry(Generic[T]):
             return factory(**kwargs)
         except TypeError as err:
             raise ConfigError(f"{self.kind} {name!r} does not accept arguments {kwargs}: {err}") from None
+
+
+def _broken_plugin(group: str | None, ep: EntryPoint, err: Exception) -> str:
+    """``entry point `name = value` (group ...) failed to load: ImportError: ...``"""
+    return f"entry point `{ep.name} = {ep.value}` (group {group}) failed to load: {type(err).__name__}: {err}"
 
 
 def _qualname(obj: Any) -> str:

@@ -1,5 +1,6 @@
 import sys
 import textwrap
+from importlib.metadata import EntryPoint
 
 import pytest
 from torch import nn
@@ -69,3 +70,93 @@ def test_entry_point_plugin_is_discovered(tmp_path, monkeypatch):
 
     assert module(torch.tensor([2.0])).item() == 8.0
     sys.modules.pop("fancy_plugin", None)
+
+
+@pytest.fixture
+def plugins(tmp_path, monkeypatch):
+    """Installed plugins without installing anything: ``plugins({name: module source})`` writes each
+    module to tmp_path and makes the registry's entry-point discovery return one entry point per
+    module (``name = plugin_<name>:Plugin``, group ``lightning_rect.activations``); returns
+    ACTIVATIONS with its plugins not yet loaded (built-ins kept; all of it restored afterwards)."""
+    import lightning_rect.registry as registry_module
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    found: list[EntryPoint] = []
+
+    def fake_entry_points(group=None):
+        return [ep for ep in found if ep.group == group]
+
+    def install(modules: dict[str, str]) -> Registry:
+        for name, source in modules.items():
+            (tmp_path / f"plugin_{name}.py").write_text(textwrap.dedent(source))
+            found.append(EntryPoint(name, f"plugin_{name}:Plugin", "lightning_rect.activations"))
+        monkeypatch.setattr(registry_module, "entry_points", fake_entry_points)
+        monkeypatch.setattr(ACTIVATIONS, "_entries", dict(ACTIVATIONS._entries))
+        monkeypatch.setattr(ACTIVATIONS, "_broken", {}, raising=False)
+        monkeypatch.setattr(ACTIVATIONS, "_entry_points_loaded", False)
+        return ACTIVATIONS
+
+    yield install
+    for ep in found:
+        sys.modules.pop(ep.module, None)
+
+
+GOOD_PLUGIN = """
+    import torch
+    from torch import nn
+    class Plugin(nn.Module):
+        def forward(self, x):
+            return x ** 3
+"""
+# Installed, but it needs a package that is not: importing it raises ImportError.
+BROKEN_PLUGIN = """
+    import lightning_rect_missing_dependency  # noqa: F401
+    class Plugin: ...
+"""
+
+
+def test_broken_plugin_is_skipped_with_one_warning_and_the_rest_keeps_working(plugins):
+    import torch
+
+    registry = plugins({"broken": BROKEN_PLUGIN, "cube": GOOD_PLUGIN})
+    with pytest.warns(RuntimeWarning) as caught:
+        names = registry.names()
+    [warning] = [w for w in caught if "plugin" in str(w.message)]
+    message = str(warning.message)
+    assert "broken = plugin_broken:Plugin" in message
+    assert "No module named 'lightning_rect_missing_dependency'" in message
+    assert "broken" not in names and {"rectifier", "tanh", "cube"} <= set(names)
+
+    # Built-ins and the good plugin beside the broken one still build.
+    assert registry.build("rectifier")(torch.tensor([-1.0, 2.0])).tolist() == [0.0, 2.0]
+    assert registry.build("cube")(torch.tensor([2.0])).item() == 8.0
+
+    # Asking for the broken name says why it is missing, not "unknown activation".
+    with pytest.raises(ConfigError) as err:
+        registry.build("broken")
+    assert "broken = plugin_broken:Plugin" in str(err.value)
+    assert "ImportError" in str(err.value) or "ModuleNotFoundError" in str(err.value)
+    assert "No module named 'lightning_rect_missing_dependency'" in str(err.value)
+    assert "unknown" not in str(err.value)
+    # Unknown names are still reported as unknown.
+    with pytest.raises(ConfigError, match="unknown activation 'relu6'"):
+        registry.get("relu6")
+
+
+def test_broken_plugin_warns_once(plugins, recwarn):
+    registry = plugins({"broken": BROKEN_PLUGIN})
+    registry.names()
+    registry.get("rectifier")
+    with pytest.raises(ConfigError):
+        registry.get("broken")
+    assert "broken" not in registry
+    assert len([w for w in recwarn if "plugin" in str(w.message)]) == 1
+
+
+def test_plugin_whose_object_is_missing_is_skipped(plugins):
+    """The module imports, but the entry point names an object it does not define."""
+    registry = plugins({"typo": "class Plugn: ...\n"})
+    with pytest.warns(RuntimeWarning, match="typo = plugin_typo:Plugin"):
+        assert "rectifier" in registry.names()
+    with pytest.raises(ConfigError, match="AttributeError"):
+        registry.get("typo")

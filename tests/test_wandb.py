@@ -28,7 +28,7 @@ def wandb_env(tmp_path: Path, mode: str) -> dict[str, str]:
             "WANDB_SILENT": "true"}
 
 
-@pytest.mark.slow  # two CLI runs that train (about 10 s)
+@pytest.mark.slow  # two CLI runs that train (about 20 s on 2 shared cores)
 def test_offline_run_holds_metrics_config_and_results_then_disabled_rerun(run_cli, tmp_path):
     proc = run_cli(*ARGS, env=wandb_env(tmp_path, "offline"))
     assert proc.returncode == 0, proc.stderr[-3000:]
