@@ -2,21 +2,19 @@
 
     python benchmarks/throughput.py                 # the paper's MNIST network, 3-5 minutes on 2 cores
     python benchmarks/throughput.py --repeats 25    # tighter medians
-    python benchmarks/throughput.py --compile       # also SparseMLP(compile=True)
 
 Both train 784-1000-1000-1000-10 rectifier nets with L1 0.001 on the activations and plain SGD,
 on MNIST-shaped data held in memory (uint8 pixels scaled per batch, as ``MNISTDataModule`` does):
 
 1. bare: tensors in memory, a random permutation per epoch, slicing, ``loss.backward()``, ``opt.step()``;
 2. lightning: ``SparseMLP`` + an in-memory DataModule + ``Trainer`` with what the CLI and the
-   default configs use: CSV logger, progress bar, the best/last ``ModelCheckpoint``,
-   ``DivergenceGuard``, ``NoOpProfiler``, and ``SparsityMonitor`` (or not, to price it);
+   default configs use: CSV logger, the throttled progress bar, the best/last ``ModelCheckpoint``,
+   ``DivergenceGuard`` (``cli.fit_callbacks``), and ``SparsityMonitor`` (or not, to price it);
 3. the Trainer alone: the same ``SparseMLP`` and data, no logger, callback or checkpoint. Not a
    configuration anyone trains with: it prices Lightning's own per-step machinery, the floor under
    the ratio of 2.
 
-The process first makes the allocator setting the CLI makes (``retain_freed_memory``), so both
-loops run under it. Each measurement times one training epoch of ``--steps`` batches from the end
+Plain Lightning: automatic optimization, Lightning's default profiler. Each measurement times one training epoch of ``--steps`` batches from the end
 of its ``WARMUP``-th batch to the end of its last (set-up, validation and checkpoint writing are
 excluded for both: steady-state throughput). The Lightning run is timed from the model's own
 ``on_train_batch_end`` hook, which the Trainer calls anyway, so timing adds no callback.
@@ -40,9 +38,8 @@ import torch.nn.functional as F
 from lightning.pytorch.loggers import CSVLogger
 
 from lightning_rect import SparseMLP
-from lightning_rect.allocator import retain_freed_memory
 from lightning_rect.callbacks import SparsityMonitor
-from lightning_rect.cli import prepare_fit, selection_checkpoint
+from lightning_rect.cli import fit_callbacks
 from lightning_rect.data.base import InMemoryDataModule
 from lightning_rect.data.batches import Affine
 from lightning_rect.encoder import Encoder, l1_penalty
@@ -102,22 +99,19 @@ class TimedSparseMLP(SparseMLP):
             self.seconds = time.perf_counter() - self.start
 
 
-def lightning_epoch(images, labels, batch_size: int, monitor: bool, accelerator: str, compile: bool = False,
-                    fit_defaults: bool = True) -> float:
+def lightning_epoch(images, labels, batch_size: int, monitor: bool, accelerator: str, fit_defaults: bool = True) -> float:
     """``fit_defaults=False``: the Trainer alone, with no logger, callback or checkpoint (Lightning's floor)."""
     torch.manual_seed(0)
     dm = SyntheticMNIST(images, labels, batch_size)
-    model = TimedSparseMLP(784, 10, SIZES, l1=0.001, lr=0.01, compile=compile)
+    model = TimedSparseMLP(784, 10, SIZES, l1=0.001, lr=0.01)
     with tempfile.TemporaryDirectory() as tmp:
+        callbacks = [SparsityMonitor()] if monitor else []
+        if fit_defaults:  # exactly what `python -m lightning_rect fit` adds: best/last checkpoint, guard, bar
+            callbacks += fit_callbacks(callbacks, model, {})
         trainer = L.Trainer(max_epochs=1, accelerator=accelerator, devices=1,
-                            logger=CSVLogger(tmp) if fit_defaults else False,
-                            callbacks=[SparsityMonitor()] if monitor else [], default_root_dir=tmp,
+                            logger=CSVLogger(tmp) if fit_defaults else False, callbacks=callbacks, default_root_dir=tmp,
                             enable_checkpointing=fit_defaults, enable_progress_bar=fit_defaults,
                             enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=1)
-        if fit_defaults:
-            # exactly what `python -m lightning_rect fit` adds: best/last checkpoint, guard, progress bar, profiler
-            selection_checkpoint(trainer, model)
-            prepare_fit(trainer)
         with contextlib.redirect_stdout(sys.stderr):  # the progress bar: stdout keeps the table alone
             trainer.fit(model, datamodule=dm)
     return (len(labels) - WARMUP * batch_size) / model.seconds
@@ -140,9 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--steps", type=int, default=200, help="training batches per measured epoch")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[10, 100])
-    parser.add_argument("--compile", action="store_true", help="also time SparseMLP(compile=True), with the monitor")
     args = parser.parse_args(argv)
-    retain_freed_memory()
     accelerator = "gpu" if torch.cuda.is_available() else "cpu"
     device = torch.device("cuda" if accelerator == "gpu" else "cpu")
     print(f"device: {device}, torch threads: {torch.get_num_threads()}, batches/epoch: {args.steps}", file=sys.stderr)
@@ -152,8 +144,6 @@ def main(argv: list[str] | None = None) -> None:
         "lightning_no_monitor": lambda x, y, bs: lightning_epoch(x, y, bs, False, accelerator),
         "trainer_alone": lambda x, y, bs: lightning_epoch(x, y, bs, False, accelerator, fit_defaults=False),
     }
-    if args.compile:
-        loops["lightning_compiled"] = lambda x, y, bs: lightning_epoch(x, y, bs, True, accelerator, compile=True)
     names = list(loops)
     rows = []
     for batch_size in args.batch_sizes:
@@ -169,11 +159,9 @@ def main(argv: list[str] | None = None) -> None:
                   + ", ".join(f"{name} {runs[name][-1]:.0f}/s" for name in names), file=sys.stderr)
         rows.append((batch_size, runs))
     print()
-    compiled = "lightning_compiled" in names
     print("| batch | bare loop (samples/s) | lightning_rect + monitor | lightning_rect, no monitor | ratio vs bare "
-          "| monitor cost | Trainer alone (samples/s) | its ratio vs bare |"
-          + (" compile=True + monitor | its ratio vs bare |" if compiled else ""))
-    print("|---|---|---|---|---|---|---|---|" + ("---|---|" if compiled else ""))
+          "| monitor cost | Trainer alone (samples/s) | its ratio vs bare |")
+    print("|---|---|---|---|---|---|---|---|")
     for batch_size, runs in rows:
         med = {name: statistics.median(values) for name, values in runs.items()}
         ratios = [a / b for a, b in zip(runs["lightning"], runs["bare"])]
@@ -182,9 +170,6 @@ def main(argv: list[str] | None = None) -> None:
         line = (f"| {batch_size} | {med['bare']:.0f} | {med['lightning']:.0f} | {med['lightning_no_monitor']:.0f} "
                 f"| {statistics.median(ratios):.3f} ({_quartiles(ratios)}) | {100 * (1 - monitor):.1f}% "
                 f"| {med['trainer_alone']:.0f} | {statistics.median(floor):.3f} ({_quartiles(floor)}) |")
-        if compiled:
-            compiled_ratio = statistics.median(a / b for a, b in zip(runs["lightning_compiled"], runs["bare"]))
-            line += f" {med['lightning_compiled']:.0f} | {compiled_ratio:.3f} |"
         print(line)
     print("\n(samples/s: medians over repeats; ratios and monitor cost: medians of the per-repeat ratios,"
           " in brackets the middle half of the per-repeat ratios)")

@@ -22,13 +22,14 @@ import time
 
 from lightning import Callback, LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, instantiate_class
+from torch.optim import Optimizer
 
 import lightning_rect.data  # noqa: F401  (data modules by short name: --data=DigitsDataModule)
 import lightning_rect.models  # noqa: F401
 from lightning_rect.callbacks import DivergenceGuard, ThrottledProgressBar
 from lightning_rect.checkpoints import latest_checkpoint, writes_last_every_epoch
-from lightning_rect.errors import LightningRectError
+from lightning_rect.errors import ConfigError, LightningRectError
 from lightning_rect.integrations.wandb import SaveConfigToWandb, publish_results
 from lightning_rect.results import epoch_of_checkpoint, to_float, write_results
 from lightning_rect.resume import resolve_last
@@ -57,6 +58,11 @@ class RectCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         if self.subcommand == "fit" and self.config.fit.get("ckpt_path") == "last":
             self.config.fit.ckpt_path = resolve_last(self.config.fit.trainer.get("logger"))
+
+    def instantiate_classes(self) -> None:
+        super().instantiate_classes()
+        if self.subcommand is not None:
+            scheduler_with_models_optimizer(self.model, self.config_init[self.subcommand])
 
     def instantiate_trainer(self, **kwargs) -> Trainer:
         if self.subcommand == "fit":
@@ -93,6 +99,29 @@ class RectCLI(LightningCLI):
         log_dir = trainer.log_dir  # broadcasts under DDP, so every rank must ask, not rank 0 alone
         if trainer.is_global_zero:
             publish_results(trainer, results, write_results(results, log_dir))
+
+
+def scheduler_with_models_optimizer(model: LightningModule, config) -> None:
+    """``--lr_scheduler`` without ``--optimizer``: schedule the model's own optimizer.
+
+    LightningCLI applies a configured scheduler only together with a configured optimizer and
+    otherwise ignores it without a word; here the scheduler wraps what the model's
+    ``configure_optimizers`` returns, through LightningCLI's own ``configure_optimizers``.
+    """
+    scheduler = config.get("lr_scheduler")
+    if not scheduler or config.get("optimizer"):
+        return
+    scheduler = scheduler.as_dict() if hasattr(scheduler, "as_dict") else dict(scheduler)
+    models_own = model.configure_optimizers
+
+    def configure_optimizers():
+        optimizer = models_own()
+        if not isinstance(optimizer, Optimizer):
+            raise ConfigError(f"--lr_scheduler needs {type(model).__name__}.configure_optimizers to return one optimizer; "
+                              "add --optimizer=... as well, or configure the scheduler in the model")
+        return LightningCLI.configure_optimizers(model, optimizer, instantiate_class(optimizer, scheduler))
+
+    model.configure_optimizers = configure_optimizers
 
 
 def fit_callbacks(configured: list[Callback], model: LightningModule, trainer_config) -> list[Callback]:

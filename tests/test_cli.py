@@ -14,6 +14,7 @@ def read_results(tmp_path, name="digits") -> dict:
     return json.loads(results_file.read_text())
 
 
+@pytest.mark.slow
 def test_digits_default_fit_then_test_writes_results_json(run_cli, tmp_path):
     """The embedded default as a user runs it: fit + test well under a minute, <= 4% test error."""
     proc = run_cli("fit", "--config", DIGITS, "--trainer.enable_progress_bar=false")
@@ -35,6 +36,7 @@ def test_digits_default_fit_then_test_writes_results_json(run_cli, tmp_path):
     assert f"best epoch {results['best_epoch']} of 0-29" in proc.stdout
 
 
+@pytest.mark.slow
 def test_tanh_units_are_not_sparse(run_cli, tmp_path):
     proc = run_cli("fit", "--config", DIGITS, "--model.init_args.activation=tanh", *FAST)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -43,6 +45,7 @@ def test_tanh_units_are_not_sparse(run_cli, tmp_path):
     assert results["epochs"] == 3
 
 
+@pytest.mark.slow
 def test_unknown_activation_exits_before_training_with_valid_names(run_cli):
     proc = run_cli("fit", "--config", DIGITS, "--model.init_args.activation=relu6")
     assert proc.returncode == 2
@@ -77,24 +80,44 @@ def test_missing_mnist_is_one_line(cli_in_process, tmp_path):
     assert "Traceback" not in stderr
 
 
+@pytest.mark.slow
 def test_validate_subcommand_still_works(run_cli):
     proc = run_cli("validate", "--config", DIGITS, "--model.init_args.hidden_sizes=[32]")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "val/err" in proc.stdout
 
 
-def test_fit_gets_the_no_op_profiler_unless_a_profiler_is_asked_for():
-    import lightning as L
-    from lightning.pytorch.profilers import SimpleProfiler
+@pytest.mark.slow
+def test_predict_subcommand_returns_a_class_per_example(run_cli, tmp_path):
+    proc = run_cli("fit", "--config", DIGITS, *FAST, "--trainer.max_epochs=1")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    checkpoint = read_results(tmp_path)["checkpoint"]
+    proc = run_cli("predict", "--config", DIGITS, "--model.init_args.hidden_sizes=[256,256]", f"--ckpt_path={checkpoint}",
+                   "--trainer.enable_progress_bar=false")
+    assert proc.returncode == 0, proc.stderr[-2000:]
 
-    from lightning_rect.cli import prepare_fit
-    from lightning_rect.profiler import NoOpProfiler
 
-    default = L.Trainer(logger=False)
-    prepare_fit(default)
-    assert type(default.profiler) is NoOpProfiler
-    with default.profiler.profile("outer"), default.profiler.profile("inner"):  # nests like any profiler
-        pass
-    asked = L.Trainer(logger=False, profiler="simple")
-    prepare_fit(asked)
-    assert type(asked.profiler) is SimpleProfiler
+def test_data_modules_have_short_names_like_models(cli_in_process):
+    code, stderr = cli_in_process("fit", "--model=SparseMLP", "--data=DigitsDataModule", "--trainer.fast_dev_run=true",
+                                  "--model.init_args.hidden_sizes=[8]", "--trainer.enable_progress_bar=false",
+                                  "--trainer.logger=false")
+    assert code == 0, stderr[-2000:]
+
+
+def test_help_mentions_reproduce(run_cli):
+    proc = run_cli("--help")
+    assert proc.returncode == 0
+    assert "reproduce" in proc.stdout
+
+
+@pytest.mark.slow
+def test_lr_scheduler_from_the_command_line_changes_the_learning_rate(run_cli, tmp_path):
+    proc = run_cli("fit", "--config", DIGITS, *FAST, "--lr_scheduler=StepLR", "--lr_scheduler.step_size=1",
+                   "--lr_scheduler.gamma=0.1", "--trainer.callbacks+=LearningRateMonitor")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    [metrics] = list((tmp_path / "runs" / "digits").glob("version_*/metrics.csv"))
+    import csv
+
+    with metrics.open() as f:
+        lrs = [float(r["lr-SGD"]) for r in csv.DictReader(f) if r.get("lr-SGD")]
+    assert lrs[0] == pytest.approx(0.03) and lrs[-1] == pytest.approx(0.0003)

@@ -14,7 +14,9 @@ import pytest
 from conftest import ROOT
 from lightning import Trainer
 
-from lightning_rect import SparseMLP
+import torch
+
+from lightning_rect import SparseMLP, StackedDAE
 from lightning_rect.callbacks import SparsityMonitor
 from lightning_rect.data import DigitsDataModule
 
@@ -69,14 +71,33 @@ def test_two_cpu_processes_match_one_process_on_the_same_checkpoint(run_cli, tmp
 
 
 @pytest.mark.slow
-def test_greedy_pretraining_runs_under_ddp(run_cli, tmp_path):
-    # scaled_sigmoid fixes each layer's output scale from its maximum over the data of all processes.
-    proc = run_cli("fit", "--config", str(ROOT / "configs" / "digits_pretrain.yaml"), *DDP, "--trainer.max_epochs=2",
-                   "--model.init_args.epochs_per_layer=1", "--model.init_args.hidden_sizes=[32,16]",
-                   "--model.init_args.reconstruction=scaled_sigmoid", env=ENV, timeout=240)
+def test_greedy_pretraining_under_ddp_fixes_the_scale_from_every_ranks_data(run_cli, tmp_path):
+    # scaled_sigmoid divides layer 1's outputs by their maximum over the training data of *all*
+    # processes; each process sees half of it, so a scale from one rank alone would differ.
+    pretrain_ddp = [a if a != "--trainer.strategy=ddp" else "--trainer.strategy=ddp_find_unused_parameters_true" for a in DDP]
+    proc = run_cli("fit", "--config", str(ROOT / "configs" / "digits_pretrain.yaml"), *pretrain_ddp,
+                   "--trainer.max_epochs=2", "--model.init_args.epochs_per_layer=1",
+                   "--model.init_args.hidden_sizes=[32,16]", "--model.init_args.reconstruction=scaled_sigmoid",
+                   env=ENV, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("results (StackedDAE on DigitsDataModule)") == 1
     [results_file] = list((tmp_path / "runs" / "digits_pretrain").glob("version_*/results.json"))
     results = json.loads(results_file.read_text())
-    assert results["best_epoch"] == 1 and results["test/recon"] > 0
+    dae = StackedDAE.load_from_checkpoint(tmp_path / results["checkpoint"], map_location="cpu")
+    saved_scale = dae.encoder.layers[0].output_scale
+    dae.encoder.layers[0].output_scale = 1.0  # layer 1 is frozen once layer 2 trains: same weights as then
+    datamodule = DigitsDataModule()
+    datamodule.setup("fit")
+    x_train = datamodule.splits["train"][0]
+    with torch.no_grad():
+        global_max = dae.encoder(x_train, depth=1)[-1].max().item()
+    assert saved_scale == pytest.approx(global_max, rel=1e-5)
     assert 0 < results["test/sparsity/layer_2"] < 1
+
+
+@pytest.mark.slow
+def test_plain_ddp_for_pretraining_names_the_strategy_to_use(run_cli):
+    proc = run_cli("fit", "--config", str(ROOT / "configs" / "digits_pretrain.yaml"), *DDP, "--trainer.max_epochs=2",
+                   "--model.init_args.epochs_per_layer=1", "--model.init_args.hidden_sizes=[8,8]", env=ENV, timeout=240)
+    assert proc.returncode == 2
+    assert "ddp_find_unused_parameters_true" in proc.stderr and "Traceback" not in proc.stderr

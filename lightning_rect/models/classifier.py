@@ -84,7 +84,11 @@ class SparseMLP(LightningModule):
         # By now Lightning has restored any checkpoint it was given (``trainer.ckpt_path``): only a
         # fit from scratch starts from the pre-trained encoder.
         if self.hparams.pretrained and self.trainer.ckpt_path is None:
-            load_pretrained_encoder(self.encoder, self.hparams.pretrained, activation=self.hparams.activation)
+            self.load_pretrained()
+
+    def load_pretrained(self) -> None:
+        """Copy the encoder weights of the ``pretrained`` StackedDAE checkpoint into this model."""
+        load_pretrained_encoder(self.encoder, self.hparams.pretrained, activation=self.hparams.activation)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss, _ = self.loss(*labeled_batch(batch, type(self).__name__))

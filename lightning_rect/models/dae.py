@@ -6,7 +6,7 @@ layer 1, and so on, and stops by itself after the last layer's epochs (any large
 gradients, so they stay frozen while a higher one trains; one SGD optimizer holds every parameter,
 and parameters without a gradient are skipped. Because each step trains one layer, DDP must be
 told that some parameters get no gradient: ``strategy: ddp_find_unused_parameters_true``
-(``configs/presets/ddp.yaml``). The trained encoder is handed to
+(``configs/presets/ddp_pretrain.yaml``); plain ``ddp`` is refused at the start of fit. The trained encoder is handed to
 ``SparseMLP(pretrained=<checkpoint>)``; ``forward`` (and so ``predict``) returns the top layer's
 code, features for other models.
 """
@@ -102,6 +102,12 @@ class StackedDAE(LightningModule):
         return self.encoder(x)[-1]
 
     def on_fit_start(self) -> None:
+        ddp_module = self.trainer.strategy.model  # DistributedDataParallel under DDP, by now
+        if getattr(ddp_module, "find_unused_parameters", None) is False:
+            raise ConfigError(
+                "StackedDAE trains one layer per step, so under DDP the other layers get no gradient; use "
+                "--trainer.strategy=ddp_find_unused_parameters_true (configs/presets/ddp_pretrain.yaml)"
+            )
         max_epochs = self.trainer.max_epochs
         if not self.trainer.fast_dev_run and max_epochs is not None and 0 <= max_epochs < self.total_epochs:
             raise ConfigError(
