@@ -14,13 +14,18 @@ The loader must be many times faster than training for loading not to matter.
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 
-from lightning_rect.data.amazon import AmazonReviewsDataModule, write_synthetic_corpus
+from lightning_rect.data import AmazonReviewsDataModule
 from lightning_rect.models import SparseMLP
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the corpus writer is a test helper
+from tests.helpers.amazon_corpus import write_synthetic_corpus  # noqa: E402
 
 
 def loader_rate(dm: AmazonReviewsDataModule, device: torch.device, min_seconds: float = 2.0) -> float:
@@ -56,7 +61,7 @@ def training_rate(dm: AmazonReviewsDataModule, model: SparseMLP, device: torch.d
             batches = iter(dm.train_dataloader())
             x, y = next(batches)
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        loss, _, _ = model._loss(x, y)
+        loss, _ = model.loss(x, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

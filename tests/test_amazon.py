@@ -11,8 +11,12 @@ import torch
 from conftest import ROOT
 from lightning import Trainer
 
+from helpers.amazon_corpus import write_synthetic_corpus
+from helpers.threads import one_torch_thread
 from lightning_rect.data.amazon import (AmazonReviewsDataModule, SparseRows, encode_reviews, most_frequent,
-                                        vocab_from_checkpoint, write_synthetic_corpus)
+                                        parse_line, vocab_from_checkpoint)
+from lightning_rect.data.amazon import corpus
+from lightning_rect.data.amazon.corpus import split_indices
 from lightning_rect.errors import ConfigError, DataFileError
 from lightning_rect.models import SparseMLP, StarRatingMLP
 from lightning_rect.models.sentiment import expected_stars
@@ -31,7 +35,9 @@ NEGATIVE = [
     "awful:4 #label#:negative",
     "boring:1 waste:1 #label#:negative",
 ]
-UNLABELED = ["great:1 boring:1 zany:1 #label#:positive", "zany:2 quirky:1"]  # labels optional, ignored
+LABELED = POSITIVE + NEGATIVE
+# Labels are optional and ignored; "a:b" here puts that feature into the vocabulary.
+UNLABELED = ["great:1 boring:1 zany:1 #label#:positive", "zany:2 quirky:1 a:b:1"]
 STARS = [f"s{r}:1 common:1 w{i}:1 #label#:{r}.0" for r in range(1, 6) for i in range(4)]
 
 
@@ -55,8 +61,31 @@ def polarity(root: Path, **kwargs) -> AmazonReviewsDataModule:
     return dm
 
 
+def fit(model, dm, root: Path, epochs: int, ckpt_path: Path | None = None) -> Trainer:
+    trainer = Trainer(max_epochs=epochs, logger=False, enable_checkpointing=True, default_root_dir=str(root),
+                      enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", devices=1)
+    with one_torch_thread():
+        trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
+    return trainer
+
+
 def features(line: str) -> set[str]:
     return {token.rsplit(":", 1)[0] for token in line.split() if not token.startswith("#label#")}
+
+
+def label(line: str) -> int:
+    return 1 if line.endswith("#label#:positive") else 0
+
+
+#: Which of the 10 labeled reviews each split holds with ``polarity()``'s fractions and split_seed 0.
+SPLIT = dict(zip(("train", "val", "test"), (idx.tolist() for idx in split_indices(10, 0.1, 0.1, 0))))
+
+
+def rows_as_features(dm: AmazonReviewsDataModule, split: str) -> list[set[str]]:
+    """Each row of a split as the set of vocabulary features whose input is 1."""
+    x, y = dm.splits[split]
+    dense = dm.transform(x[torch.arange(len(y))])
+    return [{dm.vocab[j] for j in row.nonzero().flatten().tolist()} for row in dense]
 
 
 # -- vocabulary -----------------------------------------------------------------------------------
@@ -71,28 +100,33 @@ def test_vocabulary_is_the_training_reviews_most_frequent_features(acl):
     dm = polarity(acl)
     assert dm.summary == {"train_reviews": 8, "val_reviews": 1, "test_reviews": 1, "unlabeled_reviews": 2,
                           "unlabeled_duplicates_dropped": 0, "malformed_skipped": 0}
-    train_idx, _, _ = dm._split(10)
-    labeled = POSITIVE + NEGATIVE
-    training = [labeled[i] for i in train_idx.tolist()] + UNLABELED  # unlabeled count even when not included
+    training = [LABELED[i] for i in SPLIT["train"]] + UNLABELED  # unlabeled count even when not included
     df = Counter(f for line in training for f in features(line))
     expected = sorted(df, key=lambda f: (-df[f], f))[:6]
     assert dm.vocab == expected and len(dm.vocab) == 6 == dm.input_size
 
 
 def test_inputs_are_binary_presence_vectors_and_labels_map(acl):
-    dm = polarity(acl, vocab_size=50)
-    x, y = dm.splits["train"]
-    train_idx, _, _ = dm._split(10)
-    labeled = POSITIVE + NEGATIVE
-    assert y.tolist() == [1 if i < 5 else 0 for i in train_idx.tolist()]
-    dense = dm.transform(x[torch.arange(len(y))])
-    assert dense.dtype == torch.float32 and dense.shape == (8, 50)
-    for row, i in zip(dense, train_idx.tolist()):
-        on = {dm.vocab[j] for j in torch.nonzero(row).flatten().tolist()}
-        assert on == features(labeled[i]) and set(row.unique().tolist()) <= {0.0, 1.0}
-    assert "a:b" in dm.vocab or 2 not in train_idx.tolist()
+    """Every labeled review is one 0/1 row over the vocabulary, with a 1 for each of its features in
+    the vocabulary (counts ignored) and its file's label: positive -> 1, negative -> 0."""
+    assert SPLIT == {"train": [0, 1, 3, 4, 5, 7, 8, 9], "val": [6], "test": [2]}  # what the rest relies on
+    dm = polarity(acl, vocab_size=50)  # more than the 10 training features: none is cut
+    assert parse_line(POSITIVE[2]) == (["great", "a:b"], "positive")  # "a:b:1": split at the last colon
+    assert "a:b" in dm.vocab
+    for split, lines in SPLIT.items():
+        x, y = dm.splits[split]
+        dense = dm.transform(x[torch.arange(len(y))])
+        assert dense.dtype == torch.float32 and dense.shape == (len(lines), 50)
+        assert set(dense.unique().tolist()) == {0.0, 1.0}  # "great:2" and "awful:4" are 1s too
+        assert rows_as_features(dm, split) == [features(LABELED[i]) & set(dm.vocab) for i in lines]
+        assert y.tolist() == [label(LABELED[i]) for i in lines]
+    assert rows_as_features(dm, "test") == [{"great", "a:b"}]
+    assert rows_as_features(dm, "val") == [{"awful", "boring"}]  # NEGATIVE[1], label 0
+    # a shuffled training batch keeps each review with its own label
+    label_of = {frozenset(features(LABELED[i])): label(LABELED[i]) for i in SPLIT["train"]}
     xb, yb = next(iter(dm.train_dataloader()))
     assert xb.shape == (8, 50) and yb.dtype == torch.long
+    assert [label_of[frozenset(dm.vocab[j] for j in row.nonzero().flatten().tolist())] for row in xb] == yb.tolist()
 
 
 def test_star_labels_and_unlabeled_reviews(tmp_path):
@@ -183,12 +217,59 @@ def test_vocabulary_is_cached_and_reused(acl):
 
 
 def test_vocabulary_restored_from_state_dict_reencodes(acl):
-    dm = polarity(acl)
-    other = AmazonReviewsDataModule(str(acl), vocab_size=6, val_fraction=0.1, test_fraction=0.1, cache_vocab=False)
-    other.load_state_dict({**dm.state_dict(), "vocab": ["boring", "great"]})
-    other.setup()
-    assert other.vocab == ["boring", "great"]
-    assert other.transform(other.splits["train"][0][torch.arange(8)]).shape == (8, 6)
+    """A checkpoint's vocabulary becomes the inputs, whether it is restored before ``setup()`` or after
+    it (as Lightning does); after setup the parsed reviews are re-encoded without reading the files."""
+    built = polarity(acl)
+    restored = ["boring", "great", "zany"]
+    assert restored != built.vocab
+    state = {**built.state_dict(), "vocab": restored}
+
+    before_setup = AmazonReviewsDataModule(str(acl), vocab_size=6, val_fraction=0.1, test_fraction=0.1)
+    before_setup.load_state_dict(state)
+    before_setup.setup()  # the cache holds built.vocab: the checkpoint's wins
+    after_setup = polarity(acl)
+    half = polarity(acl, labeled_fraction=0.5)
+    assert after_setup.vocab == built.vocab and len(half.splits["train"][1]) == 4
+    for review_file in acl.rglob("*.review"):
+        review_file.unlink()  # re-encoding must not need the files
+    after_setup.load_state_dict(state)
+    half.load_state_dict(state)
+
+    for dm in (before_setup, after_setup):
+        assert dm.vocab == restored and dm.state_dict()["vocab"] == restored
+        for split, lines in SPLIT.items():
+            assert rows_as_features(dm, split) == [features(LABELED[i]) & set(restored) for i in lines]
+            assert dm.splits[split][1].tolist() == [label(LABELED[i]) for i in lines]
+            assert dm.transform(dm.splits[split][0][torch.arange(len(lines))]).shape == (len(lines), 6)
+    assert half.vocab == restored and len(half.splits["train"][1]) == 4  # still the labeled_fraction subset
+    with pytest.raises(ConfigError, match="set data.init_args.vocab_size: 6"):  # wider than the inputs
+        AmazonReviewsDataModule(str(acl), vocab_size=2).load_state_dict(built.state_dict())
+
+
+def test_resuming_a_checkpoint_of_another_vocabulary_reads_each_file_once(acl, tmp_path, monkeypatch):
+    """``Trainer.fit(ckpt_path=...)`` runs setup() (files read), then restores the vocabulary: the
+    reviews are re-encoded with it in memory, and training resumes on the re-encoded splits."""
+    model = SparseMLP(6, 2, [4])
+    trainer = fit(model, polarity(acl), tmp_path / "first", epochs=1)
+    checkpoint = torch.load(trainer.checkpoint_callback.best_model_path, weights_only=False)
+    restored = ["boring", "great", "zany"]
+    checkpoint["AmazonReviewsDataModule"]["vocab"] = restored  # as if trained on other features
+    torch.save(checkpoint, tmp_path / "other_vocab.ckpt")
+
+    reads = Counter()
+    read_reviews = corpus.read_reviews
+
+    def counting_read_reviews(path, *args):
+        reads[Path(path).name] += 1
+        return read_reviews(path, *args)
+
+    monkeypatch.setattr(corpus, "read_reviews", counting_read_reviews)
+    dm = AmazonReviewsDataModule(str(acl), vocab_size=6, val_fraction=0.1, test_fraction=0.1)
+    trainer = fit(SparseMLP(6, 2, [4]), dm, tmp_path / "resumed", epochs=2, ckpt_path=tmp_path / "other_vocab.ckpt")
+    assert reads == {"positive.review": 1, "negative.review": 1, "unlabeled.review": 1}
+    assert trainer.current_epoch == 2 and dm.vocab == restored
+    assert trainer.train_dataloader.x is dm.splits["train"][0]  # the Trainer got the re-encoded reviews
+    assert rows_as_features(dm, "train") == [features(LABELED[i]) & set(restored) for i in SPLIT["train"]]
 
 
 def test_encode_reviews_uses_the_given_vocabulary():
@@ -204,30 +285,15 @@ def test_expected_stars_and_rmse_by_hand():
     logits = probs.log() + 0.7  # softmax ignores the shift
     assert torch.allclose(expected_stars(logits), torch.tensor([3.2, 3.0]))
     model = StarRatingMLP(in_features=4, num_classes=5, hidden_sizes=[3])
-    model._loss = lambda x, y: (torch.tensor(0.0), logits, [torch.zeros(2, 3)])
+    model.loss = lambda x, y: (torch.tensor(0.0), logits)
     model._eval_step((torch.zeros(2, 4), torch.tensor([3, 0])))  # true ratings 4 and 1
     by_hand = math.sqrt(((3.2 - 4) ** 2 + (3.0 - 1) ** 2) / 2)  # = 1.5232
     assert math.isclose(model.eval_rmse.compute().item(), by_hand, rel_tol=1e-6)
     assert StarRatingMLP.selection_metric == "val/rmse"
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny nets gain nothing from 2 threads, and on a shared, busy machine thread hand-offs dominate."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def fit(model, dm, root: Path, epochs: int) -> Trainer:
-    trainer = Trainer(max_epochs=epochs, logger=False, enable_checkpointing=True, default_root_dir=str(root),
-                      enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", devices=1)
-    trainer.fit(model, datamodule=dm)
-    return trainer
-
-
-def test_rectifier_nets_learn_a_synthetic_corpus_and_checkpoint_keeps_vocab(tmp_path, one_thread):
+@pytest.mark.slow  # two 6-epoch Trainer runs: 1 to 3 s
+def test_rectifier_nets_learn_a_synthetic_corpus_and_checkpoint_keeps_vocab(tmp_path):
     root = write_synthetic_corpus(tmp_path, reviews_per_class=200, unlabeled_reviews=50, background_size=400,
                                   features_per_review=30, noise=0.1)
     common = dict(data_dir=str(root), domains=["books"], vocab_size=300, batch_size=10)

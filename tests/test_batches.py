@@ -1,6 +1,13 @@
-import torch
+"""Minibatches sliced from tensors in memory: shuffling per epoch, sharding per rank, the base data module."""
 
-from lightning_rect.data.base import fixed_split, labeled_subset
+from pathlib import Path
+
+import torch
+from lightning import LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from helpers.threads import one_torch_thread
+from lightning_rect.data.base import InMemoryDataModule, fixed_split, labeled_subset
 from lightning_rect.data.batches import Affine, EpochShuffle, InMemoryBatches
 from lightning_rect.data.digits import DigitsDataModule
 
@@ -71,10 +78,67 @@ def test_digits_split_is_fixed_disjoint_and_scaled():
     assert len(set(torch.cat(parts).tolist())) == 1797  # disjoint index sets
 
 
-
-
 def test_digits_labeled_fraction_shrinks_only_training():
     dm = DigitsDataModule(labeled_fraction=0.1)
     dm.setup("fit")
     assert 110 <= len(dm.splits["train"][1]) <= 130
     assert len(dm.splits["val"][1]) == 300
+
+
+# -- under a real Trainer -------------------------------------------------------------------------
+class IndexedExamples(InMemoryDataModule):
+    """40 training examples whose label is their index, so a batch's labels show the epoch's order."""
+
+    def __init__(self) -> None:
+        super().__init__(batch_size=8, seed=3)
+        self.input_size, self.num_classes = 1, 40
+
+    def load_splits(self):
+        x, y = torch.arange(40.0).unsqueeze(1), torch.arange(40)
+        return {"train": (x, y), "val": (x[:8], y[:8]), "test": (x[:8], y[:8])}
+
+
+class FirstBatchRecorder(LightningModule):
+    """One weight; records the labels of every epoch's first training batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.first_batch: dict[int, list[int]] = {}
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        self.first_batch.setdefault(self.current_epoch, y.tolist())
+        return ((self.weight * x - 1) ** 2).mean()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
+def fit_recording(root: Path, max_epochs: int, ckpt_path: Path | None = None) -> dict[int, list[int]]:
+    model = FirstBatchRecorder()
+    every_epoch = ModelCheckpoint(dirpath=root, filename="{epoch}", save_top_k=-1)
+    trainer = Trainer(max_epochs=max_epochs, accelerator="cpu", devices=1, logger=False, limit_val_batches=0,
+                      enable_progress_bar=False, enable_model_summary=False, callbacks=[every_epoch],
+                      default_root_dir=root)
+    with one_torch_thread():
+        trainer.fit(model, datamodule=IndexedExamples(), ckpt_path=ckpt_path)
+    return model.first_batch
+
+
+def test_trainer_sets_the_epoch_new_order_each_epoch_same_order_after_resuming(tmp_path):
+    """Lightning calls ``sampler.set_epoch`` on ``InMemoryBatches``: each epoch of ``Trainer.fit`` is
+    shuffled by (seed, epoch), and a run resumed from a checkpoint repeats the uninterrupted order."""
+    straight = fit_recording(tmp_path / "straight", max_epochs=3)
+    expected = {}
+    for epoch in range(3):
+        sampler = EpochShuffle(40, shuffle=True, seed=3)
+        sampler.set_epoch(epoch)
+        expected[epoch] = sampler.indices()[:8].tolist()
+    assert straight == expected  # epoch e was served set_epoch(e)'s order
+    assert len({tuple(first) for first in straight.values()}) == 3  # a new order every epoch
+
+    interrupted = fit_recording(tmp_path / "interrupted", max_epochs=2)
+    assert interrupted == {0: straight[0], 1: straight[1]}
+    resumed = fit_recording(tmp_path / "resumed", max_epochs=3, ckpt_path=tmp_path / "interrupted" / "epoch=1.ckpt")
+    assert resumed == {2: straight[2]}  # only the third epoch ran, in the uninterrupted run's order

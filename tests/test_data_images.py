@@ -1,15 +1,17 @@
 """The image data modules on tiny files written in each data set's real format.
 
 CIFAR10: Python-2-style pickles in ``cifar-10-batches-py/``; NORB: binary matrix files (plain and
-gzipped) with the real 108x108 / 96x96 image sizes and file names; EMNIST: uncompressed IDX files
-under ``EMNIST/raw/`` as torchvision expects. Each example carries an id (pixel values) so the tests
-can check that validation and test never share an example with training.
+gzipped) with the real 108x108 / 96x96 image sizes and file names, written by
+``helpers/norb_files.py``; EMNIST: uncompressed IDX files under ``EMNIST/raw/`` as torchvision
+expects. Each example carries an id (pixel values) so the tests can check that validation and test
+never share an example with training.
 """
 
 from __future__ import annotations
 
 import gzip
 import inspect
+import math
 import pickle
 import struct
 from pathlib import Path
@@ -19,8 +21,10 @@ import pytest
 import torch
 import yaml
 
+from helpers.norb_files import PAIRS_PER_FILE, write_binary_matrix, write_norb
+from helpers.threads import one_torch_thread
 from lightning_rect.data import CIFAR10DataModule, NISTPDataModule, NORBDataModule
-from lightning_rect.data.formats import BinaryMatrix, read_binary_matrix, write_binary_matrix
+from lightning_rect.data.formats import BinaryMatrix, read_binary_matrix
 from lightning_rect.data.nistp import CyclingSampler, eval_sources
 from lightning_rect.data.norb import VARIANTS, subsample
 from lightning_rect.errors import DataFileError
@@ -145,31 +149,18 @@ def test_binary_matrix_reports_truncation_and_wrong_magic(tmp_path):
 
 
 # -- NORB data module ---------------------------------------------------------------------------
-NORB_PER_TRAIN_FILE, NORB_PER_TEST_FILE = 6, 5
-
-
-def write_norb(root: Path, variant: str = "jittered_cluttered", gz: tuple[str, ...] = ()) -> None:
-    """Every pair is constant with a unique value (its id), which area subsampling preserves."""
-    spec = VARIANTS[variant]
-    folder = root / spec["folder"]
-    folder.mkdir(parents=True)
-    size = spec["raw_size"]
-    per_file = {"train": NORB_PER_TRAIN_FILE, "test": NORB_PER_TEST_FILE} if variant != "small" else \
-        {"train": 20, "test": 10}
-    next_id = 0
-    for part in ("train", "test"):
-        for stem in spec["train"] if part == "train" else spec["test"]:
-            n = per_file[part]
-            ids = np.arange(next_id, next_id + n)
-            next_id += n
-            dat = np.broadcast_to(ids.astype(np.uint8).reshape(n, 1, 1, 1), (n, 2, size, size))
-            ext = ".mat.gz" if stem in gz else ".mat"
-            write_binary_matrix(folder / f"{stem}-dat{ext}", dat)
-            write_binary_matrix(folder / f"{stem}-cat{ext}", (ids % spec["num_classes"]).astype(np.int32))
+NORB_PER_TRAIN_FILE = PAIRS_PER_FILE["jittered_cluttered"]["train"]
 
 
 def norb_ids(x: torch.Tensor) -> set[int]:
     return set(x[:, 0, 0, 0].tolist())
+
+
+def prepared(dm: NORBDataModule) -> NORBDataModule:
+    """What the Trainer does before training: build the cache (``prepare_data``), then load it (``setup``)."""
+    dm.prepare_data()
+    dm.setup()
+    return dm
 
 
 def test_norb_jittered_cluttered_split_ranges_and_cache(tmp_path):
@@ -177,7 +168,7 @@ def test_norb_jittered_cluttered_split_ranges_and_cache(tmp_path):
     write_norb(tmp_path, gz=(spec["train"][2], spec["test"][1]))
     dm = NORBDataModule(data_dir=str(tmp_path), val_size=12, eval_batch_size=8)
     assert (dm.input_size, dm.num_classes) == (2048, 6)
-    dm.setup()
+    prepared(dm)
     n_train = 10 * NORB_PER_TRAIN_FILE
     assert {k: len(y) for k, (_, y) in dm.splits.items()} == {"train": n_train - 12, "val": 12, "test": 10}
     x, _ = dm.splits["train"]
@@ -198,9 +189,43 @@ def test_norb_jittered_cluttered_split_ranges_and_cache(tmp_path):
     assert cache.exists()
     for f in (tmp_path / "norb").glob("*.mat*"):
         f.unlink()  # the second load must not need the raw files
-    again = NORBDataModule(data_dir=str(tmp_path), val_size=12)
-    again.setup()
+    again = prepared(NORBDataModule(data_dir=str(tmp_path), val_size=12))
     assert torch.equal(again.splits["val"][0], dm.splits["val"][0])
+
+
+def test_norb_variants_and_sizes_sharing_a_cache_dir_each_get_their_own_data(tmp_path):
+    """Regression: with one ``cache_dir``, small NORB was served the jittered-cluttered cache."""
+    write_norb(tmp_path, "jittered_cluttered")  # pairs 0..69, labels id % 6
+    write_norb(tmp_path, "small", first_id=100)  # pairs 100..129, labels id % 5
+    shared = tmp_path / "cache"
+    common = dict(data_dir=str(tmp_path), cache_dir=str(shared))
+    jittered = NORBDataModule(variant="jittered_cluttered", val_size=12, **common)
+    small = NORBDataModule(variant="small", val_size=4, **common)
+    small16 = NORBDataModule(variant="small", val_size=4, image_size=16, **common)
+    for dm in (jittered, small, small16):  # every cache is built before any is read
+        dm.prepare_data()
+    assert sorted(p.name for p in shared.iterdir()) == [
+        "norb_cache_32x32.pt", "smallnorb_cache_16x16.pt", "smallnorb_cache_32x32.pt"]
+    for dm in (jittered, small, small16):
+        dm.setup()
+
+    def pairs(dm: NORBDataModule) -> tuple[torch.Tensor, torch.Tensor]:
+        return (torch.cat([x for x, _ in dm.splits.values()]), torch.cat([y for _, y in dm.splits.values()]))
+
+    (jx, jy), (sx, sy), (s16x, s16y) = pairs(jittered), pairs(small), pairs(small16)
+    assert {k: len(y) for k, (_, y) in jittered.splits.items()} == {"train": 48, "val": 12, "test": 10}
+    assert {k: len(y) for k, (_, y) in small.splits.items()} == {"train": 16, "val": 4, "test": 10}
+    assert norb_ids(jx) == set(range(70)) and norb_ids(sx) == norb_ids(s16x) == set(range(100, 130))
+    assert torch.equal(jy, jx[:, 0, 0, 0].long() % 6) and set(jy.tolist()) == set(range(6))
+    assert torch.equal(sy, sx[:, 0, 0, 0].long() % 5) and set(sy.tolist()) == set(range(5))
+    assert jx.shape[1:] == sx.shape[1:] == (2, 32, 32) and s16x.shape[1:] == (2, 16, 16)
+    assert torch.equal(s16x, sx[:, :, :16, :16]) and torch.equal(s16y, sy)  # same pairs, smaller images
+    assert (jittered.input_size, small.input_size, small16.input_size) == (2048, 2048, 512)
+
+    # a cache of the wrong variant under this variant's name is refused, not served
+    (shared / "smallnorb_cache_32x32.pt").write_bytes((shared / "norb_cache_32x32.pt").read_bytes())
+    with pytest.raises(DataFileError, match=r"smallnorb_cache_32x32\.pt is from another version, variant"):
+        NORBDataModule(variant="small", val_size=4, **common).setup()
 
 
 def test_norb_full_range_maps_to_minus_one_one():
@@ -216,24 +241,30 @@ def test_small_norb(tmp_path):
     write_norb(tmp_path, variant="small")
     dm = NORBDataModule(data_dir=str(tmp_path), variant="small", val_size=4)
     assert (dm.input_size, dm.num_classes) == (2048, 5)
-    dm.setup()
+    prepared(dm)
     assert {k: len(y) for k, (_, y) in dm.splits.items()} == {"train": 16, "val": 4, "test": 10}
     assert set(torch.cat([y for _, y in dm.splits.values()]).tolist()) == set(range(5))
-    assert (tmp_path / "smallnorb" / "norb_cache_32x32.pt").exists()
+    assert (tmp_path / "smallnorb" / "smallnorb_cache_32x32.pt").exists()
 
 
 def test_norb_missing_and_damaged_files(tmp_path):
     with pytest.raises(DataFileError, match=r"norb-5x46789x9x18x6x2x108x108-training-01-dat\.mat.*"
                                             r"cs\.nyu\.edu/~ylclab/data/norb-v1\.0/") as err:
-        NORBDataModule(data_dir=str(tmp_path)).setup()
+        NORBDataModule(data_dir=str(tmp_path)).prepare_data()
     assert str((tmp_path / "norb").resolve()) in str(err.value)
     with pytest.raises(DataFileError, match=r"norb-v1\.0-small"):
-        NORBDataModule(data_dir=str(tmp_path), variant="small").setup()
+        NORBDataModule(data_dir=str(tmp_path), variant="small").prepare_data()
+    # setup() only reads the cache prepare_data() builds, and says so when it is missing
+    with pytest.raises(DataFileError) as err:
+        NORBDataModule(data_dir=str(tmp_path)).setup()
+    message = str(err.value)
+    assert "\n" not in message and str((tmp_path / "norb" / "norb_cache_32x32.pt").resolve()) in message
+    assert "call prepare_data() before setup()" in message
     write_norb(tmp_path)
     dat = tmp_path / "norb" / f"{VARIANTS['jittered_cluttered']['train'][4]}-dat.mat"
     dat.write_bytes(dat.read_bytes()[:-100])
     with pytest.raises(DataFileError, match=r"training-05-dat\.mat is truncated"):
-        NORBDataModule(data_dir=str(tmp_path), val_size=2).setup()
+        NORBDataModule(data_dir=str(tmp_path), val_size=2).prepare_data()
     assert not (tmp_path / "norb" / "norb_cache_32x32.pt").exists()  # no half-written cache
 
 
@@ -257,6 +288,13 @@ def write_emnist(root: Path) -> None:
 
 
 @pytest.fixture
+def one_thread():
+    """Distorting a few dozen characters on 2 threads of a busy machine mostly waits for thread hand-offs."""
+    with one_torch_thread():
+        yield
+
+
+@pytest.fixture
 def emnist_dir(tmp_path) -> str:
     write_emnist(tmp_path)
     return str(tmp_path)
@@ -269,7 +307,7 @@ def nistp(data_dir: str, **kwargs) -> NISTPDataModule:
     return dm
 
 
-def test_nistp_eval_sets_are_fixed_upright_and_in_range(emnist_dir):
+def test_nistp_eval_sets_are_fixed_upright_and_in_range(emnist_dir, one_thread):
     clean = nistp(emnist_dir, distortion_strength=0)
     assert (clean.input_size, clean.num_classes) == (1024, 62)
     x, y = clean.splits["val"]
@@ -290,7 +328,7 @@ def test_nistp_eval_sets_are_fixed_upright_and_in_range(emnist_dir):
     assert len(dm.splits["train"][1]) == EMNIST_TRAIN
 
 
-def test_nistp_training_stream(emnist_dir):
+def test_nistp_training_stream(emnist_dir, one_thread):
     dm = nistp(emnist_dir)
     stream = dm.train_dataloader()
     assert len(stream) == 10  # ceil(95 / 10)
@@ -313,7 +351,7 @@ def test_nistp_training_stream(emnist_dir):
     assert (xc - x0).abs().amax(dim=1).min() > 0.05  # ...and every one of them changed by the distortions
 
 
-def test_nistp_shards_by_rank_and_keeps_labeled_fraction(emnist_dir):
+def test_nistp_shards_by_rank_and_keeps_labeled_fraction(emnist_dir, one_thread):
     r0 = CyclingSampler(100, 95, seed=0, rank=0, world_size=2)
     r1 = CyclingSampler(100, 95, seed=0, rank=1, world_size=2)
     a, b = r0.sources(0, len(r0)), r1.sources(0, len(r1))
@@ -340,6 +378,7 @@ def test_labeled_fraction_passes_through(tmp_path):
     write_norb(tmp_path)
     cifar = CIFAR10DataModule(data_dir=str(tmp_path), val_size=8, labeled_fraction=0.5)
     norb = NORBDataModule(data_dir=str(tmp_path), val_size=12, labeled_fraction=0.5)
+    norb.prepare_data()
     for dm, full in ((cifar, 30), (norb, 48)):
         dm.setup()
         assert len(dm.splits["train"][1]) < full
@@ -362,16 +401,41 @@ def test_config_data_arguments_match_the_module(name):
     assert config["model"]["init_args"]["l1"] == 0.001
 
 
+@pytest.mark.slow  # 6 epochs under the Trainer: 2 to 3 s
 def test_nistp_stream_trains_under_lightning(emnist_dir, tmp_path):
-    """The custom training iterable works with the Trainer: set_epoch is called, epochs differ."""
-    from lightning import Trainer
+    """Under ``Trainer.fit`` the distorted stream gets ``set_epoch(epoch)``, so each epoch brings new
+    draws, and a net learns from it: the training loss falls well below the chance level ln(62)."""
+    from lightning import Callback, Trainer
 
     from lightning_rect import SparseMLP
 
-    dm = NISTPDataModule(data_dir=emnist_dir, train_size=40, val_size=20, test_size=10, chunk_size=20)
-    model = SparseMLP(in_features=dm.input_size, num_classes=dm.num_classes, hidden_sizes=[16], lr=0.01)
-    trainer = Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
-    trainer.fit(model, datamodule=dm)
-    assert trainer.global_step == 8  # 2 epochs x ceil(40 / 10) batches
-    assert trainer.train_dataloader.sampler.epoch == 1
+    class FirstBatchAndLosses(Callback):
+        def __init__(self) -> None:
+            self.first_batch: dict[int, torch.Tensor] = {}
+            self.losses: dict[int, list[float]] = {}
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            self.first_batch.setdefault(trainer.current_epoch, batch[0].clone())
+            self.losses.setdefault(trainer.current_epoch, []).append(float(outputs["loss"]))
+
+    torch.manual_seed(0)
+    dm = NISTPDataModule(data_dir=emnist_dir, train_size=400, val_size=20, test_size=10, chunk_size=100)
+    model = SparseMLP(in_features=dm.input_size, num_classes=dm.num_classes, hidden_sizes=[64], l1=0.0, lr=0.01,
+                      optimizer="adam")
+    record = FirstBatchAndLosses()
+    trainer = Trainer(max_epochs=6, accelerator="cpu", logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+                      callbacks=[record])
+    with one_torch_thread():
+        trainer.fit(model, datamodule=dm)
+    assert trainer.global_step == 6 * 40  # 6 epochs x ceil(400 / 10) batches
+
+    stream = trainer.train_dataloader
+    for epoch, seen in record.first_batch.items():  # epoch e trained on the batches of set_epoch(e)
+        stream.sampler.set_epoch(epoch)
+        assert torch.equal(next(iter(stream))[0], seen)
+    assert not torch.equal(record.first_batch[0], record.first_batch[1])
+
+    mean_loss = [sum(losses) / len(losses) for losses in record.losses.values()]
+    assert mean_loss[0] > math.log(62) - 0.2  # starts at chance (uniform over 62 classes)...
+    assert mean_loss[-1] < math.log(62) - 0.5 and mean_loss[-1] < min(mean_loss[:2]) - 0.3  # ...and learns

@@ -44,18 +44,24 @@ class InMemoryDataModule(LightningDataModule):
         self.splits: dict[str, Split] | None = None
 
     def load_splits(self) -> dict[str, Split]:
-        """Return ``{"train": (x, y), "val": (x, y), "test": (x, y)}``; ``x`` as stored, before ``transform``."""
+        """Return ``{"train": (x, y), "val": (x, y), "test": (x, y)}``; ``x`` as stored, before ``transform``.
+
+        Called by ``setup()``, after Lightning's ``prepare_data()``: only read what is there (and
+        never call ``prepare_data()``), raising ``DataFileError`` naming a missing file and the fix.
+        """
         raise NotImplementedError
 
     def setup(self, stage: str | None = None) -> None:
-        if self.splits is not None:
-            return
-        splits = self.load_splits()
+        if self.splits is None:
+            self.splits = self.with_labeled_fraction(self.load_splits())
+
+    def with_labeled_fraction(self, splits: dict[str, Split]) -> dict[str, Split]:
+        """``splits`` with the training split cut down to the labeled subset ``labeled_fraction`` keeps."""
         if self.labeled_fraction < 1:
             x, y = splits["train"]
             keep = self.labeled_indices(y)
-            splits["train"] = (x[keep], y[keep])
-        self.splits = splits
+            splits = {**splits, "train": (x[keep], y[keep])}
+        return splits
 
     def labeled_indices(self, y: torch.Tensor) -> torch.Tensor:
         """Training examples kept when ``labeled_fraction < 1``."""

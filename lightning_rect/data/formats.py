@@ -31,7 +31,6 @@ MAGIC_DTYPES = {
     0x1E3D4C55: np.dtype("u1"),
     0x1E3D4C56: np.dtype("<i2"),
 }
-DTYPE_MAGICS = {dtype: magic for magic, dtype in MAGIC_DTYPES.items()}
 _MAX_RANK = 16
 _READ_ERRORS = (EOFError, OSError, zlib.error)
 
@@ -146,19 +145,3 @@ def read_binary_matrix(path: str | os.PathLike) -> np.ndarray:
     with BinaryMatrix(path) as matrix:
         return matrix.read_all()
 
-
-def write_binary_matrix(path: str | os.PathLike, array: np.ndarray) -> None:
-    """Write ``array`` in the binary matrix format (gzip-compressed if ``path`` ends in .gz).
-
-    The data modules only read; this exists so tests (and users cropping a subset) can build files.
-    """
-    array = np.ascontiguousarray(array)
-    dtype = array.dtype.newbyteorder("<") if array.dtype.itemsize > 1 else array.dtype
-    if dtype not in DTYPE_MAGICS:
-        raise ValueError(f"binary matrix files store {sorted(d.name for d in DTYPE_MAGICS)}, not {array.dtype}")
-    dims = list(array.shape) + [1] * (3 - array.ndim)
-    header = struct.pack(f"<iI{len(dims)}i", DTYPE_MAGICS[dtype], array.ndim, *dims)
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "wb") as f:
-        f.write(header)
-        f.write(array.astype(dtype, copy=False).tobytes())

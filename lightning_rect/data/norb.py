@@ -7,8 +7,10 @@ Preprocessing (the paper: "subsampled to 2x32x32, scaled linearly to [-1, 1]"):
 - the uint8 pairs are cached; each batch is mapped to [-1, 1] by ``x * 2/255 - 1``.
 
 Reading and resizing 6 GB of raw files takes minutes, so it happens once (with a progress bar) and
-the result is cached as ``norb_cache_<size>x<size>.pt`` (uint8, about 700 MB for jittered-cluttered)
-next to the raw files; later runs load the cache in seconds. Delete it to rebuild.
+the result is cached by ``prepare_data()`` as ``norb_cache_<size>x<size>.pt`` (small NORB:
+``smallnorb_cache_<size>x<size>.pt``; uint8, about 700 MB for jittered-cluttered) next to the raw
+files or in ``cache_dir``; ``setup()`` only loads it, in seconds. Variant and size are in the file
+name, so both variants and several sizes can share one ``cache_dir``. Delete a cache to rebuild it.
 
 Splits:
 - jittered-cluttered: the 10 training files (291,600 pairs) are split by a permutation fixed with
@@ -90,7 +92,7 @@ class NORBDataModule(InMemoryDataModule):
         self.variant = variant
         self.image_size = image_size
         self.raw_dir = Path(data_dir) / self.spec["folder"]
-        self.cache_path = Path(cache_dir or self.raw_dir) / f"norb_cache_{image_size}x{image_size}.pt"
+        self.cache_path = Path(cache_dir or self.raw_dir) / cache_name(variant, image_size)
         self.val_size = self.spec["val_size"] if val_size is None else val_size
         self.input_size = 2 * image_size * image_size
         self.num_classes = self.spec["num_classes"]
@@ -102,7 +104,10 @@ class NORBDataModule(InMemoryDataModule):
             build_cache(self.raw_dir, self.spec, self.image_size, self.cache_path)
 
     def load_splits(self) -> dict[str, Split]:
-        self.prepare_data()
+        if not self.cache_path.exists():
+            raise DataFileError(f"NORB cache not found: {self.cache_path.resolve()}; call prepare_data() before "
+                                "setup() (the Trainer does) to build it from the raw files in "
+                                f"{self.raw_dir.resolve()}")
         cache = load_cache(self.cache_path, self.variant, self.image_size)
         x, y = cache["train_x"], cache["train_y"]
         if self.val_size >= len(y):
@@ -117,6 +122,12 @@ class NORBDataModule(InMemoryDataModule):
 
 
 # -- conversion ---------------------------------------------------------------------------------
+def cache_name(variant: str, image_size: int) -> str:
+    """The cache file of one variant and size, prefixed by the variant's folder name: jittered-cluttered
+    keeps the ``norb_cache_*`` name its caches always had, small NORB's no longer collides with it."""
+    return f"{VARIANTS[variant]['folder']}_cache_{image_size}x{image_size}.pt"
+
+
 def find_file(raw_dir: Path, stem: str, spec: dict) -> Path:
     """``stem.mat`` or ``stem.mat.gz`` in ``raw_dir``; a DataFileError naming all missing files otherwise."""
     for name in (f"{stem}.mat", f"{stem}.mat.gz"):
@@ -204,11 +215,12 @@ def load_cache(path: Path, variant: str, image_size: int) -> dict:
     try:
         cache = torch.load(path, weights_only=True)
         ok = (cache.get("version") == CACHE_VERSION and cache.get("image_size") == image_size
+              and cache.get("variant") == VARIANTS[variant]["folder"]
               and all(k in cache for k in ("train_x", "train_y", "test_x", "test_y")))
     except Exception as err:  # unpickling raises many types; all mean "damaged"
         raise DataFileError(f"the NORB cache {path} cannot be read ({err}); delete it to rebuild it "
                             "from the raw files") from err
     if not ok:
-        raise DataFileError(f"the NORB cache {path} is from another version or image size; delete it to "
-                            f"rebuild it for variant {variant!r}, image_size {image_size}")
+        raise DataFileError(f"the NORB cache {path} is from another version, variant or image size; delete it "
+                            f"to rebuild it for variant {variant!r}, image_size {image_size}")
     return cache

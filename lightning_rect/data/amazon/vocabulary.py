@@ -1,0 +1,34 @@
+"""Which features are the inputs: the most frequent ones, and the vocabulary a checkpoint carries."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import torch
+
+from lightning_rect.errors import DataFileError
+
+#: Lightning stores a data module's ``state_dict`` under its class's ``__qualname__``.
+CHECKPOINT_KEY = "AmazonReviewsDataModule"
+
+
+def most_frequent(doc_freq: torch.Tensor, names: Sequence[str], k: int) -> list[str]:
+    """The ``k`` features with the highest document frequency (> 0), ties in alphabetical order."""
+    present = int((doc_freq > 0).sum())
+    k = min(k, present)
+    if k == 0:
+        return []
+    threshold = int(torch.topk(doc_freq, k).values[-1])
+    candidates = torch.nonzero(doc_freq >= threshold).flatten()
+    ranked = sorted(zip((-doc_freq[candidates]).tolist(), (names[i] for i in candidates.tolist())))
+    return [name for _, name in ranked[:k]]
+
+
+def vocab_from_checkpoint(path: str | os.PathLike) -> list[str]:
+    """The vocabulary an ``AmazonReviewsDataModule`` saved into a Lightning checkpoint."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    state = checkpoint.get(CHECKPOINT_KEY)
+    if not state or "vocab" not in state:
+        raise DataFileError(f"{path} holds no Amazon vocabulary: it was not trained with AmazonReviewsDataModule")
+    return list(state["vocab"])
