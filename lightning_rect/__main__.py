@@ -1,13 +1,23 @@
-"""``python -m lightning_rect``: ``reproduce`` goes to the experiment runner, everything else to the CLI."""
+"""``lightning-rect`` / ``python -m lightning_rect``: the command's three parts.
+
+- ``reproduce <experiment>``: the paper's experiments (``lightning_rect.reproduce``);
+- ``configs [DIR]``: write the bundled configs and callback presets out (``lightning_rect.bundled``);
+- everything else (``fit``, ``validate``, ``test``, ``predict``): the LightningCLI (``lightning_rect.cli``).
+"""
 
 import sys
 
 
 def main() -> None:
-    if sys.argv[1:2] == ["reproduce"]:
+    command = sys.argv[1] if len(sys.argv) > 1 else None
+    if command == "reproduce":
         from lightning_rect.reproduce import main as reproduce_main
 
         reproduce_main(sys.argv[2:])
+    elif command == "configs":
+        from lightning_rect.bundled import main as configs_main
+
+        configs_main(sys.argv[2:])
     else:
         from lightning_rect.cli import main as cli_main
 

@@ -27,6 +27,7 @@ from torch.optim import Optimizer
 
 import lightning_rect.data  # noqa: F401  (data modules by short name: --data=DigitsDataModule)
 import lightning_rect.models  # noqa: F401
+from lightning_rect.bundled import resolve_config_args
 from lightning_rect.callbacks import DivergenceGuard, ThrottledProgressBar
 from lightning_rect.checkpoints import latest_checkpoint, writes_last_every_epoch
 from lightning_rect.errors import ConfigError, LightningRectError
@@ -36,7 +37,8 @@ from lightning_rect.resume import resolve_last
 
 DESCRIPTION = (
     "lightning_rect: Deep Sparse Rectifier Neural Networks (Glorot, Bordes, Bengio 2011) in PyTorch Lightning. "
-    "Train with `fit --config configs/digits.yaml`; the paper's experiments: `python -m lightning_rect reproduce --help`."
+    "Train with `fit --config configs/digits.yaml` (the bundled configs work from any folder; `configs DIR` writes "
+    "them out); the paper's experiments: `reproduce --help`."
 )
 
 
@@ -152,6 +154,11 @@ def selection_checkpoint(trainer: Trainer, model: LightningModule) -> ModelCheck
 
 
 def main(args: list[str] | None = None) -> None:
+    if args is None:
+        # Rewritten in place, not passed as args: DDP starts its other processes from sys.argv.
+        sys.argv[1:] = resolve_config_args(sys.argv[1:])
+    else:
+        args = resolve_config_args(args)
     try:
         RectCLI(args=args)
     except Exception as err:
