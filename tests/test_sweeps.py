@@ -1,8 +1,10 @@
-"""Every W&B sweep in configs/sweeps/ expands, as the W&B agent would, into command lines that
-LightningCLI parses and instantiates (no training), and fine-tuning runs start from checkpoints that
-the pre-training sweeps produce, for the same activation and layer sizes."""
+"""The W&B sweeps in configs/sweeps/ are what ``reproduce <experiment> --sweep`` writes from the
+plans (paper budget), and each holds exactly its plan's runs; every sweep expands, as the W&B agent
+would, into command lines that LightningCLI parses and instantiates (no training); fine-tuning runs
+start from checkpoints that the pre-training sweeps produce, for the same activation and layer sizes."""
 
 import itertools
+import json
 import math
 import random
 import sys
@@ -16,6 +18,9 @@ from conftest import ROOT
 
 from lightning_rect import StackedDAE
 from lightning_rect.cli import RectCLI
+from lightning_rect.reproduce import main as reproduce
+from lightning_rect.reproduce.budgets import BUDGETS, DATASETS
+from lightning_rect.reproduce.experiments import EXPERIMENTS, Context
 
 SWEEPS = sorted((ROOT / "configs" / "sweeps").glob("*.yaml"))
 #: Keys of a W&B sweep configuration and of one of its parameters (W&B's sweep spec).
@@ -24,6 +29,8 @@ SWEEP_KEYS = {"program", "method", "metric", "parameters", "command", "name", "d
 PARAM_KEYS = {"value", "values", "probabilities", "distribution", "min", "max", "mu", "sigma", "q"}
 COMMAND_HEAD = ["${env}", "${interpreter}", "-m", "lightning_rect", "fit"]
 RANDOM_SAMPLES = 4
+#: The sweeps committed to configs/sweeps/: experiment -> data sets.
+COMMITTED = {"table1": list(DATASETS), "l1_sweep": ["mnist"], "sharpness": ["norb"], "semi_supervised": ["norb"]}
 
 
 def expand(sweep: dict, rng: random.Random) -> list[dict[str, Any]]:
@@ -123,6 +130,62 @@ def all_runs(tmp_path_factory):
         yield {path.name: build_runs(path, parser) for path in SWEEPS}
 
 
+def test_committed_sweeps_are_what_the_plans_write(tmp_path, capsys):
+    for experiment, datasets in COMMITTED.items():
+        reproduce([experiment, "--sweep", "--datasets", *datasets, "--out", str(tmp_path)])
+    capsys.readouterr()
+    written = {path.name: path.read_text() for path in tmp_path.glob("*.yaml")}
+    committed = {path.name: path.read_text() for path in SWEEPS}
+    assert sorted(written) == sorted(committed)  # none missing, none left over
+    for name, text in written.items():
+        assert committed[name] == text, (f"configs/sweeps/{name} differs from its plan; regenerate it with the "
+                                         "command in its header")
+
+
+def flat(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """Nested or dotted settings as leaf keys (``model.init_args.activation_args.a``); null is the
+    config's default, as a setting the plan leaves out."""
+    leaves = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            leaves.update(flat(value, f"{prefix}{key}."))
+        elif value is not None:
+            leaves[f"{prefix}{key}"] = value
+    return leaves
+
+
+def grid_of(sweep: dict) -> list[dict[str, Any]]:
+    """Every combination of the sweep's listed values as flat settings (drawn seeds left out), with
+    checkpoints reduced to what the plan says: starts from pre-training or not."""
+    listed = {name: [spec["value"]] if "value" in spec else spec["values"]
+              for name, spec in sweep["parameters"].items() if "value" in spec or "values" in spec}
+    rows = []
+    for combo in itertools.product(*listed.values()):
+        row = {}
+        for name, value in zip(listed, combo):
+            row.update(flat(yaml.safe_load(value)) if name == "config" else {name: value})
+        row.pop("trainer.callbacks+", None)  # where a pre-training run keeps its checkpoint
+        if "model.init_args.lr" in row and "model.init_args.reconstruction" not in row:  # fine-tuning
+            row["pretrained"] = row.pop("model.init_args.pretrained", None) is not None
+        rows.append(row)
+    return rows
+
+
+def test_each_sweep_holds_exactly_its_plans_runs():
+    for experiment_name, datasets in COMMITTED.items():
+        experiment = EXPERIMENTS[experiment_name]
+        plan = experiment.plan(Context(BUDGETS["paper"], ROOT / "configs"), datasets)
+        sweeps = experiment.sweeps(plan, datasets)
+        assert sorted(s.id for sweep in sweeps for s in sweep.runs) == sorted(s.id for s in plan)
+        for sweep in sweeps:
+            expected = [{**flat(s.settings), **({"pretrained": bool(s.needs)} if s.phase == "finetune" else {})}
+                        for s in sweep.runs]
+            found = grid_of(yaml.safe_load((ROOT / "configs" / "sweeps" / sweep.file).read_text()))
+            canonical = sorted(json.dumps(row, sort_keys=True) for row in expected)
+            assert sorted(json.dumps(row, sort_keys=True) for row in found) == canonical, sweep.file
+            assert len(found) == len(sweep.runs) > 1
+
+
 def test_sweep_files_exist_for_the_papers_experiments():
     names = {path.name for path in SWEEPS}
     for data in ("digits", "mnist"):
@@ -161,18 +224,24 @@ def test_pretrained_checkpoints_come_from_the_pretraining_sweeps(all_runs):
             path = str(Path(export.dirpath) / f"{export.filename}.ckpt")
             produced[path] = (init.model.hparams.activation, init.model.hparams.in_features,
                               list(init.model.hparams.hidden_sizes))
-    assert len(produced) == 15  # 5 data sets x 3 activations, all different files
+    # 5 data sets x 3 activations x 4 learning rates, all different files (the semi-supervised
+    # sweep's pre-training writes norb's rectifier and tanh ones again: the same runs)
+    assert len(produced) == 5 * 3 * 4
     used = 0
     for name, runs in all_runs.items():
         for _, config, init in runs:
             path = config.get("model.init_args.pretrained")
             if path:
                 used += 1
-                assert path in produced, f"{name}: no pre-training sweep writes {path}"
+                # the best of the pre-training runs at each learning rate is copied to this name
+                candidates = [p for p in produced if p.startswith(path.removesuffix(".ckpt") + "_lr")]
+                assert len(candidates) == 4, f"{name}: no pre-training sweep writes {path} at each learning rate"
                 wanted = (init.model.hparams.activation, init.model.hparams.in_features,
                           list(init.model.hparams.hidden_sizes))
-                assert produced[path] == wanted, f"{name}: {path} was pre-trained as {produced[path]}, used as {wanted}"
-    assert used == 5 * 3 * 4
+                for candidate in candidates:
+                    assert produced[candidate] == wanted, \
+                        f"{name}: {candidate} was pre-trained as {produced[candidate]}, used as {wanted}"
+    assert used == 5 * 3 * 4 + 2 * 5 * 4  # Table 1's, then semi-supervised NORB (2 activations x 5 fractions)
 
 
 def test_l1_sweep_covers_zero_to_a_hundredth_with_random_seeds(all_runs):

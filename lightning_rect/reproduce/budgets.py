@@ -43,6 +43,8 @@ class DataSet:
         config: fine-tuning config in ``configs/``; the pre-training config is ``<name>_pretrain.yaml``.
         semi_config: config for the semi-supervised runs (``labeled_fraction`` is set per run).
         uses_data_dir: whether ``--data-dir`` applies (digits are bundled with scikit-learn).
+        data_folders: the folders under the data folder that hold its files (what a finished run's
+            reuse checks for changes).
         reconstruction: DAE reconstruction by activation (``"*"``: every other activation). The paper:
             softplus for rectifier units on images, cross-entropy (``sigmoid``) for tanh units.
         stream: an epoch is a stream of fresh examples (NISTP); fewer labels then do not mean
@@ -52,6 +54,7 @@ class DataSet:
     config: str
     semi_config: str
     uses_data_dir: bool = True
+    data_folders: tuple[str, ...] = ()
     reconstruction: Mapping[str, str] = field(default_factory=lambda: {"tanh": "sigmoid", "*": "softplus"})
     stream: bool = False
 
@@ -62,11 +65,11 @@ class DataSet:
 
 DATASETS: dict[str, DataSet] = {
     "digits": DataSet("digits.yaml", "digits.yaml", uses_data_dir=False),
-    "mnist": DataSet("mnist.yaml", "mnist.yaml"),
-    "cifar10": DataSet("cifar10.yaml", "cifar10.yaml"),
-    "nistp": DataSet("nistp.yaml", "nistp.yaml", stream=True),
+    "mnist": DataSet("mnist.yaml", "mnist.yaml", data_folders=("MNIST",)),
+    "cifar10": DataSet("cifar10.yaml", "cifar10.yaml", data_folders=("cifar-10-batches-py",)),
+    "nistp": DataSet("nistp.yaml", "nistp.yaml", data_folders=("EMNIST",), stream=True),
     # Inputs in [-1, 1]: neither softplus nor sigmoid outputs can reconstruct them (configs/norb_pretrain.yaml).
-    "norb": DataSet("norb.yaml", "norb_semi.yaml", reconstruction={"*": "linear"}),
+    "norb": DataSet("norb.yaml", "norb_semi.yaml", data_folders=("norb", "smallnorb"), reconstruction={"*": "linear"}),
 }
 
 

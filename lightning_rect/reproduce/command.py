@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 import time
@@ -12,6 +13,12 @@ from lightning_rect.reproduce.budgets import BUDGETS, DATASETS
 from lightning_rect.reproduce.experiments import EXPERIMENTS, Context
 from lightning_rect.reproduce.report import write_reports
 from lightning_rect.reproduce.runner import Options, Record, Runner, available_cores
+from lightning_rect.reproduce.sweeps import write_sweeps
+
+#: The budget of the runs unless --budget says otherwise.
+DEFAULT_BUDGET = "small"
+#: The budget of the W&B sweeps: the configs as written and the paper's learning rates.
+SWEEP_BUDGET = "paper"
 
 EPILOG = """\
 examples:
@@ -19,11 +26,17 @@ examples:
   python -m lightning_rect reproduce l1_sweep --data-dir ../shared/data --budget small
   python -m lightning_rect reproduce sharpness --datasets digits --budget tiny --in-process
 
-Finished runs are reused: rerun the same command to continue an interrupted reproduction.
-Several machines: give each the same command with --shard i/n (i = 0..n-1), copy every
-<out>/runs/ folder into one, and rerun without --shard to collect the tables.
+  python -m lightning_rect reproduce table1 --sweep --datasets digits mnist   # W&B sweeps of the plan
+  python -m lightning_rect reproduce l1_sweep --report-only   # rewrite the report from runs.json
+
+Finished runs are reused when their data files, config file and lightning_rect version are the
+ones of this command (else they train again): rerun the same command to continue an interrupted
+reproduction. Several machines: give each the same command with --shard i/n (i = 0..n-1), the
+data at the same path (copied with their times: rsync -a), copy every <out>/runs/ folder into one,
+and rerun without --shard to collect the tables.
 Any scheduler: --dry-run prints every run's `fit` command; runs that write into <out>/runs/<id>/
-are picked up by the next reproduce. W&B sweeps of the same grids: configs/sweeps/.
+are picked up by the next reproduce. W&B sweeps of the same grids: --sweep writes them (the
+paper budget's are in configs/sweeps/).
 """
 
 
@@ -35,11 +48,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("experiment", choices=sorted(EXPERIMENTS), help="which table or figure")
     parser.add_argument("--datasets", nargs="+", metavar="NAME",
                         help=f"data sets, from {', '.join(DATASETS)} (default: the paper's for the experiment)")
-    parser.add_argument("--budget", default="small", choices=list(BUDGETS),
+    parser.add_argument("--budget", choices=list(BUDGETS),
                         help="tiny: pipeline check; small (default): shortened, ~1 h per data set on 2 CPU cores; "
-                             "paper: full protocol with the learning-rate search")
+                             "paper (the default with --sweep): full protocol with the learning-rate search")
     parser.add_argument("--data-dir", type=Path, help="folder holding the data sets (as data.init_args.data_dir)")
-    parser.add_argument("--out", type=Path, help="output folder (default: reproductions/<experiment>)")
+    parser.add_argument("--out", type=Path, help="output folder (default: reproductions/<experiment>; "
+                                                 "with --sweep: configs/sweeps/)")
     parser.add_argument("--configs", type=Path, help="folder of the YAML configs (default: the repository's configs/)")
     parser.add_argument("--parallel", type=int, default=1, metavar="N",
                         help="runs at once, each with cores/N threads (default 1: one run at a time)")
@@ -51,6 +65,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--dry-run", action="store_true", help="print the plan and each run's fit command; train nothing")
     parser.add_argument("--verbose", action="store_true", help="show everything the runs print, not only progress")
     parser.add_argument("--wandb", metavar="PROJECT", help="also log every run to this W&B project (group: experiment)")
+    parser.add_argument("--sweep", action="store_true",
+                        help="write the plan as W&B sweep files (one per data set and phase) instead of training")
+    parser.add_argument("--report-only", action="store_true",
+                        help="rewrite the report from <out>/runs.json (its budget and data sets); train nothing")
     return parser.parse_args(argv)
 
 
@@ -98,10 +116,14 @@ def default_configs_dir() -> Path:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
+        if args.sweep:
+            return write_sweep_files(args)
+        if args.report_only:
+            return rewrite_reports(args)
         datasets, shard, threads = check_args(args)
+        budget = args.budget or DEFAULT_BUDGET
         configs_dir = (args.configs or default_configs_dir()).resolve()
-        context = Context(BUDGETS[args.budget], configs_dir)
-        specs = EXPERIMENTS[args.experiment].plan(context, datasets)
+        specs = EXPERIMENTS[args.experiment].plan(Context(BUDGETS[budget], configs_dir), datasets)
         missing = sorted({s.config for s in specs if not (configs_dir / s.config).is_file()})
         if missing:
             raise UsageError(f"config file(s) {', '.join(missing)} not found in {configs_dir}; pass --configs DIR")
@@ -114,20 +136,24 @@ def main(argv: list[str] | None = None) -> None:
     options = Options(out=out, configs_dir=configs_dir, data_dir=data_dir, in_process=args.in_process,
                       parallel=args.parallel, threads=threads, shard=shard, verbose=args.verbose,
                       wandb_project=args.wandb, experiment=args.experiment)
-    meta = {"experiment": args.experiment, "budget": args.budget, "datasets": datasets,
+    meta = {"experiment": args.experiment, "budget": budget, "datasets": datasets,
             "command": "python -m lightning_rect reproduce " + shlex.join(sys.argv[2:] if argv is None else argv),
             "started": time.strftime("%Y-%m-%d %H:%M:%S")}
 
     def report(records: dict[str, Record], plot: bool = False) -> dict:
-        return write_reports(out, args.experiment, meta, records, datasets, plot=plot)
+        return write_reports(out, EXPERIMENTS[args.experiment], meta, records, datasets, plot=plot)
 
     runner = Runner(options, on_change=report)
     records = runner.prepare(specs)
     counts = _counts(records)
     mode = "in this process" if args.in_process else f"{args.parallel} at a time, {threads} thread(s) each"
-    print(f"{args.experiment} ({args.budget} budget, {', '.join(datasets)}): {len(specs)} runs, "
+    print(f"{args.experiment} ({budget} budget, {', '.join(datasets)}): {len(specs)} runs, "
           f"{counts.get('pending', 0)} to train ({mode}), {counts.get('reused', 0)} reused"
           + (f", {counts.get('other shard', 0)} left to other shards" if shard else "") + f"; output in {out}")
+    changed = [r for r in records.values() if r.changed]
+    if changed:
+        print(f"{len(changed)} finished run(s) train again, made from other inputs: {'; '.join(changed[0].changed)}"
+              + (" (and others)" if any(r.changed != changed[0].changed for r in changed) else ""))
     if args.dry_run:
         for record in records.values():
             print(f"  [{record.status}] {record.spec.id}\n      {shlex.join(record.command)}")
@@ -151,6 +177,46 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{bad} run(s) failed or were blocked; see the status column of {paths['markdown']} "
               "and each run's output.log", file=sys.stderr)
         sys.exit(1)
+
+
+def write_sweep_files(args: argparse.Namespace) -> None:
+    """``--sweep``: the paper budget's plan as W&B sweep files."""
+    if args.budget not in (None, SWEEP_BUDGET):
+        raise UsageError(f"--sweep writes the {SWEEP_BUDGET} budget's grids (the configs as written, the paper's "
+                         "learning rates), for machines that run them in full; drop --budget")
+    datasets, _, _ = check_args(args)
+    configs_dir = (args.configs or default_configs_dir()).resolve()
+    experiment = EXPERIMENTS[args.experiment]
+    specs = experiment.plan(Context(BUDGETS[SWEEP_BUDGET], configs_dir), datasets)
+    folder = args.out or configs_dir / "sweeps"
+    for path in write_sweeps(experiment.sweeps(specs, datasets), specs, folder, args.data_dir):
+        print(f"wrote {path}")
+
+
+def rewrite_reports(args: argparse.Namespace) -> None:
+    """``--report-only``: the report of ``<out>/runs.json`` again, in the current format (its runs,
+    budget and data sets; the plan gives each run its cell)."""
+    out = (args.out or Path("reproductions") / args.experiment).resolve()
+    try:
+        saved = json.loads((out / "runs.json").read_text())
+    except (OSError, ValueError) as err:
+        raise UsageError(f"--report-only needs {out / 'runs.json'} from an earlier run: {err}") from None
+    if saved.get("experiment") != args.experiment:
+        raise UsageError(f"{out / 'runs.json'} holds {saved.get('experiment')!r}, not {args.experiment!r}")
+    meta = {key: value for key, value in saved.items() if key != "runs"}
+    configs_dir = (args.configs or default_configs_dir()).resolve()
+    experiment = EXPERIMENTS[args.experiment]
+    specs = experiment.plan(Context(BUDGETS[meta["budget"]], configs_dir), meta["datasets"])
+    saved_runs = {run["id"]: run for run in saved["runs"]}
+    records = {}
+    for spec in specs:
+        run = saved_runs.get(spec.id, {})
+        records[spec.id] = Record(spec, status=run.get("status", "pending"), results=run.get("results"),
+                                  error=run.get("error"), seconds=run.get("seconds"),
+                                  pretrained_from=run.get("pretrained_from"), command=run.get("command", []))
+    for kind, path in write_reports(out, experiment, meta, records, meta["datasets"]).items():
+        if path is not None:
+            print(f"  {kind}: {path}")
 
 
 def _counts(records: dict[str, Record]) -> dict[str, int]:

@@ -15,7 +15,10 @@ from lightning import Callback, LightningModule, Trainer
 
 PREFIX = "[reproduce] "
 #: Metrics shown, in order, when logged; ``{k}`` is filled with the DAE layer in training.
-SHOWN = ("train/loss", "val/err", "val/sparsity", "train/pretrain/layer_{k}/recon", "val/pretrain/layer_{k}/recon")
+#: ``val/sparsity/mean``: the SparsityMonitor's mean over layers of each layer's exact-zero fraction.
+SHOWN = ("train/loss", "val/err", "val/sparsity/mean", "train/pretrain/layer_{k}/recon", "val/pretrain/layer_{k}/recon")
+#: Metrics shown as percentages.
+PERCENT = ("val/err", "val/sparsity/mean")
 
 
 class EpochLine(Callback):
@@ -42,7 +45,7 @@ class EpochLine(Callback):
                 continue
             value = float(value)
             short = name.replace("train/pretrain/", "train/").replace("val/pretrain/", "val/")
-            if name.endswith(("err", "sparsity")) and math.isfinite(value):
+            if name in PERCENT and math.isfinite(value):
                 parts.append(f"{short} {100 * value:.2f}%")
             else:
                 parts.append(f"{short} {value:.4g}")

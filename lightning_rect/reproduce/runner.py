@@ -8,8 +8,10 @@ just N children. The price is ~5 s of interpreter and import start per run, whic
 tiny runs: ``--in-process`` runs them in this process instead (the tests use it).
 
 Layout of ``<out>/runs/<run id>/``: ``version_0/`` (CSV metrics, ``config.yaml``, ``checkpoints/``,
-``results.json``), ``output.log`` (everything the run printed) and ``spec.json``. A run counts as
-finished when its ``results.json`` exists; a run stopped half-way resumes from its ``last.ckpt``.
+``results.json``), ``output.log`` (everything the run printed), ``spec.json`` and ``inputs.json``.
+A run counts as finished when its ``results.json`` exists, and is reused when its ``inputs.json``
+matches the current data, config file and package version (``inputs``); a run stopped half-way
+resumes from its ``last.ckpt`` on the same inputs, and starts again on others.
 """
 
 from __future__ import annotations
@@ -32,10 +34,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lightning_rect.results import epoch_of_run
+import yaml
+
 from lightning_rect.reproduce.budgets import DATASETS
-from lightning_rect.reproduce.experiments import RunSpec
+from lightning_rect.reproduce.inputs import differences, read_inputs, run_inputs, write_inputs
+from lightning_rect.reproduce.plan import RunSpec
 from lightning_rect.reproduce.progress import PREFIX
+from lightning_rect.results import epoch_of_run
+from lightning_rect.results import read_results as read_run_results
 
 #: Final states of a run. ``reused``: finished by an earlier invocation; ``other shard``: left to
 #: another ``--shard``; ``blocked``: its pre-training failed or is missing.
@@ -65,7 +71,8 @@ class Options:
 
 @dataclass
 class Record:
-    """What happened to one run; ``results`` is its ``results.json``."""
+    """What happened to one run; ``results`` is its ``results.json``; ``changed``: why a finished
+    run trains again (what differs from the inputs it was made from)."""
 
     spec: RunSpec
     status: str = "pending"
@@ -74,6 +81,7 @@ class Record:
     seconds: float | None = None
     pretrained_from: str | None = None
     command: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
 
     @property
     def finished(self) -> bool:
@@ -94,11 +102,7 @@ def log_dir(out: Path, spec: RunSpec) -> Path:
 
 
 def read_results(out: Path, spec: RunSpec) -> dict | None:
-    path = log_dir(out, spec) / "results.json"
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
+    return read_run_results(log_dir(out, spec))
 
 
 def format_value(value: Any) -> str:
@@ -161,6 +165,7 @@ class Runner:
         self._started = 0
         self._to_train = 0
         self._procs: dict[str, subprocess.Popen] = {}
+        self._data_dirs: dict[str, Path] = {}
         # Captured now: while a run trains in this process, sys.stdout is redirected into its log.
         self._console = sys.stdout
 
@@ -171,18 +176,39 @@ class Runner:
 
     # -- planning state ----------------------------------------------------------------------------
     def prepare(self, specs: list[RunSpec]) -> dict[str, Record]:
-        """Records for the plan: finished runs are ``reused``, other shards' runs set aside."""
+        """Records for the plan: finished runs made from the current inputs are ``reused`` (a
+        fine-tuning run only with all of its pre-training), other shards' runs set aside."""
         shard_of = shards(specs, self.o.shard[1]) if self.o.shard else {}
-        records = {}
-        for spec in specs:
+        records: dict[str, Record] = {}
+        for spec in specs:  # a plan lists pre-training runs before the runs that need them
             record = Record(spec, command=self.command(spec))
-            record.results = read_results(self.o.out, spec)
-            if record.finished:
-                record.status = "reused"
-            elif self.o.shard and shard_of[spec.id] != self.o.shard[0]:
+            results = read_results(self.o.out, spec)
+            if results is not None:
+                record.changed = differences(read_inputs(run_dir(self.o.out, spec)), self.inputs(spec))
+                retrained = [n for n in spec.needs if n in records and records[n].status != "reused"]
+                if retrained and not record.changed:
+                    record.changed = ["its pre-training trains again"]
+                if not record.changed:
+                    record.results, record.status = results, "reused"
+            if record.status == "pending" and self.o.shard and shard_of[spec.id] != self.o.shard[0]:
                 record.status = "other shard"
             records[spec.id] = record
         return records
+
+    def data_dir(self, spec: RunSpec) -> Path | None:
+        """The folder a run reads its data from: --data-dir, else its config's (relative to here)."""
+        if not DATASETS[spec.dataset].uses_data_dir:
+            return None
+        if self.o.data_dir is not None:
+            return self.o.data_dir
+        if spec.config not in self._data_dirs:
+            config = yaml.safe_load((self.o.configs_dir / spec.config).read_text()) or {}
+            folder = ((config.get("data") or {}).get("init_args") or {}).get("data_dir", "data")
+            self._data_dirs[spec.config] = Path(folder).resolve()
+        return self._data_dirs[spec.config]
+
+    def inputs(self, spec: RunSpec) -> dict[str, Any]:
+        return run_inputs(spec, self.o.configs_dir / spec.config, self.data_dir(spec))
 
     def command(self, spec: RunSpec, pretrained: Path | None = None, resume: Path | None = None) -> list[str]:
         """The ``fit`` command line of a run (what a user or scheduler could run by hand)."""
@@ -283,14 +309,15 @@ class Runner:
         spec = record.spec
         tag = f"[{number}/{self._to_train}]"
         folder = run_dir(self.o.out, spec)
-        last = sorted(folder.rglob("last.ckpt")) if folder.exists() else []
+        inputs = self.inputs(spec)
+        same_inputs = not differences(read_inputs(folder), inputs)
+        last = sorted(folder.rglob("last.ckpt")) if folder.exists() and same_inputs else []
         resume = last[0] if last else None
         if resume is None and folder.exists():
-            shutil.rmtree(folder)  # a run that never reached a checkpoint starts clean
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "spec.json").write_text(json.dumps(spec.to_json(), indent=2) + "\n")
+            shutil.rmtree(folder)  # no checkpoint to go on from, or one made from other inputs: start clean
+        self._start_folder(folder, spec, inputs)
         record.pretrained_from = str(pretrained) if pretrained else None
-        what = f"{spec.dataset} {spec.phase} {spec.labels.get('activation')}" + (
+        what = f"{spec.dataset} {spec.phase} {spec.cell.activation}" + (
             " from pre-training" if spec.needs else "") + f" ({spec.id})"
         self.say(f"{tag} {what}" + (f": resuming from {resume}" if resume else ""))
         started = time.perf_counter()
@@ -298,17 +325,24 @@ class Runner:
         if not ok and resume is not None:
             self.say(f"{tag} resuming failed ({error}); starting this run again from scratch")
             shutil.rmtree(folder)
-            folder.mkdir(parents=True)
-            (folder / "spec.json").write_text(json.dumps(spec.to_json(), indent=2) + "\n")
+            self._start_folder(folder, spec, inputs)
             ok, error = self._attempt(record, pretrained, None, tag)
         record.seconds = round(time.perf_counter() - started, 1)
         record.results = read_results(self.o.out, spec) if ok else None
         if record.finished:
+            # again, after the run: a run that downloaded its data has now seen the files it read
+            write_inputs(folder, self.inputs(spec))
             record.status, record.error = "done", None
             self.say(f"{tag} done in {duration(record.seconds)}: {summary(record.results)}")
         else:
             record.status, record.error = "failed", error or "no results.json written"
             self.say(f"{tag} FAILED after {record.seconds:.0f} s: {record.error} (log: {folder / 'output.log'})")
+
+    @staticmethod
+    def _start_folder(folder: Path, spec: RunSpec, inputs: dict[str, Any]) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "spec.json").write_text(json.dumps(spec.to_json(), indent=2) + "\n")
+        write_inputs(folder, inputs)
 
     def _attempt(self, record: Record, pretrained: Path | None, resume: Path | None, tag: str) -> tuple[bool, str | None]:
         record.command = self.command(record.spec, pretrained, resume)
@@ -446,7 +480,7 @@ def summary(results: dict) -> str:
     parts = []
     if finite(results.get("test/err")):
         parts.append(f"test error {100 * results['test/err']:.2f}%")
-    sparsity = results.get("test/sparsity/mean", results.get("test/sparsity/mean"))
+    sparsity = results.get("test/sparsity/mean")
     if finite(sparsity):
         parts.append(f"sparsity {100 * sparsity:.1f}%")
     if finite(results.get("test/recon")):

@@ -1,0 +1,100 @@
+"""Table 1: rectifier / tanh / softplus networks of depth 3, each with and without pre-training."""
+
+from __future__ import annotations
+
+from lightning_rect.reproduce import paper
+from lightning_rect.reproduce.experiments.base import Experiment
+from lightning_rect.reproduce.plan import Cell, Context, RunSpec, finetune_run, pretrain_run
+from lightning_rect.reproduce.report import cells, diff, ours, pct, sparsity, test_error, value_of
+from lightning_rect.reproduce.runner import Record
+from lightning_rect.reproduce.sweeps import CHECKPOINTS, Sweep
+
+#: Table 1's activations, in the paper's order.
+ACTIVATIONS = ("rectifier", "tanh", "softplus")
+
+
+def plan(ctx: Context, datasets: list[str]) -> list[RunSpec]:
+    """Per activation: pre-training, fine-tuning from its best run, and training from random weights."""
+    runs: list[RunSpec] = []
+    for dataset in datasets:
+        for activation in ACTIVATIONS:
+            pre = [pretrain_run(ctx, dataset, activation, lr) for lr in ctx.lrs]
+            needs = tuple(r.id for r in pre)
+            runs += pre
+            runs += [finetune_run(ctx, Cell(dataset, activation, pretrained=True), lr, needs=needs) for lr in ctx.lrs]
+            runs += [finetune_run(ctx, Cell(dataset, activation), lr) for lr in ctx.lrs]
+    return runs
+
+
+def markdown(records: dict[str, Record], datasets: list[str]) -> list[str]:
+    by_cell = cells(records)
+    columns = " | ".join(f"{paper.DATASET_TITLES[d]} paper | ours | diff" for d in datasets)
+    lines = [f"| network | {columns} |", "|---|" + "---|---|---|" * len(datasets)]
+    for pretrained in (True, False):
+        for activation in ACTIVATIONS:
+            row = []
+            for dataset in datasets:
+                result = by_cell.get(Cell(dataset, activation, pretrained=pretrained))
+                theirs = paper.TABLE1[(activation, pretrained)].get(dataset)
+                row += [pct(theirs), ours(result), diff(value_of(result, test_error), theirs)]
+            lines.append(f"| {activation}, {'with' if pretrained else 'without'} pre-training | " + " | ".join(row) + " |")
+    for pretrained in (True, False):
+        row = []
+        for dataset in datasets:
+            result = by_cell.get(Cell(dataset, "rectifier", pretrained=pretrained))
+            theirs = paper.SPARSITY.get(dataset)
+            row += [pct(theirs, 1), ours(result, sparsity, 1), diff(value_of(result, sparsity), theirs)]
+        lines.append(f"| exact sparsity, rectifier {'with' if pretrained else 'without'} pre-training | "
+                     + " | ".join(row) + " |")
+    lines += ["", "Sparsity: the paper gives one number per data set for its rectifier networks (PAPER.md does "
+              "not say which row), so both of our rectifier rows are compared with it.", ""]
+    return lines
+
+
+# -- W&B sweeps: pre-training, then fine-tuning ----------------------------------------------------------
+def pretraining_about(title: str, runs: list[RunSpec], next_file: str) -> str:
+    """What a pre-training sweep makes and where the fine-tuning sweep expects it (shared with
+    ``semi_supervised``)."""
+    dataset = runs[0].dataset
+    several = len({s.lr for s in runs}) > 1
+    recon = "; ".join(f"{a} units: {r}" for a, r in dict.fromkeys(
+        (s.cell.activation, s.settings["model.init_args.reconstruction"]) for s in runs))
+    if several:
+        keep = (f"Each run keeps its best checkpoint (lowest val/recon) as "
+                f"{CHECKPOINTS}/{dataset}_<activation>_lr<lr>.ckpt (fixed name, overwritten by a rerun). Stage 2 "
+                f"({next_file}) starts from {CHECKPOINTS}/{dataset}_<activation>.ckpt: copy there, for each "
+                "activation, the checkpoint of the run with the lowest best_val (the paper keeps the learning "
+                "rate with the lowest reconstruction error; reproduce does this by itself).")
+    else:
+        keep = (f"Each run keeps its best checkpoint (lowest val/recon) as {CHECKPOINTS}/{dataset}_<activation>.ckpt "
+                f"(fixed name, overwritten by a rerun), which stage 2 ({next_file}) starts from.")
+    return (f"{title}, stage 1 of 2: greedy layer-wise DAE pre-training on every training input, one run per "
+            f"activation{' and learning rate' if several else ''}.\n{keep}\n"
+            f"Reconstruction: {recon} (softplus: squared error of softplus(f); sigmoid: cross-entropy; linear: "
+            "squared error of f).")
+
+
+def sweeps(specs: list[RunSpec], datasets: list[str]) -> list[Sweep]:
+    files = []
+    for dataset in datasets:
+        title = f"Table 1 on {paper.DATASET_TITLES[dataset]}"
+        pre = [s for s in specs if s.dataset == dataset and s.phase == "pretrain"]
+        fine = [s for s in specs if s.dataset == dataset and s.phase == "finetune"]
+        files.append(Sweep(f"{dataset}_pretrain.yaml", f"{dataset} pre-training (Table 1, stage 1)",
+                           pretraining_about(title, pre, f"{dataset}_table1.yaml"), "table1", dataset, tuple(pre)))
+        about = (f"{title}, stage 2 of 2: activation ({', '.join(ACTIVATIONS)}) x pre-training (without, with), each "
+                 f"at the learning rates {', '.join(f'{lr:g}' for lr in dict.fromkeys(s.lr for s in fine))}. The best "
+                 "validation error of each (activation, pre-training) cell is its result: group the runs by "
+                 "model.init_args.activation and model.init_args.pretrained in W&B (or by `config`) and take the "
+                 "lowest best_val.\n"
+                 f"Runs with pre-training start from {CHECKPOINTS}/{dataset}_<activation>.ckpt, made by stage 1 "
+                 f"({dataset}_pretrain.yaml): run that sweep first. Activation and checkpoint go together in one "
+                 "`config` fragment because a checkpoint only fits the activation it was pre-trained with. Without "
+                 "stage 1 (no pre-training column only): keep the `pretrained: null` values.")
+        files.append(Sweep(f"{dataset}_table1.yaml", f"{dataset} Table 1 (activation x pre-training)", about,
+                           "table1", dataset, tuple(fine)))
+    return files
+
+
+EXPERIMENT = Experiment("table1", "Table 1: test error of depth-3 networks, with and without pre-training",
+                        ("mnist",), plan, markdown, sweeps)
