@@ -2,9 +2,11 @@ import re
 import subprocess
 import sys
 
+import pytest
 from conftest import ROOT
 
 
+@pytest.mark.slow
 def test_throughput_benchmark_prints_every_ratio():
     # a tiny run: the figures mean nothing here, only that the script runs and reports all of them
     out = subprocess.run(

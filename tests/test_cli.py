@@ -104,10 +104,14 @@ def test_data_modules_have_short_names_like_models(cli_in_process):
     assert code == 0, stderr[-2000:]
 
 
-def test_help_mentions_reproduce(run_cli):
-    proc = run_cli("--help")
-    assert proc.returncode == 0
-    assert "reproduce" in proc.stdout
+def test_help_mentions_reproduce_and_configs(capsys):
+    from lightning_rect.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "reproduce --help" in out and "configs DIR" in out
 
 
 @pytest.mark.slow

@@ -200,6 +200,7 @@ def test_a_model_of_the_wrong_input_size_says_which_setting(tmp_path):
 # ---- plugins ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a fresh interpreter: the registry loads entry points once
 def test_an_installed_plugin_that_fails_to_import_leaves_the_built_ins_working(tmp_path):
     # A real installed distribution (dist-info on sys.path) whose entry point names a missing module.
     dist = tmp_path / "site" / "broken_acts-0.1.dist-info"

@@ -193,6 +193,7 @@ def test_sweep_files_exist_for_the_papers_experiments():
     assert {"mnist_l1.yaml", "norb_sharpness.yaml"} <= names
 
 
+@pytest.mark.slow  # builds every run of every sweep (~20 s)
 def test_every_expanded_command_line_parses_and_instantiates(all_runs):
     for name, runs in all_runs.items():
         assert runs, f"{name} expands to no run"
@@ -203,6 +204,7 @@ def test_every_expanded_command_line_parses_and_instantiates(all_runs):
             assert init.model.hparams.in_features == init.data.input_size
 
 
+@pytest.mark.slow  # builds every run of every sweep (~20 s)
 def test_table1_grid_is_activation_by_pretraining_by_lr(all_runs):
     for data in ("digits", "mnist", "cifar10", "nistp", "norb"):
         cells = {(c["model.init_args.activation"], c["model.init_args.pretrained"] is not None, c["model.init_args.lr"])
@@ -211,6 +213,7 @@ def test_table1_grid_is_activation_by_pretraining_by_lr(all_runs):
                                               (0.1, 0.01, 0.001, 0.0001))), data
 
 
+@pytest.mark.slow  # builds every run of every sweep (~20 s)
 def test_pretrained_checkpoints_come_from_the_pretraining_sweeps(all_runs):
     produced = {}  # checkpoint path -> (activation, layer sizes) of the pre-training run writing it
     for name, runs in all_runs.items():
@@ -244,6 +247,7 @@ def test_pretrained_checkpoints_come_from_the_pretraining_sweeps(all_runs):
     assert used == 5 * 3 * 4 + 2 * 5 * 4  # Table 1's, then semi-supervised NORB (2 activations x 5 fractions)
 
 
+@pytest.mark.slow  # builds every run of every sweep (~20 s)
 def test_l1_sweep_covers_zero_to_a_hundredth_with_random_seeds(all_runs):
     runs = all_runs["mnist_l1.yaml"]
     l1 = sorted({c["model.init_args.l1"] for _, c, _ in runs})
@@ -252,6 +256,7 @@ def test_l1_sweep_covers_zero_to_a_hundredth_with_random_seeds(all_runs):
     assert {c["model.init_args.activation"] for _, c, _ in runs} == {"rectifier"}
 
 
+@pytest.mark.slow  # builds every run of every sweep (~20 s)
 def test_sharpness_sweep_builds_each_sharp_softplus_and_the_rectifier(all_runs):
     built = set()
     for _, _, init in all_runs["norb_sharpness.yaml"]:

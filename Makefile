@@ -1,0 +1,23 @@
+# Two commands do all the set-up on a fresh machine: each creates .venv and installs the project
+# into it (once; again when pyproject.toml changes), then runs the main job or the tests.
+#   make run    the embedded default: the paper's network on scikit-learn's 8x8 digits
+#   make test   the whole test suite (what CI runs)
+#   make quick  the fast tests only (pytest -m "not slow")
+VENV ?= .venv
+PYTHON := $(VENV)/bin/python
+
+.PHONY: run test quick
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -e ".[test]"
+	touch $@
+
+run: $(VENV)/.installed
+	$(PYTHON) -m lightning_rect fit --config configs/digits.yaml
+
+test: $(VENV)/.installed
+	$(PYTHON) -m pytest -q
+
+quick: $(VENV)/.installed
+	$(PYTHON) -m pytest -q -m "not slow"
