@@ -19,3 +19,11 @@ class CheckpointError(LightningRectError):
 
 class DivergenceError(LightningRectError):
     """The training loss became NaN or infinite."""
+
+
+class NonFiniteInputError(LightningRectError):
+    """A training, validation or test batch holds NaN or infinite inputs."""
+
+
+class StorageError(LightningRectError, OSError):
+    """A file or folder cannot be written (read-only, full, no permission); the message names it and the fix."""

@@ -2,6 +2,7 @@ import os
 import sys
 from pathlib import Path
 
+import lightning  # noqa: F401  (imported before any fixture captures output: its log handler keeps the stream)
 import pytest
 import torch
 

@@ -185,6 +185,25 @@ def test_malformed_line_names_file_and_line(acl, bad, problem):
     assert str(path) in message and "line 3" in message and problem in message and "skip_malformed" in message
 
 
+@pytest.mark.parametrize("damage, problem", [
+    (lambda data: data[: data.index(b"#label#:negative", 40) + 9], "line 2: the file ends in the middle of a "
+                                                                     "review (...'awful:1 boring:1 #label#:n'): it "
+                                                                     "is truncated"),
+    (lambda data: data[: data.rindex(b" ")], "line 5: the file ends in the middle of a review"),
+    (lambda data: __import__("gzip").compress(data), "line 1: binary data, not review lines"),
+    (lambda data: data[:30] + bytes(64) + data[30:], "line 1: binary data, not review lines"),
+])
+def test_damaged_review_file_is_named_with_the_fix(acl, damage, problem):
+    path = acl / "processed_acl/books/negative.review"
+    path.write_bytes(damage(path.read_bytes()))
+    for skip_malformed in (False, True):  # skipping malformed lines does not hide a damaged file
+        with pytest.raises(DataFileError) as err:
+            polarity(acl, skip_malformed=skip_malformed)
+        message = str(err.value)
+        assert "\n" not in message and str(path) in message and problem in message, message
+        assert "delete it, then download or copy it again" in message and "mdredze/datasets/sentiment" in message
+
+
 def test_skip_malformed_counts_and_warns_once(acl):
     write(acl / "processed_acl/books/negative.review", NEGATIVE + ["oops", "great:1 #label#:maybe"])
     with warnings.catch_warnings(record=True) as caught:

@@ -1,10 +1,12 @@
-"""The image data modules on tiny files written in each data set's real format.
+"""The image data modules on tiny files written in each data set's real format, and on damaged copies.
 
-CIFAR10: Python-2-style pickles in ``cifar-10-batches-py/``; NORB: binary matrix files (plain and
-gzipped) with the real 108x108 / 96x96 image sizes and file names, written by
-``helpers/norb_files.py``; EMNIST: uncompressed IDX files under ``EMNIST/raw/`` as torchvision
-expects. Each example carries an id (pixel values) so the tests can check that validation and test
-never share an example with training.
+CIFAR10: Python-2-style pickles in ``cifar-10-batches-py/``; MNIST and EMNIST: uncompressed IDX
+files under ``MNIST/raw/`` and ``EMNIST/raw/`` as torchvision lays them out (both written by
+``helpers/image_files.py``); NORB: binary matrix files (plain and gzipped) with the real 108x108 /
+96x96 image sizes and file names, written by ``helpers/norb_files.py``. Each example carries an id
+(pixel values) so the tests can check that validation and test never share an example with training.
+Every damaged file must be named, with what is wrong with it and the fix (delete it, then download
+or copy it again).
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ import pytest
 import torch
 import yaml
 
+from helpers.image_files import (CIFAR_PER_BATCH, CIFAR_TEST, EMNIST_TEST, EMNIST_TRAIN, MNIST_TEST, MNIST_TRAIN,
+                                 truncate, write_cifar, write_emnist, write_idx, write_mnist)
 from helpers.norb_files import PAIRS_PER_FILE, write_binary_matrix, write_norb
 from helpers.threads import one_torch_thread
-from lightning_rect.data import CIFAR10DataModule, NISTPDataModule, NORBDataModule
+from lightning_rect.data import CIFAR10DataModule, MNISTDataModule, NISTPDataModule, NORBDataModule
 from lightning_rect.data.formats import BinaryMatrix, read_binary_matrix
 from lightning_rect.data.nistp import CyclingSampler, eval_sources
 from lightning_rect.data.norb import VARIANTS, subsample
@@ -38,25 +42,6 @@ def all_batches(loader) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 # -- CIFAR10 ------------------------------------------------------------------------------------
-CIFAR_PER_BATCH, CIFAR_TEST = 6, 20
-
-
-def write_cifar(root: Path) -> None:
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    next_id = 0
-    for name, n in [(f"data_batch_{i}", CIFAR_PER_BATCH) for i in range(1, 6)] + [("test_batch", CIFAR_TEST)]:
-        data = np.random.default_rng(next_id).integers(0, 256, (n, 3072), dtype=np.uint8)
-        data[:, 0] = np.arange(next_id, next_id + n)  # red channel, top-left pixel: the example's id
-        entry = {b"batch_label": name.encode(), b"labels": [i % 10 for i in range(n)], b"data": data,
-                 b"filenames": [f"img_{next_id + i}.png".encode() for i in range(n)]}
-        (folder / name).write_bytes(pickle.dumps(entry, protocol=2))
-        next_id += n
-    meta = {b"label_names": [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse",
-                             b"ship", b"truck"], b"num_cases_per_batch": CIFAR_PER_BATCH, b"num_vis": 3072}
-    (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
-
-
 def test_cifar10_shapes_ranges_and_split(tmp_path):
     write_cifar(tmp_path)
     dm = CIFAR10DataModule(data_dir=str(tmp_path), val_size=8, eval_batch_size=7)
@@ -80,15 +65,39 @@ def test_cifar10_shapes_ranges_and_split(tmp_path):
     assert torch.equal(other.splits["val"][0], dm.splits["val"][0])
 
 
-def test_cifar10_missing_and_corrupt_files(tmp_path):
+FIX = "delete it, then download or copy it again"
+
+
+def assert_names_damage(err: pytest.ExceptionInfo, path: Path, problem: str) -> None:
+    """One line naming the file, what is wrong with it, and the fix."""
+    message = str(err.value)
+    assert "\n" not in message, message
+    assert str(path) in message and problem in message and FIX in message, message
+
+
+def test_cifar10_missing_files(tmp_path):
     with pytest.raises(DataFileError, match=r"data_batch_1.*download: true.*cs.toronto.edu") as err:
         CIFAR10DataModule(data_dir=str(tmp_path)).setup()
     assert str(tmp_path / "cifar-10-batches-py") in str(err.value)
+
+
+@pytest.mark.parametrize("damage, problem", [
+    (lambda data: data[:500], "is truncated"),
+    (lambda data: b"", "is empty"),
+    (lambda data: b"hello, this is not a pickle\n", "is not a pickle"),
+    (lambda data: b"<!DOCTYPE html><html>403 Forbidden</html>", "looks like an HTML page"),
+    (lambda data: gzip.compress(data), "is a gzip file, not a pickle"),
+    (lambda data: bytes(len(data)), "starts with zero bytes"),
+    (lambda data: pickle.dumps([1, 2, 3], protocol=2), "not a dict"),
+])
+def test_cifar10_damaged_pickle_is_named_with_the_fix(tmp_path, damage, problem):
     write_cifar(tmp_path)
     batch = tmp_path / "cifar-10-batches-py" / "data_batch_3"
-    batch.write_bytes(batch.read_bytes()[:500])
-    with pytest.raises(DataFileError, match=r"data_batch_3 is truncated or corrupt"):
+    batch.write_bytes(damage(batch.read_bytes()))
+    with pytest.raises(DataFileError) as err:
         CIFAR10DataModule(data_dir=str(tmp_path)).setup()
+    assert_names_damage(err, batch, problem)
+    assert "cs.toronto.edu" in str(err.value)
 
 
 def test_cifar10_pickles_of_any_protocol_but_no_code(tmp_path):
@@ -263,30 +272,14 @@ def test_norb_missing_and_damaged_files(tmp_path):
     write_norb(tmp_path)
     dat = tmp_path / "norb" / f"{VARIANTS['jittered_cluttered']['train'][4]}-dat.mat"
     dat.write_bytes(dat.read_bytes()[:-100])
-    with pytest.raises(DataFileError, match=r"training-05-dat\.mat is truncated"):
+    with pytest.raises(DataFileError) as err:
         NORBDataModule(data_dir=str(tmp_path), val_size=2).prepare_data()
+    assert_names_damage(err, dat, "is truncated")
+    assert "cs.nyu.edu/~ylclab/data/norb-v1.0/" in str(err.value)
     assert not (tmp_path / "norb" / "norb_cache_32x32.pt").exists()  # no half-written cache
 
 
 # -- NISTP (EMNIST sources) ---------------------------------------------------------------------
-EMNIST_TRAIN, EMNIST_TEST = 124, 60
-
-
-def write_emnist(root: Path) -> None:
-    """Uncompressed IDX files in ``EMNIST/raw``. Each stored image has ink in row ``label % 20 + 4``,
-    i.e. (EMNIST stores images transposed) a vertical bar in that column of the upright image."""
-    raw = root / "EMNIST" / "raw"
-    raw.mkdir(parents=True)
-    for part, n in (("train", EMNIST_TRAIN), ("test", EMNIST_TEST)):
-        labels = (np.arange(n) * 7 + (part == "test")) % 62
-        images = np.zeros((n, 28, 28), dtype=np.uint8)
-        images[np.arange(n), labels % 20 + 4, 6:22] = 255
-        (raw / f"emnist-byclass-{part}-images-idx3-ubyte").write_bytes(
-            struct.pack(">iiii", 0x803, n, 28, 28) + images.tobytes())
-        (raw / f"emnist-byclass-{part}-labels-idx1-ubyte").write_bytes(
-            struct.pack(">ii", 0x801, n) + labels.astype(np.uint8).tobytes())
-
-
 @pytest.fixture
 def one_thread():
     """Distorting a few dozen characters on 2 threads of a busy machine mostly waits for thread hand-offs."""
@@ -367,9 +360,63 @@ def test_nistp_missing_and_corrupt_files(tmp_path, emnist_dir):
     with pytest.raises(DataFileError, match=r"emnist-byclass-train-images-idx3-ubyte.*download: true"):
         nistp(str(tmp_path / "nowhere"))
     images = Path(emnist_dir) / "EMNIST" / "raw" / "emnist-byclass-test-images-idx3-ubyte"
-    images.write_bytes(images.read_bytes()[:1000])
-    with pytest.raises(DataFileError, match=r"EMNIST byclass test files .* truncated or corrupt"):
+    truncate(images, 1000)
+    with pytest.raises(DataFileError) as err:
         nistp(emnist_dir)
+    assert_names_damage(err, images, "is truncated")
+    labels = images.with_name("emnist-byclass-test-labels-idx1-ubyte")
+    images.write_bytes(labels.read_bytes())  # the labels file under the images' name
+    with pytest.raises(DataFileError) as err:
+        nistp(emnist_dir)
+    assert_names_damage(err, images, "has the wrong magic number 0x00000801 (expected 0x00000803")
+
+
+# -- MNIST --------------------------------------------------------------------------------------
+def test_mnist_reads_idx_files_plain_or_gzipped(tmp_path):
+    write_mnist(tmp_path)
+    dm = MNISTDataModule(data_dir=str(tmp_path))
+    dm.setup()
+    assert {name: len(y) for name, (_, y) in dm.splits.items()} == {"train": MNIST_TRAIN, "val": 0, "test": MNIST_TEST}
+    x, y = dm.splits["train"]
+    assert x.dtype == torch.uint8 and x.shape == (MNIST_TRAIN, 28, 28) and y.dtype == torch.int64
+    assert x[:, 0, 0].tolist() == list(range(MNIST_TRAIN)) and y.tolist() == [k % 10 for k in range(MNIST_TRAIN)]
+    raw = tmp_path / "MNIST" / "raw"
+    for path in raw.iterdir():  # only the .gz files, as downloaded
+        path.with_name(path.name + ".gz").write_bytes(gzip.compress(path.read_bytes()))
+        path.unlink()
+    gzipped = MNISTDataModule(data_dir=str(tmp_path))
+    gzipped.setup()
+    assert torch.equal(gzipped.splits["test"][0], dm.splits["test"][0])
+
+
+@pytest.mark.parametrize("name, damage, problem", [
+    ("train-images-idx3-ubyte", lambda data: data[:-100], "is truncated: its header announces a uint8 array of "
+                                                          "shape (30, 28, 28)"),
+    ("train-images-idx3-ubyte", lambda data: data[:10], "is truncated: its header needs 16 bytes"),
+    ("t10k-labels-idx1-ubyte", lambda data: b"", "is truncated: it holds 0 bytes"),
+    ("t10k-images-idx3-ubyte", lambda data: struct.pack(">I", 0x801) + data[4:],
+     "has the wrong magic number 0x00000801"),
+    ("train-labels-idx1-ubyte", lambda data: b"<html>404 Not Found</html>", "it is not an IDX file"),
+    ("train-labels-idx1-ubyte", lambda data: data + b"\x00" * 7, "7 bytes longer than its header announces"),
+    ("t10k-labels-idx1-ubyte", lambda data: data[:8] + bytes([12]) + data[9:], "holds label 12 outside 0..9"),
+])
+def test_mnist_damaged_file_is_named_with_the_fix(tmp_path, name, damage, problem):
+    write_mnist(tmp_path)
+    path = tmp_path / "MNIST" / "raw" / name
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(DataFileError) as err:
+        MNISTDataModule(data_dir=str(tmp_path)).setup()
+    assert_names_damage(err, path, problem)
+    assert "download: true" in str(err.value) and "yann.lecun.com" in str(err.value)
+
+
+def test_mnist_images_and_labels_of_different_downloads(tmp_path):
+    write_mnist(tmp_path)
+    raw = tmp_path / "MNIST" / "raw"
+    write_idx(raw / "t10k-labels-idx1-ubyte", np.zeros(MNIST_TEST + 1, dtype=np.uint8))
+    with pytest.raises(DataFileError, match=rf"holds {MNIST_TEST} images but .*t10k-labels-idx1-ubyte holds "
+                                            rf"{MNIST_TEST + 1} labels.*{FIX}"):
+        MNISTDataModule(data_dir=str(tmp_path)).setup()
 
 
 # -- all image modules --------------------------------------------------------------------------

@@ -1,29 +1,43 @@
-"""``DivergenceGuard``: stop a diverged run with one line naming the step and the fix."""
+"""``DivergenceGuard``: stop a diverged run, or one fed NaN or infinite inputs, with one line naming
+the step, the cause and the fix."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
+import torch
 from lightning import Callback, LightningModule, Trainer
 from typing_extensions import override
 
 from lightning_rect.checkpoints import last_checkpoint_path
-from lightning_rect.errors import DivergenceError
+from lightning_rect.errors import DivergenceError, NonFiniteInputError
+
+#: The paper's learning rates (it picks the best of these per experiment).
+PAPER_LRS = (0.1, 0.01, 0.001, 0.0001)
 
 
 class DivergenceGuard(Callback):
-    """Stops training when the loss becomes NaN or infinite, naming the step and the fix.
+    """Stops training when the loss becomes NaN or infinite, naming the step, the cause and the fix.
 
     Rectifier networks trained with too large a learning rate blow up. Once the loss is NaN the
     weights are too, so the loss stays non-finite: reading it on the host every
     ``check_every_n_steps`` steps (not every step, which would cost a device sync) catches it within
     that many steps. Checkpoints already written (``last.ckpt``, the best one) stay as they were.
-    The CLI adds one to every ``fit`` that has none.
+
+    Before blaming the learning rate it looks at the inputs: the training split of an in-memory data
+    module (``datamodule.splits["train"]``, all of it: the bad batch may lie up to
+    ``check_every_n_steps`` steps back), then the batch in hand; NaN or infinite inputs are named as
+    the cause instead. The suggested learning rate is the next value of the paper's grid
+    ``PAPER_LRS`` below the current one. Validation and test batches are checked before the model
+    sees them (one host sync per evaluation batch): torchmetrics' ``MeanMetric`` would silently drop
+    their NaN losses and report an error rate computed from the rest. The CLI adds one to every ``fit`` that has none.
     """
 
-    def __init__(self, check_every_n_steps: int = 20) -> None:
+    def __init__(self, check_every_n_steps: int = 20, check_eval_inputs: bool = True) -> None:
         self.check_every_n_steps = check_every_n_steps
-        self._last_good_step = -1
+        self.check_eval_inputs = check_eval_inputs
+        self._last_good_step: int | None = None
 
     @override
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int) -> None:
@@ -39,11 +53,98 @@ class DivergenceGuard(Callback):
         if math.isfinite(value):
             self._last_good_step = step
             return
-        lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None
+        seen = ("no finite loss was seen" if self._last_good_step is None
+                else f"last finite loss seen at step {self._last_good_step}")
+        where = f"the loss was {value} at step {step} (epoch {trainer.current_epoch}; {seen})"
         last = last_checkpoint_path(trainer)
         kept = f"; the last good checkpoint is kept at {last}" if last else ""
-        raise DivergenceError(
-            f"training diverged: the loss was {value} at step {step} (epoch {trainer.current_epoch}; last finite "
-            f"loss seen at step {self._last_good_step}); lower the learning rate (model lr is {lr}), e.g. "
-            f"--model.init_args.lr={lr / 10 if lr else 0.001:g}{kept}"
-        )
+        bad_inputs = nonfinite_in_training_split(trainer) or nonfinite_in_batch(batch, "this batch")
+        if bad_inputs:
+            raise NonFiniteInputError(
+                f"training stopped: {where} because {bad_inputs}; the learning rate is not the cause: "
+                f"remove or repair those values in the data ({_data_name(trainer)}){kept}"
+            )
+        lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None
+        raise DivergenceError(f"training diverged: {where}; {lr_advice(lr)}{kept}")
+
+    @override
+    def on_validation_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch, batch_idx: int,
+                                  dataloader_idx: int = 0) -> None:
+        self._check_eval_batch(trainer, "validation", batch, batch_idx)
+
+    @override
+    def on_test_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch, batch_idx: int,
+                            dataloader_idx: int = 0) -> None:
+        self._check_eval_batch(trainer, "test", batch, batch_idx)
+
+    def _check_eval_batch(self, trainer: Trainer, stage: str, batch, batch_idx: int) -> None:
+        if not self.check_eval_inputs:
+            return
+        bad = nonfinite_in_batch(batch, f"{stage} batch {batch_idx}")
+        if bad:
+            when = " (sanity check before training)" if trainer.sanity_checking else ""
+            raise NonFiniteInputError(
+                f"{stage} stopped{when}: {bad}; their losses would be dropped silently and the {stage} error "
+                f"computed from the rest: remove or repair those values in the data ({_data_name(trainer)})"
+            )
+
+
+def lr_advice(lr: float | None) -> str:
+    """Lower the learning rate to the next value of the paper's grid, or try the grid when none is lower."""
+    grid = ", ".join(f"{v:g}" for v in PAPER_LRS)
+    if lr is None:
+        return f"lower the learning rate (the paper's grid: {grid})"
+    lower = [v for v in PAPER_LRS if v < lr * (1 - 1e-9)]
+    if lower:
+        return (f"lower the learning rate (model lr is {lr:g}), e.g. --model.init_args.lr={lower[0]:g}, the next "
+                f"value below it in the paper's grid {grid}")
+    return (f"the learning rate {lr:g} is already at or below the paper's grid {grid}: try the grid's values "
+            "(--model.init_args.lr=...) with a smaller l1, and check the data")
+
+
+def _floating_parts(batch) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, tensor) of the floating-point tensors of a batch: a tensor, a tuple/list or a dict."""
+    if isinstance(batch, torch.Tensor):
+        parts = [("inputs", batch)]
+    elif isinstance(batch, (tuple, list)):
+        names = ["inputs", "labels"]
+        parts = [(names[i] if i < len(names) else f"element {i}", t) for i, t in enumerate(batch)]
+    elif isinstance(batch, dict):
+        parts = [(str(k), t) for k, t in batch.items()]
+    else:
+        parts = []
+    for name, tensor in parts:
+        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point():
+            yield name, tensor
+
+
+def _counts(tensor: torch.Tensor) -> str:
+    """'1 NaN value', '3 NaN and 1 infinite values'."""
+    nan, inf = int(torch.isnan(tensor).sum()), int(torch.isinf(tensor).sum())
+    kinds = " and ".join(part for part in (f"{nan} NaN" if nan else "", f"{inf} infinite" if inf else "") if part)
+    return f"{kinds} value{'s' if nan + inf > 1 else ''}"
+
+
+def nonfinite_in_batch(batch, where: str) -> str:
+    """'the inputs of <where> hold 3 NaN values', or "" when every floating-point value is finite."""
+    for name, tensor in _floating_parts(batch):
+        if not bool(torch.isfinite(tensor).all()):
+            return f"the {name} of {where} hold {_counts(tensor)}"
+    return ""
+
+
+def nonfinite_in_training_split(trainer: Trainer) -> str:
+    """Non-finite values in an in-memory data module's stored training inputs, or ""."""
+    splits = getattr(trainer.datamodule, "splits", None)
+    train = splits.get("train") if isinstance(splits, dict) else None
+    x = train[0] if isinstance(train, (tuple, list)) and train else None
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or bool(torch.isfinite(x).all()):
+        return ""
+    rows = (~torch.isfinite(x.reshape(len(x), -1))).any(dim=1).nonzero().flatten().tolist()
+    shown = ", ".join(map(str, rows[:5])) + (f" and {len(rows) - 5} more" if len(rows) > 5 else "")
+    return f"the training inputs hold {_counts(x)} (training example{'s' if len(rows) > 1 else ''} {shown} of {len(x)})"
+
+
+def _data_name(trainer: Trainer) -> str:
+    datamodule = trainer.datamodule
+    return f"data: {type(datamodule).__name__}" if datamodule is not None else "the training data"

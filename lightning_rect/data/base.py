@@ -35,6 +35,7 @@ class InMemoryDataModule(LightningDataModule):
                  seed: int = 0) -> None:
         super().__init__()
         check_positive_int("data batch_size", batch_size)
+        check_positive_int("data eval_batch_size", eval_batch_size)
         if not (isinstance(labeled_fraction, (int, float)) and 0 < labeled_fraction <= 1):
             raise ConfigError(f"labeled_fraction must be in (0, 1], got {labeled_fraction!r}")
         self.batch_size = batch_size

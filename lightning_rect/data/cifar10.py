@@ -12,6 +12,7 @@ in the same format). torchvision is still used to download them.
 from __future__ import annotations
 
 import pickle
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ import torch
 from lightning_rect.checks import check_positive_int
 from lightning_rect.data.base import InMemoryDataModule, Split, fixed_split
 from lightning_rect.data.batches import Affine
+from lightning_rect.data.formats import redownload
 from lightning_rect.errors import ConfigError, DataFileError
 
 CIFAR_FOLDER = "cifar-10-batches-py"
@@ -82,26 +84,50 @@ def read_batch(path: Path) -> Split:
     The files were written by Python 2, so their keys come back as bytes (``b"data"``); str keys
     (files re-pickled under Python 3) are accepted too.
     """
+    fix = redownload(f"set `data.init_args.download: true`, or unpack cifar-10-python.tar.gz from {CIFAR_URL}")
     try:
         with open(path, "rb") as f:
+            head = f.read(2)
+            f.seek(0)
             entry = _ArrayUnpickler(f, encoding="bytes").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError, IndexError) as err:
-        raise DataFileError(f"{path} is truncated or corrupt ({type(err).__name__}: {err}); download "
-                            f"CIFAR10 again ({CIFAR_URL} or `download: true`)") from err
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError, IndexError,
+            KeyError, struct.error, MemoryError) as err:
+        raise DataFileError(f"{path} {_what_is_wrong(head, err)}; {fix}") from err
+    except OSError as err:  # a folder in its place, no permission to read it
+        raise DataFileError(f"cannot read {path}: {err.strerror or err}; {fix}") from err
     if not isinstance(entry, dict):
-        raise DataFileError(f"{path} is not a CIFAR10 batch: it holds a {type(entry).__name__}, not a dict")
+        raise DataFileError(f"{path} is not a CIFAR10 batch: it holds a {type(entry).__name__}, not a dict; {fix}")
     entry = {k.decode() if isinstance(k, bytes) else k: v for k, v in entry.items()}
     if "data" not in entry or "labels" not in entry:
         raise DataFileError(f"{path} is not a CIFAR10 batch: it lacks the 'data' or 'labels' entry "
-                            f"(keys: {sorted(entry)}); CIFAR100 files use 'fine_labels' and are not supported")
+                            f"(keys: {sorted(entry)}; CIFAR100 files use 'fine_labels' and are not supported); {fix}")
     data = np.asarray(entry["data"])
     labels = np.asarray(entry["labels"])
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
         raise DataFileError(f"{path} is not a CIFAR10 batch: 'data' is a {data.dtype} array of shape {data.shape} "
-                            f"with {len(labels)} labels; expected uint8 of shape (n, 3072) with n labels")
+                            f"with {len(labels)} labels, not uint8 of shape (n, 3072) with n labels; {fix}")
     if len(labels) and (labels.min() < 0 or labels.max() > 9):
-        raise DataFileError(f"{path} holds labels outside 0..9; is it a CIFAR100 file?")
+        raise DataFileError(f"{path} holds labels outside 0..9 (is it a CIFAR100 file?); {fix}")
     return torch.from_numpy(np.ascontiguousarray(data)), torch.from_numpy(labels.astype(np.int64))
+
+
+def _what_is_wrong(head: bytes, err: BaseException) -> str:
+    """What a file that fails to unpickle is: empty, truncated, no pickle at all, or corrupt."""
+    if not head:
+        return "is empty (0 bytes)"
+    if head == b"\x1f\x8b":
+        return "is a gzip file, not a pickle (the downloaded archive? unpack it instead)"
+    if head == b"PK":
+        return "is a zip file, not a pickle"
+    if head[:1] == b"<":
+        return "is not a pickle: it looks like an HTML page (a failed download?)"
+    if head[:1] == b"\x00":
+        return "is not a pickle: it starts with zero bytes (a write that never finished?)"
+    if isinstance(err, EOFError) or "truncated" in str(err):
+        return f"is truncated ({type(err).__name__}: {err})"
+    if head[:1] != b"\x80":
+        return f"is not a pickle (it starts with {head!r}; {type(err).__name__}: {err})"
+    return f"is corrupt: not a readable CIFAR10 pickle ({type(err).__name__}: {err})"
 
 
 class _ArrayUnpickler(pickle.Unpickler):

@@ -2,8 +2,9 @@
 
 The paper's NISTP set (Bengio et al. 2011) perturbs NIST SD19 characters with a pipeline of
 distortions and streams 81.92 million of them. Here the source characters are EMNIST ``byclass``
-(the same 62 classes, derived from NIST SD19) read through torchvision, and the distortions are
-those of ``lightning_rect.data.distortions``, drawn on the fly in vectorised chunks.
+(the same 62 classes, derived from NIST SD19), read from the IDX files torchvision downloads
+(``formats.read_idx``: a damaged file is named, with what is wrong and the fix), and the
+distortions are those of ``lightning_rect.data.distortions``, drawn on the fly in vectorised chunks.
 
 - Source images: EMNIST stores each 28x28 image transposed; it is turned upright and padded with
   2 black pixels a side to 32x32 (padding, not resizing, keeps the stroke width of the source).
@@ -34,10 +35,13 @@ from lightning_rect.checks import check_positive_int
 from lightning_rect.data.base import InMemoryDataModule, Split, fixed_split
 from lightning_rect.data.batches import Affine, BatchTransform
 from lightning_rect.data.distortions import distort
+from lightning_rect.data.formats import redownload
+from lightning_rect.data.mnist import read_images_and_labels
 from lightning_rect.errors import ConfigError, DataFileError
 
 EMNIST_FILES = [f"emnist-byclass-{part}-{kind}" for part in ("train", "test")
                 for kind in ("images-idx3-ubyte", "labels-idx1-ubyte")]
+EMNIST_URL = "https://www.nist.gov/itl/products-and-services/emnist-dataset"
 PAPER_TRAIN_SIZE = 81_920_000
 EVAL_SEED = 0  # fixes the validation/test sources and their distortions, whatever the run's seed
 _VAL_STREAM, _TEST_STREAM = 1, 2
@@ -112,8 +116,6 @@ class NISTPDataModule(InMemoryDataModule):
 # -- source characters --------------------------------------------------------------------------
 def read_emnist(data_dir: str, train: bool) -> Split:
     """EMNIST byclass images (uint8, ``(n, 28, 28)`` as stored, i.e. transposed) and int64 labels."""
-    from torchvision.datasets import EMNIST
-
     raw = Path(data_dir).resolve() / "EMNIST" / "raw"
     missing = [name for name in EMNIST_FILES if not (raw / name).exists()]
     if missing:
@@ -122,19 +124,15 @@ def read_emnist(data_dir: str, train: bool) -> Split:
         raise DataFileError(
             f"EMNIST byclass files not found in {raw} (missing: {', '.join(missing)}){hint}. Set "
             "`data.init_args.download: true` to fetch them with torchvision, or unpack gzip.zip from "
-            "https://www.nist.gov/itl/products-and-services/emnist-dataset into that folder and gunzip the files."
+            f"{EMNIST_URL} into that folder and gunzip the files."
         )
-    try:
-        dataset = EMNIST(data_dir, split="byclass", train=train, download=False)
-    except (RuntimeError, AssertionError, ValueError, KeyError, TypeError, IndexError) as err:
-        part = "train" if train else "test"
-        raise DataFileError(f"the EMNIST byclass {part} files in {raw} are truncated or corrupt "
-                            f"({type(err).__name__}: {err}); delete them and download again") from err
-    x, y = dataset.data, dataset.targets.to(torch.int64)
-    if x.dim() != 3 or len(x) != len(y) or (len(y) and (int(y.min()) < 0 or int(y.max()) > 61)):
-        raise DataFileError(f"the EMNIST byclass files in {raw} hold images of shape {tuple(x.shape)} with "
-                            f"{len(y)} labels in {int(y.min())}..{int(y.max())}; expected 28x28 images with "
-                            "labels 0..61 (are they files of another EMNIST split?)")
+    part = "train" if train else "test"
+    source = f"set `data.init_args.download: true`, or unpack it from gzip.zip at {EMNIST_URL}"
+    x, y = read_images_and_labels(raw / f"emnist-byclass-{part}-images-idx3-ubyte",
+                                  raw / f"emnist-byclass-{part}-labels-idx1-ubyte", 62, source)
+    if x.shape[1:] != (28, 28):
+        raise DataFileError(f"{raw / f'emnist-byclass-{part}-images-idx3-ubyte'} holds images of shape "
+                            f"{tuple(x.shape[1:])}, not 28x28: it is not an EMNIST file; {redownload(source)}")
     return x, y
 
 

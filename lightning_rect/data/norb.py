@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from lightning_rect.checks import check_positive_int
 from lightning_rect.data.base import InMemoryDataModule, Split, fixed_split
 from lightning_rect.data.batches import Affine
-from lightning_rect.data.formats import BinaryMatrix
+from lightning_rect.data.formats import BinaryMatrix, redownload
 from lightning_rect.errors import ConfigError, DataFileError
 
 CACHE_VERSION = 1
@@ -153,8 +153,8 @@ def build_cache(raw_dir: Path, spec: dict, image_size: int, cache_path: Path) ->
              for name in ("train", "test")}
     result = {}
     with ExitStack() as stack:  # closes every opened file, also when a later one turns out damaged
-        opened = {name: [(stack.enter_context(BinaryMatrix(dat)), labels_of(cat, spec)) for dat, cat in files]
-                  for name, files in parts.items()}
+        opened = {name: [(stack.enter_context(BinaryMatrix(dat, spec["url"])), labels_of(cat, spec))
+                         for dat, cat in files] for name, files in parts.items()}
         for files in opened.values():
             for dat, labels in files:
                 check_pairs(dat, labels, spec)
@@ -185,15 +185,16 @@ def build_cache(raw_dir: Path, spec: dict, image_size: int, cache_path: Path) ->
 
 
 def labels_of(cat: Path, spec: dict) -> np.ndarray:
-    with BinaryMatrix(cat) as matrix:
+    with BinaryMatrix(cat, spec["url"]) as matrix:
         if matrix.dtype != np.int32 or len(matrix.shape) != 1:
             raise DataFileError(f"{cat} should hold a vector of int32 category labels, but holds a "
-                                f"{matrix.dtype.name} array of shape {matrix.shape}; is it a -cat file?")
+                                f"{matrix.dtype.name} array of shape {matrix.shape}: it is not a -cat file; "
+                                f"{redownload(spec['url'])}")
         labels = matrix.read_all()
     bad = labels[(labels < 0) | (labels >= spec["num_classes"])]
     if len(bad):
         raise DataFileError(f"{cat} holds label {int(bad[0])} outside 0..{spec['num_classes'] - 1}; "
-                            "is it a file of the other NORB variant?")
+                            f"is it a file of the other NORB variant? {redownload(spec['url'])}")
     return labels
 
 
@@ -202,7 +203,8 @@ def check_pairs(dat: BinaryMatrix, labels: np.ndarray, spec: dict) -> None:
     expected = (len(labels), 2, size, size)
     if dat.dtype != np.uint8 or dat.shape != expected:
         raise DataFileError(f"{dat.path} should hold uint8 stereo pairs of shape {expected} (matching its -cat "
-                            f"file), but holds a {dat.dtype.name} array of shape {dat.shape}")
+                            f"file), but holds a {dat.dtype.name} array of shape {dat.shape}; "
+                            f"{redownload(spec['url'])}")
 
 
 def subsample(pairs: torch.Tensor, image_size: int) -> torch.Tensor:

@@ -18,10 +18,13 @@ from pathlib import Path
 
 import torch
 
+from lightning_rect.data.amazon.files import SOURCE_URL
 from lightning_rect.data.amazon.storage import SparseRows
+from lightning_rect.data.formats import redownload
 from lightning_rect.errors import ConfigError, DataFileError
 
 UNLABELED = -1  # the label of a review from an unlabeled file
+DAMAGED_FIX = redownload(f"unpack it again from its tarball at {SOURCE_URL}")
 
 
 class MalformedLine(ValueError):
@@ -101,6 +104,9 @@ def read_reviews(path: Path, feature_ids: dict[str, int], label_parser: Callable
     """
     with open(path, encoding="utf-8", errors="replace") as lines:
         for number, line in enumerate(lines, 1):
+            if "\x00" in line:  # no review line holds a NUL: an archive, or a download that broke off
+                raise DataFileError(f"{path}, line {number}: binary data, not review lines: the file is damaged or "
+                                    f"not a review file (the .tar.gz archive itself?); {DAMAGED_FIX}")
             try:
                 features, raw_label = parse_line(line)
                 if not features and raw_label is None:
@@ -110,9 +116,13 @@ def read_reviews(path: Path, feature_ids: dict[str, int], label_parser: Callable
                 label = label_parser(raw_label) if labeled else UNLABELED
             except MalformedLine as err:
                 where = f"{path}, line {number}: {err}"
+                if not line.endswith("\n"):  # only the last line can lack its newline
+                    raise DataFileError(f"{path}, line {number}: the file ends in the middle of a review "
+                                        f"(...{line[-30:]!r}): it is truncated; {DAMAGED_FIX}") from None
                 if skipped is None:
                     raise DataFileError(f"{where}. Fix or delete that line, or set `data.init_args.skip_malformed: "
-                                        "true` to skip malformed lines (they are counted and reported).") from None
+                                        "true` to skip malformed lines (they are counted and reported); if the "
+                                        f"file is damaged, {DAMAGED_FIX}") from None
                 skipped.add(where)
                 continue
             out.indices.extend(feature_ids.setdefault(f, len(feature_ids)) for f in features)

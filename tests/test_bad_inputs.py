@@ -1,0 +1,448 @@
+"""Bad inputs and faults, as a new user meets them, in one table.
+
+Every case runs the CLI's ``main`` in this process (no interpreter start-up) next to one finished
+run (``runs/digits/version_0``: digits, hidden_sizes [8], 1 epoch of 20 batches) and must end with exit code 2,
+one line on stderr that names the field or file and the fix, no traceback, and no change to any
+file of that earlier run (checksums of everything under ``runs/`` before and after).
+
+Cases that get as far as training (divergence, NaN inputs) may add their own new run folder; all
+others must leave ``runs/`` exactly as it was, new folders included (issue 17, item 10).
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import shutil
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from conftest import ROOT
+from helpers.image_files import truncate, write_cifar, write_emnist, write_mnist
+from helpers.norb_files import write_norb
+from lightning_rect.data.norb import VARIANTS
+
+DIGITS = str(ROOT / "configs" / "digits.yaml")
+PRETRAIN = str(ROOT / "configs" / "digits_pretrain.yaml")
+TINY = ["--model.init_args.hidden_sizes=[8]", "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false"]
+REDOWNLOAD = "delete it, then download or copy it again"
+
+Setup = Callable[[Path, Path], list[str]]  # (work dir, this case's own folder) -> extra arguments
+
+
+@dataclass
+class Case:
+    id: str
+    args: list[str]
+    expected: tuple[str, ...]  # substrings of the one line on stderr
+    setup: Setup | None = None  # writes this case's inputs, returns extra arguments
+    fault: Callable[[pytest.MonkeyPatch, Path], None] | None = None  # injected before the run
+    trains: bool = False  # gets as far as training: may add its own run folder
+    absent: tuple[str, ...] = ()  # must not appear in the line
+    marks: list = field(default_factory=list)
+
+
+# -- inputs ---------------------------------------------------------------------------------------
+def finished(work: Path) -> Path:
+    return work / "runs" / "digits" / "version_0"
+
+
+def best_checkpoint(work: Path) -> Path:
+    [best] = finished(work).glob("checkpoints/best-*.ckpt")
+    return best
+
+
+def data_dir(write: Callable[[Path], None], damage: Callable[[Path], None] | None = None,
+             data_class: str = "", *extra: str) -> Setup:
+    """A copy of a data set's tiny fixture in the case's folder, damaged by ``damage``."""
+
+    def setup(work: Path, here: Path) -> list[str]:
+        write(here)
+        if damage is not None:
+            damage(here)
+        return [f"--data={data_class}", f"--data.init_args.data_dir={here}", *extra]
+
+    return setup
+
+
+def mnist_raw(name: str) -> Callable[[Path], Path]:
+    return lambda root: root / "MNIST" / "raw" / name
+
+
+def write_amazon(root: Path) -> None:
+    folder = root / "processed_acl" / "books"
+    folder.mkdir(parents=True)
+    for label in ("positive", "negative"):
+        lines = [f"w{i}:1 {label}_{i % 3}:2 common:1 #label#:{label}\n" for i in range(10)]
+        (folder / f"{label}.review").write_text("".join(lines))
+    (folder / "unlabeled.review").write_text("w1:1 common:2\n")
+
+
+AMAZON = ("lightning_rect.data.AmazonReviewsDataModule", "--data.init_args.vocab_size=20",
+          "--data.init_args.cache_vocab=false")
+
+
+def replace_line(relative: str, number: int, text: str) -> Callable[[Path], None]:
+    def damage(root: Path) -> None:
+        path = root / relative
+        lines = path.read_text().splitlines(keepends=True)
+        lines[number - 1] = text
+        path.write_text("".join(lines))
+
+    return damage
+
+
+def write_file(name: str, content: bytes | str) -> Setup:
+    """Writes ``name`` into the case's folder; its path is the one extra argument."""
+
+    def setup(work: Path, here: Path) -> list[str]:
+        path = here / name
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+        return [str(path)]
+
+    return setup
+
+
+def torch_file(obj: object) -> Setup:
+    def setup(work: Path, here: Path) -> list[str]:
+        torch.save(obj, here / "plain.pt")
+        return [str(here / "plain.pt")]
+
+    return setup
+
+
+def dae_checkpoint(work: Path, here: Path) -> list[str]:
+    """A StackedDAE checkpoint (never trained: only its kind matters)."""
+    from lightning_rect import StackedDAE
+
+    model = StackedDAE(64, hidden_sizes=[8])
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.strategy.connect(model)
+    trainer.save_checkpoint(here / "dae.ckpt")
+    return [str(here / "dae.ckpt")]
+
+
+def empty_last_checkpoint(work: Path, here: Path) -> list[str]:
+    """An unfinished run whose only resume point was cut to 0 bytes (a kill during the write)."""
+    folder = work / "runs" / "digits" / "version_7" / "checkpoints"
+    folder.mkdir(parents=True)
+    (folder / "last.ckpt").write_bytes(b"")
+    return []
+
+
+def refuse_writes(code: int) -> Callable[[pytest.MonkeyPatch, Path], None]:
+    """No new folder under ``runs/`` can be made: a read-only (EROFS) or full (ENOSPC) file system, or no
+    permission (EACCES). Injected: tests run as root here, which chmod cannot stop, and need no mount."""
+
+    def fault(monkeypatch: pytest.MonkeyPatch, work: Path) -> None:
+        runs = str(work / "runs")
+        for name in ("makedirs", "mkdir"):
+            monkeypatch.setattr(os, name, refusing(getattr(os, name), runs, code))
+
+    return fault
+
+
+def refusing(make: Callable, root: str, code: int) -> Callable:
+    def make_unless_under_root(path, *args, **kwargs):
+        if os.path.abspath(path).startswith(root) and not os.path.isdir(path):
+            raise OSError(code, os.strerror(code), str(path))
+        return make(path, *args, **kwargs)
+
+    return make_unless_under_root
+
+
+def option_to_file(option: str, name: str, content: bytes | str) -> Setup:
+    """``--<option>=<the case's file name>``, holding ``content``."""
+
+    def setup(work: Path, here: Path) -> list[str]:
+        return [f"--{option}={write_file(name, content)(work, here)[0]}"]
+
+    return setup
+
+
+# -- the table ------------------------------------------------------------------------------------
+def fit(*args: str, config: str = DIGITS) -> list[str]:
+    return ["fit", "--config", config, *TINY, *args]
+
+
+CASES = [
+    # range checks and registry names (the checks that already were one line)
+    Case("l1-negative", fit("--model.init_args.l1=-0.5"), ("l1 must be a finite number >= 0",)),
+    Case("l1-nan", fit("--model.init_args.l1=.nan"), ("l1 must be a finite number >= 0", "nan")),
+    Case("lr-zero", fit("--model.init_args.lr=0"), ("lr must be a finite number > 0",)),
+    Case("momentum-negative", fit("--model.init_args.momentum=-1"), ("momentum must be a finite number >= 0",)),
+    Case("hidden-sizes-empty", fit("--model.init_args.hidden_sizes=[]"), ("hidden_sizes must list at least one",)),
+    Case("hidden-sizes-zero", fit("--model.init_args.hidden_sizes=[8,0]"), ("hidden_sizes must be positive",)),
+    Case("labeled-fraction-zero", fit("--data.init_args.labeled_fraction=0"), ("labeled_fraction must be in (0, 1]",)),
+    Case("labeled-fraction-above-one", fit("--data.init_args.labeled_fraction=1.5"),
+         ("labeled_fraction must be in (0, 1]",)),
+    Case("batch-size-zero", fit("--data.init_args.batch_size=0"), ("data batch_size must be an integer >= 1",)),
+    Case("eval-batch-size-zero", fit("--data.init_args.eval_batch_size=0"),
+         ("data eval_batch_size must be an integer >= 1",)),
+    Case("sharpness-zero",
+         fit("--model.init_args.activation=sharp_softplus", '--model.init_args.activation_args={"a": 0}'),
+         ("a (sharp_softplus sharpness) must be a finite number > 0",)),
+    Case("unknown-activation", fit("--model.init_args.activation=relu6"),
+         ("unknown activation 'relu6'", "rectifier, sharp_softplus, sigmoid, softplus, tanh")),
+    Case("unknown-reconstruction", fit("--model.init_args.reconstruction=mse", config=PRETRAIN),
+         ("unknown reconstruction 'mse'; valid reconstruction names: linear,",)),
+    Case("unknown-noise", fit("--model.init_args.noise=gaussian", config=PRETRAIN),
+         ("unknown noise 'gaussian'; valid noise names: masking, salt_and_pepper",)),
+    Case("noise-level-one", fit("--model.init_args.noise_level=1.0", config=PRETRAIN),
+         ("noise_level must be in [0, 1)",)),
+    Case("noise-level-negative", fit("--model.init_args.noise_level=-0.1", config=PRETRAIN),
+         ("noise_level must be in [0, 1)",)),
+    Case("epochs-per-layer-zero", fit("--model.init_args.epochs_per_layer=0", config=PRETRAIN),
+         ("epochs_per_layer must be an integer >= 1",)),
+    Case("max-epochs-zero", ["fit", "--config", DIGITS, "--model.init_args.hidden_sizes=[8]", "--trainer.max_epochs=0"],
+         ("trainer.max_epochs=0 trains nothing",)),
+    Case("cifar-val-size-zero", fit("--data=CIFAR10DataModule", "--data.init_args.val_size=0"),
+         ("CIFAR10 val_size must be an integer >= 1",)),
+    Case("nistp-distortion-strength", fit("--data=NISTPDataModule", "--data.init_args.distortion_strength=3"),
+         ("NISTP distortion_strength must be in [0, 2]",)),
+    Case("amazon-unknown-domain", fit("--data=AmazonReviewsDataModule", "--data.init_args.domains=[music]"),
+         ("domains must be distinct names from books, dvd, electronics, kitchen",)),
+    Case("missing-mnist", fit(), ("MNIST files not found in", "download: true"),
+         setup=lambda work, here: ["--data=MNISTDataModule", f"--data.init_args.data_dir={here / 'nowhere'}"]),
+    # item 9: parser errors, the relevant line first
+    Case("misspelled-key", fit("--model.init_args.hiden_sizes=[8]"),
+         ("hiden_sizes", "did you mean hidden_sizes?"), absent=("usage:",)),
+    Case("misspelled-key-l1x", fit("--model.init_args.l1x=3"), ("l1x", "did you mean l1?"), absent=("usage:",)),
+    Case("misspelled-key-in-config-file", ["fit", "--config", DIGITS, *TINY, "--config"],
+         ("typo.yaml", "hiden_sizes", "did you mean hidden_sizes?"),
+         setup=write_file("typo.yaml", "model:\n  init_args:\n    hiden_sizes: [8]\n")),
+    Case("yaml-syntax-error", ["fit", "--config", DIGITS, *TINY, "--config"], ("broken.yaml", "line 3"),
+         setup=write_file("broken.yaml", "model:\n  init_args:\n    lr: [0.1\n    l1: 0\n"), absent=("usage:",)),
+    Case("nan-for-an-integer", fit("--data.init_args.batch_size=nan"), ("batch_size", "nan"), absent=("usage:",)),
+    Case("bad-literal", fit("--model.init_args.optimizer=adagrad"), ("optimizer", "adagrad", "sgd", "adam"),
+         absent=("usage:",)),
+    Case("bad-literal-norb-variant", fit("--data=NORBDataModule", "--data.init_args.variant=tiny"),
+         ("variant", "tiny", "jittered_cluttered", "small"), absent=("usage:",)),
+    Case("missing-config-file", ["fit", "--config", "no_such_config.yaml"], ("no_such_config.yaml",)),
+    Case("unknown-subcommand", ["fitt", "--config", DIGITS], ("unknown subcommand 'fitt'; did you mean fit?",),
+         absent=("usage:",)),
+    Case("misspelled-trainer-option", fit("--trainer.max_epohs=3"), ("did you mean --trainer.max_epochs?",),
+         absent=("usage:",)),
+    Case("unknown-model-class", fit("--model=SparseMLPX"), ("'SparseMLPX'", "did you mean SparseMLP?"),
+         absent=("usage:",)),
+    # item 6: damaged data files, each a damaged copy of its data set's tiny fixture
+    Case("mnist-truncated", fit(), ("train-images-idx3-ubyte is truncated", REDOWNLOAD),
+         setup=data_dir(write_mnist, lambda root: truncate(mnist_raw("train-images-idx3-ubyte")(root), -100),
+                        "MNISTDataModule")),
+    Case("mnist-wrong-magic", fit(), ("t10k-labels-idx1-ubyte has the wrong magic number 0x00000803", REDOWNLOAD),
+         setup=data_dir(write_mnist, lambda root: shutil.copy(mnist_raw("t10k-images-idx3-ubyte")(root),
+                                                              mnist_raw("t10k-labels-idx1-ubyte")(root)),
+                        "MNISTDataModule")),
+    Case("cifar-not-a-pickle", fit(), ("data_batch_2 is not a pickle", REDOWNLOAD),
+         setup=data_dir(write_cifar, lambda root: (root / "cifar-10-batches-py" / "data_batch_2").write_text("oops"),
+                        "CIFAR10DataModule", "--data.init_args.val_size=5")),
+    Case("cifar-truncated", fit(), ("test_batch is truncated", REDOWNLOAD),
+         setup=data_dir(write_cifar, lambda root: truncate(root / "cifar-10-batches-py" / "test_batch", 2000),
+                        "CIFAR10DataModule", "--data.init_args.val_size=5")),
+    Case("norb-truncated", fit(), ("training-03-dat.mat is truncated", REDOWNLOAD, "cs.nyu.edu"),
+         setup=data_dir(write_norb, lambda root: truncate(
+             root / "norb" / f"{VARIANTS['jittered_cluttered']['train'][2]}-dat.mat", -500),
+             "NORBDataModule", "--data.init_args.val_size=2")),
+    Case("emnist-truncated", fit(), ("emnist-byclass-train-labels-idx1-ubyte is truncated", REDOWNLOAD),
+         setup=data_dir(write_emnist, lambda root: truncate(
+             root / "EMNIST" / "raw" / "emnist-byclass-train-labels-idx1-ubyte", 50),
+             "NISTPDataModule", "--data.init_args.train_size=20", "--data.init_args.val_size=10",
+             "--data.init_args.test_size=10")),
+    Case("amazon-malformed-line", fit(), ("negative.review, line 4", "skip_malformed"),
+         setup=data_dir(write_amazon, replace_line("processed_acl/books/negative.review", 4, "great fun:2\n"),
+                        *AMAZON)),
+    Case("amazon-truncated", fit(), ("negative.review, line 10", "it is truncated", REDOWNLOAD),
+         setup=data_dir(write_amazon, replace_line("processed_acl/books/negative.review", 10, "w9:1 negat"), *AMAZON)),
+    # items 7 and 3-4: checkpoints and the run folder
+    Case("ckpt-path-junk", fit(), ("junk.ckpt", "not a PyTorch checkpoint"), absent=("weights_only",),
+         setup=option_to_file("ckpt_path", "junk.ckpt", b"\x00" * 100)),
+    Case("ckpt-path-text", fit(), ("notes.ckpt", "not a PyTorch checkpoint"), absent=("weights_only",),
+         setup=option_to_file("ckpt_path", "notes.ckpt", "hello")),
+    Case("ckpt-path-missing", fit("--ckpt_path=missing.ckpt"), ("--ckpt_path 'missing.ckpt' does not exist",)),
+    Case("test-with-junk-checkpoint", ["test", "--config", DIGITS, "--model.init_args.hidden_sizes=[8]"],
+         ("junk.ckpt", "not a PyTorch checkpoint"), absent=("weights_only",),
+         setup=option_to_file("ckpt_path", "junk.ckpt", b"PK\x03\x04 truncated zip")),
+    Case("ckpt-path-folder", fit("--ckpt_path=runs/digits/version_0"), ("is a folder", "best-epoch=0.ckpt")),
+    Case("ckpt-path-last-all-finished", fit("--ckpt_path=last"), ("every run under", "has finished")),
+    Case("ckpt-path-last-no-runs", fit("--ckpt_path=last", "--trainer.logger.init_args.name=elsewhere"),
+         ("no last.ckpt under",)),
+    Case("ckpt-path-last-empty", fit("--ckpt_path=last"), ("last.ckpt", "empty"), setup=empty_last_checkpoint,
+         absent=("EOFError",)),
+    Case("ckpt-path-of-a-dae", fit(), ("StackedDAE", "pretrained"),
+         setup=lambda work, here: [f"--ckpt_path={dae_checkpoint(work, here)[0]}"]),
+    Case("pretrained-missing", fit("--model.init_args.pretrained=missing.ckpt"), ("missing.ckpt", "does not exist")),
+    Case("pretrained-folder", fit(), ("is a folder", "pass the .ckpt file inside"),
+         setup=lambda work, here: [f"--model.init_args.pretrained={finished(work) / 'checkpoints'}"]),
+    Case("pretrained-folder-in-config-file", ["fit", "--config", DIGITS, *TINY, "--config"], ("is a folder",),
+         setup=lambda work, here: write_file("pretrained.yaml", "model:\n  init_args:\n    pretrained: "
+                                             f"{finished(work) / 'checkpoints'}\n")(work, here)),
+    Case("pretrained-junk", fit(), ("not a readable PyTorch checkpoint",),
+         setup=option_to_file("model.init_args.pretrained", "junk.ckpt", "hello")),
+    Case("pretrained-plain-torch-file", fit(), ("not a Lightning checkpoint",),
+         setup=lambda work, here: [f"--model.init_args.pretrained={torch_file({'weights': 1})(work, here)[0]}"]),
+    Case("pretrained-of-a-classifier", fit(), ("written by SparseMLP, not by StackedDAE",),
+         setup=lambda work, here: [f"--model.init_args.pretrained={best_checkpoint(work)}"]),
+    Case("save-dir-read-only", fit(), ("read-only", "save_dir"), fault=refuse_writes(errno.EROFS)),
+    Case("save-dir-full", fit(), ("no space left", "save_dir"), fault=refuse_writes(errno.ENOSPC)),
+    Case("save-dir-no-permission", fit(), ("permission denied", "save_dir"), fault=refuse_writes(errno.EACCES)),
+    # item 8: divergence and non-finite inputs
+    Case("divergence", fit("--model.init_args.hidden_sizes=[16,16]", "--model.init_args.lr=1e6"),
+         ("training diverged", "no finite loss was seen", "--model.init_args.lr=0.1"), trains=True),
+    Case("nan-training-inputs", fit("--data=helpers.bad_data.NaNDigits"),
+         ("training inputs hold 1 NaN value (training example 3 of 1197)", "the learning rate is not the cause"),
+         trains=True),
+    Case("nan-validation-inputs", fit("--data=helpers.bad_data.NaNDigits", "--data.init_args.split=val"),
+         ("validation batch 0 hold 1 NaN value;", "dropped silently"), trains=True),
+]
+
+
+# -- running one case -----------------------------------------------------------------------------
+def snapshot(root: Path) -> dict[str, str]:
+    """Checksum of every file under ``root``; folders as "<folder>"."""
+    if not root.exists():
+        return {}
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "<folder>"
+            for p in sorted(root.rglob("*"))}
+
+
+def run_main(args: list[str], capsys, monkeypatch) -> tuple[int, str]:
+    from lightning_rect.cli import main
+
+    monkeypatch.setattr(sys, "argv", sys.argv[:1])  # LightningCLI warns about pytest's own arguments
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    except Exception:  # noqa: BLE001 - shown as the traceback a user would see
+        code = 1
+        print(traceback.format_exc(), file=sys.stderr)
+    return code, capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    """A folder with one finished run, ``runs/digits/version_0``."""
+    folder = tmp_path_factory.mktemp("bad_inputs")
+    from lightning_rect.cli import main
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        patch.setattr(sys, "argv", sys.argv[:1])
+        main(fit("--trainer.limit_train_batches=20", "--trainer.enable_model_summary=false"))
+    assert (finished(folder) / "results.json").is_file()
+    return folder
+
+
+# ~0.3 s a case (a LightningCLI parser is built for each) plus the finished run: 20-25 s in all on
+# the shared 2-core machine, more than `make quick` should spend
+@pytest.mark.slow
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id, marks=c.marks) for c in CASES])
+def test_bad_input_ends_in_one_line(case: Case, work: Path, monkeypatch, capsys):
+    monkeypatch.chdir(work)
+    here = work / "inputs" / case.id
+    here.mkdir(parents=True)
+    before = snapshot(work / "runs")
+    args = list(case.args) + (case.setup(work, here) if case.setup is not None else [])
+    checked = snapshot(work / "runs")  # a setup may add an unfinished run of its own
+    try:
+        if case.fault is not None:
+            case.fault(monkeypatch, work)
+        capsys.readouterr()
+        code, stderr = run_main(args, capsys, monkeypatch)
+        after = snapshot(work / "runs")
+    finally:
+        monkeypatch.undo()
+        restore(work / "runs", before)
+    lines = stderr.strip().splitlines()
+    assert "Traceback" not in stderr, stderr[-4000:]
+    assert code == 2, stderr[-4000:]
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr[-4000:]
+    for expected in case.expected:
+        assert expected in lines[0], lines[0]
+    for absent in case.absent:
+        assert absent not in lines[0], lines[0]
+    changed = sorted(path for path, digest in checked.items() if after.get(path) != digest)
+    assert not changed, f"files of an earlier run changed or removed: {changed}"
+    new = sorted(set(after) - set(checked))
+    if case.trains:  # a run that started training keeps its own new folder
+        earlier = {Path(path).parts[:2] for path in checked}
+        new = [path for path in new if Path(path).parts[0] != "digits" or Path(path).parts[:2] in earlier]
+    assert not new, f"left behind: {new}"
+
+
+def restore(runs: Path, before: dict[str, str]) -> None:
+    """Every case starts from the same ``runs/``: remove what a case (or its setup) added."""
+    for path in sorted(runs.rglob("*"), key=lambda p: -len(p.parts)):
+        if str(path.relative_to(runs)) not in before:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+@pytest.mark.parametrize("lr, advice", [
+    (1e6, "--model.init_args.lr=0.1,"), (0.1, "--model.init_args.lr=0.01,"), (0.05, "--model.init_args.lr=0.01,"),
+    (0.002, "--model.init_args.lr=0.001,"), (1e-4, "try the grid's values"), (1e-7, "try the grid's values"),
+])
+def test_the_suggested_lr_is_the_next_lower_value_of_the_papers_grid(lr, advice):
+    from lightning_rect.callbacks.divergence import lr_advice
+
+    assert advice in lr_advice(lr)
+
+
+@pytest.mark.parametrize("content, problem", [
+    (b"", "is empty (0 bytes)"), (b"\x00" * 100, "is not a PyTorch checkpoint"),
+    (b"PK\x03\x04" + bytes(60), "is truncated or corrupt"),
+])
+def test_a_checkpoint_lightning_cannot_read_is_named_without_unsafe_advice(tmp_path, content, problem):
+    """Wherever Lightning itself reads ``--ckpt_path`` (here: ``LightningCLI._parse_ckpt_path``), the
+    failure becomes one line about the file, never torch's advice to load it with ``weights_only=False``."""
+    from jsonargparse import Namespace
+    from lightning.pytorch.cli import LightningCLI
+
+    from lightning_rect.cli_errors import user_error
+
+    path = tmp_path / "bad.ckpt"
+    path.write_bytes(content)
+    cli = Namespace(config=Namespace(subcommand="fit", fit=Namespace(ckpt_path=str(path))))
+    with pytest.raises(Exception) as raised:
+        LightningCLI._parse_ckpt_path(cli)
+    cause = user_error(raised.value)
+    assert cause is not None, raised.value
+    assert str(path) in str(cause) and problem in str(cause) and "weights_only" not in str(cause)
+
+
+def test_the_table_holds_at_least_40_cases():
+    assert len(CASES) >= 40 and len({c.id for c in CASES}) == len(CASES)
+
+
+# -- the same through a real process: stderr as a user sees it ------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("args, expected", [
+    (["fit", "--config", DIGITS, "--model.init_args.hiden_sizes=[8]"], "did you mean hidden_sizes?"),
+    (["fit", "--config", DIGITS, "--data.init_args.eval_batch_size=0"], "eval_batch_size must be an integer >= 1"),
+])
+def test_a_real_process_prints_the_line_last_and_no_usage(run_cli, args, expected):
+    proc = run_cli(*args)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: ") and expected in lines[-1], proc.stderr[-3000:]
+    assert sum(line.startswith("error:") for line in lines) == 1
+    assert "Traceback" not in proc.stderr and "usage:" not in proc.stderr
+
+
+def test_help_still_prints_the_usage(capsys, monkeypatch):
+    from lightning_rect.cli import main
+
+    monkeypatch.setattr(sys, "argv", sys.argv[:1])
+    with pytest.raises(SystemExit) as exit_:
+        main(["fit", "--help"])
+    assert exit_.value.code == 0
+    assert "usage:" in capsys.readouterr().out
+
