@@ -1,16 +1,15 @@
 """Checkpoint files: the epoch-end ``last.ckpt`` every fit keeps, and loading a pre-trained encoder
-from a ``StackedDAE`` checkpoint, with one-line errors for bad files."""
+from a ``StackedDAE`` checkpoint, with one-line errors for bad files (read safely through
+``checkpoint_io``: plain tensors and values only)."""
 
 from __future__ import annotations
 
-import pickle
-import zipfile
 from pathlib import Path
 
-import torch
 from lightning import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from lightning_rect.checkpoint_io import UnreadableCheckpoint, load_checkpoint_file
 from lightning_rect.encoder import Encoder
 from lightning_rect.errors import CheckpointError
 
@@ -42,17 +41,18 @@ def last_checkpoint_path(trainer: Trainer) -> str:
 
 
 def read_checkpoint(path: str | Path) -> dict:
+    """A ``pretrained`` checkpoint, loaded safely (plain tensors and values only), or a one-line error."""
     path = Path(path)
-    if not path.is_file():
+    if not path.is_file() and not path.is_dir():
         raise CheckpointError(
             f"pretrained checkpoint {str(path)!r} does not exist; pass the .ckpt file written by "
             "`python -m lightning_rect fit --config configs/<name>_pretrain.yaml` (see its log directory)"
         )
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError) as err:
+        checkpoint = load_checkpoint_file(path)
+    except UnreadableCheckpoint as err:
         raise CheckpointError(
-            f"{str(path)!r} is not a readable PyTorch checkpoint ({type(err).__name__}: {str(err).splitlines()[0]}); "
+            f"{str(path)!r} is not a readable PyTorch checkpoint: it {err.reason}; "
             "point `pretrained` at a .ckpt file written by a StackedDAE run"
         ) from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:

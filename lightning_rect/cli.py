@@ -7,7 +7,12 @@ What this adds to LightningCLI:
   (``val/err`` for ``SparseMLP``) and a ``last.ckpt`` rewritten at every epoch end, stops a
   diverged run (``DivergenceGuard``), then evaluates the kept checkpoint on the test split, prints
   a summary and writes it as ``results.json`` in the run's log directory;
-- ``--ckpt_path last`` continues the newest unfinished run in its own folder;
+- ``--ckpt_path last`` continues the newest unfinished run in its own folder, keeping its history
+  (``metrics.csv`` up to the checkpoint's step, the first ``config.yaml``, the whole fit time); a
+  checkpoint of another model kind, or one whose model settings the config changes (except
+  ``lr``, which is applied), is refused before anything is written (``resume.py``);
+- every checkpoint is written atomically (``checkpoint_io.AtomicCheckpointIO``, a Trainer plugin
+  unless the config names its own ``CheckpointIO``);
 - problems the user can fix (unknown registry name, bad value, missing data file, bad checkpoint)
   end the program with one line naming the cause, not a traceback.
 
@@ -17,23 +22,31 @@ that names its own ``ModelCheckpoint`` for the metric, or its own progress bar, 
 
 from __future__ import annotations
 
+import importlib
 import sys
 import time
 
 from lightning import Callback, LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, instantiate_class
+from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
+from lightning.pytorch.plugins.io import CheckpointIO
 from torch.optim import Optimizer
 
 import lightning_rect.data  # noqa: F401  (data modules by short name: --data=DigitsDataModule)
 import lightning_rect.models  # noqa: F401
 from lightning_rect.bundled import resolve_config_args
 from lightning_rect.callbacks import DivergenceGuard, ThrottledProgressBar
+from lightning_rect.checkpoint_io import AtomicCheckpointIO
 from lightning_rect.checkpoints import latest_checkpoint, writes_last_every_epoch
 from lightning_rect.errors import ConfigError, LightningRectError
 from lightning_rect.integrations.wandb import SaveConfigToWandb, publish_results
 from lightning_rect.results import epoch_of_checkpoint, to_float, write_results
-from lightning_rect.resume import resolve_last
+from lightning_rect.resume import (SPECIAL_CKPT_PATHS, RunContinuity, check_checkpoint, check_data_sizes,
+                                   config_filename, resolve_last, run_folder)
+
+#: What the CLI logs through in place of Lightning's ``CSVLogger`` (same arguments; keeps history on resume).
+HISTORY_LOGGER = "lightning_rect.loggers.CSVLogger"
 
 DESCRIPTION = (
     "lightning_rect: Deep Sparse Rectifier Neural Networks (Glorot, Bordes, Bengio 2011) in PyTorch Lightning. "
@@ -51,15 +64,42 @@ class RectCLI(LightningCLI):
         kwargs.setdefault("save_config_callback", SaveConfigToWandb)  # also into W&B runs, if any
         kwargs.setdefault("parser_kwargs", {"description": DESCRIPTION})
         self._fit_started = 0.0
+        self._requested_lr = None
+        self._checkpoint_hparams: dict | None = None
         super().__init__(LightningModule, LightningDataModule, *args, **kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.input_size", "model.init_args.in_features", apply_on="instantiate")
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
 
+    def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
+        super().parse_arguments(parser, args)
+        # An explicit --ckpt_path file is checked against the config as the user wrote it: LightningCLI
+        # next merges the checkpoint's hyperparameters into the config (and would turn a digits.yaml run
+        # into a StackedDAE given a DAE checkpoint).
+        subcommand = self.config.get("subcommand")
+        config = self.config.get(str(subcommand)) if subcommand else None
+        ckpt_path = config.get("ckpt_path") if config is not None else None
+        if ckpt_path and str(ckpt_path) not in SPECIAL_CKPT_PATHS and "://" not in str(ckpt_path):
+            self._checkpoint_hparams = check_checkpoint(str(ckpt_path), config, resuming_fit=subcommand == "fit")
+            self._requested_lr = _model_arg(config, "lr") if subcommand == "fit" else None
+
     def before_instantiate_classes(self) -> None:
-        if self.subcommand == "fit" and self.config.fit.get("ckpt_path") == "last":
-            self.config.fit.ckpt_path = resolve_last(self.config.fit.trainer.get("logger"))
+        """Everything else that can refuse a run, before anything is built or written."""
+        config = self.config.get(str(self.subcommand)) if self.subcommand else None
+        if config is None or self.subcommand != "fit":
+            return
+        refuse_fit_without_training(config.trainer)
+        log_with_history(config.trainer)
+        if config.get("ckpt_path") == "last":
+            config.ckpt_path = resolve_last(config.trainer.get("logger"))
+            self._checkpoint_hparams = check_checkpoint(config.ckpt_path, config, resuming_fit=True)
+        elif self._requested_lr is not None and config.get("model") is not None:
+            # the merge put the checkpoint's lr back; a resume applies the requested one (RunContinuity)
+            config.model.init_args.lr = self._requested_lr
+        # a resume into the same folder keeps the first run's config.yaml and adds its own next to it
+        filename = config_filename(run_folder(config.trainer.get("logger")))
+        self.save_config_kwargs = {**self.save_config_kwargs, "config_filename": filename}
 
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
@@ -67,11 +107,17 @@ class RectCLI(LightningCLI):
             scheduler_with_models_optimizer(self.model, self.config_init[self.subcommand])
 
     def instantiate_trainer(self, **kwargs) -> Trainer:
+        if self._checkpoint_hparams is not None and self.subcommand is not None:  # the model is built by now
+            check_data_sizes(str(self.config[self.subcommand].ckpt_path), self._checkpoint_hparams, self.model)
+        trainer_config = self.config_init[self.subcommand].trainer if self.subcommand else {}
         if self.subcommand == "fit":
-            trainer_config = self.config_init.fit.trainer
             configured = trainer_config.get("callbacks") or []
             configured = configured if isinstance(configured, list) else [configured]
             kwargs["callbacks"] = configured + fit_callbacks(configured, self.model, trainer_config)
+        plugins = trainer_config.get("plugins") or []
+        plugins = plugins if isinstance(plugins, list) else [plugins]
+        if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
+            kwargs["plugins"] = plugins + [AtomicCheckpointIO()]
         return super().instantiate_trainer(**kwargs)
 
     # -- fit: then test the selected checkpoint ------------------------------------------------
@@ -79,11 +125,16 @@ class RectCLI(LightningCLI):
         self._fit_started = time.perf_counter()
 
     def after_fit(self) -> None:
-        fit_seconds = time.perf_counter() - self._fit_started
         trainer = self.trainer
+        continuity = next((cb for cb in trainer.callbacks if isinstance(cb, RunContinuity)), None)
+        # the whole fit time of the run: before the crash (up to the checkpoint) and since the resume
+        fit_seconds = continuity.fit_seconds() if continuity is not None else time.perf_counter() - self._fit_started
         if trainer.interrupted:
             print("fit was interrupted; skipping the test of the best checkpoint", file=sys.stderr)
             return
+        if trainer.global_step == 0 and (continuity is None or continuity.remove_if_untrained(trainer)):
+            raise ConfigError("the fit ran no training step (see trainer.limit_train_batches, max_steps, max_time), "
+                              "so there is no result to record; no results.json was written")
         checkpoint = selection_checkpoint(trainer, self.model)
         best_path = checkpoint.best_model_path if checkpoint is not None else ""
         test_metrics = trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best_path or None, verbose=False)
@@ -101,6 +152,9 @@ class RectCLI(LightningCLI):
         log_dir = trainer.log_dir  # broadcasts under DDP, so every rank must ask, not rank 0 alone
         if trainer.is_global_zero:
             publish_results(trainer, results, write_results(results, log_dir))
+            from lightning_rect.plots.summary import write_summary_figure  # summary.png beside results.json
+
+            write_summary_figure(log_dir)  # one line instead if matplotlib is missing
 
 
 def scheduler_with_models_optimizer(model: LightningModule, config) -> None:
@@ -126,12 +180,47 @@ def scheduler_with_models_optimizer(model: LightningModule, config) -> None:
     model.configure_optimizers = configure_optimizers
 
 
+def _model_arg(config, name: str):
+    model = config.get("model")
+    init_args = model.get("init_args") if model is not None and hasattr(model, "get") else None
+    return init_args.get(name) if init_args is not None and hasattr(init_args, "get") else None
+
+
+def refuse_fit_without_training(trainer_config) -> None:
+    """``max_epochs=0`` (or ``max_steps=0``) would test and record an untrained net."""
+    for key in ("max_epochs", "max_steps"):
+        if trainer_config.get(key) == 0:
+            raise ConfigError(f"trainer.{key}=0 trains nothing, so there is no result to record (nothing was written); "
+                              f"set --trainer.{key} to 1 or more, or evaluate a checkpoint with `test --ckpt_path=<.ckpt>`")
+
+
+def log_with_history(trainer_config) -> None:
+    """Configured Lightning ``CSVLogger``s become ``lightning_rect.loggers.CSVLogger`` (same arguments),
+    whose ``metrics.csv`` survives a resume instead of being deleted."""
+    loggers = trainer_config.get("logger")
+    for logger in loggers if isinstance(loggers, list) else [loggers]:
+        class_path = logger.get("class_path") if hasattr(logger, "get") else None
+        if class_path and _imports_as(class_path) is LightningCSVLogger:
+            logger.class_path = HISTORY_LOGGER
+
+
+def _imports_as(class_path: str):
+    module, _, name = class_path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name, None)
+    except ImportError:
+        return None
+
+
 def fit_callbacks(configured: list[Callback], model: LightningModule, trainer_config) -> list[Callback]:
     """What every CLI ``fit`` gets besides the configured callbacks, unless the config has its own:
-    a ``DivergenceGuard``; a ``ThrottledProgressBar`` (the stock bar redraws after every batch, which
-    costs several percent at batch 10); a ``ModelCheckpoint`` keeping the best epoch of
-    ``model.selection_metric`` (``best-epoch=N.ckpt``); and ``last.ckpt`` rewritten every epoch."""
+    a ``RunContinuity`` (fit time, history and lr across a resume); a ``DivergenceGuard``; a
+    ``ThrottledProgressBar`` (the stock bar redraws after every batch, which costs several percent
+    at batch 10); a ``ModelCheckpoint`` keeping the best epoch of ``model.selection_metric``
+    (``best-epoch=N.ckpt``); and ``last.ckpt`` rewritten every epoch."""
     added: list[Callback] = []
+    if not any(isinstance(cb, RunContinuity) for cb in configured):
+        added.append(RunContinuity())
     if not any(isinstance(cb, DivergenceGuard) for cb in configured):
         added.append(DivergenceGuard())
     if trainer_config.get("enable_progress_bar") is not False and not any(isinstance(cb, ProgressBar) for cb in configured):
@@ -154,18 +243,21 @@ def selection_checkpoint(trainer: Trainer, model: LightningModule) -> ModelCheck
 
 
 def main(args: list[str] | None = None) -> None:
+    from lightning_rect.cli_errors import check_command_line, one_line, parser_kwargs
+
     if args is None:
         # Rewritten in place, not passed as args: DDP starts its other processes from sys.argv.
         sys.argv[1:] = resolve_config_args(sys.argv[1:])
     else:
         args = resolve_config_args(args)
     try:
-        RectCLI(args=args)
+        check_command_line(sys.argv[1:] if args is None else args)
+        RectCLI(args=args, parser_kwargs=parser_kwargs(DESCRIPTION))
     except Exception as err:
         cause = user_error(err)
         if cause is None:
             raise
-        print(f"error: {cause}", file=sys.stderr)
+        print(f"error: {one_line(cause)}", file=sys.stderr)
         sys.exit(2)
     finally:
         _close_process_group()
@@ -181,14 +273,12 @@ def _close_process_group() -> None:
 
 
 def user_error(err: BaseException) -> LightningRectError | None:
-    """The ``LightningRectError`` behind ``err``; jsonargparse wraps errors raised while instantiating."""
-    seen = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, LightningRectError):
-            return err
-        seen.add(id(err))
-        err = err.__cause__ or err.__context__
-    return None
+    """The user-fixable problem behind ``err`` as a ``LightningRectError`` (ours, also when jsonargparse
+    wrapped it; a parser error; an unreadable ``--ckpt_path``; an unwritable folder), or None for a
+    bug: ``lightning_rect.cli_errors``."""
+    from lightning_rect.cli_errors import user_error as translate
+
+    return translate(err)
 
 
 if __name__ == "__main__":

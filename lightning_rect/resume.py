@@ -1,18 +1,51 @@
-"""``fit --ckpt_path last``: which run folder a resume continues, found before anything is built.
+"""``fit --ckpt_path``: which run a resume continues, whether the checkpoint fits the config, and
+what a resumed fit carries over from the run it continues.
 
 A run lives in ``<save_dir>/<name>/version_<N>/`` (the config's first logger with a ``save_dir``).
-Only an unfinished run is resumed: one with a ``checkpoints/last.ckpt`` and no ``results.json``.
-The logger is then configured with that run's version, so the resumed fit logs into the same
-folder, through the logger's public ``version`` argument.
+``--ckpt_path last`` resumes only an unfinished run: one with a ``checkpoints/last.ckpt`` and no
+``results.json``. The logger is then configured with that run's version, so the resumed fit logs
+into the same folder, through the logger's public ``version`` argument. Everything here runs
+before anything is built, so a refused resume writes nothing.
+
+A checkpoint is refused when another model kind wrote it, or when the config changes a model
+setting other than ``lr`` (or the ``optimizer``/``lr_scheduler`` sections of the run's first
+``config.yaml``): the restored weights and optimizer would silently keep the old setting. A
+changed ``lr`` is applied to the restored optimizer from the checkpoint's step on, printed and
+logged (``RunContinuity``), so what is recorded is what trains.
+
+``RunContinuity`` (a callback the CLI adds to every fit) keeps a run whole across a crash: the
+fit time so far travels in each checkpoint, the CSV history is continued after the checkpoint's
+step (``lightning_rect.loggers.CSVLogger``), and a fit that fails before its first training step
+removes the run folder it created.
 """
 
 from __future__ import annotations
 
+import math
+import os
+import shutil
+import time
 from pathlib import Path
 from typing import Any
 
+import yaml
+from lightning import Callback, LightningModule, Trainer
+from lightning.pytorch.trainer.states import TrainerFn
+
+from lightning_rect.checkpoint_io import load_checkpoint_file
+from lightning_rect.checkpoints import MODEL_KEY
 from lightning_rect.errors import CheckpointError
 from lightning_rect.results import RESULTS_FILE
+
+#: Key of every checkpoint the CLI writes: seconds of fit time spent on the run up to it.
+FIT_SECONDS_KEY = "lightning_rect_fit_seconds"
+#: Model settings a resume may change: applied to the restored optimizer (``RunContinuity``).
+APPLIED_ON_RESUME = ("lr",)
+#: Model settings a resume ignores: ``pretrained`` is read only by a fit from scratch; the sizes
+#: linked from the data are not in the config (a mismatch fails when the weights are loaded).
+UNUSED_ON_RESUME = ("pretrained", "in_features", "num_classes")
+#: Checkpoint names Lightning resolves itself.
+SPECIAL_CKPT_PATHS = ("last", "best", "hpc", "registry")
 
 
 def run_root(logger_config: Any) -> tuple[Any, Path] | None:
@@ -34,13 +67,18 @@ def unfinished_run(root: Path) -> Path:
     unfinished = [p for p in found if not (p.parent.parent / RESULTS_FILE).exists()]
     if unfinished:
         return unfinished[-1]
+    # a run killed before its first epoch ended has neither: nothing of it can be resumed
+    stopped = sorted((d for d in root.glob("version_*") if d.is_dir() and not (d / RESULTS_FILE).exists()
+                      and not (d / "checkpoints" / "last.ckpt").exists()), key=lambda d: d.stat().st_mtime)
+    early = f"; {stopped[-1]} stopped before its first checkpoint, so it cannot be resumed" if stopped else ""
     if found:
         raise CheckpointError(
-            f"--ckpt_path last: every run under {root} has finished ({found[-1].parent.parent / RESULTS_FILE} exists); "
-            "nothing to resume and nothing was changed; run without --ckpt_path to start a new run"
+            f"--ckpt_path last: every run under {root} with a last.ckpt has finished "
+            f"({found[-1].parent.parent / RESULTS_FILE} exists){early}; nothing to resume and nothing was changed; "
+            "run without --ckpt_path to start a new run"
         )
     raise CheckpointError(
-        f"--ckpt_path last: no last.ckpt under {root}/version_*/checkpoints; nothing to resume, "
+        f"--ckpt_path last: no last.ckpt under {root}/version_*/checkpoints{early}; nothing to resume, "
         "run without --ckpt_path to start afresh"
     )
 
@@ -59,3 +97,218 @@ def resolve_last(logger_config: Any) -> str:
     init_args["version"] = int(version) if version.isdigit() else last.parent.parent.name
     print(f"resuming from {last}")
     return str(last)
+
+
+def run_folder(logger_config: Any) -> Path | None:
+    """The run folder a configured logger with a fixed ``version`` writes to (None when it picks a new one)."""
+    found = run_root(logger_config)
+    if found is None or found[0].get("version") is None:
+        return None
+    version = found[0]["version"]
+    return found[1] / (version if isinstance(version, str) else f"version_{version}")
+
+
+def config_filename(folder: Path | None, default: str = "config.yaml") -> str:
+    """``config.yaml``, or ``config.resume-<k>.yaml`` when the run folder already holds one: the
+    first run's config is never overwritten, each resume's is kept next to it."""
+    if folder is None or not (folder / default).exists():
+        return default
+    k = 1
+    while (folder / f"config.resume-{k}.yaml").exists():
+        k += 1
+    return f"config.resume-{k}.yaml"
+
+
+# -- does the checkpoint fit the config? (before anything is built) -----------------------------------
+
+
+def check_checkpoint(path: str, fit_config: Any, resuming_fit: bool) -> dict:
+    """Refuse, in one line, a checkpoint that another model kind wrote, or (for ``fit``) one whose
+    model settings differ from the config's in anything but ``lr``; returns its hyperparameters
+    (for ``check_data_sizes`` once the model is built)."""
+    checkpoint = load_checkpoint_file(path, mmap=True)
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise CheckpointError(f"checkpoint {path!r} is not a Lightning checkpoint (no state_dict); "
+                              "pass a .ckpt written by `fit`")
+    model_config = fit_config.get("model")
+    ours = _class_name(model_config.get("class_path") if model_config is not None else None)
+    hparams = checkpoint.get("hyper_parameters") or {}
+    theirs = checkpoint.get(MODEL_KEY) or _class_name(hparams.get("_class_path"))
+    if ours and theirs and ours != theirs:
+        hint = (f"; to start a {ours} from this pre-trained {theirs}, drop --ckpt_path and pass "
+                f"--model.init_args.pretrained={path}" if theirs == "StackedDAE" else
+                f"; resume it with the config of the {theirs} run that wrote it")
+        raise CheckpointError(f"--ckpt_path {path} holds a {theirs} checkpoint but the config trains a {ours}: "
+                              f"a checkpoint resumes only the model kind that wrote it{hint}")
+    if not resuming_fit or model_config is None:
+        return hparams
+    init_args = _plain(model_config.get("init_args")) or {}
+    changed = [f"{k}={_show(hparams[k])} -> {_show(init_args[k])}" for k in init_args.keys()
+               if k in hparams and not k.startswith("_") and k not in APPLIED_ON_RESUME + UNUSED_ON_RESUME
+               and _plain(hparams[k]) != _plain(init_args[k])]
+    changed += changed_sections(Path(path), fit_config)
+    if changed:
+        raise CheckpointError(
+            f"--ckpt_path {path}: the config changes what the checkpoint was trained with ({'; '.join(changed)}); "
+            f"a resume may change only {', '.join(APPLIED_ON_RESUME)} (applied from the checkpoint's step on): "
+            "drop the other changes, or start a new run without --ckpt_path")
+    return hparams
+
+
+def check_data_sizes(path: str, hparams: dict, model: Any) -> None:
+    """The sizes the CLI links from the data (``in_features``, ``num_classes``) must be the checkpoint's."""
+    ours = getattr(model, "hparams", {})
+    changed = [f"{k}={hparams[k]} -> {ours[k]}" for k in ("in_features", "num_classes")
+               if k in hparams and k in ours and hparams[k] != ours[k]]
+    if changed:
+        raise CheckpointError(f"--ckpt_path {path} was trained on data of another shape ({'; '.join(changed)}); "
+                              "use the data set it was trained on")
+
+
+def changed_sections(path: Path, fit_config: Any) -> list[str]:
+    """``optimizer``/``lr_scheduler`` entries that differ from the run folder's first ``config.yaml``."""
+    saved = path.parent.parent / "config.yaml" if path.parent.name == "checkpoints" else None
+    try:
+        first = yaml.safe_load(saved.read_text()) if saved is not None else None
+    except (OSError, yaml.YAMLError):
+        return []
+    if not isinstance(first, dict):
+        return []
+    return [f"{key} {_show(first.get(key))} -> {_show(fit_config.get(key))}" for key in ("optimizer", "lr_scheduler")
+            if _plain(first.get(key)) != _plain(fit_config.get(key))]
+
+
+def _class_name(class_path: Any) -> str | None:
+    return str(class_path).rpartition(".")[2] if class_path else None
+
+
+def _plain(value: Any) -> Any:
+    """Config and checkpoint values in one comparable form (namespaces as dicts, tuples as lists)."""
+    if hasattr(value, "as_dict"):
+        value = value.as_dict()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _show(value: Any) -> str:
+    value = _plain(value)
+    if isinstance(value, dict) and "class_path" in value:
+        args = ", ".join(f"{k}={v}" for k, v in (value.get("init_args") or {}).items())
+        return f"{_class_name(value['class_path'])}({args})"
+    return str(value)
+
+
+# -- what a resumed fit carries over ----------------------------------------------------------------
+
+
+def checkpoint_log_step(checkpoint: dict) -> int:
+    """The logging step a checkpoint was saved at: every row logged up to it belongs to the run."""
+    try:
+        return int(checkpoint["loops"]["fit_loop"]["epoch_loop.state_dict"]["_batches_that_stepped"])
+    except (KeyError, TypeError, ValueError):
+        return int(checkpoint.get("global_step", 0))
+
+
+class RunContinuity(Callback):
+    """Keeps a run whole across a crash and ``--ckpt_path``:
+
+    - the fit time so far is saved in every checkpoint and added back on resume (``fit_seconds``);
+    - on resume, loggers with ``continue_history`` keep the rows logged up to the checkpoint's step;
+    - a changed ``lr`` is applied to the restored optimizer, printed and logged (``resume/lr``);
+    - a fit that fails before its first training step removes the run folder it created.
+    """
+
+    def __init__(self) -> None:
+        self.earlier_seconds = 0.0
+        self.resumed_step: int | None = None
+        self._resumed_lr: float | None = None
+        self._started: float | None = None
+        self._ended: float | None = None
+        self._new_folder: str | None = None
+        self._new_parent = False
+
+    def fit_seconds(self) -> float:
+        if self._started is None:
+            return self.earlier_seconds
+        return self.earlier_seconds + ((self._ended or time.perf_counter()) - self._started)
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        self._started, self._ended = time.perf_counter(), None
+        log_dir = trainer.logger.log_dir if trainer.logger is not None and trainer.is_global_zero else None
+        if log_dir and not os.path.exists(log_dir):  # created by this fit (the run's files come after setup)
+            self._new_folder = log_dir
+            self._new_parent = not os.path.exists(os.path.dirname(os.path.abspath(log_dir)))
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._ended = time.perf_counter()
+
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict) -> None:
+        checkpoint[FIT_SECONDS_KEY] = self.fit_seconds()
+
+    def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict) -> None:
+        if trainer.state.fn != TrainerFn.FITTING:  # the test of the best checkpoint also loads one
+            return
+        self.earlier_seconds = float(checkpoint.get(FIT_SECONDS_KEY) or 0.0)
+        self.resumed_step = int(checkpoint.get("global_step", 0))
+        self._resumed_lr = (checkpoint.get("hyper_parameters") or {}).get("lr")
+        step = checkpoint_log_step(checkpoint)
+        for logger in trainer.loggers:
+            if callable(getattr(logger, "continue_history", None)):
+                logger.continue_history(step)
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        old, new = self._resumed_lr, getattr(pl_module, "hparams", {}).get("lr")
+        if old is None or new is None or math.isclose(float(old), float(new), rel_tol=1e-12):
+            return
+        apply_learning_rate(trainer, float(old), float(new))
+        if trainer.is_global_zero:
+            print(f"resumed at step {self.resumed_step}: learning rate changed from {old:g} to {new:g}; "
+                  "the restored optimizer now uses the new value")
+        for logger in trainer.loggers:
+            logger.log_metrics({"resume/lr_before": float(old), "resume/lr": float(new)}, step=self.resumed_step)
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        if self._new_folder and self.resumed_step is None and trainer.global_step == 0 and trainer.is_global_zero:
+            remove_untrained_run(Path(self._new_folder), self._new_parent)
+
+    def remove_if_untrained(self, trainer: Trainer) -> bool:
+        """After a fit that trained nothing: remove the folder it created; True when nothing was trained."""
+        if trainer.global_step > 0 or self.resumed_step is not None:
+            return False
+        if self._new_folder and trainer.is_global_zero:
+            remove_untrained_run(Path(self._new_folder), self._new_parent)
+        return True
+
+
+def apply_learning_rate(trainer: Trainer, old: float, new: float) -> None:
+    """Set the restored optimizers to ``new``; under a scheduler its whole schedule is scaled by new/old."""
+    for optimizer in trainer.optimizers:
+        for group in optimizer.param_groups:
+            if "initial_lr" in group:
+                group["initial_lr"] = group["initial_lr"] * new / old
+                group["lr"] = group["lr"] * new / old
+            else:
+                group["lr"] = new
+    for config in trainer.lr_scheduler_configs:
+        if hasattr(config.scheduler, "base_lrs"):
+            config.scheduler.base_lrs = [lr * new / old for lr in config.scheduler.base_lrs]
+
+
+def remove_untrained_run(folder: Path, parent_too: bool = False) -> None:
+    """Remove the run folder this fit created before training anything (never one that holds a
+    checkpoint), and its parent (``<save_dir>/<name>``) when the fit created that too and it is empty."""
+    if not folder.is_dir() or any(folder.rglob("*.ckpt")):
+        return
+    shutil.rmtree(folder, ignore_errors=True)
+    if parent_too:
+        try:
+            folder.parent.rmdir()  # only when empty
+        except OSError:
+            pass

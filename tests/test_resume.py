@@ -1,0 +1,369 @@
+"""Runs survive crashes with their history; checkpoints are never half-written (issue 17, items 1-5, 10).
+
+Fast tests train tiny nets in-process; the ``slow`` ones kill real CLI processes with SIGKILL.
+"""
+
+import csv
+import errno
+import hashlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+import yaml
+
+from conftest import ROOT
+from lightning_rect import SparseMLP, StackedDAE
+from lightning_rect import checkpoint_io
+from lightning_rect.checkpoint_io import AtomicCheckpointIO, load_checkpoint_file
+from lightning_rect.errors import CheckpointError
+from lightning_rect.loggers import CSVLogger
+from lightning_rect.resume import FIT_SECONDS_KEY
+
+DIGITS = str(ROOT / "configs" / "digits.yaml")
+#: 12 steps per epoch, a second or two per fit in-process
+TINY = ["--model.init_args.hidden_sizes=[16]", "--data.init_args.batch_size=100", "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false"]
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+def checksums(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def metric_rows(run: Path) -> list[dict[str, str]]:
+    with open(run / "metrics.csv", newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def epochs_with(rows: list[dict[str, str]], key: str) -> list[int]:
+    """The epoch of every row that has ``key``, in file order."""
+    return [int(float(row["epoch"])) for row in rows if row.get(key) not in (None, "")]
+
+
+def loads_whole(path: Path) -> bool:
+    try:
+        load_checkpoint_file(path)
+        return True
+    except CheckpointError:
+        return False
+
+
+def write_that_fails(after_calls: int, code: int):
+    """A ``checkpoint_io.write_file`` that works ``after_calls`` times, then writes half and fails with ``code``."""
+    calls = []
+
+    def write_file(file, data):
+        calls.append(1)
+        if len(calls) <= after_calls:
+            file.write(data)
+            return
+        file.write(data[: len(data) // 2])
+        raise OSError(code, os.strerror(code))
+
+    return write_file
+
+
+# ---- atomic checkpoints ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("code,cause", [(errno.ENOSPC, "no space left"), (errno.EROFS, "read-only"),
+                                        (errno.EACCES, "permission denied")])
+def test_a_failed_write_keeps_the_previous_checkpoint_and_leaves_no_temporary_file(tmp_path, monkeypatch, code, cause):
+    elsewhere = tmp_path / "tmpdir"  # $TMPDIR: never used, the temporary file lives next to the target
+    elsewhere.mkdir()
+    monkeypatch.setenv("TMPDIR", str(elsewhere))
+    monkeypatch.setattr("tempfile.tempdir", None)
+    folder = tmp_path / "run" / "checkpoints"
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"state_dict": {"w": torch.ones(3)}, "epoch": 0}, folder / "last.ckpt")
+    monkeypatch.setattr(checkpoint_io, "write_file", write_that_fails(after_calls=0, code=code))
+    with pytest.raises(CheckpointError) as err:
+        io.save_checkpoint({"state_dict": {"w": torch.zeros(3)}, "epoch": 1}, folder / "last.ckpt")
+    message = str(err.value)
+    assert "\n" not in message and str(folder) in message and cause in message and "last.ckpt" in message
+    assert io.load_checkpoint(folder / "last.ckpt")["epoch"] == 0  # the previous one, whole
+    assert sorted(p.name for p in folder.iterdir()) == ["last.ckpt"]
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_a_write_killed_half_way_leaves_a_hidden_temporary_file_that_the_next_write_removes(tmp_path):
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    (folder / ".last.ckpt.abc123.tmp").write_bytes(b"PK\x03\x04 half a checkpoint")  # what a SIGKILL leaves
+    AtomicCheckpointIO().save_checkpoint({"epoch": 3}, folder / "last.ckpt")
+    assert sorted(p.name for p in folder.iterdir()) == ["last.ckpt"]
+    assert oct((folder / "last.ckpt").stat().st_mode & 0o777) != oct(0o600)  # an ordinary file, not mkstemp's
+
+
+def file_with(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+class NotAWeight:
+    pass
+
+
+@pytest.mark.parametrize("make,expected", [
+    (lambda d: d / "missing.ckpt", "does not exist"),
+    (lambda d: d, "is a folder"),
+    (lambda d: file_with(d / "empty.ckpt", b""), "is empty"),
+    (lambda d: file_with(d / "junk.ckpt", b"\x00" * 100), "not a PyTorch checkpoint"),
+    (lambda d: torch.save({"x": NotAWeight()}, d / "object.ckpt") or d / "object.ckpt", "a safe load refuses"),
+])
+def test_unreadable_checkpoints_are_one_line_without_unsafe_advice(tmp_path, make, expected):
+    path = make(tmp_path)
+    with pytest.raises(CheckpointError, match=expected) as err:
+        AtomicCheckpointIO().load_checkpoint(path)
+    assert "\n" not in str(err.value) and "weights_only" not in str(err.value)
+
+
+# ---- the run's history -------------------------------------------------------------------------
+
+
+def test_the_history_is_kept_up_to_the_resumed_step_and_a_cut_off_row_is_dropped(tmp_path):
+    first = CSVLogger(tmp_path, name="run")
+    assert not (tmp_path / "run").exists()  # nothing on disk before there is something to write
+    for epoch in range(4):
+        first.log_metrics({"val/err": 0.5 - epoch / 10, "epoch": epoch}, step=10 * epoch + 9)
+    with open(Path(first.log_dir) / "metrics.csv", "a") as file:
+        file.write("0.1,4")  # a row the killed process was writing
+    resumed = CSVLogger(tmp_path, name="run", version=0)
+    resumed.continue_history(19)  # the checkpoint was saved at step 19 (epoch 1)
+    resumed.log_metrics({"val/err": 0.25, "epoch": 2, "train/loss": 1.0}, step=29)
+    rows = metric_rows(Path(resumed.log_dir))
+    assert [(r["epoch"], r["step"], r["val/err"], r["train/loss"]) for r in rows] == [
+        ("0", "9", "0.5", ""), ("1", "19", "0.4", ""), ("2", "29", "0.25", "1.0")]
+
+
+@pytest.fixture
+def fit(tmp_path, monkeypatch, capsys):
+    """``fit --config digits.yaml`` of a tiny net through ``main`` in this process: (exit code, stdout, stderr)."""
+    from lightning_rect.cli import main
+
+    monkeypatch.chdir(tmp_path)
+
+    def run(*args: str) -> tuple[int, str, str]:
+        try:
+            main(["fit", "--config", DIGITS, *TINY, *args])
+            code = 0
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else 1
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run
+
+
+class Crash(Exception):
+    pass
+
+
+def test_resume_keeps_the_history_applies_a_new_lr_and_then_refuses_the_finished_run(fit, tmp_path, monkeypatch):
+    train = SparseMLP.training_step
+
+    def crashing_step(self, batch, batch_idx):
+        if self.global_step == 15:  # epoch 1 (steps 12-23)
+            raise Crash
+        return train(self, batch, batch_idx)
+
+    monkeypatch.setattr(SparseMLP, "training_step", crashing_step)
+    with pytest.raises(Crash):
+        fit("--trainer.max_epochs=3")
+    monkeypatch.setattr(SparseMLP, "training_step", train)
+    run = tmp_path / "runs" / "digits" / "version_0"
+    crashed = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert crashed["epoch"] == 0 and crashed[FIT_SECONDS_KEY] > 0
+
+    code, out, stderr = fit("--trainer.max_epochs=3", "--ckpt_path", "last", "--model.init_args.lr=0.001")
+    assert code == 0, stderr[-2000:]
+    assert "resumed at step 12: learning rate changed from 0.03 to 0.001" in out
+
+    rows = metric_rows(run)
+    assert epochs_with(rows, "val/err") == [0, 1, 2]  # every epoch exactly once
+    assert epochs_with(rows, "train/loss") == [0, 1, 2]
+    [change] = [r for r in rows if r.get("resume/lr")]
+    assert float(change["resume/lr"]) == 0.001 and int(change["step"]) == 12
+    final = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert final["hyper_parameters"]["lr"] == 0.001
+    assert {g["lr"] for s in final["optimizer_states"] for g in s["param_groups"]} == {0.001}  # trained with it
+    assert yaml.safe_load((run / "config.yaml").read_text())["model"]["init_args"]["lr"] == 0.03  # the first, kept
+    assert yaml.safe_load((run / "config.resume-1.yaml").read_text())["model"]["init_args"]["lr"] == 0.001
+    results = json.loads((run / "results.json").read_text())
+    assert results["epochs"] == 3 and results["fit_seconds"] > crashed[FIT_SECONDS_KEY]
+
+    before = checksums(tmp_path / "runs")
+    code, _, stderr = fit("--trainer.max_epochs=3", "--ckpt_path", "last")
+    assert code == 2 and len(error_lines(stderr)) == 1 and "has finished" in stderr
+    assert "Traceback" not in stderr
+    assert checksums(tmp_path / "runs") == before  # no config.yaml, no metrics.csv wipe, nothing
+
+
+def test_a_full_disk_ends_in_one_line_with_the_previous_checkpoint_whole(fit, tmp_path, monkeypatch):
+    # epoch 0 writes best-epoch=0.ckpt and last.ckpt; the first write of epoch 1 finds the disk full
+    monkeypatch.setattr(checkpoint_io, "write_file", write_that_fails(after_calls=2, code=errno.ENOSPC))
+    code, _, stderr = fit("--trainer.max_epochs=3")
+    assert code == 2, stderr[-2000:]
+    [line] = error_lines(stderr)
+    folder = tmp_path / "runs" / "digits" / "version_0" / "checkpoints"
+    assert "no space left on the device" in line and str(Path("runs") / "digits" / "version_0" / "checkpoints") in line
+    assert "Traceback" not in stderr
+    assert sorted(p.name for p in folder.iterdir()) == ["best-epoch=0.ckpt", "last.ckpt"]  # no temporary file
+    assert all(loads_whole(p) for p in folder.iterdir())
+    assert torch.load(folder / "last.ckpt", weights_only=True)["epoch"] == 0
+
+
+# ---- refused before anything is written ----------------------------------------------------------
+
+
+def saved(model: L.LightningModule, path: Path) -> Path:
+    trainer = L.Trainer(logger=False, enable_progress_bar=False)
+    trainer.strategy.connect(model)
+    trainer.save_checkpoint(path)
+    return path
+
+
+@pytest.mark.parametrize("make,expected", [
+    (lambda d: saved(StackedDAE(64, hidden_sizes=[16]), d / "dae.ckpt"),
+     ["holds a StackedDAE checkpoint but the config trains a SparseMLP", "--model.init_args.pretrained="]),
+    (lambda d: saved(SparseMLP(64, 10, [32], l1=0.5), d / "mlp.ckpt"),
+     ["hidden_sizes=[32] -> [16]", "l1=0.5 -> 0.001", "may change only lr"]),
+])
+def test_a_checkpoint_that_does_not_fit_the_config_is_refused_in_one_line(fit, tmp_path, make, expected):
+    path = make(tmp_path)
+    code, _, stderr = fit(f"--ckpt_path={path}")
+    assert code == 2
+    [line] = error_lines(stderr)
+    assert all(part in line for part in expected), line
+    assert not (tmp_path / "runs").exists()
+
+
+def test_max_epochs_0_records_nothing(fit, tmp_path):
+    code, _, stderr = fit("--trainer.max_epochs=0")
+    assert code == 2 and "max_epochs=0 trains nothing" in stderr and len(error_lines(stderr)) == 1
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_run_that_fails_before_training_leaves_no_folder(fit, tmp_path):
+    mlp = saved(SparseMLP(64, 10, [16]), tmp_path / "not_a_dae.ckpt")  # read when fit starts, after setup
+    code, _, stderr = fit(f"--model.init_args.pretrained={mlp}")
+    assert code == 2 and "not by StackedDAE" in stderr
+    assert not (tmp_path / "runs" / "digits").exists()
+
+
+# ---- kill -9 -------------------------------------------------------------------------------------
+
+#: 120 steps per epoch; three epochs
+KILL_ARGS = ["fit", "--config", DIGITS, "--model.init_args.hidden_sizes=[64,64]", "--data.init_args.batch_size=10",
+             "--trainer.max_epochs=3", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+STEPS_PER_EPOCH = 120
+#: A callback the killed runs load from tmp_path: SIGKILL to itself when a given training step starts.
+KILLER = """
+import os, signal
+from lightning import Callback
+
+class KillAt(Callback):
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def start(cwd: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "disabled", **(env or {})}
+    return subprocess.Popen([sys.executable, "-m", "lightning_rect", *args], cwd=cwd, env=full_env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def finish(proc: subprocess.Popen, timeout: float = 300) -> str:
+    out, _ = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, out[-3000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> Path:
+    cwd = tmp_path_factory.mktemp("whole")
+    finish(start(cwd, *KILL_ARGS))
+    return cwd / "runs" / "digits" / "version_0"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_run_killed_in_epoch_1_or_2_resumes_to_the_same_weights_and_history(uninterrupted, tmp_path, seed):
+    step = random.Random(seed).randrange(STEPS_PER_EPOCH + 1, 3 * STEPS_PER_EPOCH)  # inside epoch 1 or 2
+    (tmp_path / "killer.py").write_text(KILLER)
+    killer = json.dumps({"class_path": "killer.KillAt", "init_args": {"step": step}})
+    proc = start(tmp_path, *KILL_ARGS, f"--trainer.callbacks+={killer}", env={"PYTHONPATH": str(tmp_path)})
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == -signal.SIGKILL, out[-3000:]
+    run = tmp_path / "runs" / "digits" / "version_0"
+    last = run / "checkpoints" / "last.ckpt"
+    killed = torch.load(last, weights_only=True)
+    assert killed["epoch"] == step // STEPS_PER_EPOCH - 1 and not (run / "results.json").exists()
+
+    out = finish(start(tmp_path, *KILL_ARGS, "--ckpt_path", "last"))
+    assert f"resuming from {Path('runs') / 'digits' / 'version_0' / 'checkpoints' / 'last.ckpt'}" in out
+    ours = torch.load(last, weights_only=True)["state_dict"]
+    reference = torch.load(uninterrupted / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert ours.keys() == reference.keys()
+    assert all(torch.equal(ours[k], reference[k]) if torch.is_tensor(ours[k]) else ours[k] == reference[k] for k in ours)
+    rows, reference_rows = metric_rows(run), metric_rows(uninterrupted)
+    assert epochs_with(rows, "val/err") == epochs_with(rows, "train/loss") == [0, 1, 2]
+    for key in ("val/err", "val/loss", "train/loss"):
+        assert [r[key] for r in rows if r[key]] == [r[key] for r in reference_rows if r[key]], key
+    assert json.loads((run / "results.json").read_text())["fit_seconds"] > killed[FIT_SECONDS_KEY]
+    assert (run / "config.yaml").exists() and (run / "config.resume-1.yaml").exists()
+
+
+@pytest.mark.slow
+def test_a_kill_during_a_checkpoint_write_keeps_the_previous_last_ckpt(tmp_path):
+    if not Path("/dev/shm").is_dir():
+        pytest.skip("needs /dev/shm (a tmpfs) as a second file system for $TMPDIR")
+    tmpdir = Path(f"/dev/shm/lightning_rect_test_{os.getpid()}_{time.time_ns()}")
+    tmpdir.mkdir()
+    try:
+        folder = tmp_path / "runs" / "digits" / "version_0" / "checkpoints"
+        # every checkpoint write pauses 2 s half-way (the plugin's test hook)
+        proc = start(tmp_path, *KILL_ARGS, env={"TMPDIR": str(tmpdir), checkpoint_io.PAUSE_ENV: "2"})
+        wait_for((folder / "last.ckpt").exists, proc)  # epoch 0's last.ckpt is whole
+        wait_for(lambda: any(folder.glob(".last.ckpt.*.tmp")), proc)  # epoch 1's is half written
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+        assert list(folder.glob(".last.ckpt.*.tmp"))  # the kill did land inside the write
+        assert torch.load(folder / "last.ckpt", weights_only=True)["epoch"] == 0  # the previous one, whole
+        assert list(tmpdir.iterdir()) == []  # nothing went through the other file system
+
+        finish(start(tmp_path, *KILL_ARGS, "--ckpt_path", "last", env={"TMPDIR": str(tmpdir)}))
+        assert not list(folder.glob(".*.tmp"))
+        assert all(loads_whole(p) for p in folder.glob("*.ckpt"))
+        assert epochs_with(metric_rows(folder.parent), "val/err") == [0, 1, 2]
+        assert json.loads((folder.parent / "results.json").read_text())["epochs"] == 3
+    finally:
+        for leftover in tmpdir.iterdir():
+            leftover.unlink()
+        tmpdir.rmdir()
+
+
+def wait_for(condition, proc: subprocess.Popen, timeout: float = 180) -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        assert proc.poll() is None, "the run ended before it could be killed: " + proc.stdout.read()[-2000:]
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.01)
