@@ -1,7 +1,9 @@
-"""``lightning-rect`` / ``python -m lightning_rect``: the command's three parts.
+"""``lightning-rect`` / ``python -m lightning_rect``: the command's four parts.
 
 - ``reproduce <experiment>``: the paper's experiments (``lightning_rect.reproduce``);
 - ``configs [DIR]``: write the bundled configs and callback presets out (``lightning_rect.bundled``);
+- ``plot RUN_FOLDER [...] [-o OUT.png]``: a run's summary figure, or several runs overlaid
+  (``lightning_rect.plots``);
 - everything else (``fit``, ``validate``, ``test``, ``predict``): the LightningCLI (``lightning_rect.cli``).
 """
 
@@ -18,6 +20,10 @@ def main() -> None:
         from lightning_rect.bundled import main as configs_main
 
         configs_main(sys.argv[2:])
+    elif command == "plot":
+        from lightning_rect.plots.command import main as plot_main
+
+        plot_main(sys.argv[2:])
     else:
         from lightning_rect.cli import main as cli_main
 

@@ -3,7 +3,8 @@
 The numbers of a 2-process run (each process sees half of every split) must equal those of one
 process evaluating the same checkpoint on the whole split: error rates and the SparsityMonitor's
 exact sparsity and dead units, for validation (read from metrics.csv at the selected epoch) and
-test (results.json, written by rank 0 alone).
+test (results.json, written by rank 0 alone), and the test's firing-rate histograms
+(firing_rates.json, written by rank 0 alone).
 """
 
 import csv
@@ -26,9 +27,9 @@ DDP = ["--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=d
 ENV = {"OMP_NUM_THREADS": "1"}
 
 
-def single_process(stage: str, model, datamodule) -> dict[str, float]:
+def single_process(stage: str, model, datamodule, monitor: SparsityMonitor | None = None) -> dict[str, float]:
     trainer = Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False, callbacks=[SparsityMonitor()])
+                      enable_progress_bar=False, enable_model_summary=False, callbacks=[monitor or SparsityMonitor()])
     run = trainer.validate if stage == "val" else trainer.test
     [metrics] = run(model, datamodule=datamodule, verbose=False)
     return metrics
@@ -57,7 +58,8 @@ def test_two_cpu_processes_match_one_process_on_the_same_checkpoint(run_cli, tmp
 
     model = SparseMLP.load_from_checkpoint(checkpoint, map_location="cpu")
     datamodule = DigitsDataModule()
-    test = single_process("test", model, datamodule)
+    monitor = SparsityMonitor()
+    test = single_process("test", model, datamodule, monitor)
     val = single_process("val", model, datamodule)
 
     assert {"test/err", "test/sparsity/layer_1", "test/sparsity/layer_2", "test/dead/mean"} <= set(test)
@@ -68,6 +70,18 @@ def test_two_cpu_processes_match_one_process_on_the_same_checkpoint(run_cli, tmp
     logged = logged_row(results_file.parent / "metrics.csv", results["best_epoch"], "val/sparsity/layer_1")
     for key in ("val/sparsity/layer_1", "val/sparsity/layer_2", "val/sparsity/mean", "val/dead/mean", "val/err"):
         assert logged[key] == pytest.approx(val[key], abs=1e-6), key
+
+    # Firing-rate histograms: rank 0 saved the test's (counts summed over both processes); one
+    # process on the whole test split gives the same counts, histogram and dead units.
+    saved = json.loads((results_file.parent / "firing_rates.json").read_text())["test"]["layers"]
+    assert set(saved) == set(monitor.firing_rate_histograms["test"]) == {"layer_1", "layer_2"}
+    for layer, histogram in monitor.firing_rate_histograms["test"].items():
+        assert saved[layer]["histogram"] == list(histogram.counts), layer
+        assert saved[layer]["dead"] == histogram.dead, layer
+        assert saved[layer]["rows"] == 300, layer  # the whole test split, not one process's half
+        rates = torch.tensor(saved[layer]["nonzero"], dtype=torch.float64) / saved[layer]["rows"]
+        assert torch.equal(rates.float(), monitor.firing_rates["test"][layer]), layer
+    assert (results_file.parent / "summary.png").is_file()  # rank 0 drew the figure once the results were in
 
 
 @pytest.mark.slow

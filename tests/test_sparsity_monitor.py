@@ -1,14 +1,18 @@
+import json
 import warnings
+from unittest.mock import MagicMock
 
 import lightning as L
 import pytest
 import torch
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 from torch import nn
 
 from lightning_rect import SparseMLP, StackedDAE
 from lightning_rect.activations import Rectifier, SharpSoftplus, Sigmoid, Softplus, Tanh
 from lightning_rect.callbacks import SparsityMonitor
-from lightning_rect.callbacks.sparsity import UnitCounter, is_nonnegative
+from lightning_rect.callbacks.sparsity import (UnitCounter, firing_rate_histogram, is_nonnegative,
+                                                log_firing_rate_histograms)
 from lightning_rect.data import DigitsDataModule
 from lightning_rect.errors import ConfigError
 
@@ -249,3 +253,129 @@ def test_firing_rates_are_each_units_nonzero_fraction():
     x = torch.cat([b[0] for b in batches()])
     assert torch.equal(monitor.firing_rates["test"]["layer_1"], (x != 0).float().mean(0))
     assert torch.equal(monitor.firing_rates["test"]["layer_2"], (x[:, :2] != 0).float().mean(0))
+
+
+# -- firing-rate histograms: kept, logged to W&B / TensorBoard, saved for the summary figure ------
+def hand_histogram(columns: torch.Tensor, bins: int = 20) -> tuple[list[int], int]:
+    """Per-unit non-zero fraction of hand-built outputs, binned by hand: [b/bins, (b+1)/bins), 1 in the last."""
+    from fractions import Fraction
+
+    counts = [0] * bins
+    for unit in range(columns.shape[1]):
+        rate = Fraction(int((columns[:, unit] != 0).sum()), columns.shape[0])
+        counts[min(int(rate * bins), bins - 1)] += 1
+    dead = int(((columns != 0).sum(0) == 0).sum())
+    return counts, dead
+
+
+def test_firing_rate_histogram_is_the_hand_count_of_each_units_nonzero_fraction():
+    monitor = SparsityMonitor()
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[monitor])
+    trainer.test(HandBuilt(), dataloaders=Loader(batches()), verbose=False)
+    x = torch.cat([b[0] for b in batches()])  # layer 1 rates: 0, 1/4, 1, 3/4; layer 2: 0, 1/4
+    for layer, columns in (("layer_1", x), ("layer_2", x[:, :2])):
+        histogram = monitor.firing_rate_histograms["test"][layer]
+        counts, dead = hand_histogram(columns)
+        assert list(histogram.counts) == counts and histogram.dead == dead, layer
+    assert monitor.firing_rate_histograms["test"]["layer_1"].counts[0] == 1  # the dead unit, in bin 0
+    assert [b for b, c in enumerate(monitor.firing_rate_histograms["test"]["layer_1"].counts) if c] == [0, 5, 15, 19]
+    assert monitor.firing_rate_histograms["test"]["layer_1"].edges[:3] == [0.0, 0.05, 0.1]
+
+
+def test_a_rate_on_a_bin_edge_lands_in_the_bin_it_opens():
+    # 7 of 20 examples = 0.35 exactly: bin 7, although 0.35 in float32 is just below it
+    histogram = firing_rate_histogram(torch.tensor([7.0, 0.0, 20.0, 1.0]), 20, bins=20)
+    assert histogram.counts[7] == 1 and histogram.counts[0] == 1 and histogram.counts[19] == 1 and histogram.counts[1] == 1
+    assert histogram.dead == 1 and histogram.units == 4
+
+
+class RecordingWandbLogger(WandbLogger):
+    """Lightning's WandbLogger whose run is a recorder: nothing is started or sent."""
+
+    def __init__(self, save_dir):
+        super().__init__(save_dir=str(save_dir))
+        self.run = MagicMock()
+
+    @property
+    def experiment(self):
+        return self.run
+
+
+class RecordingTensorBoardLogger(TensorBoardLogger):
+    """A TensorBoardLogger as the monitor sees it (tensorboard itself need not be installed)."""
+
+    def __init__(self):  # not the real one, which needs tensorboard: only .experiment is used
+        self.writer = MagicMock()
+
+    @property
+    def experiment(self):
+        return self.writer
+
+
+def test_histograms_go_to_wandb_as_wandb_histograms_and_the_rates_file_is_written(tmp_path):
+    import wandb
+
+    logger = RecordingWandbLogger(tmp_path)
+    trainer = L.Trainer(logger=logger, enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=[SparsityMonitor()])
+    trainer.test(HandBuilt(), dataloaders=Loader(batches()), verbose=False)
+    logged = [c.args[0] for c in logger.run.log.call_args_list if "test/firing_rate/layer_1" in c.args[0]]
+    assert len(logged) == 1
+    x = torch.cat([b[0] for b in batches()])
+    for layer, columns in (("layer_1", x), ("layer_2", x[:, :2])):
+        histogram = logged[0][f"test/firing_rate/{layer}"]
+        assert isinstance(histogram, wandb.Histogram)
+        assert histogram.histogram == hand_histogram(columns)[0]
+        assert histogram.bins == pytest.approx([b / 20 for b in range(21)])
+    assert logged[0]["trainer/global_step"] == 0
+    # and the rates, for the summary figure, in the logger's folder
+    saved = json.loads((tmp_path / "firing_rates.json").read_text())
+    assert saved["bins"] == 20 and set(saved) == {"format", "bins", "test"}
+    assert saved["test"]["layers"]["layer_1"] == {"rows": 4, "nonzero": [0, 1, 4, 3],
+                                                  "histogram": hand_histogram(x)[0], "dead": 1}
+
+
+def test_tensorboard_gets_the_same_bins_and_other_loggers_nothing(tmp_path):
+    tensorboard, csv_logger = RecordingTensorBoardLogger(), CSVLogger(tmp_path)
+    nonzero = torch.tensor([0.0, 1.0, 4.0, 3.0])
+    histogram = firing_rate_histogram(nonzero, 4)
+    log_firing_rate_histograms([csv_logger, tensorboard], "val", {"layer_1": histogram}, {"layer_1": (nonzero, 4.0)}, 12)
+    [call] = tensorboard.writer.add_histogram_raw.call_args_list
+    assert call.args == ("val/firing_rate/layer_1",)
+    assert call.kwargs["bucket_counts"] == list(histogram.counts) and call.kwargs["num"] == 4
+    assert call.kwargs["bucket_limits"] == pytest.approx([b / 20 for b in range(1, 21)])
+    assert call.kwargs["min"] == 0.0 and call.kwargs["max"] == 1.0 and call.kwargs["global_step"] == 12
+    assert call.kwargs["sum"] == pytest.approx(2.0) and call.kwargs["sum_squares"] == pytest.approx(1 / 16 + 1 + 9 / 16)
+    assert not list(tmp_path.rglob("*"))  # the CSV logger was not touched
+
+
+class HandBuiltWithValidation(HandBuilt):
+    def validation_step(self, batch, batch_idx):
+        self(batch[0])
+
+
+def test_rates_file_keeps_validation_and_test_and_is_never_written_without_a_logger(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    quiet = {"enable_progress_bar": False, "enable_model_summary": False}
+    trainer = L.Trainer(logger=False, callbacks=[SparsityMonitor()], **quiet)
+    trainer.test(HandBuilt(), dataloaders=Loader(batches()), verbose=False)
+    assert not list(tmp_path.rglob("firing_rates.json"))  # no logger: nothing in the working folder
+
+    logger = CSVLogger(tmp_path / "logs", version=0)
+    trainer = L.Trainer(logger=logger, callbacks=[SparsityMonitor()], **quiet)
+    trainer.validate(HandBuiltWithValidation(), dataloaders=Loader(batches()[:1]), verbose=False)
+    trainer = L.Trainer(logger=logger, callbacks=[SparsityMonitor()], **quiet)
+    trainer.test(HandBuiltWithValidation(), dataloaders=Loader(batches()), verbose=False)
+    saved = json.loads((tmp_path / "logs" / "lightning_logs" / "version_0" / "firing_rates.json").read_text())
+    assert saved["val"]["layers"]["layer_1"]["nonzero"] == [0, 0, 2, 1]  # batch 1 alone
+    assert saved["test"]["layers"]["layer_1"]["nonzero"] == [0, 1, 4, 3]
+
+
+def test_histograms_false_logs_and_writes_nothing_more(tmp_path):
+    logger = RecordingWandbLogger(tmp_path)
+    monitor = SparsityMonitor(histograms=False)
+    trainer = L.Trainer(logger=logger, enable_progress_bar=False, enable_model_summary=False, callbacks=[monitor])
+    trainer.test(HandBuilt(), dataloaders=Loader(batches()), verbose=False)
+    assert not [c for c in logger.run.log.call_args_list if any("firing_rate" in k for k in c.args[0])]
+    assert not (tmp_path / "firing_rates.json").exists() and not monitor.firing_rate_histograms
+    assert "test/sparsity/layer_1" in trainer.callback_metrics
