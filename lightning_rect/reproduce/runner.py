@@ -415,14 +415,17 @@ def _patched_argv(argv: list[str]):
 def _lightning_logs_to(stream):
     """Point Lightning's log handlers (bound to the real stderr when Lightning was imported) at
     ``stream`` for the duration of an in-process run, so its messages land in the run's log."""
-    handlers = [h for name in ("lightning.pytorch", "lightning.fabric", "lightning")
-                for h in logging.getLogger(name).handlers if isinstance(h, logging.StreamHandler)]
-    previous = [h.setStream(stream) for h in handlers]
+    handlers = {id(h): h for name in ("lightning.pytorch", "lightning.fabric", "lightning")
+                for h in logging.getLogger(name).handlers if isinstance(h, logging.StreamHandler)}
+    # The streams themselves, not setStream's return value: that is None when the stream is unchanged.
+    previous = {key: h.stream for key, h in handlers.items()}
+    for handler in handlers.values():
+        handler.setStream(stream)
     try:
         yield
     finally:
-        for handler, old in zip(handlers, previous):
-            handler.setStream(old)
+        for key, handler in handlers.items():
+            handler.setStream(previous[key])
 
 
 class LineEcho(io.TextIOBase):
