@@ -195,3 +195,19 @@ def test_finetuning_from_pretraining_learns_digits(tmp_path):
     result = trainer.test(mlp, datamodule=dm, verbose=False)[0]
     assert result["test/err"] < 0.08
     assert math.isfinite(result["test/loss"])
+
+
+def test_fine_tuning_from_a_dead_pretrained_layer_warns_with_the_fraction(tmp_path):
+    dae = StackedDAE(64, 10, [16, 8], epochs_per_layer=1)
+    with torch.no_grad():  # layer 2 can never fire: its pre-activations are negative for any input
+        dae.encoder.layers[1].linear.weight.zero_()
+        dae.encoder.layers[1].linear.bias.fill_(-1.0)
+    trainer = L.Trainer(max_epochs=1, logger=False, enable_progress_bar=False)
+    trainer.strategy.connect(dae)
+    trainer.save_checkpoint(tmp_path / "dae.ckpt")
+    mlp = SparseMLP(64, 10, [16, 8], pretrained=str(tmp_path / "dae.ckpt"))
+    fit = L.Trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=0, logger=False, enable_checkpointing=False,
+                    enable_progress_bar=False, enable_model_summary=False)
+    with pytest.warns(UserWarning, match=r"pre-trained layer_2 from .*dae.ckpt has 100.0% dead units") as caught:
+        fit.fit(mlp, datamodule=DigitsDataModule())
+    assert not [w for w in caught if "layer_1 from" in str(w.message)]  # the live layer is not named

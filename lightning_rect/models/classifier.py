@@ -12,6 +12,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from lightning import LightningModule
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
@@ -21,6 +22,32 @@ from lightning_rect.checks import check_non_negative, check_positive
 from lightning_rect.encoder import Encoder, l1_penalty
 from lightning_rect.metrics import LossAverage
 from lightning_rect.models.batch import labeled_batch, split_batch
+
+
+#: A pre-trained layer with at least this fraction of dead units is warned about.
+DEAD_WARNING = 0.9
+
+
+@torch.no_grad()
+def dead_fractions(encoder: Encoder, batches) -> list[float]:
+    """Fraction of each hidden layer's units that output 0 on every example of ``batches``."""
+    alive = None
+    for batch in batches:
+        x, _ = split_batch(batch)
+        fired = [(h != 0).any(dim=0) for h in encoder(x.to(next(encoder.parameters()).device))]
+        alive = fired if alive is None else [a | f for a, f in zip(alive, fired)]
+    return [1.0 - a.float().mean().item() for a in alive] if alive is not None else []
+
+
+def warn_dead_pretrained_layers(encoder: Encoder, batches, source: str) -> None:
+    """Fine-tuning cannot revive units that never fire: say so when pre-training left a layer (almost) dead."""
+    for k, dead in enumerate(dead_fractions(encoder, batches), start=1):
+        if dead >= DEAD_WARNING:
+            rank_zero_warn(
+                f"pre-trained layer_{k} from {source} has {100 * dead:.1f}% dead units on the training data (0 on "
+                "every example); they get no gradient, so fine-tuning cannot revive them: pre-train with a lower "
+                "learning rate or l1, or fine-tune without pretrained"
+            )
 
 
 class SparseMLP(LightningModule):
@@ -85,6 +112,9 @@ class SparseMLP(LightningModule):
         # fit from scratch starts from the pre-trained encoder.
         if self.hparams.pretrained and self.trainer.ckpt_path is None:
             self.load_pretrained()
+            datamodule = getattr(self.trainer, "datamodule", None)
+            if datamodule is not None:
+                warn_dead_pretrained_layers(self.encoder, datamodule.train_dataloader(), self.hparams.pretrained)
 
     def load_pretrained(self) -> None:
         """Copy the encoder weights of the ``pretrained`` StackedDAE checkpoint into this model."""
