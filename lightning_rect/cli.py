@@ -148,6 +148,7 @@ class RectCLI(LightningCLI):
             "fit_seconds": round(fit_seconds, 2),
             "checkpoint": best_path or None,
             **{k: to_float(v) for k, v in (test_metrics[0] if test_metrics else {}).items()},
+            **(self.model.extra_results() if hasattr(self.model, "extra_results") else {}),
         }
         log_dir = trainer.log_dir  # broadcasts under DDP, so every rank must ask, not rank 0 alone
         if trainer.is_global_zero:

@@ -51,6 +51,10 @@ def format_summary(results: dict, path: Path) -> str:
     else:
         lines.append("  test: " + ", ".join(f"{k}={v:.4g}" for k, v in results.items()
                                            if k.startswith("test/") and isinstance(v, float)))
+    dead = [f"layer {k.split('/')[1].removeprefix('layer_')} {100 * v:.1f}%" for k, v in results.items()
+            if k.startswith("pretrain/layer_") and k.endswith("/dead") and isinstance(v, float)]
+    if dead:
+        lines.append("  dead units after each layer's pre-training: " + ", ".join(dead))
     return "\n".join(lines)
 
 

@@ -211,3 +211,28 @@ def test_fine_tuning_from_a_dead_pretrained_layer_warns_with_the_fraction(tmp_pa
     with pytest.warns(UserWarning, match=r"pre-trained layer_2 from .*dae.ckpt has 100.0% dead units") as caught:
         fit.fit(mlp, datamodule=DigitsDataModule())
     assert not [w for w in caught if "layer_1 from" in str(w.message)]  # the live layer is not named
+
+
+def test_each_layers_dead_fraction_is_measured_at_the_end_of_its_own_epochs():
+    L.seed_everything(0)
+    dae = StackedDAE(64, 10, [16, 8], epochs_per_layer=1)
+    seen = {}
+
+    class AfterLayer1(L.Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            if trainer.current_epoch == 1:  # layer 1 is frozen from here: its dead units are final
+                dm.setup("fit")
+                with torch.no_grad():
+                    h = pl_module.encoder(dm.splits["train"][0], depth=1)[-1]
+                seen["layer_1"] = (h == 0).all(dim=0).float().mean().item()
+
+    dm = DigitsDataModule(batch_size=20)
+    with torch.no_grad():  # make a quarter of layer 1 dead for sure
+        dae.encoder.layers[0].linear.weight[:4].zero_()
+        dae.encoder.layers[0].linear.bias[:4] = -1.0
+    trainer = L.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, callbacks=[AfterLayer1()])
+    trainer.fit(dae, datamodule=dm)
+    results = dae.extra_results()
+    assert set(results) == {"pretrain/layer_1/dead", "pretrain/layer_2/dead"}
+    assert results["pretrain/layer_1/dead"] == pytest.approx(seen["layer_1"]) and seen["layer_1"] >= 0.25

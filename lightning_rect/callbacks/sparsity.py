@@ -17,7 +17,9 @@ channel of an ``N x C x H x W`` convolution output (a channel is dead when it is
 position of every example). For ``N x T x F`` sequence outputs pass ``unit_dim=-1``.
 
 A module applied at several places in one forward (one ``nn.ReLU`` shared by two layers) is
-counted per call site: ``<name>@1``, ``<name>@2``, ... in call order.
+counted per call site: ``<name>@1``, ``<name>@2``, ... in call order. A layer a model declares in
+``sparsity_modules()`` is one layer however often it runs in a step (``StackedDAE`` evaluates each
+layer's reconstruction with its own pass through the layers below): all its calls count toward it.
 
 How it stays cheap: a forward hook on each watched module adds the number of non-zero outputs of
 each unit into a per-unit counter on the device (two or three small kernels per layer and step,
@@ -151,8 +153,10 @@ class SparsityMonitor(Callback):
         # ``trainer.log_dir`` is a broadcast under DDP: every rank asks, here, once per entry point.
         self._log_dir = trainer.log_dir if self.histograms and self.epoch_logs and trainer.loggers else None
         self._remove_hooks()
+        per_call_site = self.modules is not None  # the model's own sparsity_modules(): one layer each
         for name, module in self.watched_modules(pl_module):
-            self._handles.append(module.register_forward_hook(self._make_hook(name, is_nonnegative(module))))
+            hook = self._make_hook(name, is_nonnegative(module), per_call_site)
+            self._handles.append(module.register_forward_hook(hook))
 
     @override
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
@@ -163,12 +167,12 @@ class SparsityMonitor(Callback):
             handle.remove()
         self._handles.clear()
 
-    def _make_hook(self, name: str, nonnegative: bool):
+    def _make_hook(self, name: str, nonnegative: bool, per_call_site: bool):
         def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
             if self._stage is None:
                 return
-            call = self._calls.get(name, 0)
-            self._calls[name] = call + 1
+            call = self._calls.get(name, 0) if per_call_site else 0
+            self._calls[name] = call + 1 if per_call_site else 1
             counters = self._counters[self._stage]
             counter = counters.get((name, call))
             if counter is None:

@@ -82,6 +82,7 @@ class StackedDAE(LightningModule):
         self.train_recon = LossAverage()
         self.eval_recon = nn.ModuleList(MeanMetric() for _ in range(self.num_layers))
         self._generator: torch.Generator | None = None
+        self.dead_after_pretraining: dict[str, float] = {}
 
     # -- the layer-wise schedule ---------------------------------------------------------------
     @property
@@ -182,8 +183,27 @@ class StackedDAE(LightningModule):
         if self.train_recon.steps:
             self.log(f"train/pretrain/layer_{self.current_layer + 1}/recon", self.train_recon.pop(), prog_bar=True,
                      sync_dist=True)
+        if (self.current_epoch + 1) % self.hparams.epochs_per_layer == 0:  # the layer's last epoch
+            layer = self.current_layer
+            self.dead_after_pretraining[f"pretrain/layer_{layer + 1}/dead"] = self._dead_fraction(layer)
+            self.log(f"pretrain/layer_{layer + 1}/dead", self.dead_after_pretraining[f"pretrain/layer_{layer + 1}/dead"])
         if self.current_epoch + 1 >= self.total_epochs:
             self.trainer.should_stop = True  # every layer has had its epochs
+
+    @torch.no_grad()
+    def _dead_fraction(self, layer: int) -> float:
+        """Fraction of ``layer``'s units that output 0 on every training example (all ranks)."""
+        alive = torch.zeros(self.encoder.hidden_sizes[layer], device=self.device)
+        for batch in self.trainer.train_dataloader:
+            x, _ = split_batch(batch)
+            alive += (self.encoder(x.to(self.device), depth=layer + 1)[-1] != 0).any(dim=0)
+        alive = self.trainer.strategy.reduce(alive, reduce_op="sum")
+        return (alive == 0).float().mean().item()
+
+    def extra_results(self) -> dict[str, float]:
+        """For ``results.json`` and the printed summary: each layer's dead-unit fraction on the
+        training data at the end of its own pre-training epochs (fine-tuning cannot revive those)."""
+        return dict(self.dead_after_pretraining)
 
     # -- evaluation with a fixed corruption: the layer in training (validation), all (test) ------
     def _eval_layers(self) -> range:
@@ -228,3 +248,7 @@ class StackedDAE(LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint[MODEL_KEY] = "StackedDAE"
+        checkpoint["dead_after_pretraining"] = dict(self.dead_after_pretraining)  # a resume keeps the finished layers'
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.dead_after_pretraining = dict(checkpoint.get("dead_after_pretraining", {}))
