@@ -24,7 +24,10 @@ Splits:
 
 from __future__ import annotations
 
+import gzip
 import os
+import struct
+import zlib
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Literal
@@ -36,7 +39,8 @@ import torch.nn.functional as F
 from lightning_rect.checks import check_positive_int
 from lightning_rect.data.base import InMemoryDataModule, Split, fixed_split
 from lightning_rect.data.batches import Affine
-from lightning_rect.data.formats import BinaryMatrix, redownload
+from lightning_rect.data.download import GZIP_MAGIC, CorruptDownload, Remote, fetch
+from lightning_rect.data.formats import MAGIC_DTYPES, BinaryMatrix, redownload
 from lightning_rect.errors import ConfigError, DataFileError
 
 CACHE_VERSION = 1
@@ -63,6 +67,37 @@ VARIANTS = {
     },
 }
 
+#: Published checksums of the ``.mat.gz`` files ``download=True`` fetches: file name -> (algorithm,
+#: digest, size in bytes or None). Small NORB: tensorflow/datasets, url_checksums/smallnorb.txt
+#: (size and SHA256). Jittered-cluttered NORB: jaberg/skdata's NORB file table (SHA1; no sizes
+#: published there, so the size checked is the one the server announces). A file missing here is
+#: verified by the announced size and a full read of its gzip stream and binary-matrix header.
+CHECKSUMS: dict[str, tuple[str, str, int | None]] = {
+    "smallnorb-5x46789x9x18x6x2x96x96-training-dat.mat.gz":
+        ("sha256", "5ffd6272a07d32695ee1082a26a41a93a37aab8c28da047f8c34ed348d214873", 131_896_188),
+    "smallnorb-5x46789x9x18x6x2x96x96-training-cat.mat.gz":
+        ("sha256", "2784e542c1922060691090952b6cd6278879a216c90f81476f0f00256d42cdaa", 348),
+    "smallnorb-5x01235x9x18x6x2x96x96-testing-dat.mat.gz":
+        ("sha256", "cf7104eed3e51174d2f65b66d1e5878b9da233b886f161b0d88f4510ba2c7474", 130_799_817),
+    "smallnorb-5x01235x9x18x6x2x96x96-testing-cat.mat.gz":
+        ("sha256", "ecaf6d5bb8c3bc5eab9cf0258f6d2198dd474e016e374836fc097f2e5ff509ff", 347),
+    **{f"norb-5x01235x9x18x6x2x108x108-testing-{name}.mat.gz": ("sha1", digest, None) for name, digest in (
+        ("01-cat", "ba6e05ca90b151997d3fca7082e7a6bd3a470fd4"), ("01-dat", "4a2a765a8a351e0c005aef54cf320ca53b04d50c"),
+        ("02-cat", "13d11d472f26492e2ee68cf1cfccc23e143a97cb"), ("02-dat", "79e037950a5423fb126685705b4dfb874ca471f3"))},
+    **{f"norb-5x46789x9x18x6x2x108x108-training-{name}.mat.gz": ("sha1", digest, None) for name, digest in (
+        ("01-cat", "b9ed38a6af5d9287872ab7064c416fd35dcea79b"), ("01-dat", "38789c74538b0a3f86a4f854f0f0e3482451fd09"),
+        ("02-cat", "192e87e661f29890e0536bc6445b8fa43fbad832"), ("02-dat", "a559ad82aad672ea281db8c437ea89ca6a76a9fa"),
+        ("03-cat", "ca6f995f9f5b39ae614f8a355a70d53bf1ce4dff"), ("03-dat", "4318343182078b87af6e93eb7a1a0d63b55a7af4"),
+        ("04-cat", "2353025bfcf02ec6fd91171fcf1f964c2ff1f00b"), ("04-dat", "32e193bb7234de588b67592ce04c57cb5b36412a"),
+        ("05-cat", "931f63df18ec27e18a3859e35953a6f2a6478b11"), ("05-dat", "0669b2942215f05c33d7be07df352d96b5a4bbe3"),
+        ("06-cat", "48b91f77aa94dfbd04ccf57b753e4cd42d0631cf"), ("06-dat", "779bf6ce2e69cc8cabaf0a1716e6528313c250b0"),
+        ("07-cat", "f29cd673bd9840abf0fecd68a4d328b698f50cfa"), ("07-dat", "ef6410b90cae2d11a4609787806ae44cb2bbe719"),
+        ("08-cat", "d3bc1d9111404d683b8ac6b7adb7e4fa972b765f"), ("08-dat", "73302e20486b64824e29a907ec7a353c14c12215"),
+        ("09-cat", "801d3b16f7813a9e383507a933b1d8a292f3722b"), ("09-dat", "26ad80a8b99283804ab69207f81ff902343037b3"),
+        ("10-cat", "1496bce011b0435da3f54e50560b66abfda9824e"), ("10-dat", "f9d53d3cb99188b085ce304f826c95f1e3dc8e14"))},
+}
+CHECKSUM_SOURCES = {"sha256": "tensorflow/datasets (url_checksums/smallnorb.txt)", "sha1": "jaberg/skdata's NORB table"}
+
 
 class NORBDataModule(InMemoryDataModule):
     """NORB stereo pairs as ``2 * image_size**2`` inputs in [-1, 1].
@@ -76,13 +111,17 @@ class NORBDataModule(InMemoryDataModule):
         val_size: validation pairs held out of the training files; default: the paper's 58,428
             (small NORB: 4,860).
         cache_dir: where to write the converted cache; default: the raw files' folder.
+        download: fetch the missing ``-dat``/``-cat`` ``.mat.gz`` files from the variant's NYU URL
+            into ``data_dir/norb/`` (``smallnorb/``) before converting; each is verified (published
+            checksum, size, header) and a broken download resumes on the next run.
     """
 
     def __init__(self, data_dir: str = "data", variant: Literal["jittered_cluttered", "small"] = "jittered_cluttered",
                  image_size: int = 32, val_size: int | None = None, cache_dir: str | None = None,
                  batch_size: int = 10, eval_batch_size: int = 1000, labeled_fraction: float = 1.0,
-                 seed: int = 0) -> None:
+                 seed: int = 0, download: bool = False) -> None:
         super().__init__(batch_size, eval_batch_size, labeled_fraction, seed)
+        self.download = download
         if variant not in VARIANTS:
             raise ConfigError(f"NORB variant must be one of {sorted(VARIANTS)}, got {variant!r}")
         check_positive_int("NORB image_size", image_size)
@@ -101,6 +140,8 @@ class NORBDataModule(InMemoryDataModule):
     def prepare_data(self) -> None:
         # Lightning calls this on one process per node, so DDP ranks do not convert concurrently.
         if not self.cache_path.exists():
+            if self.download:
+                download_raw(self.raw_dir, self.spec)
             build_cache(self.raw_dir, self.spec, self.image_size, self.cache_path)
 
     def load_splits(self) -> dict[str, Split]:
@@ -142,7 +183,63 @@ def _missing(raw_dir: Path, spec: dict) -> DataFileError:
     shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
     return DataFileError(f"NORB files not found in {raw_dir.resolve()}: missing {shown} (.mat or .mat.gz). "
                          f"Download the -dat and -cat files from {spec['url']} into that folder "
-                         "(gunzipping is optional).")
+                         "(gunzipping is optional), or set data.init_args.download: true.")
+
+
+def download_raw(raw_dir: Path, spec: dict) -> None:
+    """Fetch every ``-dat``/``-cat`` file of the variant that is in ``raw_dir`` neither as .mat nor .mat.gz."""
+    for stem in spec["train"] + spec["test"]:
+        for kind in ("dat", "cat"):
+            name = f"{stem}-{kind}"
+            if any((raw_dir / f"{name}{ext}").exists() for ext in (".mat", ".mat.gz")):
+                continue
+            algorithm, digest, size = CHECKSUMS.get(f"{name}.mat.gz", (None, None, None))
+            fetch(Remote(url=spec["url"] + f"{name}.mat.gz", checksum=(algorithm, digest) if algorithm else None,
+                         size=size, check=_download_check(kind, spec, full=algorithm is None),
+                         source=CHECKSUM_SOURCES.get(algorithm, "")), raw_dir)
+
+
+def _download_check(kind: str, spec: dict, full: bool):
+    """The content check of a downloaded ``.mat.gz`` (named ``*.part`` while it is checked): a gzip
+    stream whose binary-matrix header is a -dat (or -cat) file of the variant; without a checksum,
+    also the whole stream is read and its length compared with the header's."""
+    size = spec["raw_size"]
+
+    def check(path: Path) -> None:
+        with open(path, "rb") as f:
+            if f.read(2) != GZIP_MAGIC:
+                raise CorruptDownload("it is not a gzip file (the server may have sent an error page)")
+        try:
+            with gzip.open(path, "rb") as f:
+                head = f.read(8)
+                magic, ndim = struct.unpack("<iI", head) if len(head) == 8 else (0, 0)
+                dtype = MAGIC_DTYPES.get(magic & 0xFFFFFFFF)
+                if dtype is None or not 1 <= ndim <= 16:
+                    raise CorruptDownload(f"its header {head.hex()} is not a NORB binary matrix header")
+                dims = f.read(4 * max(3, ndim))
+                if len(dims) < 4 * max(3, ndim):
+                    raise CorruptDownload("it is truncated inside its header")
+                shape = struct.unpack(f"<{max(3, ndim)}i", dims)[:ndim]
+                if kind == "dat":
+                    ok, what = dtype == np.uint8 and ndim == 4 and shape[1:] == (2, size, size), \
+                        f"uint8 stereo pairs (n, 2, {size}, {size})"
+                else:
+                    ok, what = dtype == np.int32 and ndim == 1, "an int32 label vector"
+                if not ok:
+                    raise CorruptDownload(f"its header announces a {dtype.name} array of shape {shape}, not {what} "
+                                          f"(a -{kind} file of {spec['folder']})")
+                if full:
+                    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+                    got = 0
+                    while block := f.read(1 << 20):
+                        got += len(block)
+                    if got != expected:
+                        raise CorruptDownload(f"{'it is truncated: ' if got < expected else ''}its header announces "
+                                              f"{expected} bytes of data, the stream holds {got}")
+        except (OSError, EOFError, zlib.error) as err:
+            raise CorruptDownload(f"the gzip stream is truncated or damaged ({err})") from err
+
+    return check
 
 
 def build_cache(raw_dir: Path, spec: dict, image_size: int, cache_path: Path) -> None:

@@ -53,3 +53,20 @@ def write_synthetic_corpus(root: str | os.PathLike, domains: Sequence[str] = ("b
         (star_dir / "all_balanced.review").write_text(
             "".join(stars(r) for r in range(1, 6) for _ in range(reviews_per_class)))
     return root
+
+
+def amazon_archives(scratch: str | os.PathLike, **corpus_args) -> dict[str, bytes]:
+    """``processed_acl.tar.gz`` and ``processed_stars.tar.gz`` of a synthetic corpus (see
+    ``write_synthetic_corpus``, which gets ``corpus_args``), by file name, laid out as the real tarballs
+    (top-level folder ``processed_acl/`` or ``processed_stars/``). ``scratch`` is a folder to write in."""
+    import io
+    import tarfile
+
+    root = write_synthetic_corpus(scratch, **corpus_args)
+    archives = {}
+    for folder in ("processed_acl", "processed_stars"):
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+            tar.add(root / folder, arcname=folder)
+        archives[f"{folder}.tar.gz"] = buffer.getvalue()
+    return archives

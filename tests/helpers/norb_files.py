@@ -55,3 +55,11 @@ def write_norb(root: Path, variant: str = "jittered_cluttered", gz: tuple[str, .
             ext = ".mat.gz" if stem in gz else ".mat"
             write_binary_matrix(folder / f"{stem}-dat{ext}", pairs)
             write_binary_matrix(folder / f"{stem}-cat{ext}", (ids % spec["num_classes"]).astype(np.int32))
+
+
+def norb_downloads(scratch: Path, variant: str = "jittered_cluttered") -> dict[str, bytes]:
+    """The ``.mat.gz`` files of ``write_norb``'s tiny set of ``variant``, by file name, as a server would
+    offer them (``scratch`` is a folder to write them in first; it must not exist yet)."""
+    spec = VARIANTS[variant]
+    write_norb(scratch, variant, gz=tuple(spec["train"] + spec["test"]))
+    return {path.name: path.read_bytes() for path in sorted((scratch / spec["folder"]).glob("*.mat.gz"))}

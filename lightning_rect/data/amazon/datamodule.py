@@ -13,7 +13,8 @@ from lightning.pytorch.utilities import rank_zero_info
 from lightning_rect.checks import check_positive_int
 from lightning_rect.data.amazon.cache import VocabularyCache
 from lightning_rect.data.amazon.corpus import Corpus, read_corpus
-from lightning_rect.data.amazon.files import DEFAULT_FILES, NUM_CLASSES, check_domains, review_files
+from lightning_rect.data.amazon.files import (DEFAULT_FILES, NUM_CLASSES, check_domains, download_archives,
+                                              review_files)
 from lightning_rect.data.amazon.parse import LABEL_PARSERS, UNLABELED
 from lightning_rect.data.amazon.storage import Densify, SparseRows
 from lightning_rect.data.amazon.vocabulary import most_frequent
@@ -63,6 +64,9 @@ class AmazonReviewsDataModule(InMemoryDataModule):
         cache_vocab: read/write the vocabulary cache.
         batch_size, eval_batch_size, labeled_fraction, seed: see ``InMemoryDataModule``;
             ``labeled_fraction`` subsamples the labeled training reviews only.
+        download: in ``prepare_data()``, fetch ``processed_acl.tar.gz`` / ``processed_stars.tar.gz``
+            (whichever a missing file of the task comes from) from the source page into
+            ``data_dir``, verify and unpack it; the tarball is kept, a broken download resumes.
     """
 
     def __init__(self, data_dir: str = "data/amazon", domains: Sequence[str] = ("books",),
@@ -71,8 +75,9 @@ class AmazonReviewsDataModule(InMemoryDataModule):
                  include_unlabeled: bool = False, labeled_files: Sequence[str] | None = None,
                  unlabeled_files: Sequence[str] | None = None, skip_malformed: bool = False,
                  cache_vocab: bool = True, batch_size: int = 10, eval_batch_size: int = 1000,
-                 labeled_fraction: float = 1.0, seed: int = 0) -> None:
+                 labeled_fraction: float = 1.0, seed: int = 0, download: bool = False) -> None:
         super().__init__(batch_size, eval_batch_size, labeled_fraction, seed)
+        self.download = download
         self.domains = check_domains(domains)
         if task not in NUM_CLASSES:
             raise ConfigError(f"task must be one of {', '.join(NUM_CLASSES)}, got {task!r}")
@@ -104,6 +109,11 @@ class AmazonReviewsDataModule(InMemoryDataModule):
         self.summary: dict[str, int] = {}
 
     # -- loading -------------------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        # Lightning calls this on one process per node, before setup().
+        if self.download:
+            download_archives(self.data_dir, self.labeled_files + self.unlabeled_files, self.domains)
+
     def load_splits(self) -> dict[str, Split]:
         files = [(review_files(self.data_dir, self.labeled_files, domain),
                   review_files(self.data_dir, self.unlabeled_files, domain)) for domain in self.domains]
