@@ -12,7 +12,7 @@ import yaml
 from conftest import ROOT
 
 from lightning_rect.callbacks.sparsity import firing_rate_histogram, save_firing_rates
-from lightning_rect.plots import draw_comparison, draw_summary, load_run, run_labels, write_summary_figure
+from lightning_rect.plots import draw_summary, load_run, run_labels, write_summary_figure
 from lightning_rect.plots.run_folder import Run, RunFolderError, resolve_run_folder
 
 #: The documented size of summary.png (and of an overlay), width x height in pixels.

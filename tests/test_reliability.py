@@ -2,10 +2,7 @@
 
 import csv
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,6 +11,8 @@ import pytest
 import torch
 
 from conftest import ROOT
+from helpers.cli_process import finish
+from helpers.cli_process import start as cli
 from lightning_rect import SparseMLP
 from lightning_rect.callbacks import DivergenceGuard
 from lightning_rect.data import DigitsDataModule
@@ -21,18 +20,6 @@ from lightning_rect.errors import CheckpointError, DivergenceError
 
 CONFIGS = ROOT / "configs"
 DETERMINISTIC_KEYS = ("best_val", "best_epoch", "epochs", "test/err", "test/loss", "test/sparsity/mean", "test/dead/mean")
-
-
-def cli(cwd: Path, *args: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "disabled"}
-    return subprocess.Popen([sys.executable, "-m", "lightning_rect", *args], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def finish(proc: subprocess.Popen, timeout: float = 240) -> str:
-    out, _ = proc.communicate(timeout=timeout)
-    assert proc.returncode == 0, out[-3000:]
-    return out
 
 
 def results(cwd: Path, name: str) -> dict:

@@ -11,7 +11,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import torch
 import yaml
 
 from conftest import ROOT
+from helpers.cli_process import finish, start
 from lightning_rect import SparseMLP, StackedDAE
 from lightning_rect import checkpoint_io
 from lightning_rect.checkpoint_io import AtomicCheckpointIO, load_checkpoint_file
@@ -283,18 +283,6 @@ class KillAt(Callback):
         if trainer.global_step == self.step:
             os.kill(os.getpid(), signal.SIGKILL)
 """
-
-
-def start(cwd: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "disabled", **(env or {})}
-    return subprocess.Popen([sys.executable, "-m", "lightning_rect", *args], cwd=cwd, env=full_env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def finish(proc: subprocess.Popen, timeout: float = 300) -> str:
-    out, _ = proc.communicate(timeout=timeout)
-    assert proc.returncode == 0, out[-3000:]
-    return out
 
 
 @pytest.fixture(scope="module")
