@@ -76,6 +76,7 @@ from typing_extensions import override
 
 from lightning_rect.activations import ACTIVATIONS
 from lightning_rect.errors import ConfigError
+from lightning_rect.metrics import activity_fractions
 
 #: Activation types listed as candidates when a model has no ``sparsity_modules()`` and no ``modules``.
 ACTIVATION_TYPES = (nn.ReLU, nn.Tanh, nn.Softplus, nn.Sigmoid, nn.LeakyReLU, nn.GELU)
@@ -209,6 +210,7 @@ class SparsityMonitor(Callback):
         values: dict[str, torch.Tensor] = {}
         rates: dict[str, torch.Tensor] = {}
         unit_counts: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # layer -> (non-zero per unit, rows)
+        sparsities, deads = [], []
         offset = 0
         for i, key in enumerate(keys):
             units = counters[key].counts.numel()
@@ -217,10 +219,12 @@ class SparsityMonitor(Callback):
             layer = self._site_name(*key)
             rates[layer] = (nonzero / rows[i].clamp_min(1)).float().cpu()
             unit_counts[layer] = (nonzero, rows[i])
-            values[f"{stage}/sparsity/{layer}"] = (1.0 - nonzero.sum() / (rows[i] * units).clamp_min(1)).float()
-            values[f"{stage}/dead/{layer}"] = (nonzero == 0).double().mean().float()
-        values[f"{stage}/sparsity/mean"] = torch.stack([values[f"{stage}/sparsity/{self._site_name(*k)}"] for k in keys]).mean()
-        values[f"{stage}/dead/mean"] = torch.stack([values[f"{stage}/dead/{self._site_name(*k)}"] for k in keys]).mean()
+            sparsity, dead = activity_fractions(nonzero, rows[i])
+            values[f"{stage}/sparsity/{layer}"], values[f"{stage}/dead/{layer}"] = sparsity, dead
+            sparsities.append(sparsity)
+            deads.append(dead)
+        values[f"{stage}/sparsity/mean"] = torch.stack(sparsities).mean()
+        values[f"{stage}/dead/mean"] = torch.stack(deads).mean()
         self.firing_rates[stage] = rates
         # Already summed over ranks, so every rank holds the same values; sync_dist averages equals.
         pl_module.log_dict(values, sync_dist=True)
@@ -273,9 +277,9 @@ class SparsityMonitor(Callback):
             return
         running = {}
         for (name, call), counter in counters.items():
-            nonzero, layer = counter.counts, self._site_name(name, call)
-            running[f"train_step/sparsity/{layer}"] = (1.0 - nonzero.sum() / max(counter.rows * nonzero.numel(), 1)).float()
-            running[f"train_step/dead/{layer}"] = (nonzero == 0).double().mean().float()
+            layer = self._site_name(name, call)
+            running[f"train_step/sparsity/{layer}"], running[f"train_step/dead/{layer}"] = \
+                activity_fractions(counter.counts, counter.rows)
         pl_module.log_dict(running, on_step=True, on_epoch=False)
 
     @override
