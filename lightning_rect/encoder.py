@@ -6,7 +6,7 @@ between different layer classes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -81,6 +81,26 @@ class Encoder(nn.Module):
     def activation_modules(self) -> list[nn.Module]:
         """The activation module of each layer, in order: what ``SparsityMonitor`` watches."""
         return [layer.activation for layer in self.layers]
+
+
+@torch.no_grad()
+def dead_fractions(encoder: Encoder, inputs: Iterable[torch.Tensor], depth: int | None = None,
+                   reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> list[float]:
+    """Fraction of each of the first ``depth`` layers' units that output 0 on every input batch.
+
+    ``reduce`` sums the per-unit counts over processes (``lambda t: strategy.reduce(t, reduce_op="sum")``
+    under DDP), so a unit alive on any process's share of the data is alive.
+    """
+    device = next(encoder.parameters()).device
+    fired: list[torch.Tensor] | None = None
+    for x in inputs:
+        hidden = [(h != 0).sum(dim=0) for h in encoder(x.to(device), depth=depth)]
+        fired = hidden if fired is None else [a + b for a, b in zip(fired, hidden)]
+    if fired is None:
+        return []
+    if reduce is not None:
+        fired = [reduce(f.double()) for f in fired]
+    return [(f == 0).float().mean().item() for f in fired]
 
 
 def flatten_features(x: torch.Tensor, in_features: int) -> torch.Tensor:

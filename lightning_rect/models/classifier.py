@@ -19,7 +19,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_rect.checkpoints import MODEL_KEY, load_pretrained_encoder
 from lightning_rect.checks import check_non_negative, check_positive
-from lightning_rect.encoder import Encoder, l1_penalty
+from lightning_rect.encoder import Encoder, dead_fractions, l1_penalty
 from lightning_rect.metrics import LossAverage
 from lightning_rect.models.batch import labeled_batch, split_batch
 
@@ -28,20 +28,10 @@ from lightning_rect.models.batch import labeled_batch, split_batch
 DEAD_WARNING = 0.9
 
 
-@torch.no_grad()
-def dead_fractions(encoder: Encoder, batches) -> list[float]:
-    """Fraction of each hidden layer's units that output 0 on every example of ``batches``."""
-    alive = None
-    for batch in batches:
-        x, _ = split_batch(batch)
-        fired = [(h != 0).any(dim=0) for h in encoder(x.to(next(encoder.parameters()).device))]
-        alive = fired if alive is None else [a | f for a, f in zip(alive, fired)]
-    return [1.0 - a.float().mean().item() for a in alive] if alive is not None else []
-
-
-def warn_dead_pretrained_layers(encoder: Encoder, batches, source: str) -> None:
+def warn_dead_pretrained_layers(encoder: Encoder, batches, source: str, reduce=None) -> None:
     """Fine-tuning cannot revive units that never fire: say so when pre-training left a layer (almost) dead."""
-    for k, dead in enumerate(dead_fractions(encoder, batches), start=1):
+    inputs = (split_batch(batch)[0] for batch in batches)
+    for k, dead in enumerate(dead_fractions(encoder, inputs, reduce=reduce), start=1):
         if dead >= DEAD_WARNING:
             rank_zero_warn(
                 f"pre-trained layer_{k} from {source} has {100 * dead:.1f}% dead units on the training data (0 on "
@@ -114,7 +104,8 @@ class SparseMLP(LightningModule):
             self.load_pretrained()
             datamodule = getattr(self.trainer, "datamodule", None)
             if datamodule is not None:
-                warn_dead_pretrained_layers(self.encoder, datamodule.train_dataloader(), self.hparams.pretrained)
+                warn_dead_pretrained_layers(self.encoder, datamodule.train_dataloader(), self.hparams.pretrained,
+                                            reduce=lambda t: self.trainer.strategy.reduce(t, reduce_op="sum"))
 
     def load_pretrained(self) -> None:
         """Copy the encoder weights of the ``pretrained`` StackedDAE checkpoint into this model."""

@@ -24,7 +24,7 @@ from torchmetrics import MeanMetric
 
 from lightning_rect.checkpoints import MODEL_KEY
 from lightning_rect.checks import check_non_negative, check_positive, check_positive_int
-from lightning_rect.encoder import Encoder
+from lightning_rect.encoder import Encoder, dead_fractions
 from lightning_rect.errors import ConfigError
 from lightning_rect.metrics import LossAverage
 from lightning_rect.models.batch import split_batch
@@ -190,15 +190,11 @@ class StackedDAE(LightningModule):
         if self.current_epoch + 1 >= self.total_epochs:
             self.trainer.should_stop = True  # every layer has had its epochs
 
-    @torch.no_grad()
     def _dead_fraction(self, layer: int) -> float:
         """Fraction of ``layer``'s units that output 0 on every training example (all ranks)."""
-        alive = torch.zeros(self.encoder.hidden_sizes[layer], device=self.device)
-        for batch in self.trainer.train_dataloader:
-            x, _ = split_batch(batch)
-            alive += (self.encoder(x.to(self.device), depth=layer + 1)[-1] != 0).any(dim=0)
-        alive = self.trainer.strategy.reduce(alive, reduce_op="sum")
-        return (alive == 0).float().mean().item()
+        inputs = (split_batch(batch)[0] for batch in self.trainer.train_dataloader)
+        reduce = lambda t: self.trainer.strategy.reduce(t, reduce_op="sum")  # noqa: E731
+        return dead_fractions(self.encoder, inputs, depth=layer + 1, reduce=reduce)[layer]
 
     def extra_results(self) -> dict[str, float]:
         """For ``results.json`` and the printed summary: each layer's dead-unit fraction on the
