@@ -24,6 +24,7 @@ and asking for the broken name raises a ``ConfigError`` that repeats the entry p
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections.abc import Callable
 from importlib.metadata import EntryPoint, entry_points
@@ -97,10 +98,29 @@ class Registry(Generic[T]):
     def build(self, name: str, **kwargs: Any) -> Any:
         """Instantiate the entry ``name`` with keyword arguments; bad arguments name the entry."""
         factory = self.get(name)
+        allowed = _keyword_names(factory)
+        unknown = sorted(set(kwargs) - set(allowed)) if allowed is not None else []
+        if unknown:
+            raise ConfigError(
+                f"{self.kind} {name!r} does not accept argument{'s' if len(unknown) > 1 else ''} "
+                f"{', '.join(unknown)}; it accepts: {', '.join(allowed) or 'no arguments'}"
+            )
         try:
             return factory(**kwargs)
         except TypeError as err:
-            raise ConfigError(f"{self.kind} {name!r} does not accept arguments {kwargs}: {err}") from None
+            why = " ".join(str(err).split())  # one line
+            raise ConfigError(f"{self.kind} {name!r} does not accept arguments {kwargs}: {why}") from None
+
+
+def _keyword_names(factory: Any) -> list[str] | None:
+    """The keyword arguments ``factory`` takes, in order; None when unknown (``**kwargs``, no signature)."""
+    try:
+        parameters = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):  # some builtins have no signature
+        return None
+    if any(p.kind is p.VAR_KEYWORD for p in parameters):
+        return None
+    return [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
 
 
 def _broken_plugin(group: str | None, ep: EntryPoint, err: Exception) -> str:

@@ -18,20 +18,90 @@ def test_masking_zeroes_a_fraction_and_does_not_rescale():
     assert (out == 0).float().mean().item() == pytest.approx(0.25, abs=0.01)
 
 
-def test_salt_and_pepper_sets_zeros_and_ones_in_equal_parts():
-    x = torch.full((200, 100), 0.5)
-    out = NOISE.build("salt_and_pepper", level=0.4)(x, torch.Generator().manual_seed(0))
-    assert set(out.unique().tolist()) == {0.0, 0.5, 1.0}
-    assert (out == 0).float().mean().item() == pytest.approx(0.2, abs=0.01)
-    assert (out == 1).float().mean().item() == pytest.approx(0.2, abs=0.01)
+def bag_of_words(reviews=2000, vocab=5000, words=30, seed=0) -> torch.Tensor:
+    """Binary bags of words: exactly ``words`` present (1) of ``vocab`` in each review."""
+    scores = torch.rand(reviews, vocab, generator=torch.Generator().manual_seed(seed))
+    return torch.zeros(reviews, vocab).scatter_(1, scores.topk(words, dim=1).indices, 1.0)
 
 
-def test_noise_is_reproducible_from_the_generator_seed():
-    x = torch.rand(10, 10)
-    masking = NOISE.build("masking", level=0.5)
-    a = masking(x, torch.Generator().manual_seed(3))
-    assert torch.equal(a, masking(x, torch.Generator().manual_seed(3)))
-    assert not torch.equal(a, masking(x, torch.Generator().manual_seed(4)))
+def within_binomial(successes: int, trials: int, p: float, stds: float = 5.0) -> bool:
+    return abs(successes - trials * p) <= stds * math.sqrt(trials * p * (1 - p)) + 1
+
+
+@pytest.mark.parametrize("level,switch_on", [(0.25, 0.005), (0.5, 0.0), (0.0, 0.05), (0.1, 0.2)])
+def test_salt_and_pepper_drops_present_and_switches_on_absent_words_at_their_own_rates(level, switch_on):
+    x = bag_of_words()
+    present = x == 1
+    out = NOISE.build("salt_and_pepper", level=level, switch_on=switch_on)(x, torch.Generator().manual_seed(1))
+    assert set(out.unique().tolist()) <= {0.0, 1.0}
+    n_present, n_absent = int(present.sum()), int((~present).sum())
+    assert n_present == 2000 * 30
+    dropped = int((out[present] == 0).sum())
+    switched_on = int((out[~present] == 1).sum())
+    assert within_binomial(dropped, n_present, level), dropped / n_present
+    assert within_binomial(switched_on, n_absent, switch_on), switched_on / n_absent
+
+
+def test_salt_and_pepper_on_text_keeps_the_review():
+    """The text default: of ~30 present words ~7.5 go, and ~25 absent ones come on, not ~620."""
+    x = bag_of_words()
+    out = NOISE.build("salt_and_pepper", level=0.25)(x, torch.Generator().manual_seed(2))
+    on_per_review = ((out == 1) & (x == 0)).sum(1).float().mean().item()
+    kept_per_review = ((out == 1) & (x == 1)).sum(1).float().mean().item()
+    assert on_per_review == pytest.approx(4970 * 0.005, abs=1.0)
+    assert kept_per_review == pytest.approx(30 * 0.75, abs=0.5)
+
+
+def test_salt_and_pepper_default_switch_on_is_the_text_rate():
+    noise = NOISE.build("salt_and_pepper", level=0.25)
+    assert noise.switch_on == 0.005
+    assert repr(noise) == "SaltAndPepper(level=0.25, switch_on=0.005)"
+
+
+def test_salt_and_pepper_on_non_binary_inputs_treats_non_zero_as_present():
+    values = torch.rand(300, 200, generator=torch.Generator().manual_seed(5)) + 0.1  # in [0.1, 1.1)
+    x = torch.where(torch.rand(300, 200, generator=torch.Generator().manual_seed(6)) < 0.5, values, 0.0)
+    present = x != 0
+    out = NOISE.build("salt_and_pepper", level=0.3, switch_on=0.2)(x, torch.Generator().manual_seed(7))
+    # a present input is kept as it was or set to 0; an absent one stays 0 or is set to 1
+    assert ((out[present] == x[present]) | (out[present] == 0)).all()
+    assert ((out[~present] == 0) | (out[~present] == 1)).all()
+    assert within_binomial(int((out[present] == 0).sum()), int(present.sum()), 0.3)
+    assert within_binomial(int((out[~present] == 1).sum()), int((~present).sum()), 0.2)
+    assert torch.equal(x, torch.where(present, values, 0.0))  # the input is not modified in place
+
+
+def test_salt_and_pepper_with_both_rates_zero_is_the_identity():
+    x = bag_of_words(reviews=10)
+    assert torch.equal(NOISE.build("salt_and_pepper", level=0.0, switch_on=0.0)(x, torch.Generator()), x)
+
+
+@pytest.mark.parametrize("name", ["masking", "salt_and_pepper"])
+def test_noise_is_reproducible_from_the_generator_seed(name):
+    x = bag_of_words(reviews=50, vocab=200, words=20) * torch.rand(50, 200)
+    noise = NOISE.build(name, level=0.5)
+    a = noise(x, torch.Generator().manual_seed(3))
+    assert torch.equal(a, noise(x, torch.Generator().manual_seed(3)))
+    assert not torch.equal(a, noise(x, torch.Generator().manual_seed(4)))
+    # successive batches from one generator: the same sequence from the same seed
+    g1, g2 = torch.Generator().manual_seed(9), torch.Generator().manual_seed(9)
+    assert all(torch.equal(noise(x, g1), noise(x, g2)) for _ in range(3))
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.0, 1.5, float("nan"), float("inf"), None, "0.1", True])
+@pytest.mark.parametrize("argument,setting", [("level", "noise_level"), ("switch_on", "switch_on")])
+def test_salt_and_pepper_rate_outside_range_is_refused_naming_the_setting(argument, setting, value):
+    with pytest.raises(ConfigError, match=rf"^{setting} must be in \[0, 1\), got "):
+        NOISE.build("salt_and_pepper", **{argument: value})
+
+
+def test_unknown_noise_argument_names_the_noise_and_the_allowed_ones():
+    with pytest.raises(ConfigError) as err:
+        NOISE.build("masking", level=0.25, switch_on=0.005)
+    assert str(err.value) == "noise 'masking' does not accept argument switch_on; it accepts: level"
+    with pytest.raises(ConfigError) as err:
+        NOISE.build("salt_and_pepper", level=0.25, swich_on=0.005)
+    assert str(err.value) == "noise 'salt_and_pepper' does not accept argument swich_on; it accepts: level, switch_on"
 
 
 @pytest.mark.parametrize("level", [-0.1, 1.0, float("nan")])

@@ -46,6 +46,22 @@ def test_bad_build_arguments_name_the_entry():
         ACTIVATIONS.build("sharp_softplus", beta=2)
 
 
+def test_unknown_build_arguments_are_listed_with_the_accepted_ones_on_one_line():
+    reg = Registry("widget")
+
+    @reg.register("w")
+    class W:
+        def __init__(self, size=1, *, colour="red"):
+            self.size, self.colour = size, colour
+
+    with pytest.raises(ConfigError) as err:
+        reg.build("w", size=2, shape="round", weight=3)
+    assert str(err.value) == "widget 'w' does not accept arguments shape, weight; it accepts: size, colour"
+    reg.register("n")(lambda: None)
+    with pytest.raises(ConfigError, match=r"^widget 'n' does not accept argument x; it accepts: no arguments$"):
+        reg.build("n", x=1)
+
+
 def test_entry_point_plugin_is_discovered(tmp_path, monkeypatch):
     """A third-party distribution declares an entry point; the registry finds it without code changes."""
     pkg = tmp_path / "fancy_plugin"
