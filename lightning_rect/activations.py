@@ -11,7 +11,9 @@ paper only says "uniform"). Softplus has slope 1/2 at 0 for *every* unit, so wit
 weights the input-dependent part of the signal shrinks 4x in variance per layer and a 3 x 1000
 softplus net does not learn at all in the first epochs (measured on digits: chance error after
 5 epochs at any learning rate); a gain of 2 (sigmoid: 4, slope 1/4) restores it. The rectifier
-and tanh keep gain 1, the plain Glorot initialisation.
+and tanh keep gain 1, the plain Glorot initialisation, and so does ``sharp_softplus`` for every a
+(its sweep compares like with like). The softmax output layer keeps PyTorch's default
+initialisation, also uniform (+-1/sqrt(fan_in)), the same for every network.
 """
 
 from __future__ import annotations
@@ -72,7 +74,9 @@ class SharpSoftplus(nn.Module):
     The paper's NORB sweep used a in {1, 1.3, 2, 3, 6}.
     """
 
-    init_gain = 2.0  # slope 1/2 at 0 whatever a is
+    # The rectifier's gain (1) for every a, so a sharpness sweep varies the non-linearity alone and
+    # its a -> infinity end starts where the rectifier does. (``softplus`` keeps 2: see above.)
+    init_gain = 1.0
     nonnegative = True
 
     def __init__(self, a: float = 1.0) -> None:

@@ -116,13 +116,18 @@ def flatten_features(x: torch.Tensor, in_features: int) -> torch.Tensor:
     return x
 
 
-def l1_penalty(hidden: Sequence[torch.Tensor]) -> torch.Tensor:
-    """|h| summed over the units of a layer, averaged over the examples of the batch and over the layers.
+def l1_penalty(hidden: Sequence[torch.Tensor], num_layers: int | None = None) -> torch.Tensor:
+    """|h| summed over the units of a layer, averaged over the examples of the batch, summed over
+    the given layers and divided by ``num_layers`` (default: how many are given).
 
-    Averaging over layers (not summing) keeps one coefficient meaning the same for any depth; with it
-    the paper's 0.001 on MNIST's 3 x 1000 net gives the paper's sparsity (about 80% zeros).
+    One definition for both phases: each layer's term weighs ``l1 / num_layers`` of the network, in
+    fine-tuning (all layers at once) and in pre-training (``StackedDAE``: one layer at a time, still
+    divided by the network's depth). The paper does not say how layers combine; the authors' library
+    sums them. The average is kept because with it the paper's 0.001 gives the paper's MNIST sparsity
+    (83.7% zeros against 83.4%); the sum, i.e. 0.003 averaged over 3 layers, gives 89.1% zeros and
+    1.80% error instead of 1.54% (reproductions/l1_sweep). The library's sum: ``l1 = 0.001 * depth``.
     """
-    return sum(h.abs().sum() for h in hidden) / (hidden[0].shape[0] * len(hidden))
+    return sum(h.abs().sum() for h in hidden) / (hidden[0].shape[0] * (num_layers or len(hidden)))
 
 
 def check_sizes(in_features: int, hidden_sizes: Sequence[int]) -> None:

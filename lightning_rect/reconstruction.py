@@ -22,6 +22,10 @@ activation it produces. That number becomes layer k-1's ``output_scale`` (saved 
 layer's outputs are divided by it, in pre-training and in every later use of the encoder (it is
 saved in the checkpoint and loaded by ``SparseMLP(pretrained=...)``). Targets are clamped to
 [0, 1], since new data may exceed the training maximum.
+
+With the sign flip (``sign_flip: true``) half of a layer's outputs are negative, which softplus,
+rectifier and sigmoid outputs cannot produce: the layer above then reconstructs |h| (as the
+authors' library does); ``linear`` reconstructs h itself.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ class Reconstruction:
     unit_interval_targets = False
     #: ``scaled_sigmoid``: divide lower layers' outputs by a fixed scale before stacking
     scales_inputs = False
+    #: outputs are never negative: with the sign flip, such a strategy reconstructs |h| (StackedDAE)
+    nonnegative_outputs = True
 
     def output(self, f: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -70,6 +76,8 @@ class SoftplusReconstruction(Reconstruction):
 
 @RECONSTRUCTIONS.register("linear")
 class LinearReconstruction(Reconstruction):
+    nonnegative_outputs = False
+
     def output(self, f: torch.Tensor) -> torch.Tensor:
         return f
 

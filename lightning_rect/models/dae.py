@@ -24,7 +24,7 @@ from torchmetrics import MeanMetric
 
 from lightning_rect.checkpoints import MODEL_KEY
 from lightning_rect.checks import check_non_negative, check_positive, check_positive_int
-from lightning_rect.encoder import Encoder, dead_fractions
+from lightning_rect.encoder import Encoder, dead_fractions, l1_penalty
 from lightning_rect.errors import ConfigError
 from lightning_rect.metrics import LossAverage
 from lightning_rect.models.batch import split_batch
@@ -41,10 +41,16 @@ class StackedDAE(LightningModule):
     Args:
         in_features: input size (linked from ``data.input_size``).
         num_classes: not used for training; recorded so the fine-tuning data set can be checked.
-        hidden_sizes, activation, activation_args, sign_flip, l1: as in ``SparseMLP``.
+        hidden_sizes, activation, activation_args, sign_flip, l1: as in ``SparseMLP``; the L1 term of
+            the layer in training weighs ``l1 / len(hidden_sizes)``, as each layer's does in fine-tuning
+            (``encoder.l1_penalty``). With ``sign_flip``, layers 2 and up reconstruct |h| unless the
+            reconstruction is ``linear`` (``lightning_rect.reconstruction``).
         reconstruction: registry name: softplus, scaled_sigmoid, linear, rectifier, sigmoid.
         noise: corruption of the first layer's input: masking or salt_and_pepper.
-        noise_level: corruption probability in [0, 1) (the paper: 0.25).
+        noise_level: corruption probability in [0, 1) (the paper: 0.25; salt_and_pepper: the
+            probability that a present input is dropped).
+        noise_args: further arguments of the first layer's noise, e.g. ``{switch_on: 0.005}`` for
+            salt_and_pepper (the probability that an absent input is switched on).
         higher_noise, higher_noise_level: corruption for layers 2 and up (default: same as layer 1);
             the paper's text setup is salt_and_pepper below, masking above.
         tied_weights: decoder weight = encoder weight transposed (the paper does not say; default off).
@@ -59,8 +65,8 @@ class StackedDAE(LightningModule):
                  hidden_sizes: Sequence[int] = (1000, 1000, 1000), activation: str = "rectifier",
                  activation_args: dict | None = None, sign_flip: bool = False, l1: float = 0.001,
                  reconstruction: str = "softplus", noise: str = "masking", noise_level: float = 0.25,
-                 higher_noise: str | None = None, higher_noise_level: float | None = None,
-                 tied_weights: bool = False, lr: float = 0.01, epochs_per_layer: int = 5) -> None:
+                 noise_args: dict | None = None, higher_noise: str | None = None,
+                 higher_noise_level: float | None = None, tied_weights: bool = False, lr: float = 0.01, epochs_per_layer: int = 5) -> None:
         super().__init__()
         check_non_negative("l1", l1)
         check_positive("lr", lr)
@@ -68,8 +74,9 @@ class StackedDAE(LightningModule):
         self.save_hyperparameters()
         self.encoder = Encoder(in_features, list(hidden_sizes), activation, activation_args, sign_flip)
         self.reconstruction = RECONSTRUCTIONS.build(reconstruction)
-        self.noises = [NOISE.build(noise, level=noise_level),
-                       NOISE.build(higher_noise or noise, level=noise_level if higher_noise_level is None else higher_noise_level)]
+        self.noises = [NOISE.build(noise, level=noise_level, **(noise_args or {})),
+                       NOISE.build(higher_noise or noise, level=noise_level if higher_noise_level is None else higher_noise_level,
+                                   **({} if higher_noise else (noise_args or {})))]
         sizes = [in_features, *hidden_sizes]
         if tied_weights:  # only a bias of its own; the weight is the encoder's, transposed
             self.decoder_biases = nn.ParameterList(nn.Parameter(torch.zeros(n)) for n in sizes[:-1])
@@ -83,6 +90,8 @@ class StackedDAE(LightningModule):
         self.eval_recon = nn.ModuleList(MeanMetric() for _ in range(self.num_layers))
         self._generator: torch.Generator | None = None
         self.dead_after_pretraining: dict[str, float] = {}
+        # validation reconstruction error of each finished layer at the end of its own epochs
+        self.recon_after_pretraining: dict[int, float] = {}
 
     # -- the layer-wise schedule ---------------------------------------------------------------
     @property
@@ -136,7 +145,7 @@ class StackedDAE(LightningModule):
         largest = torch.zeros((), device=self.device)
         for batch in self.trainer.train_dataloader:
             x, _ = split_batch(batch)
-            largest = torch.maximum(largest, self.encoder(x.to(self.device), depth=layer + 1)[-1].max())
+            largest = torch.maximum(largest, self.encoder(x.to(self.device), depth=layer + 1)[-1].abs().max())
         if self.trainer.world_size > 1:
             largest = self.all_gather(largest).max()
         if largest > 0:
@@ -164,9 +173,11 @@ class StackedDAE(LightningModule):
         noise = self.noises[0 if layer == 0 else 1]
         h = self.encoder.layers[layer](noise(clean, generator))
         cost = self.reconstruction.cost(self.decode(h, layer), target)
-        return cost, h.abs().sum() / h.shape[0]
+        return cost, l1_penalty([h], num_layers=self.num_layers)
 
     def _target(self, clean: torch.Tensor, layer: int) -> torch.Tensor:
+        if layer > 0 and self.hparams.sign_flip and self.reconstruction.nonnegative_outputs:
+            return clean.abs().clamp(max=1) if self.reconstruction.unit_interval_targets else clean.abs()
         if not self.reconstruction.unit_interval_targets:
             return clean
         if layer > 0 and self.hparams.activation == "tanh":
@@ -223,10 +234,22 @@ class StackedDAE(LightningModule):
         for layer in self._eval_layers():
             values[f"{stage}/pretrain/layer_{layer + 1}/recon"] = self.eval_recon[layer].compute()
             self.eval_recon[layer].reset()
-        top = values[f"{stage}/pretrain/layer_{self.num_layers}/recon"] if self.current_layer == self.num_layers - 1 or stage == "test" else None
-        # Selection metric: the top layer's reconstruction error; infinite while lower layers train,
-        # so the kept checkpoint always has every layer pre-trained.
-        values[f"{stage}/recon"] = top if top is not None else torch.tensor(math.inf, device=self.device)
+        layer = self.current_layer
+        if stage == "val" and not self.trainer.sanity_checking:  # the last one of a layer's epochs stays
+            self.recon_after_pretraining[layer] = float(values[f"val/pretrain/layer_{layer + 1}/recon"])
+        # Selection metric (the checkpoint within a run, the learning rate across runs): the sum over
+        # layers of each layer's reconstruction error on its own input, the lower layers' as they
+        # ended their epochs. The top layer's alone would favour a run whose lower layers collapsed
+        # (their outputs are easy to reconstruct). Infinite while lower layers train, so the kept
+        # checkpoint always has every layer pre-trained.
+        if stage == "test":
+            total = sum(values.values())
+        elif layer == self.num_layers - 1:
+            lower = sum(self.recon_after_pretraining.get(k, 0.0) for k in range(layer))  # 0: never validated
+            total = values[f"val/pretrain/layer_{layer + 1}/recon"] + lower
+        else:
+            total = torch.tensor(math.inf, device=self.device)
+        values[f"{stage}/recon"] = torch.as_tensor(total, device=self.device, dtype=torch.float32)
         self.log_dict(values, prog_bar=False, sync_dist=True)  # already global; silences DDP's warning
 
     def on_validation_epoch_end(self) -> None:
@@ -245,6 +268,8 @@ class StackedDAE(LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint[MODEL_KEY] = "StackedDAE"
         checkpoint["dead_after_pretraining"] = dict(self.dead_after_pretraining)  # a resume keeps the finished layers'
+        checkpoint["recon_after_pretraining"] = dict(self.recon_after_pretraining)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.dead_after_pretraining = dict(checkpoint.get("dead_after_pretraining", {}))
+        self.recon_after_pretraining = {int(k): v for k, v in checkpoint.get("recon_after_pretraining", {}).items()}
