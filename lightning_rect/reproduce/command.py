@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shlex
 import sys
 import time
 from pathlib import Path
 
-from lightning_rect.reproduce.budgets import BUDGETS, DATASETS
+from lightning_rect.reproduce.budgets import BUDGETS, DATASETS, Budget
 from lightning_rect.reproduce.experiments import EXPERIMENTS, Context
 from lightning_rect.reproduce.report import write_reports
 from lightning_rect.reproduce.runner import Options, Record, Runner, available_cores
@@ -51,6 +52,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--budget", choices=list(BUDGETS),
                         help="tiny: pipeline check; small (default): shortened, ~1 h per data set on 2 CPU cores; "
                              "paper (the default with --sweep): full protocol with the learning-rate search")
+    parser.add_argument("--lrs", type=float, nargs="+", metavar="LR",
+                        help="learning rates to try instead of the budget's (both phases), e.g. --lrs 0.1: "
+                             "one rate from the paper's grid for a cheaper run")
+    parser.add_argument("--pretrain-lrs", type=float, nargs="+", metavar="LR",
+                        help="learning rates of the pre-training runs, when they differ from --lrs")
     parser.add_argument("--data-dir", type=Path, help="folder holding the data sets (as data.init_args.data_dir)")
     parser.add_argument("--out", type=Path, help="output folder (default: reproductions/<experiment>; "
                                                  "with --sweep: configs/sweeps/)")
@@ -93,6 +99,9 @@ def check_args(args: argparse.Namespace) -> tuple[list[str], tuple[int, int] | N
             raise UsageError(f"--shard {args.shard}: need N >= 1 and 0 <= I < N")
         shard = (index, count)
     cores = available_cores()
+    for option, lrs in (("--lrs", args.lrs), ("--pretrain-lrs", args.pretrain_lrs)):
+        if lrs is not None and not all(0 < lr < float("inf") for lr in lrs):
+            raise UsageError(f"{option} must be positive numbers, got {' '.join(map(str, lrs))}")
     if args.parallel < 1:
         raise UsageError(f"--parallel must be >= 1, got {args.parallel}")
     if args.in_process and args.parallel > 1:
@@ -123,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
         datasets, shard, threads = check_args(args)
         budget = args.budget or DEFAULT_BUDGET
         configs_dir = (args.configs or default_configs_dir()).resolve()
-        specs = EXPERIMENTS[args.experiment].plan(Context(BUDGETS[budget], configs_dir), datasets)
+        specs = EXPERIMENTS[args.experiment].plan(Context(budget_of(budget, args.lrs, args.pretrain_lrs), configs_dir), datasets)
         missing = sorted({s.config for s in specs if not (configs_dir / s.config).is_file()})
         if missing:
             raise UsageError(f"config file(s) {', '.join(missing)} not found in {configs_dir}; pass --configs DIR")
@@ -136,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
     options = Options(out=out, configs_dir=configs_dir, data_dir=data_dir, in_process=args.in_process,
                       parallel=args.parallel, threads=threads, shard=shard, verbose=args.verbose,
                       wandb_project=args.wandb, experiment=args.experiment)
-    meta = {"experiment": args.experiment, "budget": budget, "datasets": datasets,
+    meta = {"experiment": args.experiment, "budget": budget, "lrs": args.lrs, "pretrain_lrs": args.pretrain_lrs, "datasets": datasets,
             "command": "python -m lightning_rect reproduce " + shlex.join(sys.argv[2:] if argv is None else argv),
             "started": time.strftime("%Y-%m-%d %H:%M:%S")}
 
@@ -179,6 +188,16 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
 
 
+def budget_of(name: str, lrs: list[float] | None, pretrain_lrs: list[float] | None = None) -> Budget:
+    """The named budget, with ``--lrs`` / ``--pretrain-lrs`` in place of its learning rates when given."""
+    budget = BUDGETS[name]
+    if lrs:
+        budget = dataclasses.replace(budget, lrs=tuple(lrs))
+    if pretrain_lrs:
+        budget = dataclasses.replace(budget, pretrain_lrs=tuple(pretrain_lrs))
+    return budget
+
+
 def write_sweep_files(args: argparse.Namespace) -> None:
     """``--sweep``: the paper budget's plan as W&B sweep files."""
     if args.budget not in (None, SWEEP_BUDGET):
@@ -206,7 +225,7 @@ def rewrite_reports(args: argparse.Namespace) -> None:
     meta = {key: value for key, value in saved.items() if key != "runs"}
     configs_dir = (args.configs or default_configs_dir()).resolve()
     experiment = EXPERIMENTS[args.experiment]
-    specs = experiment.plan(Context(BUDGETS[meta["budget"]], configs_dir), meta["datasets"])
+    specs = experiment.plan(Context(budget_of(meta["budget"], meta.get("lrs"), meta.get("pretrain_lrs")), configs_dir), meta["datasets"])
     saved_runs = {run["id"]: run for run in saved["runs"]}
     records = {}
     for spec in specs:

@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from lightning_rect.reproduce.budgets import DATASETS, Budget, for_dataset
+from lightning_rect.reproduce.budgets import DATASETS, L1_ACTIVATIONS, Budget, for_dataset
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,7 @@ class Cell:
         pretrained: a fine-tuning run that starts from pre-training.
         l1, a, fraction: the L1 coefficient, the softplus sharpness (``math.inf``: the rectifier)
             and the labeled fraction, in the experiments that vary them; None elsewhere.
+        sign_flip: the paper's symmetry trick on (``protocol`` compares it with off).
     """
 
     dataset: str
@@ -48,6 +49,7 @@ class Cell:
     l1: float | None = None
     a: float | None = None
     fraction: float | None = None
+    sign_flip: bool = False
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,11 @@ class Context:
         """The learning rates every cell tries; (None,): the config's."""
         return self.budget.lrs or (None,)
 
+    @property
+    def pretrain_lrs(self) -> tuple[float | None, ...]:
+        """The learning rates of the pre-training runs: the budget's ``pretrain_lrs``, else ``lrs``."""
+        return self.budget.pretrain_lrs or self.lrs
+
 
 def run_id(readable: Iterable[str], config: str, settings: dict, needs: Iterable[str]) -> str:
     """``<readable parts>-<8 hex digits>``: the hash covers everything that defines the run."""
@@ -139,18 +146,23 @@ def _common_settings(ctx: Context, dataset: str, data_extra: dict) -> dict[str, 
 
 
 def _activation_settings(activation: str, activation_args: dict | None) -> dict[str, Any]:
+    """The activation, and l1 = 0 for those the L1 penalty is not meant for (``L1_ACTIVATIONS``)."""
     settings: dict[str, Any] = {"model.init_args.activation": activation}
     if activation_args:
         settings["model.init_args.activation_args"] = dict(activation_args)
+    if activation not in L1_ACTIVATIONS:
+        settings["model.init_args.l1"] = 0.0
     return settings
 
 
-def pretrain_run(ctx: Context, dataset: str, activation: str, lr: float | None) -> RunSpec:
+def pretrain_run(ctx: Context, dataset: str, activation: str, lr: float | None, *,
+                 extra: dict[str, Any] | None = None, tag: str = "", cell: Cell | None = None) -> RunSpec:
     """Greedy layer-wise DAE pre-training on all training inputs (``<dataset>_pretrain.yaml``)."""
     facts = DATASETS[dataset]
     config = facts.pretrain_config
     settings = _common_settings(ctx, dataset, for_dataset(ctx.budget.pretrain_data, dataset, {}) or {})
     settings.update(_activation_settings(activation, None))
+    settings.update(extra or {})
     settings["model.init_args.reconstruction"] = facts.reconstruction.get(activation, facts.reconstruction.get("*"))
     per_layer = for_dataset(ctx.budget.pretrain_epochs_per_layer, dataset)
     if per_layer is not None:
@@ -162,8 +174,9 @@ def pretrain_run(ctx: Context, dataset: str, activation: str, lr: float | None) 
     if lr is not None:
         settings["model.init_args.lr"] = lr
     lr_used = lr if lr is not None else ctx.config_value(config, "model.init_args.lr")
-    ident = run_id([dataset, "pretrain", activation, f"lr{num(lr_used)}"], config, settings, ())
-    return RunSpec(ident, Cell(dataset, activation, phase="pretrain"), config, settings, lr_used)
+    readable = [dataset, "pretrain", activation, *([tag] if tag else []), f"lr{num(lr_used)}"]
+    ident = run_id(readable, config, settings, ())
+    return RunSpec(ident, cell or Cell(dataset, activation, phase="pretrain"), config, settings, lr_used)
 
 
 def finetune_run(ctx: Context, cell: Cell, lr: float | None, *, needs: tuple[str, ...] = (),

@@ -26,7 +26,7 @@ def plan(ctx: Context, datasets: list[str]) -> list[RunSpec]:
         facts = DATASETS[dataset]
         base_epochs = finetune_epochs(ctx, dataset, facts.semi_config)
         for activation in ACTIVATIONS:
-            pre = [pretrain_run(ctx, dataset, activation, lr) for lr in ctx.lrs]
+            pre = [pretrain_run(ctx, dataset, activation, lr) for lr in ctx.pretrain_lrs]
             runs += pre
             for fraction in ctx.budget.fractions:
                 # fewer labels, fewer steps per epoch: more epochs, up to a cap (not for a stream)

@@ -1,4 +1,9 @@
-"""Softplus sharpness: (1/a) softplus(a x) for several a, and the rectifier (a = inf); no pre-training."""
+"""Softplus sharpness: (1/a) softplus(a x) for several a, and the rectifier (a = inf); no pre-training.
+
+Like with like: every network starts from the same Glorot-uniform weights (``sharp_softplus`` has
+the rectifier's gain for every a) and carries no L1 penalty (``budgets.L1_ACTIVATIONS``); the
+rectifier also runs with its L1 penalty, as in Table 1 (the paper's sweep ends on Table 1's cells).
+"""
 
 from __future__ import annotations
 
@@ -17,17 +22,25 @@ def plan(ctx: Context, datasets: list[str]) -> list[RunSpec]:
     for dataset in datasets:
         for a in ctx.budget.sharpness:
             if math.isinf(a):
-                activation, args, tag = "rectifier", None, ""
+                # like the others (no L1), and Table 1's rectifier (with it)
+                variants = [("rectifier", None, "l10", 0.0), ("rectifier", None, "", None)]
             else:
-                activation, args, tag = "sharp_softplus", {"a": a}, f"a{num(a)}"
-            runs += [finetune_run(ctx, Cell(dataset, activation, a=a), lr, activation_args=args, tag=tag)
-                     for lr in ctx.lrs]
+                variants = [("sharp_softplus", {"a": a}, f"a{num(a)}", None)]
+            for activation, args, tag, l1 in variants:
+                extra = {} if l1 is None else {"model.init_args.l1": l1}
+                runs += [finetune_run(ctx, Cell(dataset, activation, a=a, l1=l1), lr, activation_args=args,
+                                      tag=tag, extra=extra) for lr in ctx.lrs]
     return runs
 
 
-def _by_a(records: dict[str, Record], dataset: str):
-    """a -> cell result of a data set, in plan order."""
-    return {cell.a: result for cell, result in cells(records).items() if cell.dataset == dataset and cell.a is not None}
+def _by_a(records: dict[str, Record], dataset: str, with_l1: bool = False):
+    """a -> cell result of a data set, in plan order: the like-with-like sweep (no L1), or
+    (``with_l1``) the rectifier with its L1 penalty, as in Table 1."""
+    def table1_rectifier(cell: Cell) -> bool:
+        return math.isinf(cell.a) and cell.l1 is None
+
+    return {cell.a: result for cell, result in cells(records).items()
+            if cell.dataset == dataset and cell.a is not None and table1_rectifier(cell) == with_l1}
 
 
 def _a_label(a: float) -> str:
@@ -43,7 +56,12 @@ def markdown(records: dict[str, Record], datasets: list[str]) -> list[str]:
             theirs = reference.get(a)
             lines.append(f"| {_a_label(a)} | {pct(theirs)} | {ours(result)} | {diff(value_of(result), theirs)} | "
                          f"{ours(result, sparsity, 1)} |")
-        lines.append("")
+        for a, result in _by_a(records, dataset, with_l1=True).items():
+            theirs = reference.get(a)
+            lines.append(f"| rectifier with L1 (Table 1's) | {pct(theirs)} | {ours(result)} | "
+                         f"{diff(value_of(result), theirs)} | {ours(result, sparsity, 1)} |")
+        lines += ["", "No L1 penalty in the sweep (the rectifier with L1 is the last row) and one initialisation "
+                  "for every a (Glorot uniform, gain 1).", ""]
     return lines
 
 
@@ -57,7 +75,10 @@ def plot(plt, records: dict[str, Record], datasets: list[str]):
         points = [(x[a], value_of(result, test_error)) for a, result in sorted(by_a.items())]
         points = [p for p in points if p[1] is not None]
         if points:
-            ax.plot(*zip(*points), "o-", label="ours")
+            ax.plot(*zip(*points), "o-", label="ours (no L1)")
+        for a, result in _by_a(records, dataset, with_l1=True).items():
+            if value_of(result, test_error) is not None:
+                ax.plot([x[a]], [value_of(result, test_error)], "^", color="tab:green", label="rectifier with L1")
         if reference:
             ax.plot([x[a] for a in reference], list(reference.values()), "k--s", label="paper")
         ax.set_xticks(range(len(values)), ["rect." if math.isinf(a) else f"{a:g}" for a in values])

@@ -18,7 +18,7 @@ def plan(ctx: Context, datasets: list[str]) -> list[RunSpec]:
     runs: list[RunSpec] = []
     for dataset in datasets:
         for activation in ACTIVATIONS:
-            pre = [pretrain_run(ctx, dataset, activation, lr) for lr in ctx.lrs]
+            pre = [pretrain_run(ctx, dataset, activation, lr) for lr in ctx.pretrain_lrs]
             needs = tuple(r.id for r in pre)
             runs += pre
             runs += [finetune_run(ctx, Cell(dataset, activation, pretrained=True), lr, needs=needs) for lr in ctx.lrs]
