@@ -176,7 +176,9 @@ class StackedDAE(LightningModule):
         return cost, l1_penalty([h], num_layers=self.num_layers)
 
     def _target(self, clean: torch.Tensor, layer: int) -> torch.Tensor:
-        if layer > 0 and self.hparams.sign_flip and self.reconstruction.nonnegative_outputs:
+        # tanh outputs, flipped or not, map onto [0, 1] below without losing their sign
+        if layer > 0 and self.hparams.sign_flip and self.reconstruction.nonnegative_outputs \
+                and self.hparams.activation != "tanh":
             return clean.abs().clamp(max=1) if self.reconstruction.unit_interval_targets else clean.abs()
         if not self.reconstruction.unit_interval_targets:
             return clean
