@@ -10,6 +10,7 @@ cells whose runs have not finished show "—" and say why in the list of runs.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +88,39 @@ def ours(result: CellResult | None, metric: Callable[[Record | None], float | No
     return pct(value, digits) if value is not None else DASH + result.why_empty()
 
 
+# -- the paper's claims, checked against our numbers ----------------------------------------------------
+#: Test-set sizes (PAPER.md; digits: the config's split), for the noise of a difference of two errors.
+TEST_SIZES = {"digits": 300, "mnist": 10_000, "cifar10": 5_000, "nistp": 20_000, "norb": 58_320}
+
+
+def noise_of_difference(dataset: str, a: float, b: float) -> float | None:
+    """Two standard deviations, in points, of the difference of two independent test errors
+    ``a`` and ``b`` (percent) on the data set's test set; None for an unknown size."""
+    n = TEST_SIZES.get(dataset)
+    if n is None:
+        return None
+    return 2 * sum((p / 100) * (1 - p / 100) / n for p in (a, b)) ** 0.5 * 100
+
+
+def compare(dataset: str, a: float | None, b: float | None) -> str | None:
+    """"lower", "higher" or "same" (within the noise of the difference) for errors a against b."""
+    if a is None or b is None:
+        return None
+    tolerance = noise_of_difference(dataset, a, b) or 0.0
+    return "lower" if a < b - tolerance else "higher" if a > b + tolerance else "same"
+
+
+def claim(text: str, verdict: str | None, evidence: str) -> str:
+    """One line of a report's "claims" list: the paper's claim, our verdict and the numbers."""
+    return f"- {text} **{verdict or 'Not measured yet.'}** {evidence}"
+
+
+def claims_heading() -> list[str]:
+    return ["#### The paper's claims against ours", "",
+            "\"Same\" means within two standard deviations of the difference of two test errors on this "
+            "test set (binomial noise; e.g. about 0.25 points near 1.5% on MNIST's 10,000 examples).", ""]
+
+
 def dataset_heading(dataset: str) -> list[str]:
     return [f"### {paper.DATASET_TITLES[dataset]}", ""]
 
@@ -116,6 +150,7 @@ def header(title: str, meta: dict[str, Any], records: dict[str, Record]) -> list
         "",
         f"Command: `{meta['command']}`  ",
         f"Budget: **{budget.name}**: {budget.summary}.  ",
+        *learning_rate_lines(meta),
         f"Runs: {len(records)} ({', '.join(f'{n} {s}' for s, n in counts.items())}); "
         f"training time of the runs: {duration(seconds)}.  ",
         f"Paper: {paper.CITATION}, numbers as given in ../shared/PAPER.md. "
@@ -124,8 +159,19 @@ def header(title: str, meta: dict[str, Any], records: dict[str, Record]) -> list
     ]
 
 
+def learning_rate_lines(meta: dict[str, Any]) -> list[str]:
+    """The header line for ``--lrs`` / ``--pretrain-lrs``, when the command gave them."""
+    parts = []
+    if meta.get("lrs"):
+        phases = "fine-tuning" if meta.get("pretrain_lrs") else "both phases"
+        parts.append(f"{phases} " + ", ".join(f"{lr:g}" for lr in meta["lrs"]))
+    if meta.get("pretrain_lrs"):
+        parts.append("pre-training " + ", ".join(f"{lr:g}" for lr in meta["pretrain_lrs"]))
+    return [f"Learning rates (given on the command line, instead of the budget's): {'; '.join(parts)}.  "] if parts else []
+
+
 def run_seconds(record: Record) -> float:
-    if record.status == "done" and record.seconds is not None:
+    if record.status in ("done", "failed") and record.seconds is not None:
         return record.seconds
     if record.finished and finite(record.results.get("fit_seconds")):
         return record.results["fit_seconds"]
@@ -149,11 +195,17 @@ def runs_table(records: dict[str, Record], out: Path) -> list[str]:
             val = pct(100 * res["best_val"]) if finite(res.get("best_val")) else DASH
             test = pct(test_error(record))
         best_epoch = res.get("best_epoch")
-        status = record.status + (f": {record.error}" if record.error else "")
+        status = record.status + (f": {_run_paths_shown(record.error, record.spec.id, out)}" if record.error else "")
         lines.append(f"| `{record.spec.id}`{mark} | {status.replace('|', '/')} | {record.spec.lr} | "
                      f"{res.get('epochs', DASH)} | {best_epoch if best_epoch is not None else DASH} | {val} | {test} | "
                      f"{pct(sparsity(record), 1)} | {duration(run_seconds(record))} |")
     return lines + [""]
+
+
+def _run_paths_shown(text: str, run: str, out: Path) -> str:
+    """An error line with the run's files named as in the rest of the report: errors name them by
+    the absolute path they had on the machine that ran it."""
+    return re.sub(r"\S*/runs/" + re.escape(run) + "/", f"{shown(out / 'runs')}/{run}/", text)
 
 
 def shown(path: Path) -> Path:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from lightning_rect.reproduce.experiments.base import Experiment
 from lightning_rect.reproduce.plan import Cell, Context, RunSpec, finetune_run, pretrain_run
-from lightning_rect.reproduce.report import cells, dataset_heading, ours, sparsity
+from lightning_rect.reproduce.report import cells, compare, dataset_heading, ours, pct, sparsity, test_error, value_of
 from lightning_rect.reproduce.runner import Record
 from lightning_rect.reproduce.sweeps import Sweep
 
@@ -59,6 +59,21 @@ def markdown(records: dict[str, Record], datasets: list[str]) -> list[str]:
                     else "sign flip off (our default)"
                 lines.append(_row(f"rectifier, {'with' if pretrained else 'without'} pre-training", setting,
                                   by_cell.get(Cell(dataset, "rectifier", pretrained=pretrained, sign_flip=flip))))
+        lines += ["", "#### What each choice changes", "",
+                  "\"Same\": within two standard deviations of the difference of two test errors (binomial noise).", ""]
+        pairs = [(f"L1 on the {a} network", Cell(dataset, a, l1=PAPER_L1), Cell(dataset, a, l1=0.0))
+                 for a in ("tanh", "softplus")]
+        pairs += [(f"Sign flip, rectifier {'with' if p else 'without'} pre-training",
+                   Cell(dataset, "rectifier", pretrained=p, sign_flip=True), Cell(dataset, "rectifier", pretrained=p))
+                  for p in (False, True)]
+        for label, on, off in pairs:
+            a, b = value_of(by_cell.get(on), test_error), value_of(by_cell.get(off), test_error)
+            verdict = compare(dataset, a, b)
+            effect = {"lower": "lowers the error", "higher": "raises the error", "same": "changes the error within noise",
+                      None: "not measured yet"}[verdict]
+            sparse_on, sparse_off = value_of(by_cell.get(on), sparsity), value_of(by_cell.get(off), sparsity)
+            lines.append(f"- {label} {effect}: {pct(a)} against {pct(b)} without it; exact zeros "
+                         f"{pct(sparse_on, 1)} against {pct(sparse_off, 1)}.")
         lines.append("")
     return lines
 
