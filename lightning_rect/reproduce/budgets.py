@@ -18,6 +18,9 @@ nistp      300k-example stream for fine-tuning, 100k per DAE layer      40-60 mi
 norb       10% of the training batches per epoch, 20% of validation,
            1 pre-training epoch per layer, 4 fine-tuning epochs         45-60 min
 =========  ==========================================================  ==========================
+
+``--budget grid`` (the paper's four learning rates in both phases, 1 pre-training epoch per layer,
+4 fine-tuning epochs): MNIST table1, 36 runs, 58 min measured on 2 cores (about 25 s per epoch).
 """
 
 from __future__ import annotations
