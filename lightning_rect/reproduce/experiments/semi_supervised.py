@@ -110,6 +110,9 @@ def plot(plt, records: dict[str, Record], datasets: list[str]):
                 ax.plot(list(theirs), list(theirs.values()), "--", color=color, alpha=0.7, label=f"{name} (paper)")
         ax.set(xlabel="fraction of labeled training examples", ylabel="test error (%)",
                title=paper.DATASET_TITLES[dataset])
+        fractions = [c.fraction for c in by_cell if c.dataset == dataset and c.fraction]
+        if fractions and max(fractions) / min(fractions) > 20:  # the few-labels end would be squashed
+            ax.set_xscale("log")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     return fig
