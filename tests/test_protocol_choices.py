@@ -369,7 +369,7 @@ def test_protocol_markdown_has_one_row_per_cell_with_its_numbers():
         Cell("digits", "rectifier", sign_flip=True): ("rectifier, without pre-training", "sign flip on"),
         Cell("digits", "rectifier", pretrained=True): ("rectifier, with pre-training", "sign flip off (our default)"),
         Cell("digits", "rectifier", pretrained=True, sign_flip=True): ("rectifier, with pre-training",
-                                                                         "sign flip on (DAE reconstructs |h|)"),
+                                                                         "sign flip on (the DAE reconstructs abs(h))"),
     }
     assert set(labels) == set(finetune_cells)
     for cell, (label, setting) in labels.items():

@@ -55,7 +55,7 @@ def markdown(records: dict[str, Record], datasets: list[str]) -> list[str]:
                                   by_cell.get(Cell(dataset, activation, l1=l1))))
         for pretrained in (False, True):
             for flip in (False, True):
-                setting = "sign flip on" + (" (DAE reconstructs |h|)" if pretrained else "") if flip \
+                setting = "sign flip on" + (" (the DAE reconstructs abs(h))" if pretrained else "") if flip \
                     else "sign flip off (our default)"
                 lines.append(_row(f"rectifier, {'with' if pretrained else 'without'} pre-training", setting,
                                   by_cell.get(Cell(dataset, "rectifier", pretrained=pretrained, sign_flip=flip))))
