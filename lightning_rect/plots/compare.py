@@ -2,7 +2,7 @@
 
 The overlay has the summary's size (1200 x 800 pixels) and six panels, one colour per run:
 training loss (``StackedDAE``: the reconstruction error of the layer in training); the selection
-metric (validation error in %, RMSE, or top-layer reconstruction error) with each run's selected
+metric (validation error in %, RMSE, or reconstruction error summed over layers) with each run's selected
 epoch starred; exact sparsity and dead units on the validation set, as means over layers, in %;
 the firing-rate histogram of all hidden layers together (selected checkpoint on the test set, or
 the last validation epoch; dead units as crosses left of 0); and the legend.
@@ -93,7 +93,7 @@ def draw_comparison(folders: Sequence[str | Path | Run]) -> Comparison:
 
 
 METRIC_LABELS = {"val/err": "validation error (%)", "val/rmse": "validation RMSE (stars)",
-                 "val/recon": "top-layer reconstruction error per example"}
+                 "val/recon": "reconstruction error per example, summed over layers"}
 
 
 def training_loss(run: Run) -> tuple[list[int], list[float]]:

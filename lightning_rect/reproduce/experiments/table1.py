@@ -111,7 +111,8 @@ def pretraining_about(title: str, runs: list[RunSpec], next_file: str) -> str:
     recon = "; ".join(f"{a} units: {r}" for a, r in dict.fromkeys(
         (s.cell.activation, s.settings["model.init_args.reconstruction"]) for s in runs))
     if several:
-        keep = (f"Each run keeps its best checkpoint (lowest val/recon) as "
+        keep = (f"Each run keeps its best checkpoint (lowest val/recon: the reconstruction error summed over "
+                f"layers, each on its own input) as "
                 f"{CHECKPOINTS}/{dataset}_<activation>_lr<lr>.ckpt (fixed name, overwritten by a rerun). Stage 2 "
                 f"({next_file}) starts from {CHECKPOINTS}/{dataset}_<activation>.ckpt: copy there, for each "
                 "activation, the checkpoint of the run with the lowest best_val (the paper keeps the learning "
