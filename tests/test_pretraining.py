@@ -306,3 +306,23 @@ def test_each_layers_dead_fraction_is_measured_at_the_end_of_its_own_epochs():
     results = dae.extra_results()
     assert set(results) == {"pretrain/layer_1/dead", "pretrain/layer_2/dead"}
     assert results["pretrain/layer_1/dead"] == pytest.approx(seen["layer_1"]) and seen["layer_1"] >= 0.25
+
+
+def test_testing_an_earlier_best_checkpoint_keeps_every_layers_end_of_pretraining_numbers():
+    """The best checkpoint can predate the top layer's last epoch; testing it right after fit must
+    not drop the top layer's numbers, while a resume in a new process takes the checkpoint's."""
+    dae = StackedDAE(64, 10, [16, 8], epochs_per_layer=1)
+    dae.dead_after_pretraining = {"pretrain/layer_1/dead": 0.25}
+    dae.recon_after_pretraining = {0: 3.0}
+    saved: dict = {}
+    dae.on_save_checkpoint(saved)  # saved while the top layer was still training
+    dae.dead_after_pretraining["pretrain/layer_2/dead"] = 0.5
+    dae.recon_after_pretraining[1] = 7.0
+
+    dae.on_load_checkpoint(saved)  # trainer.test(ckpt_path="best") in the same process
+    assert dae.extra_results() == {"pretrain/layer_1/dead": 0.25, "pretrain/layer_2/dead": 0.5}
+    assert dae.recon_after_pretraining == {0: 3.0, 1: 7.0}
+
+    resumed = StackedDAE(64, 10, [16, 8], epochs_per_layer=1)
+    resumed.on_load_checkpoint(saved)
+    assert resumed.extra_results() == {"pretrain/layer_1/dead": 0.25} and resumed.recon_after_pretraining == {0: 3.0}

@@ -178,8 +178,9 @@ def test_recon_after_pretraining_survives_a_checkpoint(fitted_dae):
     fresh = StackedDAE(64, 10, [16, 8])
     fresh.on_load_checkpoint({"recon_after_pretraining": {"0": 1.5, "1": 2.5}})
     assert fresh.recon_after_pretraining == {0: 1.5, 1: 2.5}
-    fresh.on_load_checkpoint({})  # an older checkpoint without it
-    assert fresh.recon_after_pretraining == {}
+    older = StackedDAE(64, 10, [16, 8])
+    older.on_load_checkpoint({})  # an older checkpoint without it
+    assert older.recon_after_pretraining == {}
 
 
 def test_missing_lower_layer_counts_as_zero_and_lower_layers_are_infinite():

@@ -273,5 +273,8 @@ class StackedDAE(LightningModule):
         checkpoint["recon_after_pretraining"] = dict(self.recon_after_pretraining)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self.dead_after_pretraining = dict(checkpoint.get("dead_after_pretraining", {}))
-        self.recon_after_pretraining = {int(k): v for k, v in checkpoint.get("recon_after_pretraining", {}).items()}
+        # A resume starts from the checkpoint's; testing the best checkpoint right after fit keeps the
+        # measurements made since it was saved (e.g. the top layer's, when its best epoch was not its last).
+        self.dead_after_pretraining = {**checkpoint.get("dead_after_pretraining", {}), **self.dead_after_pretraining}
+        self.recon_after_pretraining = {**{int(k): v for k, v in checkpoint.get("recon_after_pretraining", {}).items()},
+                                        **self.recon_after_pretraining}
