@@ -208,7 +208,7 @@ def write_sweep_files(args: argparse.Namespace) -> None:
     experiment = EXPERIMENTS[args.experiment]
     specs = experiment.plan(Context(BUDGETS[SWEEP_BUDGET], configs_dir), datasets)
     folder = args.out or configs_dir / "sweeps"
-    for path in write_sweeps(experiment.sweeps(specs, datasets), specs, folder, args.data_dir):
+    for path in write_sweeps(experiment.sweeps(specs, datasets), specs, folder, args.data_dir, configs_dir):
         print(f"wrote {path}")
 
 

@@ -209,15 +209,35 @@ def footer(sweep: Sweep, has_fragments: bool) -> str:
             + f"  python -m lightning_rect reproduce {sweep.experiment} --sweep --datasets {sweep.dataset}")
 
 
-def render(sweep: Sweep, plan: list[RunSpec], data_dir: Path | None = None) -> str:
+def config_defaults(rows: list[dict[str, Any]], config_file: Path | None) -> list[dict[str, Any]]:
+    """``rows`` where a setting that only some runs give is filled in, for the others, with the config
+    file's value (e.g. l1 = 0 for tanh runs, the config's 0.001 for the rectifier's); a setting the
+    config does not have stays missing (null in the sweep, e.g. ``pretrained``)."""
+    config = yaml.safe_load(config_file.read_text()) or {} if config_file is not None and config_file.is_file() else {}
+    keys = dict.fromkeys(key for row in rows for key in row)
+    filled = []
+    for row in rows:
+        row = dict(row)
+        for key in keys:
+            node: Any = config
+            for part in key.split("."):
+                node = node.get(part) if isinstance(node, dict) else None
+            if key not in row and node is not None and not isinstance(node, (dict, list)):
+                row[key] = node
+        filled.append(row)
+    return filled
+
+
+def render(sweep: Sweep, plan: list[RunSpec], data_dir: Path | None = None, configs_dir: Path | None = None) -> str:
     """The sweep file's text."""
     checkpoints = pretraining_checkpoints(plan)
-    params = parameters([sweep_settings(spec, checkpoints) for spec in sweep.runs])
+    [config] = {spec.config for spec in sweep.runs}
+    rows = [sweep_settings(spec, checkpoints) for spec in sweep.runs]
+    params = parameters(config_defaults(rows, configs_dir / config if configs_dir is not None else None))
     if sweep.random_networks:
         params["seed_everything"] = dict(SEEDS)
     if data_dir is not None and DATASETS[sweep.dataset].uses_data_dir:
         params["data.init_args.data_dir"] = {"value": str(data_dir)}
-    [config] = {spec.config for spec in sweep.runs}
     body: dict[str, Any] = {"name": sweep.name, "program": "lightning_rect/__main__.py",
                             "method": "random" if sweep.random_networks else "grid"}
     if sweep.random_networks:
@@ -233,11 +253,12 @@ def render(sweep: Sweep, plan: list[RunSpec], data_dir: Path | None = None) -> s
     return "\n".join(comment(header)) + "\n" + text
 
 
-def write_sweeps(sweeps: list[Sweep], plan: list[RunSpec], folder: Path, data_dir: Path | None = None) -> list[Path]:
+def write_sweeps(sweeps: list[Sweep], plan: list[RunSpec], folder: Path, data_dir: Path | None = None,
+                 configs_dir: Path | None = None) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for sweep in sweeps:
         path = folder / sweep.file
-        path.write_text(render(sweep, plan, data_dir))
+        path.write_text(render(sweep, plan, data_dir, configs_dir))
         paths.append(path)
     return paths
