@@ -46,7 +46,7 @@ from lightning.pytorch.loggers import CSVLogger
 
 from lightning_rect import SparseMLP
 from lightning_rect.callbacks import SparsityMonitor
-from lightning_rect.cli import fit_callbacks
+from lightning_rect.app.cli import fit_callbacks
 from lightning_rect.data.base import InMemoryDataModule
 from lightning_rect.data.batches import Affine
 from lightning_rect.encoder import Encoder, l1_penalty

@@ -30,7 +30,7 @@ def cli_in_process(tmp_path, monkeypatch, capsys):
 
     For checks that stop before training: bad values, unknown names, missing files.
     """
-    from lightning_rect.cli import main
+    from lightning_rect.app.cli import main
 
     monkeypatch.chdir(tmp_path)
 

@@ -335,7 +335,7 @@ def test_rectifier_nets_learn_a_synthetic_corpus_and_checkpoint_keeps_vocab(tmp_
 
 
 def test_configs_build_the_amazon_data_and_models(tmp_path):
-    from lightning_rect.cli import RectCLI
+    from lightning_rect.app.cli import RectCLI
 
     write_synthetic_corpus(tmp_path, reviews_per_class=5, unlabeled_reviews=5)
     for name, model_class, classes in (("amazon_polarity", SparseMLP, 2), ("amazon_stars", StarRatingMLP, 5)):

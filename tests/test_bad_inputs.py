@@ -314,7 +314,7 @@ def snapshot(root: Path) -> dict[str, str]:
 
 
 def run_main(args: list[str], capsys, monkeypatch) -> tuple[int, str]:
-    from lightning_rect.cli import main
+    from lightning_rect.app.cli import main
 
     monkeypatch.setattr(sys, "argv", sys.argv[:1])  # LightningCLI warns about pytest's own arguments
     try:
@@ -332,7 +332,7 @@ def run_main(args: list[str], capsys, monkeypatch) -> tuple[int, str]:
 def work(tmp_path_factory) -> Path:
     """A folder with one finished run, ``runs/digits/version_0``."""
     folder = tmp_path_factory.mktemp("bad_inputs")
-    from lightning_rect.cli import main
+    from lightning_rect.app.cli import main
 
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(folder)
@@ -406,7 +406,7 @@ def test_a_checkpoint_lightning_cannot_read_is_named_without_unsafe_advice(tmp_p
     from jsonargparse import Namespace
     from lightning.pytorch.cli import LightningCLI
 
-    from lightning_rect.cli_errors import user_error
+    from lightning_rect.app.user_errors import user_error
 
     path = tmp_path / "bad.ckpt"
     path.write_bytes(content)
@@ -438,7 +438,7 @@ def test_a_real_process_prints_the_line_last_and_no_usage(run_cli, args, expecte
 
 
 def test_help_still_prints_the_usage(capsys, monkeypatch):
-    from lightning_rect.cli import main
+    from lightning_rect.app.cli import main
 
     monkeypatch.setattr(sys, "argv", sys.argv[:1])
     with pytest.raises(SystemExit) as exit_:

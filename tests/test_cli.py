@@ -109,7 +109,7 @@ def test_data_modules_have_short_names_like_models(cli_in_process):
 
 
 def test_help_mentions_reproduce_and_configs(capsys):
-    from lightning_rect.cli import main
+    from lightning_rect.app.cli import main
 
     with pytest.raises(SystemExit) as exit_:
         main(["--help"])

@@ -1,4 +1,4 @@
-"""Figures of runs (lightning_rect.plots): drawn from small hand-written run folders (metrics.csv,
+"""Figures of runs (lightning_rect.app.plots): drawn from small hand-written run folders (metrics.csv,
 results.json, config.yaml, firing_rates.json written here), except one end-to-end digits fit."""
 
 import csv
@@ -12,8 +12,8 @@ import yaml
 from conftest import ROOT
 
 from lightning_rect.callbacks.sparsity import firing_rate_histogram, save_firing_rates
-from lightning_rect.plots import draw_summary, load_run, run_labels, write_summary_figure
-from lightning_rect.plots.run_folder import Run, RunFolderError, resolve_run_folder
+from lightning_rect.app.plots import draw_summary, load_run, run_labels, write_summary_figure
+from lightning_rect.app.plots.run_folder import Run, RunFolderError, resolve_run_folder
 
 #: The documented size of summary.png (and of an overlay), width x height in pixels.
 WIDTH, HEIGHT = 1200, 800
@@ -112,7 +112,7 @@ def texts_of(figure) -> dict[str, list[str]]:
 def test_summary_of_a_hand_written_run_has_every_panel_and_the_documented_size(tmp_path):
     from matplotlib.image import imread
 
-    from lightning_rect.plots import save_summary
+    from lightning_rect.app.plots import save_summary
 
     folder = write_mlp_run(tmp_path / "run")
     figure = draw_summary(folder)
@@ -159,7 +159,7 @@ def test_a_run_without_rates_file_still_draws_and_says_what_is_missing(tmp_path)
 def test_plot_command_overlays_two_runs_in_one_figure_named_by_the_differing_setting(tmp_path, monkeypatch, capsys):
     from matplotlib.image import imread
 
-    import lightning_rect.plots.command as command
+    import lightning_rect.app.plots.command as command
     from lightning_rect.__main__ import main
 
     a = write_mlp_run(tmp_path / "runs" / "digits" / "version_0", l1=0.0, version=0)
@@ -213,7 +213,7 @@ def test_legend_labels_name_every_differing_setting_and_fall_back_to_folders():
 
 
 def test_plot_of_a_folder_without_metrics_is_one_line_and_a_folder_of_versions_means_the_newest(tmp_path, capsys):
-    from lightning_rect.plots.command import main
+    from lightning_rect.app.plots.command import main
 
     with pytest.raises(SystemExit) as exit_:
         main([str(tmp_path)])
@@ -244,7 +244,7 @@ def test_without_matplotlib_the_summary_is_one_line_saying_so(tmp_path, monkeypa
 
 
 def test_a_fit_without_matplotlib_ends_with_results_json_and_a_one_line_note(tmp_path, monkeypatch, capsys):
-    from lightning_rect.cli import main
+    from lightning_rect.app.cli import main
 
     monkeypatch.chdir(tmp_path)
     hide_matplotlib(monkeypatch)

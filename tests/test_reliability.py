@@ -210,7 +210,7 @@ def test_every_config_sets_a_seed():
 
 
 def test_last_checkpoint_follows_the_last_epoch_even_without_a_new_best(tmp_path):
-    from lightning_rect.cli import fit_callbacks, selection_checkpoint
+    from lightning_rect.app.cli import fit_callbacks, selection_checkpoint
 
     L.seed_everything(0)
     model = SparseMLP(64, 10, [16], lr=1e-12)  # validation error never changes: epoch 0 stays the best

@@ -22,11 +22,12 @@ import yaml
 from conftest import ROOT
 from helpers.cli_process import finish, start
 from lightning_rect import SparseMLP, StackedDAE
-from lightning_rect import checkpoint_io
-from lightning_rect.checkpoint_io import AtomicCheckpointIO, load_checkpoint_file
+from lightning_rect.app import checkpoint_io
+from lightning_rect.app.checkpoint_io import AtomicCheckpointIO
+from lightning_rect.checkpoint import load_checkpoint_file
 from lightning_rect.errors import CheckpointError
-from lightning_rect.loggers import CSVLogger
-from lightning_rect.resume import FIT_SECONDS_KEY
+from lightning_rect.app.loggers import CSVLogger
+from lightning_rect.app.resume import FIT_SECONDS_KEY
 
 DIGITS = str(ROOT / "configs" / "digits.yaml")
 #: 12 steps per epoch, a second or two per fit in-process
@@ -152,7 +153,7 @@ def test_the_history_is_kept_up_to_the_resumed_step_and_a_cut_off_row_is_dropped
 @pytest.fixture
 def fit(tmp_path, monkeypatch, capsys):
     """``fit --config digits.yaml`` of a tiny net through ``main`` in this process: (exit code, stdout, stderr)."""
-    from lightning_rect.cli import main
+    from lightning_rect.app.cli import main
 
     monkeypatch.chdir(tmp_path)
 

@@ -17,7 +17,7 @@ import yaml
 from conftest import ROOT
 
 from lightning_rect import StackedDAE
-from lightning_rect.cli import RectCLI
+from lightning_rect.app.cli import RectCLI
 from lightning_rect.reproduce import main as reproduce
 from lightning_rect.reproduce.budgets import BUDGETS, DATASETS
 from lightning_rect.reproduce.experiments import EXPERIMENTS, Context

@@ -10,8 +10,8 @@ from helpers.wandb_log import read_offline_run
 from lightning import Trainer
 from lightning.pytorch.loggers import CSVLogger
 
-import lightning_rect.integrations.wandb as wandb_integration
-from lightning_rect.integrations.wandb import WandbLogger, publish_results
+import lightning_rect.app.wandb as wandb_integration
+from lightning_rect.app.wandb import WandbLogger, publish_results
 
 DIGITS = str(ROOT / "configs" / "digits.yaml")
 WANDB = str(ROOT / "callbacks" / "wandb.yaml")

@@ -2,11 +2,9 @@
 
 - ``SparsityMonitor`` (``sparsity.py``): exact sparsity and dead units of hidden layers;
 - ``DivergenceGuard`` (``divergence.py``): stops a run whose loss became NaN or infinite;
-- ``ThrottledProgressBar`` (``progress.py``): the tqdm bar, redrawn at most twice a second.
 """
 
 from lightning_rect.callbacks.divergence import DivergenceGuard
-from lightning_rect.callbacks.progress import ThrottledProgressBar
 from lightning_rect.callbacks.sparsity import SparsityMonitor
 
-__all__ = ["DivergenceGuard", "SparsityMonitor", "ThrottledProgressBar"]
+__all__ = ["DivergenceGuard", "SparsityMonitor"]

@@ -10,7 +10,7 @@ import torch
 from lightning import Callback, LightningModule, Trainer
 from typing_extensions import override
 
-from lightning_rect.checkpoints import last_checkpoint_path
+from lightning_rect.checkpoint import last_checkpoint_path
 from lightning_rect.errors import DivergenceError, NonFiniteInputError
 
 #: The paper's learning rates (it picks the best of these per experiment).

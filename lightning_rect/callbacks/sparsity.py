@@ -41,7 +41,7 @@ on every machine and under DDP, where the counts are already summed over ranks).
   counts); other loggers (the CSV logger) get nothing;
 - saved as ``firing_rates.json`` (``RATES_FILE``) in ``trainer.log_dir`` when the trainer has a
   logger (never in the working folder of a logger-less trainer), for the summary figure
-  (``lightning_rect.plots``). One entry per stage, rewritten at each of its epochs (``val``: the
+  (``lightning_rect.app.plots``). One entry per stage, rewritten at each of its epochs (``val``: the
   last validation epoch; ``test``: the tested checkpoint)::
 
       {"format": 1, "bins": 20,

@@ -17,7 +17,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from lightning_rect.checkpoints import MODEL_KEY, load_pretrained_encoder
+from lightning_rect.checkpoint import MODEL_KEY, load_pretrained_encoder
 from lightning_rect.checks import check_non_negative, check_positive
 from lightning_rect.encoder import Encoder, dead_fractions, l1_penalty
 from lightning_rect.metrics import LossAverage

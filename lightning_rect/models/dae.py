@@ -22,7 +22,7 @@ from lightning import LightningModule
 from torch import nn
 from torchmetrics import MeanMetric
 
-from lightning_rect.checkpoints import MODEL_KEY
+from lightning_rect.checkpoint import MODEL_KEY
 from lightning_rect.checks import check_non_negative, check_positive, check_positive_int
 from lightning_rect.encoder import Encoder, dead_fractions, l1_penalty
 from lightning_rect.errors import ConfigError

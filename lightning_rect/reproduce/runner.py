@@ -40,8 +40,8 @@ from lightning_rect.reproduce.budgets import DATASETS
 from lightning_rect.reproduce.inputs import differences, read_inputs, run_inputs, write_inputs
 from lightning_rect.reproduce.plan import RunSpec
 from lightning_rect.reproduce.progress import PREFIX
-from lightning_rect.results import epoch_of_run
-from lightning_rect.results import read_results as read_run_results
+from lightning_rect.app.results import epoch_of_run
+from lightning_rect.app.results import read_results as read_run_results
 
 #: Final states of a run. ``reused``: finished by an earlier invocation; ``other shard``: left to
 #: another ``--shard``; ``blocked``: its pre-training failed or is missing.
@@ -382,7 +382,7 @@ class Runner:
     def _in_process(self, args: list[str], echo: LineEcho) -> int:
         import torch
 
-        from lightning_rect.cli import RectCLI, user_error
+        from lightning_rect.app.cli import RectCLI, user_error
 
         torch.set_num_threads(self.o.threads)
         # LightningCLI(args=...) warns when sys.argv holds arguments too (ours: the reproduce command).

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lightning_rect.plots.run_folder import Run, load_run
-from lightning_rect.plots.summary import epoch_axis, log_count_axis, new_figure, save_figure
+from lightning_rect.app.plots.run_folder import Run, load_run
+from lightning_rect.app.plots.summary import epoch_axis, log_count_axis, new_figure, save_figure
 
 COMPARISON_FILE = "comparison.png"
 #: Config keys never used to tell runs apart: where the run was logged, not how it was trained.

@@ -27,9 +27,9 @@ import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from lightning_rect.checks import check_checkpoint_file
+from lightning_rect.checkpoint import check_checkpoint_file
 from lightning_rect.errors import CheckpointError, ConfigError, LightningRectError, StorageError
-from lightning_rect.resume import SPECIAL_CKPT_PATHS
+from lightning_rect.app.resume import SPECIAL_CKPT_PATHS
 
 #: ``--ckpt_path`` values that name no file: Lightning's, ours (``last``: the newest unfinished run), none.
 NOT_A_FILE = {*SPECIAL_CKPT_PATHS, "null", "None", ""}

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning_rect.errors import LightningRectError
-from lightning_rect.results import RESULTS_FILE
+from lightning_rect.app.results import RESULTS_FILE
 
 METRICS_FILE = "metrics.csv"
 CONFIG_FILE = "config.yaml"

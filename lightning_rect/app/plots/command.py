@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lightning_rect.errors import LightningRectError
-from lightning_rect.plots.compare import COMPARISON_FILE, save_comparison
-from lightning_rect.plots.summary import SUMMARY_FILE, save_summary
+from lightning_rect.app.plots.compare import COMPARISON_FILE, save_comparison
+from lightning_rect.app.plots.summary import SUMMARY_FILE, save_summary
 
 
 def parser() -> argparse.ArgumentParser:

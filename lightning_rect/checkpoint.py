@@ -4,31 +4,21 @@ from a ``StackedDAE`` checkpoint, with one-line errors for bad files (read safel
 
 from __future__ import annotations
 
+import os
+import pickle
+import zipfile
 from pathlib import Path
+from typing import Any
+
+import torch
 
 from lightning import Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint
 
-from lightning_rect.checkpoint_io import UnreadableCheckpoint, load_checkpoint_file
 from lightning_rect.encoder import Encoder
 from lightning_rect.errors import CheckpointError
 
 #: Key written into every lightning_rect checkpoint, naming the model class that wrote it.
 MODEL_KEY = "lightning_rect_model"
-
-
-def latest_checkpoint() -> ModelCheckpoint:
-    """Writes ``last.ckpt`` at every epoch end, overwriting the previous one.
-
-    A separate callback because since Lightning 2.6 ``save_last=True`` on a monitoring checkpoint
-    writes ``last.ckpt`` only when a new best is saved: a run whose validation error stopped
-    improving would otherwise resume from its best epoch instead of its last.
-    """
-    return ModelCheckpoint(filename="last", enable_version_counter=False)
-
-
-def writes_last_every_epoch(callback: ModelCheckpoint) -> bool:
-    return callback.monitor is None and (callback.filename == "last" or bool(callback.save_last))
 
 
 def last_checkpoint_path(trainer: Trainer) -> str:
@@ -87,3 +77,58 @@ def load_pretrained_encoder(encoder: Encoder, path: str | Path, activation: str)
     missing, unexpected = encoder.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise CheckpointError(f"{str(path)!r}: encoder weights do not match (missing {missing}, unexpected {unexpected})")
+
+
+class UnreadableCheckpoint(CheckpointError):
+    """A checkpoint file that cannot be loaded; ``reason`` says why in a few words."""
+
+    def __init__(self, path: Path, reason: str, fix: str = "use another .ckpt (a run's last.ckpt or best-epoch=N.ckpt)"):
+        super().__init__(f"checkpoint {str(path)!r} {reason}; {fix}")
+        self.path, self.reason = path, reason
+
+
+def load_checkpoint_file(path: Any, map_location: Any = "cpu", weights_only: bool | None = None, mmap: bool = False) -> Any:
+    """``torch.load`` of a local checkpoint file, every failure a one-line ``CheckpointError``.
+
+    Loading stays safe (torch's default ``weights_only`` for files): a file that holds arbitrary
+    objects is refused, never loaded with fewer checks.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise UnreadableCheckpoint(path, "does not exist", "pass the path of a .ckpt file (a run's checkpoints/last.ckpt "
+                                   "or best-epoch=N.ckpt), or --ckpt_path last")
+    if path.is_dir():
+        raise UnreadableCheckpoint(path, "is a folder", "pass one .ckpt file in it")
+    if path.stat().st_size == 0:
+        raise UnreadableCheckpoint(path, "is empty (0 bytes, cut off while being written)")
+    if not zipfile.is_zipfile(path):  # every torch.save since torch 1.6 writes a zip archive
+        raise UnreadableCheckpoint(path, "is not a PyTorch checkpoint (truncated, or another kind of file)")
+    kwargs = {"mmap": True} if mmap else {}
+    try:
+        return torch.load(path, map_location=map_location, weights_only=weights_only, **kwargs)
+    except pickle.UnpicklingError:
+        raise UnreadableCheckpoint(
+            path, "holds objects that a safe load refuses, so it was not loaded (it was not written by a Lightning "
+            "run of this package)", "use a .ckpt written by `fit`; open files of unknown origin only if you trust "
+            "them") from None
+    except (zipfile.BadZipFile, RuntimeError, EOFError, ValueError, OSError, KeyError) as err:
+        reason = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
+        if "weights_only" in reason:
+            reason = "unreadable"
+        raise UnreadableCheckpoint(path, f"is unreadable ({type(err).__name__}: {reason})") from None
+
+
+def check_checkpoint_file(field: str, path: str | os.PathLike,
+                          example: str = "runs/<name>/version_<N>/checkpoints/last.ckpt") -> Path:
+    """``path`` when it is a file; a ``CheckpointError`` naming ``field`` when it is missing or a folder."""
+    path = Path(path)
+    if path.is_dir():
+        inside = sorted({*path.glob("*.ckpt"), *path.glob("checkpoints/*.ckpt")})
+        shown = ", ".join(p.name if p.parent == path else f"checkpoints/{p.name}" for p in inside[:3])
+        hint = (f" (it holds {shown}{' and more' if len(inside) > 3 else ''})" if inside
+                else " (it holds no .ckpt file)")
+        raise CheckpointError(f"{field} {str(path)!r} is a folder, not a checkpoint file; pass the .ckpt file inside "
+                              f"it{hint}")
+    if not path.is_file():
+        raise CheckpointError(f"{field} {str(path)!r} does not exist; pass the path of a .ckpt file, e.g. {example}")
+    return path

@@ -25,8 +25,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from lightning_rect.checkpoint import load_checkpoint_file
 from lightning_rect.errors import CheckpointError
 
 #: Test hook: seconds to sleep half-way through every checkpoint write (to kill a process mid-write).
@@ -40,14 +42,6 @@ CAUSES = {
     errno.EACCES: "permission denied",
     errno.EPERM: "permission denied",
 }
-
-
-class UnreadableCheckpoint(CheckpointError):
-    """A checkpoint file that cannot be loaded; ``reason`` says why in a few words."""
-
-    def __init__(self, path: Path, reason: str, fix: str = "use another .ckpt (a run's last.ckpt or best-epoch=N.ckpt)"):
-        super().__init__(f"checkpoint {str(path)!r} {reason}; {fix}")
-        self.path, self.reason = path, reason
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -123,37 +117,6 @@ def write_failure(path: Path, err: OSError) -> str:
             f"any earlier checkpoint there is unchanged; {fix}")
 
 
-def load_checkpoint_file(path: Any, map_location: Any = "cpu", weights_only: bool | None = None, mmap: bool = False) -> Any:
-    """``torch.load`` of a local checkpoint file, every failure a one-line ``CheckpointError``.
-
-    Loading stays safe (torch's default ``weights_only`` for files): a file that holds arbitrary
-    objects is refused, never loaded with fewer checks.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise UnreadableCheckpoint(path, "does not exist", "pass the path of a .ckpt file (a run's checkpoints/last.ckpt "
-                                   "or best-epoch=N.ckpt), or --ckpt_path last")
-    if path.is_dir():
-        raise UnreadableCheckpoint(path, "is a folder", "pass one .ckpt file in it")
-    if path.stat().st_size == 0:
-        raise UnreadableCheckpoint(path, "is empty (0 bytes, cut off while being written)")
-    if not zipfile.is_zipfile(path):  # every torch.save since torch 1.6 writes a zip archive
-        raise UnreadableCheckpoint(path, "is not a PyTorch checkpoint (truncated, or another kind of file)")
-    kwargs = {"mmap": True} if mmap else {}
-    try:
-        return torch.load(path, map_location=map_location, weights_only=weights_only, **kwargs)
-    except pickle.UnpicklingError:
-        raise UnreadableCheckpoint(
-            path, "holds objects that a safe load refuses, so it was not loaded (it was not written by a Lightning "
-            "run of this package)", "use a .ckpt written by `fit`; open files of unknown origin only if you trust "
-            "them") from None
-    except (zipfile.BadZipFile, RuntimeError, EOFError, ValueError, OSError, KeyError) as err:
-        reason = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
-        if "weights_only" in reason:
-            reason = "unreadable"
-        raise UnreadableCheckpoint(path, f"is unreadable ({type(err).__name__}: {reason})") from None
-
-
 def _fsync_folder(folder: Path) -> None:
     """Make the rename itself durable (best effort: not every OS opens folders)."""
     with suppress(OSError):
@@ -171,3 +134,17 @@ def _read_umask() -> int:
 
 
 _UMASK = _read_umask()
+
+
+def latest_checkpoint() -> ModelCheckpoint:
+    """Writes ``last.ckpt`` at every epoch end, overwriting the previous one.
+
+    A separate callback because since Lightning 2.6 ``save_last=True`` on a monitoring checkpoint
+    writes ``last.ckpt`` only when a new best is saved: a run whose validation error stopped
+    improving would otherwise resume from its best epoch instead of its last.
+    """
+    return ModelCheckpoint(filename="last", enable_version_counter=False)
+
+
+def writes_last_every_epoch(callback: ModelCheckpoint) -> bool:
+    return callback.monitor is None and (callback.filename == "last" or bool(callback.save_last))

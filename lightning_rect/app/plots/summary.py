@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning_rect.errors import LightningRectError
-from lightning_rect.plots.run_folder import Run, load_run, natural_key
+from lightning_rect.app.plots.run_folder import Run, load_run, natural_key
 
 #: Figure size in inches and resolution: 12 x 8 in at 100 dpi = 1200 x 800 pixels.
 FIGSIZE = (12.0, 8.0)

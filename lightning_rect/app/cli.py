@@ -27,7 +27,7 @@ import sys
 import time
 
 from lightning import Callback, LightningDataModule, LightningModule, Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, instantiate_class
 from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
 from lightning.pytorch.plugins.io import CheckpointIO
@@ -35,18 +35,20 @@ from torch.optim import Optimizer
 
 import lightning_rect.data  # noqa: F401  (data modules by short name: --data=DigitsDataModule)
 import lightning_rect.models  # noqa: F401
-from lightning_rect.bundled import resolve_config_args
-from lightning_rect.callbacks import DivergenceGuard, ThrottledProgressBar
-from lightning_rect.checkpoint_io import AtomicCheckpointIO
-from lightning_rect.checkpoints import latest_checkpoint, writes_last_every_epoch
+from lightning_rect.app.bundled import resolve_config_args
+from lightning_rect.callbacks import DivergenceGuard
+from lightning_rect.app.checkpoint_io import AtomicCheckpointIO, latest_checkpoint, writes_last_every_epoch
 from lightning_rect.errors import ConfigError, LightningRectError
-from lightning_rect.integrations.wandb import SaveConfigToWandb, publish_results
-from lightning_rect.results import epoch_of_checkpoint, to_float, write_results
-from lightning_rect.resume import (SPECIAL_CKPT_PATHS, RunContinuity, check_checkpoint, check_data_sizes,
+from lightning_rect.app.wandb import SaveConfigToWandb, publish_results
+from lightning_rect.app.results import epoch_of_checkpoint, to_float, write_results
+from lightning_rect.app.resume import (SPECIAL_CKPT_PATHS, RunContinuity, check_checkpoint, check_data_sizes,
                                    config_filename, resolve_last, run_folder)
 
+#: Batches between progress-bar redraws: about twice a second at the paper's minibatch of 10 on a CPU.
+PROGRESS_REFRESH_STEPS = 50
+
 #: What the CLI logs through in place of Lightning's ``CSVLogger`` (same arguments; keeps history on resume).
-HISTORY_LOGGER = "lightning_rect.loggers.CSVLogger"
+HISTORY_LOGGER = "lightning_rect.app.loggers.CSVLogger"
 
 DESCRIPTION = (
     "lightning_rect: Deep Sparse Rectifier Neural Networks (Glorot, Bordes, Bengio 2011) in PyTorch Lightning. "
@@ -153,7 +155,7 @@ class RectCLI(LightningCLI):
         log_dir = trainer.log_dir  # broadcasts under DDP, so every rank must ask, not rank 0 alone
         if trainer.is_global_zero:
             publish_results(trainer, results, write_results(results, log_dir))
-            from lightning_rect.plots.summary import write_summary_figure  # summary.png beside results.json
+            from lightning_rect.app.plots.summary import write_summary_figure  # summary.png beside results.json
 
             write_summary_figure(log_dir)  # one line instead if matplotlib is missing
 
@@ -196,7 +198,7 @@ def refuse_fit_without_training(trainer_config) -> None:
 
 
 def log_with_history(trainer_config) -> None:
-    """Configured Lightning ``CSVLogger``s become ``lightning_rect.loggers.CSVLogger`` (same arguments),
+    """Configured Lightning ``CSVLogger``s become ``lightning_rect.app.loggers.CSVLogger`` (same arguments),
     whose ``metrics.csv`` survives a resume instead of being deleted."""
     loggers = trainer_config.get("logger")
     for logger in loggers if isinstance(loggers, list) else [loggers]:
@@ -216,8 +218,8 @@ def _imports_as(class_path: str):
 def fit_callbacks(configured: list[Callback], model: LightningModule, trainer_config) -> list[Callback]:
     """What every CLI ``fit`` gets besides the configured callbacks, unless the config has its own:
     a ``RunContinuity`` (fit time, history and lr across a resume); a ``DivergenceGuard``; a
-    ``ThrottledProgressBar`` (the stock bar redraws after every batch, which costs several percent
-    at batch 10); a ``ModelCheckpoint`` keeping the best epoch of ``model.selection_metric``
+    ``TQDMProgressBar`` redrawn every ``PROGRESS_REFRESH_STEPS`` batches (a redraw after every batch
+    costs several percent at batch 10); a ``ModelCheckpoint`` keeping the best epoch of ``model.selection_metric``
     (``best-epoch=N.ckpt``); and ``last.ckpt`` rewritten every epoch."""
     added: list[Callback] = []
     if not any(isinstance(cb, RunContinuity) for cb in configured):
@@ -225,7 +227,7 @@ def fit_callbacks(configured: list[Callback], model: LightningModule, trainer_co
     if not any(isinstance(cb, DivergenceGuard) for cb in configured):
         added.append(DivergenceGuard())
     if trainer_config.get("enable_progress_bar") is not False and not any(isinstance(cb, ProgressBar) for cb in configured):
-        added.append(ThrottledProgressBar())
+        added.append(TQDMProgressBar(refresh_rate=PROGRESS_REFRESH_STEPS))
     if trainer_config.get("enable_checkpointing") is False:
         return added
     metric = getattr(model, "selection_metric", None)
@@ -244,7 +246,7 @@ def selection_checkpoint(trainer: Trainer, model: LightningModule) -> ModelCheck
 
 
 def main(args: list[str] | None = None) -> None:
-    from lightning_rect.cli_errors import check_command_line, one_line, parser_kwargs
+    from lightning_rect.app.user_errors import check_command_line, one_line, parser_kwargs
 
     if args is None:
         # Rewritten in place, not passed as args: DDP starts its other processes from sys.argv.
@@ -276,8 +278,8 @@ def _close_process_group() -> None:
 def user_error(err: BaseException) -> LightningRectError | None:
     """The user-fixable problem behind ``err`` as a ``LightningRectError`` (ours, also when jsonargparse
     wrapped it; a parser error; an unreadable ``--ckpt_path``; an unwritable folder), or None for a
-    bug: ``lightning_rect.cli_errors``."""
-    from lightning_rect.cli_errors import user_error as translate
+    bug: ``lightning_rect.app.user_errors``."""
+    from lightning_rect.app.user_errors import user_error as translate
 
     return translate(err)
 

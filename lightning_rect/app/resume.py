@@ -15,7 +15,7 @@ logged (``RunContinuity``), so what is recorded is what trains.
 
 ``RunContinuity`` (a callback the CLI adds to every fit) keeps a run whole across a crash: the
 fit time so far travels in each checkpoint, the CSV history is continued after the checkpoint's
-step (``lightning_rect.loggers.CSVLogger``), and a fit that fails before its first training step
+step (``lightning_rect.app.loggers.CSVLogger``), and a fit that fails before its first training step
 removes the run folder it created.
 """
 
@@ -32,10 +32,10 @@ import yaml
 from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.trainer.states import TrainerFn
 
-from lightning_rect.checkpoint_io import load_checkpoint_file
-from lightning_rect.checkpoints import MODEL_KEY
+from lightning_rect.checkpoint import load_checkpoint_file
+from lightning_rect.checkpoint import MODEL_KEY
 from lightning_rect.errors import CheckpointError
-from lightning_rect.results import RESULTS_FILE
+from lightning_rect.app.results import RESULTS_FILE
 
 #: Key of every checkpoint the CLI writes: seconds of fit time spent on the run up to it.
 FIT_SECONDS_KEY = "lightning_rect_fit_seconds"
