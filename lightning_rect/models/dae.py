@@ -57,6 +57,11 @@ class StackedDAE(LightningModule):
         lr: constant SGD learning rate (the paper picks it from {0.1, 0.01, 0.001, 0.0001}).
         epochs_per_layer: epochs of pre-training for each hidden layer; training ends after
             ``epochs_per_layer * len(hidden_sizes)`` epochs (``trainer.max_epochs`` must allow that many).
+        rescale: at the end of each layer's epochs, divide its outputs by their largest absolute value on
+            the (clean) training inputs, so the next layer, and fine-tuning, see codes in [-1, 1], as the
+            authors' library does for rectifier layers (docs/paper.md#pre-training). The scale is the
+            layer's ``output_scale`` (saved in the checkpoint, kept by ``SparseMLP(pretrained=...)``); the
+            layer's decoder is multiplied by it, so its reconstruction is unchanged.
     """
 
     selection_metric = "val/recon"
@@ -66,7 +71,8 @@ class StackedDAE(LightningModule):
                  activation_args: dict | None = None, sign_flip: bool = False, l1: float = 0.001,
                  reconstruction: str = "softplus", noise: str = "masking", noise_level: float = 0.25,
                  noise_args: dict | None = None, higher_noise: str | None = None,
-                 higher_noise_level: float | None = None, tied_weights: bool = False, lr: float = 0.01, epochs_per_layer: int = 5) -> None:
+                 higher_noise_level: float | None = None, tied_weights: bool = False, lr: float = 0.01,
+                 epochs_per_layer: int = 5, rescale: bool = False) -> None:
         super().__init__()
         check_non_negative("l1", l1)
         check_positive("lr", lr)
@@ -139,17 +145,21 @@ class StackedDAE(LightningModule):
 
     @torch.no_grad()
     def _fix_output_scale(self, layer: int) -> None:
-        """Divide ``layer``'s outputs by their maximum over the training set (all ranks), for good."""
+        """Divide ``layer``'s outputs by their maximum over the training set (all ranks), for good.
+
+        Idempotent (the maximum is taken without the old scale), and the layer's decoder absorbs the
+        change, so the layer's reconstruction of its input stays what it was."""
         target = self.encoder.layers[layer]
-        target.output_scale = 1.0
+        old_scale, target.output_scale = target.output_scale, 1.0
         largest = torch.zeros((), device=self.device)
         for batch in self.trainer.train_dataloader:
             x, _ = split_batch(batch)
             largest = torch.maximum(largest, self.encoder(x.to(self.device), depth=layer + 1)[-1].abs().max())
         if self.trainer.world_size > 1:
             largest = self.all_gather(largest).max()
-        if largest > 0:
-            target.output_scale = largest.item()
+        target.output_scale = largest.item() if largest > 0 else 1.0
+        if not self.hparams.tied_weights:  # the tied decoder multiplies by the scale itself (decode)
+            self.decoders[layer].weight.mul_(target.output_scale / old_scale)
 
     # -- one layer's denoising reconstruction --------------------------------------------------
     def layer_inputs(self, x: torch.Tensor, layer: int) -> torch.Tensor:
@@ -162,7 +172,9 @@ class StackedDAE(LightningModule):
     def decode(self, h: torch.Tensor, layer: int) -> torch.Tensor:
         """Decoder pre-activation ``f`` for ``layer``'s hidden output ``h``."""
         if self.hparams.tied_weights:
-            return F.linear(h, self.encoder.layers[layer].linear.weight.t(), self.decoder_biases[layer])
+            scale = self.encoder.layers[layer].output_scale  # undo the layer's fixed scale (rescale)
+            return F.linear(h * scale if scale != 1.0 else h, self.encoder.layers[layer].linear.weight.t(),
+                            self.decoder_biases[layer])
         return self.decoders[layer](h)
 
     def reconstruction_loss(self, x: torch.Tensor, layer: int, generator: torch.Generator | None
@@ -198,6 +210,8 @@ class StackedDAE(LightningModule):
                      sync_dist=True)
         if (self.current_epoch + 1) % self.hparams.epochs_per_layer == 0:  # the layer's last epoch
             layer = self.current_layer
+            if self.hparams.rescale:  # before the epoch's checkpoints are written (they run after this hook)
+                self._fix_output_scale(layer)
             self.dead_after_pretraining[f"pretrain/layer_{layer + 1}/dead"] = self._dead_fraction(layer)
             self.log(f"pretrain/layer_{layer + 1}/dead", self.dead_after_pretraining[f"pretrain/layer_{layer + 1}/dead"])
         if self.current_epoch + 1 >= self.total_epochs:
