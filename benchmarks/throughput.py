@@ -8,8 +8,9 @@ on MNIST-shaped data held in memory (uint8 pixels scaled per batch, as ``MNISTDa
 
 1. bare: tensors in memory, a random permutation per epoch, slicing, ``loss.backward()``, ``opt.step()``;
 2. lightning: ``SparseMLP`` + an in-memory DataModule + ``Trainer`` with what the CLI and the
-   default configs use: CSV logger, the throttled progress bar, the best/last ``ModelCheckpoint``,
-   ``DivergenceGuard`` (``cli.fit_callbacks``), and ``SparsityMonitor`` (or not, to price it);
+   default configs use: CSV logger, Lightning's ``TQDMProgressBar`` with a refresh rate, the
+   best/last ``ModelCheckpoint``, ``DivergenceGuard`` (``lightning_rect.app.cli.fit_callbacks``),
+   and ``SparsityMonitor`` (or not, to price it);
 3. the Trainer alone: the same ``SparseMLP`` and data, no logger, callback or checkpoint. Not a
    configuration anyone trains with: it prices Lightning's own per-step machinery, the floor under
    the ratio of 2.

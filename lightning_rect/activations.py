@@ -7,10 +7,11 @@ them. Third-party activations register through the ``lightning_rect.activations`
 one kernel fewer (no ``abs``). A plugin activation may declare it too.
 
 ``init_gain`` scales the Glorot-uniform initial weights of the layer feeding the activation (the
-paper only says "uniform"). Softplus has slope 1/2 at 0 for *every* unit, so with plain Glorot
-weights the input-dependent part of the signal shrinks 4x in variance per layer and a 3 x 1000
-softplus net does not learn at all in the first epochs (measured on digits: chance error after
-5 epochs at any learning rate); a gain of 2 (sigmoid: 4, slope 1/4) restores it. The rectifier
+paper only says "uniform": ``docs/paper.md#what-the-paper-leaves-open``). Softplus has slope 1/2
+at 0 for *every* unit, so with plain Glorot weights the input-dependent part of the signal shrinks
+4x in variance per layer and a 3 x 1000 softplus net does not learn at all in its first epochs
+(reproductions/README.md, "Measurements behind the defaults"); a gain of 2 (sigmoid: 4, slope
+1/4) restores it. The rectifier
 and tanh keep gain 1, the plain Glorot initialisation, and so does ``sharp_softplus`` for every a
 (its sweep compares like with like). The softmax output layer keeps PyTorch's default
 initialisation, also uniform (+-1/sqrt(fan_in)), the same for every network.

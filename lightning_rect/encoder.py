@@ -122,10 +122,11 @@ def l1_penalty(hidden: Sequence[torch.Tensor], num_layers: int | None = None) ->
 
     One definition for both phases: each layer's term weighs ``l1 / num_layers`` of the network, in
     fine-tuning (all layers at once) and in pre-training (``StackedDAE``: one layer at a time, still
-    divided by the network's depth). The paper does not say how layers combine; the authors' library
-    sums them. The average is kept because with it the paper's 0.001 gives the paper's MNIST sparsity
-    (83.7% zeros against 83.4%); the sum, i.e. 0.003 averaged over 3 layers, gives 89.1% zeros and
-    1.80% error instead of 1.54% (reproductions/l1_sweep). The library's sum: ``l1 = 0.001 * depth``.
+    divided by the network's depth). The paper does not say how layers combine
+    (``docs/paper.md#what-the-paper-leaves-open``); the authors' library sums them. The average is
+    kept because with it the paper's 0.001 gives about the paper's MNIST sparsity, while the sum
+    (0.003 averaged over 3 layers) gives a sparser network with a higher error: the rows 0.001 and
+    0.003 of ``reproductions/l1_sweep/l1_sweep.md``. The library's sum: ``l1 = 0.001 * depth``.
     """
     return sum(h.abs().sum() for h in hidden) / (hidden[0].shape[0] * (num_layers or len(hidden)))
 

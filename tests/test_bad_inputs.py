@@ -6,7 +6,7 @@ one line on stderr that names the field or file and the fix, no traceback, and n
 file of that earlier run (checksums of everything under ``runs/`` before and after).
 
 Cases that get as far as training (divergence, NaN inputs) may add their own new run folder; all
-others must leave ``runs/`` exactly as it was, new folders included (issue 17, item 10).
+others must leave ``runs/`` exactly as it was, new folders included.
 """
 
 from __future__ import annotations

@@ -3,7 +3,6 @@ of finished runs (and when not to), sharding, the parallel scheduler's limits, r
 from runs.json, and the paper's numbers."""
 
 import json
-import os
 import re
 import shutil
 import threading
@@ -208,26 +207,9 @@ def test_bad_arguments_are_one_line_errors(args, message, capsys):
     assert message in capsys.readouterr().err
 
 
-def find_paper_md() -> Path | None:
-    """``shared/PAPER.md`` beside the repository, as CI lays it out (``<repo>/../shared``), seen from
-    the checkout's path as given (a symlinked clone's resolved parent has no ``shared``) or resolved."""
-    roots = [Path(__file__).absolute().parents[1], ROOT]
-    if os.environ.get("PWD"):
-        roots.append(Path(os.environ["PWD"]))
-    for root in roots:
-        for candidate in (root.parent / "shared" / "PAPER.md", root / "shared" / "PAPER.md"):
-            if candidate.is_file():
-                return candidate
-    return None
-
-
-def test_paper_numbers_are_those_of_paper_md():
-    paper_md = find_paper_md()
-    if paper_md is None:
-        message = f"PAPER.md not found in {ROOT.parent / 'shared'} (where CI puts a copy of shared/)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+def test_paper_numbers_are_those_of_docs_paper_md():
+    """``paper.TABLE1`` is the Table 1 of docs/paper.md#results-to-compare-against."""
+    paper_md = ROOT / "docs" / "paper.md"
     rows = re.findall(r"^\|[^|\n]*\| ([\d.]+)% \| ([\d.]+)% \| ([\d.]+)% \| ([\d.]+)% \|$", paper_md.read_text(), re.M)
     ours = [paper.TABLE1[(activation, pre)] for pre in (True, False) for activation in ("rectifier", "tanh", "softplus")]
     assert [[float(v) for v in row] for row in rows[:6]] == [[t[d] for d in ("mnist", "cifar10", "nistp", "norb")]

@@ -1,4 +1,4 @@
-"""Runs survive crashes with their history; checkpoints are never half-written (issue 17, items 1-5, 10).
+"""Runs survive crashes with their history; checkpoints are never half-written (README, "Reliability").
 
 Fast tests train tiny nets in-process; the ``slow`` ones kill real CLI processes with SIGKILL.
 """

@@ -4,23 +4,10 @@ Everything that changes between ``--budget tiny``, ``small`` and ``paper`` is in
 so the cost of a reproduction can be read (and changed) in one place. ``None`` means "as the
 config file says": the ``paper`` budget runs the configs as written, plus the learning-rate search.
 
-Time of ``--budget small`` on 2 CPU cores, estimated (not yet measured) from about 22 s per MNIST
-epoch (50k examples, batch 10, 3 x 1000 units: per-step overhead dominates) and, for the other
-data sets, the FLOPs per example relative to MNIST; each run also spends ~6 s starting up:
-
-=========  ==========================================================  ==========================
-data set   small budget                                                 table1 (9 runs), estimated
-=========  ==========================================================  ==========================
-digits     1 pre-training epoch per layer, 10 fine-tuning epochs        1.5 min (measured)
-mnist      1 pre-training epoch per layer, 10 fine-tuning epochs        25-40 min
-cifar10    1 pre-training epoch per layer, 6 fine-tuning epochs         40-50 min
-nistp      300k-example stream for fine-tuning, 100k per DAE layer      40-60 min (distortions)
-norb       10% of the training batches per epoch, 20% of validation,
-           1 pre-training epoch per layer, 4 fine-tuning epochs         45-60 min
-=========  ==========================================================  ==========================
-
-``--budget grid`` (the paper's four learning rates in both phases, 1 pre-training epoch per layer,
-4 fine-tuning epochs): MNIST table1, 36 runs, 58 min measured on 2 cores (about 25 s per epoch).
+What each budget trains is in its entry of ``BUDGETS``; how long that takes on this project's
+machines is not written here, where it would go stale: each report under ``reproductions/``
+states the training time of its runs, and ``reproductions/README.md`` ("Budgets") gives the
+expected time per data set.
 """
 
 from __future__ import annotations
@@ -30,15 +17,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-#: The paper's learning-rate grid (both phases), chosen on validation (PAPER.md).
+#: The paper's learning-rate grid (both phases), chosen on validation (docs/paper.md#pre-training,
+#: docs/paper.md#fine-tuning).
 PAPER_LRS = (0.1, 0.01, 0.001, 0.0001)
 #: The paper's softplus sharpness values a; ``math.inf`` stands for the rectifier.
 PAPER_SHARPNESS = (1.0, 1.3, 2.0, 3.0, 6.0, math.inf)
 #: The paper's labeled fractions (semi-supervised NORB figure).
 PAPER_FRACTIONS = (0.04, 0.21, 0.43, 0.64, 1.0)
-#: Activations that carry the L1 penalty in the reproductions. PAPER.md: the sentence on L1 sits
-#: with the rectifier networks' settings, "most likely rectifier only"; for softplus, which never
-#: outputs 0, it would be a constant push towards the flat region, not a sparsity penalty. Every
+#: Activations that carry the L1 penalty in the reproductions. The paper states the penalty with the
+#: rectifier networks' settings, so rectifier-only is the likelier reading
+#: (docs/paper.md#what-the-paper-leaves-open); for softplus, which never outputs 0, it would be a
+#: constant push towards the flat region, not a sparsity penalty. Every
 #: other activation runs with l1 = 0 in both phases (reproductions/protocol measures tanh and
 #: softplus with and without it).
 L1_ACTIVATIONS = ("rectifier",)
@@ -173,8 +162,9 @@ BUDGETS: dict[str, Budget] = {
         semi_epoch_cap=4,
     ),
     # The paper's learning-rate grid in both phases, with short training, to fit an afternoon on
-    # 2 CPU cores (MNIST Table 1: 12 pre-training and 24 fine-tuning runs, about 40 min): selection
-    # on validation among the paper's rates instead of the configs' (0.03 is not in the grid).
+    # 2 CPU cores (MNIST Table 1: 12 pre-training and 24 fine-tuning runs; reproductions/table1 has
+    # the time they took): selection on validation among the paper's rates instead of the configs'
+    # (0.03 is not in the grid).
     "grid": Budget(
         name="grid",
         summary="paper architectures and learning-rate grid {0.1, 0.01, 0.001, 0.0001} in both phases, "

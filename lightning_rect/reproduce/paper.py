@@ -1,6 +1,7 @@
-"""The paper's numbers, in one place, as given in ../shared/PAPER.md (Glorot, Bordes, Bengio 2011).
+"""The paper's numbers, in one place, as given in docs/paper.md#results-to-compare-against (Glorot,
+Bordes, Bengio 2011).
 
-All errors and sparsities are percentages. Where the paper only has a figure, PAPER.md gives
+All errors and sparsities are percentages. Where the paper only has a figure, docs/paper.md gives
 values read off it; they are approximate and the reports say so.
 """
 
@@ -13,7 +14,7 @@ CITATION = "Glorot, Bordes, Bengio, Deep Sparse Rectifier Neural Networks, AISTA
 #: Display names of the data sets in the paper's tables.
 DATASET_TITLES = {"digits": "digits (8x8)", "mnist": "MNIST", "cifar10": "CIFAR10", "nistp": "NISTP", "norb": "NORB"}
 
-#: Table 1 (PAPER.md "Results to compare against"): test error, networks of depth 3,
+#: Table 1 (docs/paper.md#results-to-compare-against): test error, networks of depth 3,
 #: keyed by (activation, pre-trained).
 TABLE1 = {
     ("rectifier", True): {"mnist": 1.20, "cifar10": 49.96, "nistp": 32.86, "norb": 16.46},
@@ -25,19 +26,19 @@ TABLE1 = {
 }
 
 #: Table 1's exact sparsity (fraction of zeros) of the hidden layers of the rectifier networks.
-#: PAPER.md gives one number per data set, without saying which of the two rectifier rows.
+#: The paper gives one number per data set, without saying which of the two rectifier rows.
 SPARSITY = {"mnist": 83.4, "cifar10": 72.0, "nistp": 68.0, "norb": 73.8}
 
-#: Softplus sharpness on NORB (PAPER.md "The idea"): test error against a; inf = rectifier.
+#: Softplus sharpness on NORB (docs/paper.md#softplus-sharpness-norb): test error against a; inf = rectifier.
 SHARPNESS = {"norb": {1.0: 17.68, 1.3: 17.53, 2.0: 16.9, 3.0: 16.66, 6.0: 16.54, math.inf: 16.40}}
 
-#: L1 sweep on MNIST (PAPER.md, figure: 200 random networks, L1 coefficient 0 to 0.01), read off
-#: the figure as (exact sparsity %, test error %) points: flat until about 85% zeros, best near
-#: 80% (about 1.35%), about 2.3% at 98-99% zeros.
+#: L1 sweep on MNIST (docs/paper.md#l1-sweep-mnist; a figure of 200 random networks, L1 coefficient
+#: 0 to 0.01), read off the figure as (exact sparsity %, test error %) points: flat until about 85%
+#: zeros, best near 80% (about 1.35%), about 2.3% at 98-99% zeros.
 L1_CURVE = {"mnist": [(80.0, 1.35), (85.0, 1.35), (98.5, 2.3)]}
 
-#: Semi-supervised NORB (PAPER.md, read off the figure): test error against the labeled fraction,
-#: keyed by (activation, pre-trained).
+#: Semi-supervised NORB (docs/paper.md#semi-supervised-norb, read off the figure): test error against
+#: the labeled fraction, keyed by (activation, pre-trained).
 SEMI = {
     "norb": {
         ("tanh", False): {0.04: 44.6, 0.21: 25.8, 0.43: 22.4, 0.64: 20.6, 1.0: 19.3},

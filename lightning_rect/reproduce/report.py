@@ -89,7 +89,8 @@ def ours(result: CellResult | None, metric: Callable[[Record | None], float | No
 
 
 # -- the paper's claims, checked against our numbers ----------------------------------------------------
-#: Test-set sizes (PAPER.md; digits: the config's split), for the noise of a difference of two errors.
+#: Test-set sizes (docs/paper.md#data-sets; digits: the config's split), for the noise of a difference
+#: of two errors.
 TEST_SIZES = {"digits": 300, "mnist": 10_000, "cifar10": 5_000, "nistp": 20_000, "norb": 58_320}
 
 
@@ -153,7 +154,7 @@ def header(title: str, meta: dict[str, Any], records: dict[str, Record]) -> list
         *learning_rate_lines(meta),
         f"Runs: {len(records)} ({', '.join(f'{n} {s}' for s, n in counts.items())}); "
         f"training time of the runs: {duration(seconds)}.  ",
-        f"Paper: {paper.CITATION}, numbers as given in ../shared/PAPER.md. "
+        f"Paper: {paper.CITATION}, numbers as given in docs/paper.md#results-to-compare-against. "
         "Errors are test errors of the checkpoint chosen on validation; diff = ours - paper, in percentage points.",
         "",
     ]

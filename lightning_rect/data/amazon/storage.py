@@ -71,7 +71,8 @@ class SparseRows:
         rows = torch.repeat_interleave(torch.arange(len(self)), self.lengths(), output_size=self.nnz())
         # numpy's calloc-backed zeros, not torch.zeros: torch fills a 10 x 5000 batch with its
         # intra-op thread pool, and when another process holds a core every such fill waits for
-        # a descheduled thread (measured: 300 instead of 150,000 samples/s on 2 busy cores).
+        # a descheduled thread, which slows batching by orders of magnitude on busy cores
+        # (benchmarks/README.md, "amazon_loading.py").
         dense = torch.from_numpy(np.zeros((len(self), self.num_columns), dtype=np.float32))
         dense.view(-1)[rows * self.num_columns + self.indices] = 1
         return dense

@@ -1,8 +1,8 @@
-"""The protocol choices the paper leaves open, measured side by side (PAPER.md, "What the paper
-leaves open"): the L1 penalty on tanh and softplus networks (the reproductions apply it to the
-rectifier only, ``budgets.L1_ACTIVATIONS``), and the sign flip of the paper's image experiments
-(off in our configs), without and with pre-training (with it, the DAE's layers 2 and up
-reconstruct |h|)."""
+"""The protocol choices the paper leaves open, measured side by side
+(docs/paper.md#what-the-paper-leaves-open): the L1 penalty on tanh and softplus networks (the
+reproductions apply it to the rectifier only, ``budgets.L1_ACTIVATIONS``), and the sign flip of
+the paper's image experiments (off in our configs), without and with pre-training (with it, the
+DAE's layers 2 and up reconstruct |h|)."""
 
 from __future__ import annotations
 

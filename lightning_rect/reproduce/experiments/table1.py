@@ -47,11 +47,13 @@ def markdown(records: dict[str, Record], datasets: list[str]) -> list[str]:
             row += [pct(theirs, 1), ours(result, sparsity, 1), diff(value_of(result, sparsity), theirs)]
         lines.append(f"| exact sparsity, rectifier {'with' if pretrained else 'without'} pre-training | "
                      + " | ".join(row) + " |")
-    lines += ["", "Sparsity: the paper gives one number per data set for its rectifier networks (PAPER.md does "
-              "not say which row), so both of our rectifier rows are compared with it.", "",
+    lines += ["", "Sparsity: the paper gives one number per data set for its rectifier networks and does not say "
+              "which row (docs/paper.md#results-to-compare-against), so both of our rectifier rows are compared "
+              "with it.", "",
               "Protocol: the L1 penalty (the config's 0.001) on the rectifier networks only, tanh and softplus "
-              "with l1 = 0 (PAPER.md: the penalty is stated with the rectifier's settings; `reproduce protocol` "
-              "measures them with it); each layer's L1 term weighs l1 / 3 in both phases. Every learning rate of "
+              "with l1 = 0 (the paper states the penalty with the rectifier's settings: "
+              "docs/paper.md#what-the-paper-leaves-open; `reproduce protocol` measures them with it); "
+              "each layer's L1 term weighs l1 / 3 in both phases. Every learning rate of "
               "the budget is tried in both phases and chosen on validation: fine-tuning on val/err, pre-training on "
               "val/recon, the sum over layers of each layer's reconstruction error on its own input. "
               "Reconstruction: softplus for rectifier and softplus units, cross-entropy for tanh units; masking "
