@@ -283,7 +283,9 @@ def write_mnist_files(folder: Path, content: bytes = b"idx") -> Path:
     return folder
 
 
-def test_another_data_dir_or_changed_data_files_train_again(fake_fit, tmp_path, capsys):
+def test_the_same_files_elsewhere_are_reused_and_changed_files_train_again(fake_fit, tmp_path, capsys):
+    """Runs finished on another machine (the data at another path, copied at another time) are reused;
+    data files that differ in name or size make them train again."""
     first, other = write_mnist_files(tmp_path / "data"), write_mnist_files(tmp_path / "other")
     out = tmp_path / "out"
     args = ["l1_sweep", "--datasets", "mnist", "--budget", "tiny", "--in-process", "--out", str(out)]
@@ -295,17 +297,17 @@ def test_another_data_dir_or_changed_data_files_train_again(fake_fit, tmp_path, 
     assert fake_fit.trained == ids and {r["status"] for r in load_runs(out)} == {"reused"}
     capsys.readouterr()
 
-    main([*args, "--data-dir", str(other)])  # same output folder, other data: trained again
+    main([*args, "--data-dir", str(other)])  # the same files in another folder: reused
+    assert fake_fit.trained == ids and {r["status"] for r in load_runs(out)} == {"reused"}
+    capsys.readouterr()
+
+    (other / "MNIST" / "raw" / "t10k-images-idx3-ubyte").write_bytes(b"other idx")  # same name, another file
+    main([*args, "--data-dir", str(other)])
     assert fake_fit.trained == ids * 2 and {r["status"] for r in load_runs(out)} == {"done"}
-    assert f"3 finished run(s) train again, made from other inputs: data folder {first} -> {other}" \
+    assert f"3 finished run(s) train again, made from other inputs: data files in {other} differ" \
         in capsys.readouterr().out
     inputs = json.loads((Path(load_runs(out)[0]["log_dir"]).parent / INPUTS_FILE).read_text())
     assert inputs["data"]["folder"] == str(other) and inputs["data"]["files"] == 2
-
-    (other / "MNIST" / "raw" / "t10k-images-idx3-ubyte").write_bytes(b"other idx")  # same name, new file
-    main([*args, "--data-dir", str(other)])
-    assert fake_fit.trained == ids * 3
-    assert f"data files in {other} changed" in capsys.readouterr().out
 
 
 def test_edited_config_or_new_version_trains_again_and_digits_ignore_the_data_dir(fake_fit, tmp_path, monkeypatch,
@@ -323,7 +325,11 @@ def test_edited_config_or_new_version_trains_again_and_digits_ignore_the_data_di
     capsys.readouterr()
 
     with open(configs / "digits.yaml", "a") as config:
-        config.write("# edited\n")
+        config.write("# a comment changes nothing the run sees\n")
+    main(args)
+    assert len(fake_fit.trained) == runs
+    config = configs / "digits.yaml"
+    config.write_text(config.read_text().replace("seed_everything: 0", "seed_everything: 1"))
     main(args)
     assert len(fake_fit.trained) == 2 * runs and "config digits.yaml edited" in capsys.readouterr().out
 
@@ -346,3 +352,46 @@ def test_fine_tuning_trains_again_with_its_pretraining(fake_fit, tmp_path):
     assert len(again) == 2 and all(r.status == "reused" for i, r in records.items() if i not in again)
     dependent = next(records[s.id] for s in specs if tanh_pretrain.id in s.needs)
     assert dependent.changed == ["its pre-training trains again"]
+
+
+def test_a_lost_pretraining_checkpoint_trains_again_only_for_unfinished_fine_tuning(fake_fit, tmp_path):
+    """Finished runs are committed without checkpoints: a pre-training run whose checkpoint is gone is
+    reused while every fine-tuning run from it is finished, and trains again (alone) when one is not."""
+    specs = plan_table1(tmp_path)
+    runner = Runner(Options(out=tmp_path, configs_dir=ROOT / "configs"))
+    runner.execute(runner.prepare(specs))
+    for checkpoint in tmp_path.rglob("*.ckpt"):
+        checkpoint.unlink()
+    records = Runner(Options(out=tmp_path, configs_dir=ROOT / "configs")).prepare(specs)
+    assert {r.status for r in records.values()} == {"reused"}
+
+    tanh_pretrain = next(s for s in specs if s.cell == Cell("digits", "tanh", phase="pretrain"))
+    dependent = next(s for s in specs if tanh_pretrain.id in s.needs)
+    shutil.rmtree(run_dir(tmp_path, dependent))  # one fine-tuning run still to do
+    records = Runner(Options(out=tmp_path, configs_dir=ROOT / "configs")).prepare(specs)
+    assert {i for i, r in records.items() if r.status == "pending"} == {tanh_pretrain.id, dependent.id}
+    assert records[tanh_pretrain.id].changed == ["its checkpoint is gone and an unfinished fine-tuning run starts from it"]
+    trained_before = len(fake_fit.trained)
+    Runner(Options(out=tmp_path, configs_dir=ROOT / "configs")).execute(records)
+    assert fake_fit.trained[trained_before:] == [tanh_pretrain.id, dependent.id]
+    assert records[dependent.id].pretrained_from.startswith(str(run_dir(tmp_path, tanh_pretrain)))
+
+
+def test_report_only_rebuilds_from_the_run_files_alone(fake_fit, tmp_path, monkeypatch, capsys):
+    """A fresh clone holds each finished run's small files, not runs.json's machine or checkpoints:
+    --report-only with the command's budget rebuilds the same tables from them, training nothing."""
+    out = tmp_path / "reproductions" / "table1"
+    args = ["table1", "--datasets", "digits", "--budget", "tiny", "--out", str(out)]
+    main([*args, "--in-process"])
+    trained = list(fake_fit.trained)
+    report = (out / "table1.md").read_text()
+    (out / "runs.json").unlink()
+    for checkpoint in out.rglob("*.ckpt"):
+        checkpoint.unlink()
+    monkeypatch.chdir(tmp_path)
+    main([*args, "--report-only"])
+    assert fake_fit.trained == trained
+    rebuilt = (out / "table1.md").read_text()
+    table = lambda text: [line for line in text.splitlines() if "pre-training |" in line]  # noqa: E731
+    assert table(rebuilt) == table(report) and len(table(rebuilt)) == 8
+    assert all("10.00%" in row for row in table(rebuilt)[:6])  # each network's number, from its results.json

@@ -13,7 +13,7 @@ from pathlib import Path
 from lightning_rect.reproduce.budgets import BUDGETS, DATASETS, Budget
 from lightning_rect.reproduce.experiments import EXPERIMENTS, Context
 from lightning_rect.reproduce.report import write_reports
-from lightning_rect.reproduce.runner import Options, Record, Runner, available_cores
+from lightning_rect.reproduce.runner import Options, Record, Runner, available_cores, log_dir, read_results
 from lightning_rect.reproduce.sweeps import write_sweeps
 
 #: The budget of the runs unless --budget says otherwise.
@@ -66,15 +66,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, help="torch threads per run (default: cores / parallel)")
     parser.add_argument("--shard", metavar="I/N", help="run only shard I of N (I = 0..N-1) of the runs to train")
     parser.add_argument("--in-process", action="store_true",
-                        help="train in this process instead of one child process per run (saves ~5 s per run; "
-                             "for tiny runs)")
+                        help="train in this process instead of one child process per run (saves a process start "
+                             "per run; for tiny runs)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and each run's fit command; train nothing")
     parser.add_argument("--verbose", action="store_true", help="show everything the runs print, not only progress")
     parser.add_argument("--wandb", metavar="PROJECT", help="also log every run to this W&B project (group: experiment)")
     parser.add_argument("--sweep", action="store_true",
                         help="write the plan as W&B sweep files (one per data set and phase) instead of training")
     parser.add_argument("--report-only", action="store_true",
-                        help="rewrite the report from <out>/runs.json (its budget and data sets); train nothing")
+                        help="rewrite the report from the finished runs' files in <out>/runs/ (and <out>/runs.json); "
+                             "train nothing")
     return parser.parse_args(argv)
 
 
@@ -213,26 +214,41 @@ def write_sweep_files(args: argparse.Namespace) -> None:
 
 
 def rewrite_reports(args: argparse.Namespace) -> None:
-    """``--report-only``: the report of ``<out>/runs.json`` again, in the current format (its runs,
-    budget and data sets; the plan gives each run its cell)."""
+    """``--report-only``: the report again, in the current format, from the finished runs' own files
+    (``<out>/runs/<id>/version_0/results.json``, committed to the repository), else from what
+    ``<out>/runs.json`` recorded. The plan comes from the command's --budget, --datasets, --lrs and
+    --pretrain-lrs, each defaulting to what runs.json recorded."""
     out = (args.out or Path("reproductions") / args.experiment).resolve()
     try:
         saved = json.loads((out / "runs.json").read_text())
+    except FileNotFoundError:
+        saved = {}
     except (OSError, ValueError) as err:
-        raise UsageError(f"--report-only needs {out / 'runs.json'} from an earlier run: {err}") from None
-    if saved.get("experiment") != args.experiment:
+        raise UsageError(f"--report-only cannot read {out / 'runs.json'}: {err}") from None
+    if saved and saved.get("experiment") != args.experiment:
         raise UsageError(f"{out / 'runs.json'} holds {saved.get('experiment')!r}, not {args.experiment!r}")
     meta = {key: value for key, value in saved.items() if key != "runs"}
+    given = {"budget": args.budget, "datasets": args.datasets, "lrs": args.lrs, "pretrain_lrs": args.pretrain_lrs}
+    meta.update({key: value for key, value in given.items() if value is not None})
+    meta.setdefault("experiment", args.experiment)
+    meta.setdefault("datasets", list(EXPERIMENTS[args.experiment].default_datasets))
+    meta.setdefault("command", "python -m lightning_rect reproduce " + args.experiment + " (runs collected by --report-only)")
+    if "budget" not in meta:
+        raise UsageError(f"--report-only: no {out / 'runs.json'} says which budget the runs had; pass --budget")
     configs_dir = (args.configs or default_configs_dir()).resolve()
     experiment = EXPERIMENTS[args.experiment]
-    specs = experiment.plan(Context(budget_of(meta["budget"], meta.get("lrs"), meta.get("pretrain_lrs")), configs_dir), meta["datasets"])
-    saved_runs = {run["id"]: run for run in saved["runs"]}
+    specs = experiment.plan(Context(budget_of(meta["budget"], meta.get("lrs"), meta.get("pretrain_lrs")), configs_dir),
+                            meta["datasets"])
+    saved_runs = {run["id"]: run for run in saved.get("runs", [])}
     records = {}
     for spec in specs:
         run = saved_runs.get(spec.id, {})
-        records[spec.id] = Record(spec, status=run.get("status", "pending"), results=run.get("results"),
+        results = read_results(out, spec)
+        status = run.get("status", "done") if results is not None else run.get("status", "pending")
+        records[spec.id] = Record(spec, status=status, results=results if results is not None else run.get("results"),
                                   error=run.get("error"), seconds=run.get("seconds"),
-                                  pretrained_from=run.get("pretrained_from"), command=run.get("command", []))
+                                  pretrained_from=run.get("pretrained_from"), command=run.get("command", []),
+                                  log_dir=log_dir(out, spec))
     for kind, path in write_reports(out, experiment, meta, records, meta["datasets"]).items():
         if path is not None:
             print(f"  {kind}: {path}")

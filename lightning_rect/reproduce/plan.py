@@ -40,6 +40,7 @@ class Cell:
         l1, a, fraction: the L1 coefficient, the softplus sharpness (``math.inf``: the rectifier)
             and the labeled fraction, in the experiments that vary them; None elsewhere.
         sign_flip: the paper's symmetry trick on (``protocol`` compares it with off).
+        variant: a named protocol variant (``pretraining`` compares several); None elsewhere.
     """
 
     dataset: str
@@ -50,6 +51,7 @@ class Cell:
     a: float | None = None
     fraction: float | None = None
     sign_flip: bool = False
+    variant: str | None = None
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,9 @@ Why a child process per run (the default): each ``fit`` starts from a fresh inte
 global state (seeds, thread pools, CUDA memory, logging handlers, registered hooks) leaks from one
 run into the next; a crash or an out-of-memory kill fails one run, not the reproduction; the
 child's thread count is set before torch starts (``OMP_NUM_THREADS``); and ``--parallel N`` is
-just N children. The price is ~5 s of interpreter and import start per run, which matters only for
-tiny runs: ``--in-process`` runs them in this process instead (the tests use it).
+just N children. The price is an interpreter and import start per run (a few seconds;
+benchmarks/README.md), which matters only for tiny runs: ``--in-process`` runs them in this
+process instead (the tests use it).
 
 Layout of ``<out>/runs/<run id>/``: ``version_0/`` (CSV metrics, ``config.yaml``, ``checkpoints/``,
 ``results.json``), ``output.log`` (everything the run printed), ``spec.json`` and ``inputs.json``.
@@ -82,6 +83,7 @@ class Record:
     pretrained_from: str | None = None
     command: list[str] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)
+    log_dir: Path | None = None  # where its results.json and metrics.csv are (or will be)
 
     @property
     def finished(self) -> bool:
@@ -192,8 +194,22 @@ class Runner:
                     record.results, record.status = results, "reused"
             if record.status == "pending" and self.o.shard and shard_of[spec.id] != self.o.shard[0]:
                 record.status = "other shard"
+            record.log_dir = log_dir(self.o.out, spec)
             records[spec.id] = record
+        self._regenerate_missing_checkpoints(records)
         return records
+
+    def _regenerate_missing_checkpoints(self, records: dict[str, Record]) -> None:
+        """A finished pre-training run whose checkpoint is gone (results committed without it, or
+        copied from another machine) trains again only when a fine-tuning run still to train starts
+        from it; the fine-tuning runs that finished from it stay finished."""
+        for record in records.values():
+            if record.status != "pending" or not record.spec.needs:
+                continue
+            best = best_of([records[n] for n in record.spec.needs])
+            if best is not None and best.status == "reused" and checkpoint_of(self.o.out, best) is None:
+                best.status, best.results = "pending", None
+                best.changed = ["its checkpoint is gone and an unfinished fine-tuning run starts from it"]
 
     def data_dir(self, spec: RunSpec) -> Path | None:
         """The folder a run reads its data from: --data-dir, else its config's (relative to here)."""
@@ -215,7 +231,7 @@ class Runner:
         args = [sys.executable, "-m", "lightning_rect", "fit", "--config", str(self.o.configs_dir / spec.config)]
         args += [f"--{key}={format_value(value)}" for key, value in spec.settings.items()]
         out_runs = (self.o.out / "runs").resolve()
-        csv = {"class_path": "lightning.pytorch.loggers.CSVLogger",
+        csv = {"class_path": "lightning_rect.app.loggers.CSVLogger",  # keeps metrics.csv across --ckpt_path
                "init_args": {"save_dir": str(out_runs), "name": spec.id, "version": 0}}
         loggers: Any = csv
         if self.o.wandb_project:
@@ -311,6 +327,11 @@ class Runner:
         folder = run_dir(self.o.out, spec)
         inputs = self.inputs(spec)
         same_inputs = not differences(read_inputs(folder), inputs)
+        finished = read_results(self.o.out, spec) if same_inputs and not record.changed else None
+        if finished is not None:  # finished meanwhile, by another process or machine
+            record.results, record.status = finished, "reused"
+            self.say(f"{tag} {spec.id}: finished meanwhile elsewhere, reused")
+            return
         last = sorted(folder.rglob("last.ckpt")) if folder.exists() and same_inputs else []
         resume = last[0] if last else None
         if resume is None and folder.exists():
