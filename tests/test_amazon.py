@@ -2,6 +2,8 @@
 
 import json
 import math
+import os
+import re
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -221,6 +223,69 @@ def test_missing_file_and_bad_settings_say_what_to_do(tmp_path, acl):
         AmazonReviewsDataModule(str(acl), domains=["music"])
     with pytest.raises(ConfigError, match="val_fraction \\+ test_fraction"):
         AmazonReviewsDataModule(str(acl), val_fraction=0.5, test_fraction=0.5)
+
+
+def test_a_line_longer_than_any_review_is_refused_unread(acl, monkeypatch):
+    """A file without line breaks (another format, or bytes that are not text) is not held in memory
+    as one "line": the reader stops at ``MAX_LINE_CHARS`` and names the file."""
+    from lightning_rect.data.amazon import parse
+
+    monkeypatch.setattr(parse, "MAX_LINE_CHARS", 1000)
+    path = acl / "processed_acl/books/positive.review"
+    write(path, POSITIVE[:2] + [" ".join(f"w{i}:1" for i in range(400)) + " #label#:positive"])
+    with pytest.raises(DataFileError) as err:
+        polarity(acl)
+    message = str(err.value)
+    assert "\n" not in message and f"{path}, line 3: longer than 1,000 characters, not a review line" in message
+    assert "delete it, then download or copy it again" in message
+
+
+def test_reviews_too_few_for_a_split_are_refused_naming_the_sizes(tmp_path):
+    """3 reviews a domain: val_fraction 0.1 rounds to no validation review; refused before training."""
+    write(tmp_path / "processed_acl/books/positive.review", POSITIVE[:2])
+    write(tmp_path / "processed_acl/books/negative.review", NEGATIVE[:1])
+    write(tmp_path / "processed_acl/books/unlabeled.review", UNLABELED)
+    with pytest.raises(DataFileError) as err:
+        polarity(tmp_path, val_fraction=0.1, test_fraction=0.3)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("AmazonReviewsDataModule: the val split is empty "
+                                                      "(train 2, val 0, test 1 examples, from "), message
+    assert "processed_acl/{domain}/positive.review" in message and str(tmp_path) in message
+
+
+def test_vocab_from_a_hostile_or_foreign_file_is_refused_in_one_line(tmp_path):
+    """Before, ``vocab_from_checkpoint`` unpickled anything (``weights_only=False``): a planted object
+    ran its code. Now the load is safe: refused, nothing runs."""
+    from lightning_rect.errors import CheckpointError
+
+    ran = tmp_path / "the planted code ran"
+
+    class Planted:
+        def __reduce__(self):
+            return os.makedirs, (str(ran),)
+
+    hostile = tmp_path / "hostile.ckpt"
+    torch.save({"AmazonReviewsDataModule": {"vocab": ["great"]}, "extra": Planted()}, hostile)
+    with pytest.raises(CheckpointError) as err:
+        vocab_from_checkpoint(hostile)
+    assert not ran.exists()
+    message = str(err.value)
+    assert "\n" not in message and str(hostile) in message and "safe load refuses" in message, message
+    foreign = tmp_path / "notes.ckpt"
+    foreign.write_text("not a checkpoint\n")
+    with pytest.raises(CheckpointError, match="is not a PyTorch checkpoint"):
+        vocab_from_checkpoint(foreign)
+    plain = tmp_path / "other.ckpt"
+    torch.save({"state_dict": {}}, plain)
+    with pytest.raises(DataFileError, match="holds no Amazon vocabulary"):
+        vocab_from_checkpoint(plain)
+
+
+def test_no_unsafe_load_anywhere_in_the_package():
+    """Every ``torch.load`` of the package keeps the safe default; none passes ``weights_only=False``."""
+    offenders = [str(path.relative_to(ROOT)) for path in (ROOT / "lightning_rect").rglob("*.py")
+                 if re.search(r"weights_only\s*=\s*False", path.read_text())]
+    assert offenders == []
 
 
 # -- vocabulary cache and checkpoints -------------------------------------------------------------

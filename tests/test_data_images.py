@@ -23,6 +23,7 @@ import pytest
 import torch
 import yaml
 
+from helpers.bad_data import gzip_with_zeros, peak_memory_of
 from helpers.image_files import (CIFAR_PER_BATCH, CIFAR_TEST, EMNIST_TEST, EMNIST_TRAIN, MNIST_TEST, MNIST_TRAIN,
                                  truncate, write_cifar, write_emnist, write_idx, write_mnist)
 from helpers.norb_files import PAIRS_PER_FILE, write_binary_matrix, write_norb
@@ -31,7 +32,7 @@ from lightning_rect.data import CIFAR10DataModule, MNISTDataModule, NISTPDataMod
 from lightning_rect.data.formats import BinaryMatrix, read_binary_matrix
 from lightning_rect.data.nistp import CyclingSampler, eval_sources
 from lightning_rect.data.norb import VARIANTS, subsample
-from lightning_rect.errors import DataFileError
+from lightning_rect.errors import ConfigError, DataFileError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -374,19 +375,22 @@ def test_nistp_missing_and_corrupt_files(tmp_path, emnist_dir):
 # -- MNIST --------------------------------------------------------------------------------------
 def test_mnist_reads_idx_files_plain_or_gzipped(tmp_path):
     write_mnist(tmp_path)
-    dm = MNISTDataModule(data_dir=str(tmp_path))
+    dm = MNISTDataModule(data_dir=str(tmp_path), val_size=6)
     dm.setup()
-    assert {name: len(y) for name, (_, y) in dm.splits.items()} == {"train": MNIST_TRAIN, "val": 0, "test": MNIST_TEST}
+    assert {name: len(y) for name, (_, y) in dm.splits.items()} == {"train": MNIST_TRAIN - 6, "val": 6,
+                                                                    "test": MNIST_TEST}
     x, y = dm.splits["train"]
-    assert x.dtype == torch.uint8 and x.shape == (MNIST_TRAIN, 28, 28) and y.dtype == torch.int64
-    assert x[:, 0, 0].tolist() == list(range(MNIST_TRAIN)) and y.tolist() == [k % 10 for k in range(MNIST_TRAIN)]
+    assert x.dtype == torch.uint8 and x.shape == (MNIST_TRAIN - 6, 28, 28) and y.dtype == torch.int64
+    assert x[:, 0, 0].tolist() == list(range(MNIST_TRAIN - 6)) and y.tolist() == [k % 10 for k in range(MNIST_TRAIN - 6)]
+    assert dm.splits["val"][0][:, 0, 0].tolist() == list(range(MNIST_TRAIN - 6, MNIST_TRAIN))  # the file's last images
     raw = tmp_path / "MNIST" / "raw"
     for path in raw.iterdir():  # only the .gz files, as downloaded
         path.with_name(path.name + ".gz").write_bytes(gzip.compress(path.read_bytes()))
         path.unlink()
-    gzipped = MNISTDataModule(data_dir=str(tmp_path))
+    gzipped = MNISTDataModule(data_dir=str(tmp_path), val_size=6)
     gzipped.setup()
     assert torch.equal(gzipped.splits["test"][0], dm.splits["test"][0])
+    assert torch.equal(gzipped.splits["val"][0], dm.splits["val"][0])
 
 
 @pytest.mark.parametrize("name, damage, problem", [
@@ -417,6 +421,160 @@ def test_mnist_images_and_labels_of_different_downloads(tmp_path):
     with pytest.raises(DataFileError, match=rf"holds {MNIST_TEST} images but .*t10k-labels-idx1-ubyte holds "
                                             rf"{MNIST_TEST + 1} labels.*{FIX}"):
         MNISTDataModule(data_dir=str(tmp_path)).setup()
+
+
+# -- headers that lie: read within what the header may announce -----------------------------------
+#: Zeros behind a lying header: 64 MB decompressed from a file of about 64 KB.
+BOMB = 64 << 20
+#: Memory a rejected file may cost: the tiny arrays of the other files and the reader's buffers.
+BOUNDED = 4 << 20
+
+
+def idx_header(*shape: int) -> bytes:
+    return struct.pack(f">I{len(shape)}I", 0x0800 | len(shape), *shape)
+
+
+@pytest.mark.parametrize("name, header, problem", [
+    # the stream goes on past the 30 images its header announces: read up to there, then one byte more
+    ("train-images-idx3-ubyte", idx_header(MNIST_TRAIN, 28, 28), "holds more data than its header announces"),
+    # a header announcing more images than the published file holds (2.4 GB): refused before any data is read
+    ("train-images-idx3-ubyte", idx_header(3_000_000, 28, 28), "announces 3,000,000 entries in its header, more "
+                                                               "than the 60,000"),
+    ("t10k-images-idx3-ubyte", idx_header(MNIST_TEST, 32, 32), "announces entries of shape (32, 32) in its header, "
+                                                               "not (28, 28)"),
+    ("t10k-labels-idx1-ubyte", idx_header(2**32 - 1), "announces 4,294,967,295 entries in its header, more than the "
+                                                      "10,000"),
+])
+def test_mnist_gzip_whose_header_lies_is_refused_within_bounded_memory(tmp_path, name, header, problem):
+    """A 64 KB .gz of 64 MB of zeros behind a lying header; before, the reader decompressed it whole (a
+    2 MB file raised peak memory to 5 GB)."""
+    write_mnist(tmp_path)
+    path = tmp_path / "MNIST" / "raw" / name
+    path.unlink()
+    gzip_with_zeros(path.with_name(name + ".gz"), header, BOMB)
+    err, peak = peak_memory_of(lambda: MNISTDataModule(data_dir=str(tmp_path), val_size=6).setup())
+    assert isinstance(err, DataFileError), err
+    assert "\n" not in str(err) and f"{path}.gz" in str(err) and problem in str(err) and FIX in str(err), str(err)
+    assert peak < BOUNDED, f"peak {peak / 2**20:.1f} MiB"
+
+
+def test_norb_cat_gzip_whose_header_lies_is_refused_within_bounded_memory(tmp_path):
+    """-cat files: a header announcing 2**31 - 1 labels (8 GiB) is refused unread; one announcing the
+    right 6 labels in a stream that goes on is refused after reading them and one byte more."""
+    write_norb(tmp_path)
+    spec = VARIANTS["jittered_cluttered"]
+    cat = tmp_path / "norb" / f"{spec['train'][3]}-cat.mat"
+    cat.unlink()
+    lying = cat.with_name(cat.name + ".gz")
+    for count, problem in ((2**31 - 1, "announces 2,147,483,647 entries in its header, more than the 29,160"),
+                           (NORB_PER_TRAIN_FILE, "holds more data than its header announces")):
+        gzip_with_zeros(lying, struct.pack("<iI3i", 0x1E3D4C54, 1, count, 1, 1), BOMB)
+        err, peak = peak_memory_of(lambda: NORBDataModule(data_dir=str(tmp_path), val_size=12).prepare_data())
+        assert isinstance(err, DataFileError), err
+        assert "\n" not in str(err) and str(lying) in str(err) and problem in str(err) and FIX in str(err), str(err)
+        assert peak < BOUNDED, f"peak {peak / 2**20:.1f} MiB"
+    assert not (tmp_path / "norb" / "norb_cache_32x32.pt").exists()
+
+
+def test_binary_matrix_header_beyond_any_data_file_is_refused_unread(tmp_path):
+    path = gzip_with_zeros(tmp_path / "huge.mat.gz", struct.pack("<iI3i", 0x1E3D4C55, 2, 2**31 - 1, 1000, 1), 1 << 20)
+    err, peak = peak_memory_of(lambda: read_binary_matrix(path))
+    assert isinstance(err, DataFileError) and "more than the 1,073,741,824 any supported data file holds" in str(err)
+    assert peak < BOUNDED
+
+
+def test_cifar10_file_far_larger_than_a_batch_is_refused_unread(tmp_path):
+    """A pickle has no header: a file over twice a batch's 31 MB is refused before unpickling reads it whole."""
+    write_cifar(tmp_path)
+    batch = tmp_path / "cifar-10-batches-py" / "data_batch_2"
+    batch.write_bytes(pickle.dumps({b"data": bytes(70 << 20), b"labels": []}, protocol=2))
+    err, peak = peak_memory_of(lambda: CIFAR10DataModule(data_dir=str(tmp_path), val_size=8).setup())
+    size = batch.stat().st_size
+    assert isinstance(err, DataFileError) and str(batch) in str(err), err
+    assert f"is not a CIFAR10 batch: it holds {size:,} bytes" in str(err) and FIX in str(err), err
+    assert peak < BOUNDED
+
+
+# -- empty splits are refused before training ----------------------------------------------------
+def test_mnist_training_file_too_short_for_validation_is_refused_naming_the_sizes(tmp_path):
+    """Before, a training file of 50,000 images or fewer left validation empty: the fit selected no
+    epoch and tested the last weights. The last ``val_size`` images validate; too few is refused."""
+    write_mnist(tmp_path)
+    images = tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    for val_size in (10_000, MNIST_TRAIN):
+        with pytest.raises(ConfigError) as err:
+            MNISTDataModule(data_dir=str(tmp_path), val_size=val_size).setup()
+        message = str(err.value)
+        assert "\n" not in message and str(images) in message, message
+        assert f"val_size={val_size} leaves no training images" in message and f"holds {MNIST_TRAIN} images" in message
+        assert FIX in message and "lower data.init_args.val_size" in message
+    dm = MNISTDataModule(data_dir=str(tmp_path), val_size=MNIST_TRAIN - 1)
+    dm.setup()
+    assert [len(dm.splits[s][1]) for s in ("train", "val", "test")] == [1, MNIST_TRAIN - 1, MNIST_TEST]
+
+
+def empty_norb_test_files(root: Path) -> None:
+    spec = VARIANTS["jittered_cluttered"]
+    for stem in spec["test"]:
+        write_binary_matrix(root / "norb" / f"{stem}-dat.mat", np.zeros((0, 2, 108, 108), dtype=np.uint8))
+        write_binary_matrix(root / "norb" / f"{stem}-cat.mat", np.zeros(0, dtype=np.int32))
+
+
+def empty_cifar_training_batches(root: Path) -> None:
+    for i in range(1, 6):
+        (root / "cifar-10-batches-py" / f"data_batch_{i}").write_bytes(
+            pickle.dumps({b"data": np.zeros((0, 3072), dtype=np.uint8), b"labels": []}, protocol=2))
+
+
+def empty_emnist_test_files(root: Path) -> None:
+    raw = root / "EMNIST" / "raw"
+    write_idx(raw / "emnist-byclass-test-images-idx3-ubyte", np.zeros((0, 28, 28), dtype=np.uint8))
+    write_idx(raw / "emnist-byclass-test-labels-idx1-ubyte", np.zeros(0, dtype=np.uint8))
+
+
+@pytest.mark.parametrize("write, empty, make, names", [
+    (write_cifar, empty_cifar_training_batches, lambda d: CIFAR10DataModule(data_dir=d, val_size=8),
+     ("the train split is empty (train 0, val 8, test 12 examples", "cifar-10-batches-py")),
+    (write_norb, empty_norb_test_files, lambda d: NORBDataModule(data_dir=d, val_size=12),
+     ("the test split is empty (train 48, val 12, test 0 examples", "norb_cache_32x32.pt")),
+    # before: a ZeroDivisionError while drawing the evaluation sets
+    (write_emnist, empty_emnist_test_files, lambda d: NISTPDataModule(data_dir=d, val_size=30, test_size=20),
+     ("emnist-byclass-test-images-idx3-ubyte holds no images, so validation and test would be empty",)),
+])
+def test_a_data_set_that_leaves_a_split_empty_is_refused_naming_the_sizes(tmp_path, write, empty, make, names):
+    write(tmp_path)
+    empty(tmp_path)
+    dm = make(str(tmp_path))
+    dm.prepare_data()
+    with pytest.raises(DataFileError) as err:
+        dm.setup()
+    message = str(err.value)
+    assert "\n" not in message and all(name in message for name in names), message
+    assert dm.splits is None
+
+
+def test_any_module_with_an_empty_split_stops_the_fit_before_training(tmp_path):
+    """The check sits in ``InMemoryDataModule.setup``: a user's module gets it too, and ``fit`` stops
+    before its first step instead of training without validation."""
+    from lightning import Trainer
+
+    from lightning_rect import SparseMLP
+    from lightning_rect.data import DigitsDataModule
+
+    class NoValidation(DigitsDataModule):
+        def load_splits(self):
+            splits = super().load_splits()
+            x, y = splits["val"]
+            return {**splits, "val": (x[:0], y[:0])}
+
+    model = SparseMLP(in_features=64, num_classes=10, hidden_sizes=[8])
+    before = [p.detach().clone() for p in model.parameters()]
+    trainer = Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                      enable_model_summary=False, default_root_dir=tmp_path)
+    with pytest.raises(DataFileError, match=r"^NoValidation: the val split is empty \(train 1197, val 0, test 300 "
+                                            r"examples, from NoValidation\)"):
+        trainer.fit(model, datamodule=NoValidation())
+    assert trainer.global_step == 0 and all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
 
 # -- all image modules --------------------------------------------------------------------------

@@ -9,7 +9,9 @@ the URL and the manual fix, and nothing is left where a loader would take it for
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
 
 import pytest
 import torch
@@ -232,6 +234,94 @@ def test_amazon_interrupted_then_corrupt_archive(tmp_path, amazon_server):
     with pytest.raises(DataFileError, match="lacks processed_stars/books/all_balanced.review"):
         AmazonReviewsDataModule(str(other), task="stars", download=True).prepare_data()
     assert leftovers(other) == []
+
+
+# -- a full or read-only disk is not a bad download ----------------------------------------------
+class FillingFile:
+    """A file opened for writing on a disk with ``room`` bytes left: later writes fail with ``code``."""
+
+    def __init__(self, file, room: list[int], code: int) -> None:
+        self.file, self.room, self.code = file, room, code
+
+    def write(self, data: bytes) -> int:
+        if len(data) > self.room[0]:
+            self.file.write(data[: self.room[0]])
+            self.room[0] = 0
+            raise OSError(self.code, os.strerror(self.code))
+        self.room[0] -= len(data)
+        return self.file.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.file, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.file.close()
+
+
+def disk_with_room(monkeypatch, module, room: int, code: int = errno.ENOSPC) -> None:
+    """Files ``module`` opens for writing get ``room`` bytes in all before each write fails with ``code``."""
+    left = [room]
+
+    def opener(path, mode="r", *args, **kwargs):
+        file = open(path, mode, *args, **kwargs)
+        return FillingFile(file, left, code) if any(c in mode for c in "wa") else file
+
+    monkeypatch.setattr(module, "open", opener, raising=False)
+
+
+def test_download_on_a_full_disk_keeps_the_bytes_and_resumes(tmp_path, monkeypatch):
+    """Before, a full disk looked like a broken connection: four retries, then "download it by hand"."""
+    from lightning_rect.data import download
+    from lightning_rect.errors import StorageError
+
+    content = bytes(range(256)) * 400
+    with FileServer({"/f.bin": content}) as server:
+        remote = Remote(url=f"{server.url}/f.bin", checksum=("md5", hashlib.md5(content).hexdigest()))
+        disk_with_room(monkeypatch, download, 30_000)
+        with pytest.raises(StorageError) as err:
+            fetch(remote, tmp_path)
+        message = str(err.value)
+        assert "\n" not in message and str(tmp_path / "f.bin.part") in message and "the disk is full" in message
+        assert "the 30000 bytes received are kept there" in message and "rerun (the download resumes)" in message
+        assert len(server.paths_requested("/f.bin")) == 1  # no retry: the network was not the problem
+        monkeypatch.undo()  # space freed: the next run asks only for the rest
+        assert fetch(remote, tmp_path).read_bytes() == content
+        assert server.paths_requested("/f.bin")[-1] == ("bytes=30000-", 206)
+
+
+@pytest.mark.parametrize("code, cause, where", [(errno.ENOSPC, "the disk is full", "extracting"),
+                                                (errno.EROFS, "the file system is read-only", "temporary folder")])
+def test_unpacking_on_a_full_or_read_only_disk_keeps_the_archive(tmp_path, amazon_server, monkeypatch, code, cause,
+                                                                 where):
+    """Before, the error advised deleting the (good) archive; a read-only folder gave a traceback."""
+    import tarfile
+    import tempfile
+
+    from lightning_rect.errors import StorageError
+
+    def refuse(*args, **kwargs):
+        raise OSError(code, os.strerror(code), str(data / "processed_stars"))
+
+    data = tmp_path / "data"
+    monkeypatch.setattr(*((tarfile.TarFile, "makefile", refuse) if where == "extracting"
+                          else (tempfile, "mkdtemp", refuse)))
+    with pytest.raises(StorageError) as err:
+        AmazonReviewsDataModule(str(data), task="stars", download=True).prepare_data()
+    archive = data / "processed_stars.tar.gz"
+    message = str(err.value)
+    assert "\n" not in message and f"cannot unpack {archive} into {data}: {cause}" in message, message
+    assert "the archive is kept" in message and "delete" not in message
+    assert archive.read_bytes() == amazon_server.sources["processed_stars.tar.gz"]
+    assert sorted(p.name for p in data.iterdir()) == ["processed_stars.tar.gz"]  # no half-unpacked folder
+    requests = len(amazon_server.requests)
+    monkeypatch.undo()  # room again: the kept archive is unpacked, nothing downloaded
+    stars = AmazonReviewsDataModule(str(data), task="stars", download=True, vocab_size=50)
+    stars.prepare_data()
+    stars.setup()
+    assert len(amazon_server.requests) == requests and len(stars.splits["train"][1]) > 0
 
 
 def test_unpack_zip_gz_and_unsafe_archives(tmp_path):

@@ -9,7 +9,7 @@
   without the usage, which ``--help`` prints;
 - ``--ckpt_path`` to a missing file, a folder or a file that is not a checkpoint (checked before
   anything is built, ``check_command_line``, or recognised when Lightning fails to read it),
-  without torch's advice to load an unknown file with ``weights_only=False``;
+  without torch's advice to load an unknown file unsafely;
 - a folder that cannot be written (read-only, no space left, no permission).
 
 Anything else is a bug and keeps its traceback.

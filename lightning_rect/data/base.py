@@ -9,9 +9,10 @@ from lightning import LightningDataModule
 
 from lightning_rect.data.batches import BatchTransform, EpochShuffle, InMemoryBatches
 from lightning_rect.checks import check_positive_int
-from lightning_rect.errors import ConfigError
+from lightning_rect.errors import ConfigError, DataFileError
 
 Split = tuple[torch.Tensor, torch.Tensor]
+SPLITS = ("train", "val", "test")
 
 
 class InMemoryDataModule(LightningDataModule):
@@ -52,9 +53,15 @@ class InMemoryDataModule(LightningDataModule):
         """
         raise NotImplementedError
 
+    def data_source(self) -> str:
+        """Where the examples come from (a folder, files), for the messages about them."""
+        return type(self).__name__
+
     def setup(self, stage: str | None = None) -> None:
         if self.splits is None:
-            self.splits = self.with_labeled_fraction(self.load_splits())
+            splits = self.load_splits()
+            check_no_empty_split(type(self).__name__, splits, self.data_source())
+            self.splits = self.with_labeled_fraction(splits)
 
     def with_labeled_fraction(self, splits: dict[str, Split]) -> dict[str, Split]:
         """``splits`` with the training split cut down to the labeled subset ``labeled_fraction`` keeps."""
@@ -92,6 +99,19 @@ class InMemoryDataModule(LightningDataModule):
 
     def predict_dataloader(self) -> InMemoryBatches:
         return self._batches("test", shuffle=False)
+
+
+def check_no_empty_split(name: str, splits: dict[str, Split], source: str) -> None:
+    """DataFileError naming the sizes when a split holds no example: training would run without
+    validation (no best epoch to select) or test nothing, and still end as if it had succeeded."""
+    sizes = {split: len(splits[split][1]) for split in SPLITS if split in splits}
+    empty = [split for split, size in sizes.items() if size == 0]
+    if empty:
+        listed = ", ".join(f"{split} {size}" for split, size in sizes.items())
+        raise DataFileError(f"{name}: the {' and '.join(empty)} split{'s are' if len(empty) > 1 else ' is'} empty "
+                            f"({listed} examples, from {source}): the data holds too few examples for the split "
+                            "settings; if a file is short, delete it, then download or copy it again, else change "
+                            "the settings that size the splits")
 
 
 def labeled_subset(y: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:

@@ -28,6 +28,8 @@ CIFAR_FOLDER = "cifar-10-batches-py"
 TRAIN_FILES = [f"data_batch_{i}" for i in range(1, 6)]
 TEST_FILE = "test_batch"
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
+#: A batch file holds 10,000 images, 31 MB; a pickle is read whole, so a far larger file is refused unread.
+MAX_BATCH_BYTES = 64 << 20
 
 
 class CIFAR10DataModule(InMemoryDataModule):
@@ -58,6 +60,9 @@ class CIFAR10DataModule(InMemoryDataModule):
 
             CIFAR10(self.data_dir, train=True, download=True)
 
+    def data_source(self) -> str:
+        return str((Path(self.data_dir) / CIFAR_FOLDER).resolve())
+
     def load_splits(self) -> dict[str, Split]:
         folder = Path(self.data_dir) / CIFAR_FOLDER
         missing = [name for name in TRAIN_FILES + [TEST_FILE] if not (folder / name).exists()]
@@ -85,6 +90,13 @@ def read_batch(path: Path) -> Split:
     (files re-pickled under Python 3) are accepted too.
     """
     fix = redownload(f"set `data.init_args.download: true`, or unpack cifar-10-python.tar.gz from {CIFAR_URL}")
+    try:
+        size = path.stat().st_size
+    except OSError as err:
+        raise DataFileError(f"cannot read {path}: {err.strerror or err}; {fix}") from err
+    if size > MAX_BATCH_BYTES:
+        raise DataFileError(f"{path} is not a CIFAR10 batch: it holds {size:,} bytes, a batch about 31 MB "
+                            f"(10,000 images); {fix}")
     try:
         with open(path, "rb") as f:
             head = f.read(2)
@@ -136,7 +148,8 @@ class _ArrayUnpickler(pickle.Unpickler):
     _ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
                 ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
                 ("numpy._core.multiarray", "scalar"), ("numpy.core.numeric", "_frombuffer"),
-                ("numpy._core.numeric", "_frombuffer"), ("_codecs", "encode")}
+                ("numpy._core.numeric", "_frombuffer"), ("_codecs", "encode"),
+                ("__builtin__", "bytes"), ("builtins", "bytes")}  # bytes(): how protocol 2 stores b"" (empty arrays)
 
     def find_class(self, module: str, name: str):
         if (module, name) not in self._ALLOWED:

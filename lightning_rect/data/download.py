@@ -14,7 +14,9 @@
 
 Every failure raises ``DataFileError`` with one line naming the URL and what to do by hand.
 ``unpack_archive`` unpacks a ``.tar.gz``/``.tgz``/``.tar``/``.zip`` (or gunzips a ``.gz``) into a
-folder through a temporary folder beside it, so a half-unpacked archive never looks complete.
+folder through a temporary folder beside it, so a half-unpacked archive never looks complete. A
+write that fails for want of room or permission (``DISK_ERRORS``) raises ``StorageError`` saying
+so and keeps what was downloaded: the archive, or the ``.part`` of a download.
 
 Base URLs live in the data modules' tables (``norb.VARIANTS[...]["url"]``,
 ``amazon.files.ARCHIVES``); tests point them at a server on 127.0.0.1.
@@ -22,6 +24,7 @@ Base URLs live in the data modules' tables (``norb.VARIANTS[...]["url"]``,
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import http.client
@@ -37,7 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lightning_rect.errors import DataFileError
+from lightning_rect.errors import DataFileError, StorageError
 
 CHUNK = 1 << 20
 #: Attempts per file within one call; each one after the first resumes with a Range request.
@@ -45,6 +48,17 @@ ATTEMPTS = 4
 TIMEOUT_S = 60.0
 USER_AGENT = "lightning-rect-downloader"
 _NETWORK_ERRORS = (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError, OSError)
+
+
+#: Write failures that say nothing about the file being written: the fix is room or permission, not a new copy.
+DISK_ERRORS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
+               errno.EROFS: "the file system is read-only", errno.EACCES: "there is no permission to write there",
+               errno.EPERM: "there is no permission to write there"}
+
+
+def disk_error(err: BaseException) -> str | None:
+    """What a full or unwritable disk did to a write (``DISK_ERRORS``), or None for any other error."""
+    return DISK_ERRORS.get(err.errno) if isinstance(err, OSError) else None
 
 
 class CorruptDownload(Exception):
@@ -106,6 +120,12 @@ def fetch(remote: Remote, folder: str | os.PathLike, attempts: int = ATTEMPTS, t
         except _ResumeFailed as err:  # the server cannot resume: the .part is useless
             part.unlink(missing_ok=True)
             last_error = err
+        except _WriteFailed as failed:  # the disk, not the network: retrying cannot help
+            err = failed.__cause__
+            kept = part.stat().st_size if part.is_file() else 0
+            raise StorageError(f"cannot write {part} ({disk_error(err)}: {err.strerror}); the {kept} bytes received "
+                               "are kept there: free space or make the folder writable, then rerun (the download "
+                               "resumes), or set data.init_args.data_dir to another folder") from err
         except _NETWORK_ERRORS as err:
             last_error = err
             if isinstance(err, urllib.error.HTTPError) and err.code in (401, 403, 404, 410):
@@ -127,6 +147,10 @@ def fetch(remote: Remote, folder: str | os.PathLike, attempts: int = ATTEMPTS, t
 
 class _ResumeFailed(Exception):
     pass
+
+
+class _WriteFailed(Exception):
+    """Writing the ``.part`` file failed for want of room or permission (the cause is the ``OSError``)."""
 
 
 def _describe(err: BaseException) -> str:
@@ -169,14 +193,19 @@ def _download_to(remote: Remote, part: Path, timeout: float) -> int | None:
             total, mode = length, "wb"
         else:
             raise _ResumeFailed(f"unexpected HTTP {status} to a request from byte {offset}")
-        with open(part, mode) as out, tqdm(total=total, initial=offset, unit="B", unit_scale=True,
-                                           unit_divisor=1024, desc=remote.filename, leave=False) as bar:
-            while True:
-                block = response.read(CHUNK)
-                if not block:
-                    break
-                out.write(block)
-                bar.update(len(block))
+        try:
+            with open(part, mode) as out, tqdm(total=total, initial=offset, unit="B", unit_scale=True,
+                                               unit_divisor=1024, desc=remote.filename, leave=False) as bar:
+                while True:
+                    block = response.read(CHUNK)
+                    if not block:
+                        break
+                    out.write(block)
+                    bar.update(len(block))
+        except OSError as err:
+            if disk_error(err) is not None:  # only the file gives these; a socket fails otherwise
+                raise _WriteFailed() from err
+            raise
         received = part.stat().st_size
         if total is not None and received < total:
             raise ConnectionError(f"the connection closed after {received} of {total} bytes")
@@ -281,21 +310,38 @@ def unpack_archive(archive: str | os.PathLike, folder: str | os.PathLike) -> lis
     without ``.gz``. A damaged archive raises ``DataFileError`` and leaves nothing in ``folder``.
     """
     archive, folder = Path(archive), Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{archive.name}.unpack-", dir=folder))
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{archive.name}.unpack-", dir=folder))
+    except OSError as err:
+        raise _cannot_write(archive, folder, err) from err
     try:
         try:
             _extract(archive, tmp)
         except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError, zlib.error) as err:
+            if disk_error(err) is not None and err.filename != str(archive):  # the folder cannot take the files
+                raise _cannot_write(archive, folder, err) from err
             raise DataFileError(f"cannot unpack {archive} ({_one_line(err)}); delete it and rerun with download: "
                                 "true, or unpack it by hand into " + str(folder)) from err
         placed = []
-        for entry in sorted(tmp.iterdir()):
-            _merge(entry, folder / entry.name)
-            placed.append(folder / entry.name)
+        try:
+            for entry in sorted(tmp.iterdir()):
+                _merge(entry, folder / entry.name)
+                placed.append(folder / entry.name)
+        except OSError as err:
+            raise _cannot_write(archive, folder, err) from err
         return placed
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _cannot_write(archive: Path, folder: Path, err: OSError) -> StorageError:
+    """Unpacking failed on the writing side (full, read-only, no permission): the archive is kept."""
+    cause = disk_error(err) or _one_line(err)
+    where = f" ({err.filename})" if err.filename else ""
+    return StorageError(f"cannot unpack {archive} into {folder}: {cause}{where}; the archive is kept: free space or "
+                        f"make {folder} writable, then rerun, or unpack it by hand into a folder with room and set "
+                        "data.init_args.data_dir there")
 
 
 def _extract(archive: Path, into: Path) -> None:

@@ -3,7 +3,7 @@
 The paper's NISTP set (Bengio et al. 2011) perturbs NIST SD19 characters with a pipeline of
 distortions and streams 81.92 million of them. Here the source characters are EMNIST ``byclass``
 (the same 62 classes, derived from NIST SD19), read from the IDX files torchvision downloads
-(``formats.read_idx``: a damaged file is named, with what is wrong and the fix), and the
+(``formats.IdxFile``: a damaged file is named, with what is wrong and the fix), and the
 distortions are those of ``lightning_rect.data.distortions``, drawn on the fly in vectorised chunks.
 
 - Source images: EMNIST stores each 28x28 image transposed; it is turned upright and padded with
@@ -39,9 +39,13 @@ from lightning_rect.data.formats import redownload
 from lightning_rect.data.mnist import read_images_and_labels
 from lightning_rect.errors import ConfigError, DataFileError
 
+EMNIST_FOLDER = "EMNIST"
 EMNIST_FILES = [f"emnist-byclass-{part}-{kind}" for part in ("train", "test")
                 for kind in ("images-idx3-ubyte", "labels-idx1-ubyte")]
+#: Characters per byclass file as published: a header announcing more is corrupt (and is not read).
+EMNIST_SIZES = {"train": 697_932, "test": 116_323}
 EMNIST_URL = "https://www.nist.gov/itl/products-and-services/emnist-dataset"
+EMNIST_SOURCE = f"set `data.init_args.download: true`, or unpack it from gzip.zip at {EMNIST_URL}"
 PAPER_TRAIN_SIZE = 81_920_000
 EVAL_SEED = 0  # fixes the validation/test sources and their distortions, whatever the run's seed
 _VAL_STREAM, _TEST_STREAM = 1, 2
@@ -90,9 +94,16 @@ class NISTPDataModule(InMemoryDataModule):
 
             EMNIST(self.data_dir, split="byclass", train=True, download=True)
 
+    def data_source(self) -> str:
+        return str(emnist_raw_dir(self.data_dir))
+
     def load_splits(self) -> dict[str, Split]:
         train_x, train_y = read_emnist(self.data_dir, train=True)
         test_x, test_y = read_emnist(self.data_dir, train=False)
+        if not len(test_y):  # validation and test are drawn from the test characters
+            raise DataFileError(f"{emnist_raw_dir(self.data_dir) / 'emnist-byclass-test-images-idx3-ubyte'} holds no "
+                                f"images, so validation and test would be empty (val_size={self.val_size}, "
+                                f"test_size={self.test_size}); {redownload(EMNIST_SOURCE)}")
         sources = eval_sources(len(test_y), self.val_size, self.test_size)
         splits = {"train": (train_x, train_y)}
         for name, idx, stream in (("val", sources[0], _VAL_STREAM), ("test", sources[1], _TEST_STREAM)):
@@ -114,9 +125,13 @@ class NISTPDataModule(InMemoryDataModule):
 
 
 # -- source characters --------------------------------------------------------------------------
+def emnist_raw_dir(data_dir: str) -> Path:
+    return Path(data_dir).resolve() / EMNIST_FOLDER / "raw"
+
+
 def read_emnist(data_dir: str, train: bool) -> Split:
     """EMNIST byclass images (uint8, ``(n, 28, 28)`` as stored, i.e. transposed) and int64 labels."""
-    raw = Path(data_dir).resolve() / "EMNIST" / "raw"
+    raw = emnist_raw_dir(data_dir)
     missing = [name for name in EMNIST_FILES if not (raw / name).exists()]
     if missing:
         gz = [name for name in missing if (raw / f"{name}.gz").exists()]
@@ -127,13 +142,9 @@ def read_emnist(data_dir: str, train: bool) -> Split:
             f"{EMNIST_URL} into that folder and gunzip the files."
         )
     part = "train" if train else "test"
-    source = f"set `data.init_args.download: true`, or unpack it from gzip.zip at {EMNIST_URL}"
-    x, y = read_images_and_labels(raw / f"emnist-byclass-{part}-images-idx3-ubyte",
-                                  raw / f"emnist-byclass-{part}-labels-idx1-ubyte", 62, source)
-    if x.shape[1:] != (28, 28):
-        raise DataFileError(f"{raw / f'emnist-byclass-{part}-images-idx3-ubyte'} holds images of shape "
-                            f"{tuple(x.shape[1:])}, not 28x28: it is not an EMNIST file; {redownload(source)}")
-    return x, y
+    return read_images_and_labels(raw / f"emnist-byclass-{part}-images-idx3-ubyte",
+                                  raw / f"emnist-byclass-{part}-labels-idx1-ubyte", 62, EMNIST_SOURCE,
+                                  max_images=EMNIST_SIZES[part])
 
 
 def to_float_images(source: torch.Tensor) -> torch.Tensor:

@@ -52,6 +52,7 @@ VARIANTS = {
         "train": [f"norb-5x46789x9x18x6x2x108x108-training-{i:02d}" for i in range(1, 11)],
         "test": [f"norb-5x01235x9x18x6x2x108x108-testing-{i:02d}" for i in range(1, 3)],
         "raw_size": 108,
+        "pairs_per_file": 29_160,  # every training and testing file; a header announcing more is corrupt
         "num_classes": 6,  # 0 animal, 1 human, 2 airplane, 3 truck, 4 car, 5 blank (no object)
         "val_size": 58_428,
         "url": "https://cs.nyu.edu/~ylclab/data/norb-v1.0/",
@@ -61,6 +62,7 @@ VARIANTS = {
         "train": ["smallnorb-5x46789x9x18x6x2x96x96-training"],
         "test": ["smallnorb-5x01235x9x18x6x2x96x96-testing"],
         "raw_size": 96,
+        "pairs_per_file": 24_300,
         "num_classes": 5,
         "val_size": 4_860,
         "url": "https://cs.nyu.edu/~ylclab/data/norb-v1.0-small/",
@@ -144,6 +146,9 @@ class NORBDataModule(InMemoryDataModule):
                 download_raw(self.raw_dir, self.spec)
             build_cache(self.raw_dir, self.spec, self.image_size, self.cache_path)
 
+    def data_source(self) -> str:
+        return f"{self.cache_path.resolve()}, converted from {self.raw_dir.resolve()}"
+
     def load_splits(self) -> dict[str, Split]:
         if not self.cache_path.exists():
             raise DataFileError(f"NORB cache not found: {self.cache_path.resolve()}; call prepare_data() before "
@@ -225,17 +230,20 @@ def _download_check(kind: str, spec: dict, full: bool):
                         f"uint8 stereo pairs (n, 2, {size}, {size})"
                 else:
                     ok, what = dtype == np.int32 and ndim == 1, "an int32 label vector"
+                ok = ok and 0 <= shape[0] <= spec["pairs_per_file"]
+                what += f" of at most {spec['pairs_per_file']:,} entries"
                 if not ok:
                     raise CorruptDownload(f"its header announces a {dtype.name} array of shape {shape}, not {what} "
                                           f"(a -{kind} file of {spec['folder']})")
                 if full:
                     expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
                     got = 0
-                    while block := f.read(1 << 20):
+                    while got <= expected and (block := f.read(1 << 20)):  # not read on past the header's size
                         got += len(block)
                     if got != expected:
                         raise CorruptDownload(f"{'it is truncated: ' if got < expected else ''}its header announces "
-                                              f"{expected} bytes of data, the stream holds {got}")
+                                              f"{expected} bytes of data, the stream holds "
+                                              f"{got if got < expected else 'more'}")
         except (OSError, EOFError, zlib.error) as err:
             raise CorruptDownload(f"the gzip stream is truncated or damaged ({err})") from err
 
@@ -250,8 +258,8 @@ def build_cache(raw_dir: Path, spec: dict, image_size: int, cache_path: Path) ->
              for name in ("train", "test")}
     result = {}
     with ExitStack() as stack:  # closes every opened file, also when a later one turns out damaged
-        opened = {name: [(stack.enter_context(BinaryMatrix(dat, spec["url"])), labels_of(cat, spec))
-                         for dat, cat in files] for name, files in parts.items()}
+        opened = {name: [(stack.enter_context(BinaryMatrix(dat, spec["url"], spec["pairs_per_file"])),
+                          labels_of(cat, spec)) for dat, cat in files] for name, files in parts.items()}
         for files in opened.values():
             for dat, labels in files:
                 check_pairs(dat, labels, spec)
@@ -282,7 +290,7 @@ def build_cache(raw_dir: Path, spec: dict, image_size: int, cache_path: Path) ->
 
 
 def labels_of(cat: Path, spec: dict) -> np.ndarray:
-    with BinaryMatrix(cat, spec["url"]) as matrix:
+    with BinaryMatrix(cat, spec["url"], max_rows=spec["pairs_per_file"]) as matrix:
         if matrix.dtype != np.int32 or len(matrix.shape) != 1:
             raise DataFileError(f"{cat} should hold a vector of int32 category labels, but holds a "
                                 f"{matrix.dtype.name} array of shape {matrix.shape}: it is not a -cat file; "

@@ -1,8 +1,13 @@
-"""Data modules with NaN inputs, for the divergence guard's tests (usable from the CLI as
-``--data=helpers.bad_data.NaNDigits``, since the tests folder is on ``sys.path`` under pytest)."""
+"""Bad data for tests: data modules with NaN inputs (for the divergence guard's tests, usable from the
+CLI as ``--data=helpers.bad_data.NaNDigits``, since the tests folder is on ``sys.path`` under pytest),
+and files whose headers lie about what follows them."""
 
 from __future__ import annotations
 
+import tracemalloc
+import zlib
+from collections.abc import Callable
+from pathlib import Path
 from typing import Literal
 
 from lightning_rect.data import DigitsDataModule
@@ -24,3 +29,30 @@ class NaNDigits(DigitsDataModule):
         x = x.clone()
         x[self.example, 5] = float("nan")
         return {**splits, self.split: (x, y)}
+
+
+def gzip_with_zeros(path: Path, header: bytes, zeros: int) -> Path:
+    """``path``: a gzip stream of ``header`` and then ``zeros`` zero bytes, whatever the header announces
+    (64 MB of zeros compress to about 64 KB: a small file that decompresses to far more)."""
+    compressor = zlib.compressobj(6, zlib.DEFLATED, 31)  # wbits 31: gzip framing
+    block = bytes(1 << 20)
+    parts = [compressor.compress(header)]
+    parts += [compressor.compress(block) for _ in range(zeros >> 20)]
+    parts += [compressor.compress(bytes(zeros & ((1 << 20) - 1))), compressor.flush()]
+    path.write_bytes(b"".join(parts))
+    return path
+
+
+def peak_memory_of(action: Callable[[], object]) -> tuple[BaseException | None, int]:
+    """The exception ``action()`` raised (None if none) and the peak of the memory Python and numpy
+    allocated meanwhile, in bytes (``tracemalloc``: in this process, no child)."""
+    tracemalloc.start()
+    try:
+        action()
+        raised = None
+    except Exception as err:  # noqa: BLE001 - the caller checks what it is
+        raised = err
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return raised, peak

@@ -114,6 +114,10 @@ class AmazonReviewsDataModule(InMemoryDataModule):
         if self.download:
             download_archives(self.data_dir, self.labeled_files + self.unlabeled_files, self.domains)
 
+    def data_source(self) -> str:
+        return (f"{', '.join(self.labeled_files)} of {'+'.join(self.domains)} in {Path(self.data_dir).resolve()}, "
+                f"val_fraction {self.val_fraction}, test_fraction {self.test_fraction}")
+
     def load_splits(self) -> dict[str, Split]:
         files = [(review_files(self.data_dir, self.labeled_files, domain),
                   review_files(self.data_dir, self.unlabeled_files, domain)) for domain in self.domains]

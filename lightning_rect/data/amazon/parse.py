@@ -24,6 +24,9 @@ from lightning_rect.data.formats import redownload
 from lightning_rect.errors import ConfigError, DataFileError
 
 UNLABELED = -1  # the label of a review from an unlabeled file
+#: Longest review line read: real lines hold at most a few thousand features (tens of KB); a longer
+#: "line" is a file without line breaks (binary data, another format) and is refused, not held in memory.
+MAX_LINE_CHARS = 4 << 20
 DAMAGED_FIX = redownload(f"unpack it again from its tarball at {SOURCE_URL}")
 
 
@@ -103,7 +106,10 @@ def read_reviews(path: Path, feature_ids: dict[str, int], label_parser: Callable
     ``skipped is None`` makes a malformed line an error naming file and line.
     """
     with open(path, encoding="utf-8", errors="replace") as lines:
-        for number, line in enumerate(lines, 1):
+        for number, line in enumerate(iter(lambda: lines.readline(MAX_LINE_CHARS + 1), ""), 1):
+            if len(line) > MAX_LINE_CHARS:
+                raise DataFileError(f"{path}, line {number}: longer than {MAX_LINE_CHARS:,} characters, not a review "
+                                    f"line: the file is damaged or not a review file; {DAMAGED_FIX}")
             if "\x00" in line:  # no review line holds a NUL: an archive, or a download that broke off
                 raise DataFileError(f"{path}, line {number}: binary data, not review lines: the file is damaged or "
                                     f"not a review file (the .tar.gz archive itself?); {DAMAGED_FIX}")

@@ -7,10 +7,12 @@ from collections.abc import Sequence
 
 import torch
 
+from lightning_rect.checkpoint import load_checkpoint_file
 from lightning_rect.errors import DataFileError
 
 #: Lightning stores a data module's ``state_dict`` under its class's ``__qualname__``.
 CHECKPOINT_KEY = "AmazonReviewsDataModule"
+VOCAB_CHECKPOINT = "pass a .ckpt written by a fit on AmazonReviewsDataModule (runs/<name>/version_<N>/checkpoints/)"
 
 
 def most_frequent(doc_freq: torch.Tensor, names: Sequence[str], k: int) -> list[str]:
@@ -26,9 +28,15 @@ def most_frequent(doc_freq: torch.Tensor, names: Sequence[str], k: int) -> list[
 
 
 def vocab_from_checkpoint(path: str | os.PathLike) -> list[str]:
-    """The vocabulary an ``AmazonReviewsDataModule`` saved into a Lightning checkpoint."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    state = checkpoint.get(CHECKPOINT_KEY)
-    if not state or "vocab" not in state:
-        raise DataFileError(f"{path} holds no Amazon vocabulary: it was not trained with AmazonReviewsDataModule")
-    return list(state["vocab"])
+    """The vocabulary an ``AmazonReviewsDataModule`` saved into a Lightning checkpoint.
+
+    The file is loaded safely (plain tensors and values only): one that holds other objects is
+    refused with a one-line ``CheckpointError``, never unpickled with its code run.
+    """
+    checkpoint = load_checkpoint_file(path)
+    state = checkpoint.get(CHECKPOINT_KEY) if isinstance(checkpoint, dict) else None
+    vocab = state.get("vocab") if isinstance(state, dict) else None
+    if not isinstance(vocab, (list, tuple)) or not all(isinstance(feature, str) for feature in vocab):
+        raise DataFileError(f"{path} holds no Amazon vocabulary: it was not trained with AmazonReviewsDataModule; "
+                            f"{VOCAB_CHECKPOINT}")
+    return list(vocab)
