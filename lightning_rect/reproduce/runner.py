@@ -44,6 +44,12 @@ from lightning_rect.reproduce.progress import PREFIX
 from lightning_rect.app.results import epoch_of_run
 from lightning_rect.app.results import read_results as read_run_results
 
+#: glibc malloc settings for the runs' processes (unless the environment sets its own): tensors up to
+#: 16 MiB come from the heap instead of fresh mmaps, and up to 256 MiB of freed heap is kept, so the
+#: same buffers freed and taken again at every step are not unmapped and faulted in again
+#: (benchmarks/README.md, "parallel_runs.py"). Only the children get them; nothing in this process.
+MALLOC_TUNABLES = "glibc.malloc.trim_threshold=268435456:glibc.malloc.mmap_threshold=16777216"
+
 #: Final states of a run. ``reused``: finished by an earlier invocation; ``other shard``: left to
 #: another ``--shard``; ``blocked``: its pre-training failed or is missing.
 FINAL = ("done", "reused", "failed", "blocked", "other shard", "interrupted")
@@ -382,7 +388,8 @@ class Runner:
 
     def _subprocess(self, record: Record, echo: LineEcho) -> int:
         threads = str(self.o.threads)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+        env = {"GLIBC_TUNABLES": MALLOC_TUNABLES, **os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": threads,
+               "MKL_NUM_THREADS": threads}
         proc = subprocess.Popen(record.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 bufsize=1, env=env, errors="replace")
         self._procs[record.spec.id] = proc
