@@ -1,5 +1,9 @@
+import contextlib
+import io
+import json
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning  # noqa: F401  (imported before any fixture captures output: its log handler keeps the stream)
@@ -44,3 +48,61 @@ def cli_in_process(tmp_path, monkeypatch, capsys):
         return code, capsys.readouterr().err
 
     return run
+
+
+@dataclass(frozen=True)
+class FinishedRun:
+    """A finished ``lightning_rect fit`` run: where it ran, its log folder, what it printed."""
+
+    cwd: Path  #: the working directory it ran in (its paths in results.json are relative to it)
+    folder: Path  #: runs/digits/version_0: results.json, metrics.csv, config.yaml, firing_rates.json, summary.png
+    args: tuple[str, ...]  #: the command line after ``lightning_rect``
+    stdout: str
+    stderr: str
+
+    @property
+    def results(self) -> dict:
+        return json.loads((self.folder / "results.json").read_text())
+
+    @property
+    def checkpoint(self) -> Path:
+        """The kept (best) checkpoint that the test stage used."""
+        return self.cwd / self.results["checkpoint"]
+
+
+#: The shared run: the digits config with one layer of 16 units, 2 epochs (about 3 s in-process).
+FINISHED_RUN_ARGS = ("fit", "--config", str(ROOT / "configs" / "digits.yaml"), "--model.init_args.hidden_sizes=[16]",
+                     "--trainer.max_epochs=2", "--trainer.enable_progress_bar=false")
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory) -> FinishedRun:
+    """ONE tiny digits fit per test session, run in this process, for the tests that only read a
+    finished run's files or output. Read it, never write into it (copy it to tmp_path first)."""
+    from lightning_rect.app.cli import main
+
+    cwd = tmp_path_factory.mktemp("finished_run")
+    out, err = io.StringIO(), io.StringIO()
+    threads, here, argv = torch.get_num_threads(), os.getcwd(), sys.argv
+    try:
+        os.chdir(cwd)
+        sys.argv = [sys.argv[0]]  # LightningCLI(args=...) warns when sys.argv holds pytest's arguments too
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            main(list(FINISHED_RUN_ARGS))
+    finally:
+        os.chdir(here)
+        sys.argv = argv
+        torch.set_num_threads(threads)
+    [folder] = sorted((cwd / "runs" / "digits").glob("version_*"))
+    return FinishedRun(cwd, folder, FINISHED_RUN_ARGS, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture
+def no_summary_figures(monkeypatch):
+    """In-process fits skip drawing summary.png (about 1-3 s each on 2 busy cores; tests/test_plots.py
+    checks the figure). Returns the folders a figure would have been drawn for."""
+    from lightning_rect.app.plots import summary
+
+    skipped: list[Path] = []
+    monkeypatch.setattr(summary, "write_summary_figure", lambda folder, *args, **kwargs: skipped.append(Path(folder)))
+    return skipped

@@ -1,5 +1,6 @@
 """Figures of runs (lightning_rect.app.plots): drawn from small hand-written run folders (metrics.csv,
-results.json, config.yaml, firing_rates.json written here), except one end-to-end digits fit."""
+results.json, config.yaml, firing_rates.json written here), except the session's finished digits fit
+(conftest.finished_run) and one fit without matplotlib."""
 
 import csv
 import json
@@ -243,6 +244,7 @@ def test_without_matplotlib_the_summary_is_one_line_saying_so(tmp_path, monkeypa
     assert "pip install 'lightning-rect[plot]'" in out and not (folder / "summary.png").exists()
 
 
+@pytest.mark.slow  # a whole fit; the one-line note itself: the test above
 def test_a_fit_without_matplotlib_ends_with_results_json_and_a_one_line_note(tmp_path, monkeypatch, capsys):
     from lightning_rect.app.cli import main
 
@@ -259,20 +261,17 @@ def test_a_fit_without_matplotlib_ends_with_results_json_and_a_one_line_note(tmp
                      "install it with: pip install 'lightning-rect[plot]'  (or: pip install matplotlib)"]
 
 
-@pytest.mark.slow
-def test_a_digits_fit_writes_a_summary_png_of_the_documented_size(run_cli, tmp_path):
+@pytest.mark.slow  # the session's finished fit (a few seconds, shared)
+def test_a_digits_fit_writes_a_summary_png_of_the_documented_size(finished_run):
     from matplotlib.image import imread
 
-    proc = run_cli("fit", "--config", str(ROOT / "configs" / "digits.yaml"), "--model.init_args.hidden_sizes=[16]",
-                   "--trainer.max_epochs=2", "--trainer.enable_progress_bar=false", timeout=240)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    [run] = list((tmp_path / "runs" / "digits").glob("version_*"))
-    assert f"figure: runs/digits/{run.name}/summary.png" in proc.stdout
+    run = finished_run.folder  # digits, one layer of 16 units, 2 epochs (conftest.py)
+    assert f"figure: runs/digits/{run.name}/summary.png" in finished_run.stdout
     image = imread(run / "summary.png")
     assert image.shape[:2] == (HEIGHT, WIDTH)
     assert image[..., :3].std() > 0.05  # drawn, not blank
     rates = json.loads((run / "firing_rates.json").read_text())
     assert len(rates["test"]["layers"]["layer_1"]["nonzero"]) == 16 and rates["val"]["epoch"] == 1
-    results = json.loads((run / "results.json").read_text())
+    results = finished_run.results
     redrawn = draw_summary(run)  # the same files draw the same figure again
     assert f"selected epoch {results['best_epoch']} of 0-1" in redrawn.get_suptitle()
