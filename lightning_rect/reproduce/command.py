@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import shlex
+import signal
 import sys
 import time
 from pathlib import Path
 
+from lightning_rect.app.run_lock import FolderInUse, run_lock
 from lightning_rect.reproduce.budgets import BUDGETS, DATASETS, Budget
 from lightning_rect.reproduce.experiments import EXPERIMENTS, Context
 from lightning_rect.reproduce.report import write_reports
@@ -153,28 +156,50 @@ def main(argv: list[str] | None = None) -> None:
     def report(records: dict[str, Record], plot: bool = False) -> dict:
         return write_reports(out, EXPERIMENTS[args.experiment], meta, records, datasets, plot=plot)
 
-    runner = Runner(options, on_change=report)
-    records = runner.prepare(specs)
+    if args.dry_run:
+        return _dry_run(Runner(options), specs, args, budget, datasets, threads, shard, out)
+    try:
+        with run_lock(out, "reproduction output folder"), stop_on_sigterm():
+            _run(Runner(options, on_change=report), specs, args, budget, datasets, threads, shard, out, report)
+    except FolderInUse as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except Terminated:
+        sys.exit(143)
+
+
+def _summary(records, args, budget, datasets, threads, shard, out) -> None:
     counts = _counts(records)
     mode = "in this process" if args.in_process else f"{args.parallel} at a time, {threads} thread(s) each"
-    print(f"{args.experiment} ({budget} budget, {', '.join(datasets)}): {len(specs)} runs, "
+    print(f"{args.experiment} ({budget} budget, {', '.join(datasets)}): {len(records)} runs, "
           f"{counts.get('pending', 0)} to train ({mode}), {counts.get('reused', 0)} reused"
           + (f", {counts.get('other shard', 0)} left to other shards" if shard else "") + f"; output in {out}")
     changed = [r for r in records.values() if r.changed]
     if changed:
         print(f"{len(changed)} finished run(s) train again, made from other inputs: {'; '.join(changed[0].changed)}"
               + (" (and others)" if any(r.changed != changed[0].changed for r in changed) else ""))
-    if args.dry_run:
-        for record in records.values():
-            print(f"  [{record.status}] {record.spec.id}\n      {shlex.join(record.command)}")
-        return
 
+
+def _dry_run(runner: Runner, specs, args, budget, datasets, threads, shard, out) -> None:
+    records = runner.prepare(specs)
+    _summary(records, args, budget, datasets, threads, shard, out)
+    for record in records.values():
+        print(f"  [{record.status}] {record.spec.id}\n      {shlex.join(record.command)}")
+
+
+def _run(runner: Runner, specs, args, budget, datasets, threads, shard, out, report) -> None:
+    records = runner.prepare(specs)
+    _summary(records, args, budget, datasets, threads, shard, out)
     try:
         runner.execute(records)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         report(records, plot=True)
-        print(f"\ninterrupted; rerun the same command to go on (finished runs are reused, a stopped run "
-              f"resumes from its last checkpoint). Partial results: {out}", file=sys.stderr)
+        why = "stopped by SIGTERM" if isinstance(stop, Terminated) else "interrupted"
+        print(f"\n{why}; every running run was told to stop and has saved; rerun the same command to go on "
+              f"(finished runs are reused, a stopped run resumes from its last checkpoint). Partial results: {out}",
+              file=sys.stderr)
+        if isinstance(stop, Terminated):
+            raise
         sys.exit(130)
     paths = report(records, plot=True)
     counts = _counts(records)
@@ -187,6 +212,24 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{bad} run(s) failed or were blocked; see the status column of {paths['markdown']} "
               "and each run's output.log", file=sys.stderr)
         sys.exit(1)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (kill, a scheduler's time limit) arrived: stop like Ctrl-C, then exit with 143."""
+
+
+@contextlib.contextmanager
+def stop_on_sigterm():
+    """For the length of the block, SIGTERM raises ``Terminated`` in the main thread, so the runner
+    stops its children and waits for them to save instead of dying and orphaning them."""
+    def handler(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def budget_of(name: str, lrs: list[float] | None, pretrain_lrs: list[float] | None = None) -> Budget:

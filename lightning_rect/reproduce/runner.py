@@ -50,6 +50,9 @@ from lightning_rect.app.results import read_results as read_run_results
 #: (benchmarks/README.md, "parallel_runs.py"). Only the children get them; nothing in this process.
 MALLOC_TUNABLES = "glibc.malloc.trim_threshold=268435456:glibc.malloc.mmap_threshold=16777216"
 
+#: Seconds a child has to save and exit after it was told to stop (SIGTERM) before it is killed.
+STOP_GRACE_SECONDS = 120
+
 #: Final states of a run. ``reused``: finished by an earlier invocation; ``other shard``: left to
 #: another ``--shard``; ``blocked``: its pre-training failed or is missing.
 FINAL = ("done", "reused", "failed", "blocked", "other shard", "interrupted")
@@ -284,19 +287,23 @@ class Runner:
                     self.on_change(records)
             else:
                 with ThreadPoolExecutor(max_workers=self.o.parallel) as pool:
-                    while True:
-                        while len(running) < self.o.parallel and (ready := self._next_ready(todo, records)):
-                            running[pool.submit(self._train, *ready)] = ready[0]
-                        if not running:
-                            break
-                        finished, _ = wait(running, return_when=FIRST_COMPLETED)
-                        for future in finished:
-                            running.pop(future)
-                            future.result()
-                        self.on_change(records)
+                    try:
+                        while True:
+                            while len(running) < self.o.parallel and (ready := self._next_ready(todo, records)):
+                                running[pool.submit(self._train, *ready)] = ready[0]
+                            if not running:
+                                break
+                            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                            for future in finished:
+                                running.pop(future)
+                                future.result()
+                            self.on_change(records)
+                    except BaseException:
+                        # before the pool waits for its threads: they end when their children do
+                        self.stop_children()
+                        raise
         except KeyboardInterrupt:
-            for proc in list(self._procs.values()):
-                proc.terminate()
+            self.stop_children()
             for record in records.values():
                 if record.status in ("running", "pending"):
                     record.status = "interrupted"
@@ -306,6 +313,14 @@ class Runner:
             self._block(record, "its pre-training did not finish")
         self.on_change(records)
         return records
+
+    def stop_children(self) -> None:
+        """Ask every running child to stop (SIGTERM: it ends its step and exits, its last checkpoint
+        whole); the threads reading their output go on until they exit, so no child writes into a
+        closed pipe."""
+        for proc in list(self._procs.values()):
+            if proc.poll() is None:
+                proc.terminate()
 
     def _next_ready(self, todo: list[Record], records: dict[str, Record]) -> tuple[Record, Path | None, int] | None:
         """Take the first run of ``todo`` whose pre-training is done (blocking those whose failed)."""
@@ -397,12 +412,16 @@ class Runner:
             for line in proc.stdout:
                 echo.line(line)
             return proc.wait()
-        except BaseException:  # Ctrl-C: the child got SIGINT too; make sure it is gone before we go
+        except BaseException:  # Ctrl-C or SIGTERM here: stop the child, and read it to its end
             proc.terminate()
+            killer = threading.Timer(STOP_GRACE_SECONDS, proc.kill)
+            killer.start()
             try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+                for line in proc.stdout:
+                    echo.line(line)
+                proc.wait()
+            finally:
+                killer.cancel()
             raise
         finally:
             self._procs.pop(record.spec.id, None)
