@@ -250,7 +250,7 @@ def test_reviews_too_few_for_a_split_are_refused_naming_the_sizes(tmp_path):
     message = str(err.value)
     assert "\n" not in message and message.startswith("AmazonReviewsDataModule: the val split is empty "
                                                       "(train 2, val 0, test 1 examples, from "), message
-    assert "processed_acl/{domain}/positive.review" in message and str(tmp_path) in message
+    assert f"{tmp_path}: processed_acl/books/positive.review, processed_acl/books/negative.review" in message
 
 
 def test_vocab_from_a_hostile_or_foreign_file_is_refused_in_one_line(tmp_path):

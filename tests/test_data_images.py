@@ -16,6 +16,7 @@ import inspect
 import math
 import pickle
 import struct
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ from helpers.image_files import (CIFAR_PER_BATCH, CIFAR_TEST, EMNIST_TEST, EMNIS
 from helpers.norb_files import PAIRS_PER_FILE, write_binary_matrix, write_norb
 from helpers.threads import one_torch_thread
 from lightning_rect.data import CIFAR10DataModule, MNISTDataModule, NISTPDataModule, NORBDataModule
+from lightning_rect.data.catalog import CATALOG
 from lightning_rect.data.formats import BinaryMatrix, read_binary_matrix
 from lightning_rect.data.nistp import CyclingSampler, eval_sources
 from lightning_rect.data.norb import VARIANTS, subsample
@@ -590,20 +592,38 @@ def test_labeled_fraction_passes_through(tmp_path):
         assert len(dm.splits["val"][1]) in (8, 12)
 
 
-@pytest.mark.parametrize("name", ["cifar10", "norb", "nistp", "norb_semi"])
-def test_config_data_arguments_match_the_module(name):
-    """Each config names a data module and only arguments it takes (nothing is loaded here)."""
+# -- the table of data sets ---------------------------------------------------------------------
+def test_every_config_belongs_to_one_data_set_of_the_table():
+    """``configs/`` holds exactly the configs the table names: a config without an entry, or an entry
+    without its config, fails here."""
+    owners = Counter(config for facts in CATALOG.values() for config in facts.configs)
+    assert sorted(owners) == sorted(path.name for path in (ROOT / "configs").glob("*.yaml"))
+    assert set(owners.values()) == {1}
+
+
+@pytest.mark.parametrize("dataset, config_name", [(name, config) for name, facts in CATALOG.items()
+                                                  for config in facts.configs])
+def test_configs_agree_with_the_table_and_their_module(dataset, config_name):
+    """Each config names a data module and only arguments it takes; the module reads the folders the
+    table names, and a pre-training config reconstructs as the table says (nothing is loaded here)."""
     import importlib
 
-    config = yaml.safe_load((ROOT / "configs" / f"{name}.yaml").read_text())
+    facts = CATALOG[dataset]
+    config = yaml.safe_load((ROOT / "configs" / config_name).read_text())
     module_path, _, class_name = config["data"]["class_path"].rpartition(".")
     cls = getattr(importlib.import_module(module_path), class_name)
     init_args = config["data"]["init_args"]
     assert set(init_args) <= set(inspect.signature(cls).parameters)
     dm = cls(**init_args)
-    assert dm.input_size in (1024, 2048, 3072) and dm.num_classes in (6, 10, 62)
-    assert config["trainer"]["logger"]["init_args"] == {"save_dir": "runs", "name": name}
-    assert config["model"]["init_args"]["l1"] == 0.001
+    assert dm.input_size > 0 and dm.num_classes > 1
+    assert ("data_dir" in inspect.signature(cls).parameters) == facts.uses_data_dir
+    if facts.uses_data_dir:  # the module's files lie in the first of the table's folders
+        assert facts.data_folders[0] in dm.data_source(), dm.data_source()
+    assert config["trainer"]["logger"]["init_args"]["name"] == config_name.removesuffix(".yaml")
+    model = config["model"]["init_args"]
+    assert model["l1"] == 0.001
+    if config_name == facts.pretrain_config:
+        assert model["reconstruction"] == facts.reconstruction.get(model["activation"], facts.reconstruction["*"])
 
 
 @pytest.mark.slow  # 6 epochs under the Trainer: 2 to 3 s

@@ -1,4 +1,4 @@
-"""What each data set needs to know, and how much training each budget buys.
+"""How much training each budget buys; the data sets ``reproduce`` runs (from ``lightning_rect.data.catalog``).
 
 Everything that changes between ``--budget tiny``, ``small`` and ``paper`` is in ``BUDGETS`` below,
 so the cost of a reproduction can be read (and changed) in one place. ``None`` means "as the
@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
+
+from lightning_rect.data.catalog import CATALOG, DataSet
 
 #: The paper's learning-rate grid (both phases), chosen on validation (docs/paper.md#pre-training,
 #: docs/paper.md#fine-tuning).
@@ -32,43 +34,8 @@ PAPER_FRACTIONS = (0.04, 0.21, 0.43, 0.64, 1.0)
 #: softplus with and without it).
 L1_ACTIVATIONS = ("rectifier",)
 
-
-@dataclass(frozen=True)
-class DataSet:
-    """Facts about a data set that the experiments need.
-
-    Args:
-        config: fine-tuning config in ``configs/``; the pre-training config is ``<name>_pretrain.yaml``.
-        semi_config: config for the semi-supervised runs (``labeled_fraction`` is set per run).
-        uses_data_dir: whether ``--data-dir`` applies (digits are bundled with scikit-learn).
-        data_folders: the folders under the data folder that hold its files (what a finished run's
-            reuse checks for changes).
-        reconstruction: DAE reconstruction by activation (``"*"``: every other activation). The paper:
-            softplus for rectifier units on images, cross-entropy (``sigmoid``) for tanh units.
-        stream: an epoch is a stream of fresh examples (NISTP); fewer labels then do not mean
-            fewer steps, so the semi-supervised experiment does not lengthen training.
-    """
-
-    config: str
-    semi_config: str
-    uses_data_dir: bool = True
-    data_folders: tuple[str, ...] = ()
-    reconstruction: Mapping[str, str] = field(default_factory=lambda: {"tanh": "sigmoid", "*": "softplus"})
-    stream: bool = False
-
-    @property
-    def pretrain_config(self) -> str:
-        return self.config.replace(".yaml", "_pretrain.yaml")
-
-
-DATASETS: dict[str, DataSet] = {
-    "digits": DataSet("digits.yaml", "digits.yaml", uses_data_dir=False),
-    "mnist": DataSet("mnist.yaml", "mnist.yaml", data_folders=("MNIST",)),
-    "cifar10": DataSet("cifar10.yaml", "cifar10.yaml", data_folders=("cifar-10-batches-py",)),
-    "nistp": DataSet("nistp.yaml", "nistp.yaml", data_folders=("EMNIST",), stream=True),
-    # Inputs in [-1, 1]: neither softplus nor sigmoid outputs can reconstruct them (configs/norb_pretrain.yaml).
-    "norb": DataSet("norb.yaml", "norb_semi.yaml", data_folders=("norb", "smallnorb"), reconstruction={"*": "linear"}),
-}
+#: The data sets ``reproduce`` runs: the paper's image benchmarks of the one table of data sets.
+DATASETS: dict[str, DataSet] = {name: facts for name, facts in CATALOG.items() if facts.reproduced}
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import math
 
+from lightning_rect.data.catalog import CATALOG
+
 CITATION = "Glorot, Bordes, Bengio, Deep Sparse Rectifier Neural Networks, AISTATS 2011"
 
-#: Display names of the data sets in the paper's tables.
-DATASET_TITLES = {"digits": "digits (8x8)", "mnist": "MNIST", "cifar10": "CIFAR10", "nistp": "NISTP", "norb": "NORB"}
+#: Display names of the data sets in the tables (the table of data sets holds them).
+DATASET_TITLES = {name: facts.title for name, facts in CATALOG.items()}
 
 #: Table 1 (docs/paper.md#results-to-compare-against): test error, networks of depth 3,
 #: keyed by (activation, pre-trained).

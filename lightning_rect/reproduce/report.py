@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lightning_rect.data.catalog import CATALOG
 from lightning_rect.reproduce import paper
 from lightning_rect.reproduce.budgets import BUDGETS
 from lightning_rect.reproduce.plan import Cell
@@ -90,8 +91,8 @@ def ours(result: CellResult | None, metric: Callable[[Record | None], float | No
 
 # -- the paper's claims, checked against our numbers ----------------------------------------------------
 #: Test-set sizes (docs/paper.md#data-sets; digits: the config's split), for the noise of a difference
-#: of two errors.
-TEST_SIZES = {"digits": 300, "mnist": 10_000, "cifar10": 5_000, "nistp": 20_000, "norb": 58_320}
+#: of two errors; from the table of data sets.
+TEST_SIZES = {name: facts.test_size for name, facts in CATALOG.items() if facts.test_size}
 
 
 def noise_of_difference(dataset: str, a: float, b: float) -> float | None:

@@ -115,8 +115,9 @@ class AmazonReviewsDataModule(InMemoryDataModule):
             download_archives(self.data_dir, self.labeled_files + self.unlabeled_files, self.domains)
 
     def data_source(self) -> str:
-        return (f"{', '.join(self.labeled_files)} of {'+'.join(self.domains)} in {Path(self.data_dir).resolve()}, "
-                f"val_fraction {self.val_fraction}, test_fraction {self.test_fraction}")
+        labeled = ", ".join(t.format(domain=d) for d in self.domains for t in self.labeled_files)
+        return (f"the labeled reviews of {Path(self.data_dir).resolve()}: {labeled}; val_fraction {self.val_fraction}, "
+                f"test_fraction {self.test_fraction}")
 
     def load_splits(self) -> dict[str, Split]:
         files = [(review_files(self.data_dir, self.labeled_files, domain),

@@ -51,6 +51,7 @@ class Variant:
     pretraining: dict[str, Any] | None = None  # its DAE's settings; None: a random start
     finetuning: dict[str, Any] = field(default_factory=dict)
     epochs_per_layer: int | None = None  # None: the pre-training config's
+    extra_lrs: tuple[float, ...] = ()  # tried besides the search's rates (with the paper's grid only)
 
     @property
     def dae(self) -> str:
@@ -63,8 +64,10 @@ class Variant:
 VARIANTS = (
     Variant("random", "random start (no pre-training)"),
     Variant("dae10", "DAE as configured (10 epochs per layer)", pretraining={}),
+    # codes rescaled into [0, 1] are far smaller than unscaled ones, so a larger rate is tried too (the
+    # authors' library fine-tunes its rescaled nets at 0.1)
     Variant("dae10_rescale", "DAE with each layer rescaled to max 1 before the next", pretraining={
-        "model.init_args.rescale": True}),
+        "model.init_args.rescale": True}, extra_lrs=(0.1,)),
     Variant("dae30", "DAE with 30 epochs per layer", pretraining={}, epochs_per_layer=30),
     Variant("dae10_l1pre", "DAE as configured, fine-tuned without L1 (L1 in pre-training only)", pretraining={},
             finetuning={"model.init_args.l1": 0.0}),
@@ -99,7 +102,8 @@ def plan(ctx: Context, datasets: list[str]) -> list[RunSpec]:
                 needs = (dae.id,)
             cell = Cell(dataset, "rectifier", pretrained=bool(needs), variant=variant.tag)
             extra = {**variant.finetuning, "trainer.callbacks+": early_stopping()}
-            for lr in finetune_lrs(ctx):
+            extra_lrs = variant.extra_lrs if ctx.budget.lrs == PAPER_LRS else ()
+            for lr in finetune_lrs(ctx) + extra_lrs:
                 run = finetune_run(ctx, cell, lr, needs=needs, extra=extra, epochs=epochs, tag=variant.tag)
                 runs[run.id] = run
     return list(runs.values())
