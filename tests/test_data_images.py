@@ -489,7 +489,9 @@ def test_cifar10_file_far_larger_than_a_batch_is_refused_unread(tmp_path):
     """A pickle has no header: a file over twice a batch's 31 MB is refused before unpickling reads it whole."""
     write_cifar(tmp_path)
     batch = tmp_path / "cifar-10-batches-py" / "data_batch_2"
-    batch.write_bytes(pickle.dumps({b"data": bytes(70 << 20), b"labels": []}, protocol=2))
+    with open(batch, "wb") as f:  # a pickle's first bytes, then 70 MB (sparse: nothing is written)
+        f.write(pickle.dumps({b"labels": []}, protocol=2)[:2])
+        f.truncate(70 << 20)
     err, peak = peak_memory_of(lambda: CIFAR10DataModule(data_dir=str(tmp_path), val_size=8).setup())
     size = batch.stat().st_size
     assert isinstance(err, DataFileError) and str(batch) in str(err), err
