@@ -11,16 +11,15 @@ import math
 import re
 from pathlib import Path
 
+from lightning_rect.files import write_atomically
+
 RESULTS_FILE = "results.json"
 
 
 def write_results(results: dict, log_dir: str | Path | None) -> Path:
     """Write ``results`` atomically (a reader never sees half a file) and print the summary."""
     out = Path(log_dir or ".") / RESULTS_FILE
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=2) + "\n")
-    tmp.replace(out)
+    write_atomically(out, json.dumps(results, indent=2) + "\n")
     print(format_summary(results, out))
     return out
 

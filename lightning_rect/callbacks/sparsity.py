@@ -76,6 +76,7 @@ from typing_extensions import override
 
 from lightning_rect.activations import ACTIVATIONS
 from lightning_rect.errors import ConfigError
+from lightning_rect.files import write_atomically
 from lightning_rect.metrics import activity_fractions
 
 #: Activation types listed as candidates when a model has no ``sparsity_modules()`` and no ``modules``.
@@ -389,10 +390,7 @@ def save_firing_rates(path: Path, stage: str, histograms: Mapping[str, FiringRat
         layer: {"rows": int(counts[layer][1]), "nonzero": [int(v) for v in counts[layer][0].tolist()],
                 "histogram": list(h.counts), "dead": h.dead}
         for layer, h in histograms.items()}}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(saved, separators=(",", ":")) + "\n")
-    tmp.replace(path)
+    write_atomically(path, json.dumps(saved, separators=(",", ":")) + "\n")
 
 
 class UnitCounter:

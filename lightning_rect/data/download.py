@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lightning_rect.errors import DataFileError, StorageError
+from lightning_rect.files import move_into_place
 
 CHUNK = 1 << 20
 #: Attempts per file within one call; each one after the first resumes with a Range request.
@@ -141,7 +142,7 @@ def fetch(remote: Remote, folder: str | os.PathLike, attempts: int = ATTEMPTS, t
         part.unlink(missing_ok=True)
         raise DataFileError(f"the download of {remote.url} is corrupt ({_one_line(err)}) and was deleted; "
                             f"{_by_hand(remote, dest)}") from err
-    os.replace(part, dest)
+    move_into_place(part, dest, elsewhere="set data.init_args.data_dir to a folder on another disk")
     return dest
 
 

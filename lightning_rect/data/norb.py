@@ -25,7 +25,6 @@ Splits:
 from __future__ import annotations
 
 import gzip
-import os
 import struct
 import zlib
 from contextlib import ExitStack
@@ -42,6 +41,7 @@ from lightning_rect.data.batches import Affine
 from lightning_rect.data.download import GZIP_MAGIC, CorruptDownload, Remote, fetch
 from lightning_rect.data.formats import MAGIC_DTYPES, BinaryMatrix, redownload
 from lightning_rect.errors import ConfigError, DataFileError
+from lightning_rect.files import atomic_write
 
 CACHE_VERSION = 1
 _CHUNK = 1024  # pairs resized at once: bounds memory at ~25 MB of raw pixels per chunk
@@ -278,15 +278,8 @@ def build_cache(raw_dir: Path, spec: dict, image_size: int, cache_path: Path) ->
                 result[f"{name}_x"] = x
                 result[f"{name}_y"] = torch.from_numpy(np.concatenate([labels for _, labels in files]).astype(np.int64))
     result.update(version=CACHE_VERSION, variant=spec["folder"], image_size=image_size, method="area")
-    cache_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache_path.with_name(cache_path.name + f".tmp{os.getpid()}")
-    try:
-        torch.save(result, tmp)
-        os.replace(tmp, cache_path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise DataFileError(f"cannot write the NORB cache {cache_path}: {err}; make the folder writable or "
-                            "set data.init_args.cache_dir to a writable folder") from err
+    with atomic_write(cache_path, elsewhere="set data.init_args.cache_dir to a folder on another disk") as file:
+        torch.save(result, file)
 
 
 def labels_of(cat: Path, spec: dict) -> np.ndarray:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lightning_rect.data.catalog import CATALOG
+from lightning_rect.files import write_atomically
 from lightning_rect.reproduce import paper
 from lightning_rect.reproduce.budgets import BUDGETS
 from lightning_rect.reproduce.plan import Cell
@@ -135,9 +136,7 @@ def write_runs_json(path: Path, meta: dict[str, Any], records: dict[str, Record]
 
 
 def atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    write_atomically(path, text)
 
 
 # -- the Markdown around the experiment's table ------------------------------------------------------

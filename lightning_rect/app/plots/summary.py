@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning_rect.errors import LightningRectError
+from lightning_rect.files import atomic_write
 from lightning_rect.app.plots.run_folder import Run, load_run, natural_key
 
 #: Figure size in inches and resolution: 12 x 8 in at 100 dpi = 1200 x 800 pixels.
@@ -56,10 +57,8 @@ def new_figure(figsize: tuple[float, float] = FIGSIZE):
 
 def save_figure(figure, path: Path) -> Path:
     """Save at ``DPI`` (so ``FIGSIZE`` gives the documented pixel size), atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-    figure.savefig(tmp, dpi=DPI)
-    tmp.replace(path)
+    with atomic_write(path) as file:
+        figure.savefig(file, format=path.suffix.lstrip(".") or "png", dpi=DPI)
     return path
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+
+from lightning_rect.files import write_atomically
 
 
 class VocabularyCache:
@@ -50,10 +51,7 @@ class VocabularyCache:
         if not self.enabled:
             return
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps({**about, "vocab": vocab}))
-            tmp.replace(self.path)  # atomic: ranks writing at once never leave half a file
+            write_atomically(self.path, json.dumps({**about, "vocab": vocab}))  # ranks writing at once: one whole file
         except OSError as err:
             warnings.warn(f"could not cache the vocabulary in {self.path} ({err}); it will be rebuilt next run",
                           stacklevel=2)
