@@ -22,7 +22,8 @@ def run_cli(tmp_path):
     import subprocess
 
     def run(*args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
-        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "disabled", **(env or {})}
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1",
+                    **(env or {})}  # one torch thread, as in this process
         return subprocess.run([sys.executable, "-m", "lightning_rect", *args], cwd=tmp_path, capture_output=True,
                               text=True, timeout=timeout, env=full_env)
 
