@@ -16,8 +16,10 @@ $(VENV)/.installed: pyproject.toml
 run: $(VENV)/.installed
 	$(PYTHON) -m lightning_rect fit --config configs/digits.yaml
 
+# One OpenMP thread for pytest and every process it starts: the tests' nets are tiny, and on 2 cores
+# a second thread per process only adds hand-offs (conftest.py sets torch's own count to 1 as well).
 test: $(VENV)/.installed
-	$(PYTHON) -m pytest -q
+	OMP_NUM_THREADS=1 $(PYTHON) -m pytest -q --durations=10
 
 quick: $(VENV)/.installed
-	$(PYTHON) -m pytest -q -m "not slow"
+	OMP_NUM_THREADS=1 $(PYTHON) -m pytest -q -m "not slow" --durations=5
