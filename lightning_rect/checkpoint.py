@@ -1,17 +1,20 @@
-"""Checkpoint files: the epoch-end ``last.ckpt`` every fit keeps, and loading a pre-trained encoder
-from a ``StackedDAE`` checkpoint, with one-line errors for bad files (read safely through
-``checkpoint_io``: plain tensors and values only)."""
+"""Reading checkpoints: the one loader, with one vocabulary of one-line errors, and pre-trained encoders.
+
+``load_checkpoint_file`` is the only place a checkpoint is read, a local file or a remote URL
+(through fsspec) alike, and always as weights (``torch.load(weights_only=True)``: plain tensors and
+values): a file that holds other objects is refused, never loaded with fewer checks. Every failure is
+a ``CheckpointError`` of the form ``<what> '<path>' <problem>; <fix>``.
+"""
 
 from __future__ import annotations
 
-import os
+import io
 import pickle
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
-
 from lightning import Trainer
 
 from lightning_rect.encoder import Encoder
@@ -19,6 +22,61 @@ from lightning_rect.errors import CheckpointError
 
 #: Key written into every lightning_rect checkpoint, naming the model class that wrote it.
 MODEL_KEY = "lightning_rect_model"
+RUN_CHECKPOINT = "pass a .ckpt written by a fit (runs/<name>/version_<N>/checkpoints/), or --ckpt_path last"
+PRETRAINED = "pass the best-epoch=<N>.ckpt of a *_pretrain.yaml run (its results.json names it)"
+
+
+class UnreadableCheckpoint(CheckpointError):
+    """A checkpoint that cannot be used; ``reason`` says why in a few words."""
+
+    def __init__(self, what: str, path: Any, reason: str, fix: str) -> None:
+        super().__init__(f"{what} {str(path)!r} {reason}; {fix}")
+        self.path, self.reason = path, reason
+
+
+def load_checkpoint_file(path: Any, map_location: Any = "cpu", *, what: str = "checkpoint", fix: str = RUN_CHECKPOINT,
+                         lightning: bool = False, mmap: bool = False) -> Any:
+    """The checkpoint at ``path`` (with ``lightning``: one with a ``state_dict``), loaded as weights only."""
+    if "://" in str(path):
+        source = _fetch(str(path), what, fix)
+    else:
+        source = Path(path)
+        if source.is_dir():
+            inside = sorted({*source.glob("*.ckpt"), *source.glob("checkpoints/*.ckpt")})
+            shown = ", ".join(str(p.relative_to(source)) for p in inside[:3]) + (" and more" if len(inside) > 3 else "")
+            raise UnreadableCheckpoint(what, path, "is a folder, not a checkpoint file",
+                                       f"pass the .ckpt file inside it ({f'it holds {shown}' if inside else 'none there'})")
+        if not source.is_file():
+            raise UnreadableCheckpoint(what, path, "does not exist", fix)
+        if source.stat().st_size == 0:
+            raise UnreadableCheckpoint(what, path, "is empty (0 bytes): a write that never finished", fix)
+    if not zipfile.is_zipfile(source):  # every torch.save since torch 1.6 writes a zip archive
+        raise UnreadableCheckpoint(what, path, "is not a PyTorch checkpoint (truncated, or another kind of file)", fix)
+    if isinstance(source, io.BytesIO):
+        source.seek(0)
+    try:
+        checkpoint = torch.load(source, map_location=map_location, weights_only=True, mmap=mmap and isinstance(source, Path))
+    except pickle.UnpicklingError:
+        raise UnreadableCheckpoint(what, path, "holds objects that a safe load refuses, so it was not loaded", fix) from None
+    except (zipfile.BadZipFile, RuntimeError, EOFError, ValueError, OSError, KeyError) as err:
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:120]
+        raise UnreadableCheckpoint(what, path, f"is unreadable ({type(err).__name__}: {reason})", fix) from None
+    if lightning and (not isinstance(checkpoint, dict) or "state_dict" not in checkpoint):
+        raise UnreadableCheckpoint(what, path, "is not a Lightning checkpoint (no state_dict)", fix)
+    return checkpoint
+
+
+def _fetch(url: str, what: str, fix: str) -> io.BytesIO:
+    """The bytes at a remote ``url`` (http, s3, ... as fsspec knows them)."""
+    from fsspec.core import url_to_fs
+
+    try:
+        fs, path = url_to_fs(url)
+        return io.BytesIO(fs.cat_file(path))
+    except FileNotFoundError:
+        raise UnreadableCheckpoint(what, url, "does not exist", fix) from None
+    except Exception as err:  # noqa: BLE001 - any transport failure is this one line
+        raise UnreadableCheckpoint(what, url, f"could not be fetched ({type(err).__name__}: {err})", fix) from None
 
 
 def last_checkpoint_path(trainer: Trainer) -> str:
@@ -30,35 +88,19 @@ def last_checkpoint_path(trainer: Trainer) -> str:
     return ""
 
 
-def read_checkpoint(path: str | Path) -> dict:
-    """A ``pretrained`` checkpoint, loaded safely (plain tensors and values only), or a one-line error."""
-    path = Path(path)
-    if not path.is_file() and not path.is_dir():
-        raise CheckpointError(
-            f"pretrained checkpoint {str(path)!r} does not exist; pass the .ckpt file written by "
-            "`python -m lightning_rect fit --config configs/<name>_pretrain.yaml` (see its log directory)"
-        )
-    try:
-        checkpoint = load_checkpoint_file(path)
-    except UnreadableCheckpoint as err:
-        raise CheckpointError(
-            f"{str(path)!r} is not a readable PyTorch checkpoint: it {err.reason}; "
-            "point `pretrained` at a .ckpt file written by a StackedDAE run"
-        ) from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise CheckpointError(f"{str(path)!r} is not a Lightning checkpoint (no state_dict); use a .ckpt from a StackedDAE run")
+def read_pretrained(path: Any, mmap: bool = False) -> dict:
+    """A ``StackedDAE`` checkpoint for ``pretrained``, or a one-line ``CheckpointError``."""
+    checkpoint = load_checkpoint_file(path, what="pretrained checkpoint", fix=PRETRAINED, lightning=True, mmap=mmap)
+    model = checkpoint.get(MODEL_KEY)
+    if model != "StackedDAE":
+        raise CheckpointError(f"pretrained checkpoint {str(path)!r} was written by {model or 'an unknown model'}, "
+                              f"not by StackedDAE; {PRETRAINED}")
     return checkpoint
 
 
 def load_pretrained_encoder(encoder: Encoder, path: str | Path, activation: str) -> None:
     """Copy the encoder weights (and fixed scales) of a ``StackedDAE`` checkpoint into ``encoder``."""
-    checkpoint = read_checkpoint(path)
-    model = checkpoint.get(MODEL_KEY)
-    if model != "StackedDAE":
-        raise CheckpointError(
-            f"{str(path)!r} was written by {model or 'an unknown model'}, not by StackedDAE; "
-            "`pretrained` expects a pre-training checkpoint (configs/*_pretrain.yaml)"
-        )
+    checkpoint = read_pretrained(path)
     hparams = checkpoint.get("hyper_parameters", {})
     theirs = [hparams.get("in_features"), *hparams.get("hidden_sizes", [])]
     ours = [encoder.in_features, *encoder.hidden_sizes]
@@ -77,58 +119,3 @@ def load_pretrained_encoder(encoder: Encoder, path: str | Path, activation: str)
     missing, unexpected = encoder.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise CheckpointError(f"{str(path)!r}: encoder weights do not match (missing {missing}, unexpected {unexpected})")
-
-
-class UnreadableCheckpoint(CheckpointError):
-    """A checkpoint file that cannot be loaded; ``reason`` says why in a few words."""
-
-    def __init__(self, path: Path, reason: str, fix: str = "use another .ckpt (a run's last.ckpt or best-epoch=N.ckpt)"):
-        super().__init__(f"checkpoint {str(path)!r} {reason}; {fix}")
-        self.path, self.reason = path, reason
-
-
-def load_checkpoint_file(path: Any, map_location: Any = "cpu", weights_only: bool | None = None, mmap: bool = False) -> Any:
-    """``torch.load`` of a local checkpoint file, every failure a one-line ``CheckpointError``.
-
-    Loading stays safe (torch's default ``weights_only`` for files): a file that holds arbitrary
-    objects is refused, never loaded with fewer checks.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise UnreadableCheckpoint(path, "does not exist", "pass the path of a .ckpt file (a run's checkpoints/last.ckpt "
-                                   "or best-epoch=N.ckpt), or --ckpt_path last")
-    if path.is_dir():
-        raise UnreadableCheckpoint(path, "is a folder", "pass one .ckpt file in it")
-    if path.stat().st_size == 0:
-        raise UnreadableCheckpoint(path, "is empty (0 bytes, cut off while being written)")
-    if not zipfile.is_zipfile(path):  # every torch.save since torch 1.6 writes a zip archive
-        raise UnreadableCheckpoint(path, "is not a PyTorch checkpoint (truncated, or another kind of file)")
-    kwargs = {"mmap": True} if mmap else {}
-    try:
-        return torch.load(path, map_location=map_location, weights_only=weights_only, **kwargs)
-    except pickle.UnpicklingError:
-        raise UnreadableCheckpoint(
-            path, "holds objects that a safe load refuses, so it was not loaded (it was not written by a Lightning "
-            "run of this package)", "use a .ckpt written by `fit`; open files of unknown origin only if you trust "
-            "them") from None
-    except (zipfile.BadZipFile, RuntimeError, EOFError, ValueError, OSError, KeyError) as err:
-        reason = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
-        if "weights_only" in reason:
-            reason = "unreadable"
-        raise UnreadableCheckpoint(path, f"is unreadable ({type(err).__name__}: {reason})") from None
-
-
-def check_checkpoint_file(field: str, path: str | os.PathLike,
-                          example: str = "runs/<name>/version_<N>/checkpoints/last.ckpt") -> Path:
-    """``path`` when it is a file; a ``CheckpointError`` naming ``field`` when it is missing or a folder."""
-    path = Path(path)
-    if path.is_dir():
-        inside = sorted({*path.glob("*.ckpt"), *path.glob("checkpoints/*.ckpt")})
-        shown = ", ".join(p.name if p.parent == path else f"checkpoints/{p.name}" for p in inside[:3])
-        hint = (f" (it holds {shown}{' and more' if len(inside) > 3 else ''})" if inside
-                else " (it holds no .ckpt file)")
-        raise CheckpointError(f"{field} {str(path)!r} is a folder, not a checkpoint file; pass the .ckpt file inside "
-                              f"it{hint}")
-    if not path.is_file():
-        raise CheckpointError(f"{field} {str(path)!r} does not exist; pass the path of a .ckpt file, e.g. {example}")
-    return path

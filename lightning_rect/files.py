@@ -33,13 +33,14 @@ CAUSES = {
 }
 
 
-def storage_error(path: str | os.PathLike, err: OSError, elsewhere: str = "write it to another folder") -> StorageError:
-    """``err`` as one line: ``cannot write <path>: <cause>; <fix>``; ``elsewhere`` says how to write somewhere else."""
+def storage_error(path: str | os.PathLike, err: OSError, elsewhere: str = "write it to another folder",
+                  kept: str = "") -> StorageError:
+    """``err`` as one line: ``cannot write <path>: <cause>; [<kept>; ]<fix>``; ``elsewhere``: how to write elsewhere."""
     cause = CAUSES.get(err.errno) or (err.strerror or str(err)).lower()
     folder = Path(path).parent
     fix = (f"free some space on the disk of {folder}, or {elsewhere}" if err.errno in (errno.ENOSPC, errno.EDQUOT)
            else f"make {folder} writable, or {elsewhere}")
-    return StorageError(f"cannot write {path}: {cause}; any earlier file there is unchanged; {fix}")
+    return StorageError(f"cannot write {path}: {cause}; {kept + '; ' if kept else ''}{fix}")
 
 
 def os_error_in(err: BaseException | None) -> OSError | None:
@@ -76,7 +77,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", elsewhere: str = "wr
         cause = os_error_in(err)
         if cause is None:
             raise
-        raise storage_error(path, cause, elsewhere) from None
+        raise storage_error(path, cause, elsewhere, kept="any earlier file there is unchanged") from None
     finally:
         if tmp is not None:
             with suppress(OSError):

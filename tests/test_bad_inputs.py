@@ -14,10 +14,12 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import re
 import shutil
 import sys
 import traceback
 from collections.abc import Callable
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +28,8 @@ import pytest
 import torch
 
 from conftest import ROOT
+from helpers.disk_faults import FullDisk
+from helpers.http_files import FileServer
 from helpers.image_files import truncate, write_cifar, write_emnist, write_mnist
 from helpers.norb_files import write_norb
 from lightning_rect.data.norb import VARIANTS
@@ -46,6 +50,7 @@ class Case:
     setup: Setup | None = None  # writes this case's inputs, returns extra arguments
     fault: Callable[[pytest.MonkeyPatch, Path], None] | None = None  # injected before the run
     trains: bool = False  # gets as far as training: may add its own run folder
+    around: Callable[[Path, Path], AbstractContextManager[list[str]]] | None = None  # held during the run; extra args
     absent: tuple[str, ...] = ()  # must not appear in the line
     marks: list = field(default_factory=list)
 
@@ -157,6 +162,56 @@ def refusing(make: Callable, root: str, code: int) -> Callable:
         return make(path, *args, **kwargs)
 
     return make_unless_under_root
+
+
+def full_disk(code: int, only: str) -> Callable[[pytest.MonkeyPatch, Path], None]:
+    """Every atomic write of a file whose path holds ``only`` fails half-way with ``code`` (ENOSPC, EROFS)."""
+
+    def fault(monkeypatch: pytest.MonkeyPatch, work: Path) -> None:
+        FullDisk(code, free_bytes=100, only=only).install(monkeypatch)
+
+    return fault
+
+
+def norb_killed_conversion(work: Path, here: Path) -> list[str]:
+    """The NORB fixture, and the hidden temporary file that a conversion killed while writing its cache left."""
+    from lightning_rect.data.norb import cache_name
+
+    write_norb(here)
+    (here / "norb" / f".{cache_name('jittered_cluttered', 32)}.0badc0de.tmp").write_bytes(b"PK half a cache")
+    return ["--data=NORBDataModule", f"--data.init_args.data_dir={here}", "--data.init_args.val_size=2"]
+
+
+@contextmanager
+def served_code(work: Path, here: Path):
+    """A checkpoint on 127.0.0.1 whose unpickling would run code (it would make ``here/code_ran``)."""
+    import io
+
+    buffer = io.BytesIO()
+    torch.save({"state_dict": {}, "payload": MakesFolder(here / "code_ran")}, buffer)
+    with FileServer({"/evil.ckpt": buffer.getvalue()}) as server:
+        yield [f"--ckpt_path={server.url}/evil.ckpt"]
+    assert not (here / "code_ran").exists()
+
+
+class MakesFolder:
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+
+    def __reduce__(self):
+        return os.mkdir, (self.path,)
+
+
+@contextmanager
+def resumed_elsewhere(work: Path, here: Path):
+    """An unfinished run (a copy of the finished one without results.json) that another process holds."""
+    from lightning_rect.app.run_lock import run_lock
+
+    run = work / "runs" / "digits" / "version_7"
+    shutil.copytree(finished(work), run)
+    (run / "results.json").unlink()
+    with run_lock(run):
+        yield ["--ckpt_path=last"]
 
 
 def option_to_file(option: str, name: str, content: bytes | str) -> Setup:
@@ -284,7 +339,7 @@ CASES = [
     Case("pretrained-folder-in-config-file", ["fit", "--config", DIGITS, *TINY, "--config"], ("is a folder",),
          setup=lambda work, here: write_file("pretrained.yaml", "model:\n  init_args:\n    pretrained: "
                                              f"{finished(work) / 'checkpoints'}\n")(work, here)),
-    Case("pretrained-junk", fit(), ("not a readable PyTorch checkpoint",),
+    Case("pretrained-junk", fit(), ("not a PyTorch checkpoint",),
          setup=option_to_file("model.init_args.pretrained", "junk.ckpt", "hello")),
     Case("pretrained-plain-torch-file", fit(), ("not a Lightning checkpoint",),
          setup=lambda work, here: [f"--model.init_args.pretrained={torch_file({'weights': 1})(work, here)[0]}"]),
@@ -293,6 +348,18 @@ CASES = [
     Case("save-dir-read-only", fit(), ("read-only", "save_dir"), fault=refuse_writes(errno.EROFS)),
     Case("save-dir-full", fit(), ("no space left", "save_dir"), fault=refuse_writes(errno.ENOSPC)),
     Case("save-dir-no-permission", fit(), ("permission denied", "save_dir"), fault=refuse_writes(errno.EACCES)),
+    # faults: disks that refuse a file half-way, a run folder in use, a remote checkpoint that would run code
+    Case("norb-cache-disk-full", fit(), ("cannot write", "norb", "no space left on the device", "cache_dir"),
+         setup=norb_killed_conversion, fault=full_disk(errno.ENOSPC, "norb")),
+    Case("norb-cache-read-only", fit(), ("cannot write", "norb", "read-only", "cache_dir"),
+         setup=norb_killed_conversion, fault=full_disk(errno.EROFS, "norb")),
+    Case("firing-rates-disk-full", fit(), ("cannot write", "firing_rates.json", "no space left on the device"),
+         fault=full_disk(errno.ENOSPC, "firing_rates"), trains=True),
+    Case("metrics-csv-disk-full", fit(), ("cannot write", "metrics.csv", "no space left on the device"),
+         fault=full_disk(errno.ENOSPC, "metrics.csv"), trains=True),
+    Case("run-folder-in-use", fit(), ("version_7 is in use by pid", "nothing was changed"), around=resumed_elsewhere),
+    Case("ckpt-path-remote-code", fit(), ("evil.ckpt", "a safe load refuses"), around=served_code,
+         absent=("weights_only",)),
     # item 8: divergence and non-finite inputs
     Case("divergence", fit("--model.init_args.hidden_sizes=[16,16]", "--model.init_args.lr=1e6"),
          ("training diverged", "no finite loss was seen", "--model.init_args.lr=0.1"), trains=True),
@@ -351,18 +418,22 @@ def test_bad_input_ends_in_one_line(case: Case, work: Path, monkeypatch, capsys)
     here = work / "inputs" / case.id
     here.mkdir(parents=True)
     before = snapshot(work / "runs")
-    args = list(case.args) + (case.setup(work, here) if case.setup is not None else [])
-    checked = snapshot(work / "runs")  # a setup may add an unfinished run of its own
     try:
-        if case.fault is not None:
-            case.fault(monkeypatch, work)
-        capsys.readouterr()
-        code, stderr = run_main(args, capsys, monkeypatch)
-        after = snapshot(work / "runs")
+        with ExitStack() as held:
+            args = list(case.args) + (case.setup(work, here) if case.setup is not None else [])
+            args += held.enter_context(case.around(work, here)) if case.around is not None else []
+            checked = snapshot(work / "runs")  # a setup may add an unfinished run of its own
+            if case.fault is not None:
+                case.fault(monkeypatch, work)
+            capsys.readouterr()
+            code, stderr = run_main(args, capsys, monkeypatch)
+            after = snapshot(work / "runs")
+            monkeypatch.undo()
+        temporaries = [str(p.relative_to(work)) for p in work.rglob("*") if ".tmp" in p.name]
     finally:
         monkeypatch.undo()
         restore(work / "runs", before)
-    lines = stderr.strip().splitlines()
+    lines = [line for line in stderr.strip().splitlines() if not re.search(r"\d+%\|", line)]  # no progress bars
     assert "Traceback" not in stderr, stderr[-4000:]
     assert code == 2, stderr[-4000:]
     assert len(lines) == 1 and lines[0].startswith("error: "), stderr[-4000:]
@@ -377,6 +448,7 @@ def test_bad_input_ends_in_one_line(case: Case, work: Path, monkeypatch, capsys)
         earlier = {Path(path).parts[:2] for path in checked}
         new = [path for path in new if Path(path).parts[0] != "digits" or Path(path).parts[:2] in earlier]
     assert not new, f"left behind: {new}"
+    assert not temporaries, f"temporary files left: {temporaries}"
 
 
 def restore(runs: Path, before: dict[str, str]) -> None:
@@ -396,26 +468,31 @@ def test_the_suggested_lr_is_the_next_lower_value_of_the_papers_grid(lr, advice)
     assert advice in lr_advice(lr)
 
 
+def zip_of_text() -> bytes:
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("notes.txt", "not a checkpoint")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("subcommand", ["fit", "validate", "test", "predict"])
 @pytest.mark.parametrize("content, problem", [
     (b"", "is empty (0 bytes)"), (b"\x00" * 100, "is not a PyTorch checkpoint"),
-    (b"PK\x03\x04" + bytes(60), "is truncated or corrupt"),
+    (b"PK\x03\x04" + bytes(60), "is not a PyTorch checkpoint"), (zip_of_text(), "is unreadable"),
 ])
-def test_a_checkpoint_lightning_cannot_read_is_named_without_unsafe_advice(tmp_path, content, problem):
-    """Wherever Lightning itself reads ``--ckpt_path`` (here: ``LightningCLI._parse_ckpt_path``), the
-    failure becomes one line about the file, never torch's advice to load it with ``weights_only=False``."""
-    from jsonargparse import Namespace
-    from lightning.pytorch.cli import LightningCLI
-
-    from lightning_rect.app.user_errors import user_error
-
+def test_a_bad_ckpt_path_is_read_by_the_one_loader_before_lightning(cli_in_process, tmp_path, subcommand, content,
+                                                                   problem):
+    """Lightning never meets the file (its own reading would suggest ``weights_only=False``): every
+    subcommand names it in one line."""
     path = tmp_path / "bad.ckpt"
     path.write_bytes(content)
-    cli = Namespace(config=Namespace(subcommand="fit", fit=Namespace(ckpt_path=str(path))))
-    with pytest.raises(Exception) as raised:
-        LightningCLI._parse_ckpt_path(cli)
-    cause = user_error(raised.value)
-    assert cause is not None, raised.value
-    assert str(path) in str(cause) and problem in str(cause) and "weights_only" not in str(cause)
+    code, stderr = cli_in_process(subcommand, "--config", DIGITS, f"--ckpt_path={path}")
+    [line] = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert code == 2 and line.startswith(f"error: --ckpt_path {str(path)!r} {problem}"), stderr[-2000:]
+    assert "weights_only" not in line and "Traceback" not in stderr
 
 
 def test_the_table_holds_at_least_40_cases():

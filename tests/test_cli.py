@@ -129,3 +129,42 @@ def test_lr_scheduler_from_the_command_line_changes_the_learning_rate(run_cli, t
     with metrics.open() as f:
         lrs = [float(r["lr-SGD"]) for r in csv.DictReader(f) if r.get("lr-SGD")]
     assert lrs[0] == pytest.approx(0.03) and lrs[-1] == pytest.approx(0.0003)
+
+
+def test_rect_cli_takes_model_and_data_classes_as_lightning_cli_does(tmp_path, monkeypatch):
+    import sys
+
+    from lightning_rect import SparseMLP
+    from lightning_rect.app.cli import RectCLI
+    from lightning_rect.data import DigitsDataModule
+
+    class MyCLI(RectCLI):  # a subclass, the classes positional, no subclass mode
+        pass
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", sys.argv[:1])
+    cli = MyCLI(SparseMLP, DigitsDataModule, run=False, args=["--model.hidden_sizes=[8]", "--trainer.logger=false"])
+    assert type(cli.model) is SparseMLP and type(cli.datamodule) is DigitsDataModule
+    assert (cli.model.hparams.in_features, cli.model.hparams.num_classes) == (64, 10)  # linked from the data
+
+
+def test_a_plain_lightning_cli_links_the_sizes_with_link_data_sizes(tmp_path, monkeypatch):
+    import sys
+
+    from lightning.pytorch.cli import LightningCLI
+
+    from lightning_rect import SparseMLP
+    from lightning_rect.app.cli import link_data_sizes
+    from lightning_rect.data import DigitsDataModule
+
+    class PlainCLI(LightningCLI):
+        def add_arguments_to_parser(self, parser):
+            link_data_sizes(parser, self.subclass_mode_model)
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", sys.argv[:1])
+    cli = PlainCLI(SparseMLP, DigitsDataModule, run=False, args=["--model.hidden_sizes=[8]", "--trainer.logger=false"])
+    assert (cli.model.hparams.in_features, cli.model.hparams.num_classes) == (64, 10)
+    cli = PlainCLI(run=False, args=["--model=SparseMLP", "--data=DigitsDataModule", "--model.init_args.hidden_sizes=[8]",
+                                    "--trainer.logger=false"])  # subclass mode
+    assert (cli.model.hparams.in_features, cli.model.hparams.num_classes) == (64, 10)

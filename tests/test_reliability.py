@@ -29,7 +29,7 @@ def results(cwd: Path, name: str) -> dict:
 
 def last_weights(cwd: Path, name: str) -> dict:
     [path] = list((cwd / "runs" / name).glob("version_*/checkpoints/last.ckpt"))
-    return torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
 
 
 def kill_mid_run(cwd: Path, name: str, args: list[str], after_checkpoints: int) -> None:
@@ -46,7 +46,7 @@ def kill_mid_run(cwd: Path, name: str, args: list[str], after_checkpoints: int) 
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not list((cwd / "runs" / name).glob("version_*/results.json"))
-    killed_at = torch.load(last, map_location="cpu", weights_only=False)["epoch"]
+    killed_at = torch.load(last, map_location="cpu", weights_only=True)["epoch"]
     assert killed_at == after_checkpoints - 1  # the checkpoint is whole, and the kill came before the next one
 
 
@@ -126,7 +126,7 @@ def test_divergence_stops_with_step_loss_and_advice_and_keeps_the_last_checkpoin
     assert "nan at step 139 (epoch 1; last finite loss seen at step 119)" in message
     assert "lower the learning rate" in message
     assert "last.ckpt" in message
-    kept = torch.load(tmp_path / "last.ckpt", weights_only=False)
+    kept = torch.load(tmp_path / "last.ckpt", weights_only=True)
     assert kept["epoch"] == 0
     assert all(torch.isfinite(v).all() for v in kept["state_dict"].values() if torch.is_tensor(v))
 
@@ -154,7 +154,7 @@ def mlp_checkpoint(tmp_path) -> Path:
 
 @pytest.mark.parametrize("make,expected", [
     (lambda d: d / "missing.ckpt", "does not exist"),
-    (lambda d: (d / "notes.ckpt").write_text("hello") and d / "notes.ckpt", "not a readable PyTorch checkpoint"),
+    (lambda d: (d / "notes.ckpt").write_text("hello") and d / "notes.ckpt", "not a PyTorch checkpoint"),
     (lambda d: torch.save({"weights": 1}, d / "plain.pt") or d / "plain.pt", "not a Lightning checkpoint"),
     (mlp_checkpoint, "written by SparseMLP, not by StackedDAE"),
 ])
@@ -170,7 +170,7 @@ def test_bad_checkpoint_on_the_command_line_is_one_line(cli_in_process, tmp_path
     code, stderr = cli_in_process("fit", "--config", str(CONFIGS / "digits.yaml"),
                                   f"--model.init_args.pretrained={tmp_path / 'junk.ckpt'}")
     assert code == 2
-    assert "not a readable PyTorch checkpoint" in stderr and "Traceback" not in stderr
+    assert "not a PyTorch checkpoint" in stderr and "Traceback" not in stderr
 
 
 # ---- bad configs ---------------------------------------------------------------------------------
@@ -219,5 +219,101 @@ def test_last_checkpoint_follows_the_last_epoch_even_without_a_new_best(tmp_path
     best = selection_checkpoint(trainer, model)
     trainer.fit(model, datamodule=DigitsDataModule(batch_size=50))
     assert Path(best.best_model_path).name == "best-epoch=0.ckpt"
-    last = torch.load(Path(best.dirpath) / "last.ckpt", map_location="cpu", weights_only=False)
+    last = torch.load(Path(best.dirpath) / "last.ckpt", map_location="cpu", weights_only=True)
     assert last["epoch"] == 2  # with save_last=True on the best checkpoint alone it would be 0 (Lightning 2.6)
+
+
+# ---- checkpoints from elsewhere ------------------------------------------------------------------
+
+
+class RunsCode:
+    """Unpickling it makes a folder: what a checkpoint served by someone else could do instead."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return os.mkdir, (self.marker,)
+
+
+def test_a_remote_checkpoint_is_read_as_weights_only(cli_in_process, tmp_path):
+    import io
+
+    from helpers.http_files import FileServer
+
+    marker = tmp_path / "code_ran"
+    evil = io.BytesIO()
+    torch.save({"state_dict": {}, "payload": RunsCode(marker)}, evil)
+    good = mlp_checkpoint(tmp_path).read_bytes()  # SparseMLP(64, 10, [32])
+    with FileServer({"/evil.ckpt": evil.getvalue(), "/good.ckpt": good}) as server:
+        code, stderr = cli_in_process("fit", "--config", str(CONFIGS / "digits.yaml"), f"--ckpt_path={server.url}/evil.ckpt")
+        assert code == 2 and not marker.exists()
+        [line] = [line for line in stderr.splitlines() if line.startswith("error:")]
+        assert f"{server.url}/evil.ckpt" in line and "a safe load refuses" in line and "weights_only" not in line
+        code, stderr = cli_in_process("test", "--config", str(CONFIGS / "digits.yaml"), f"--ckpt_path={server.url}/good.ckpt",
+                                      "--model.init_args.hidden_sizes=[32]", "--trainer.enable_progress_bar=false",
+                                      "--trainer.logger=false")
+        assert code == 0, stderr[-2000:]
+        code, stderr = cli_in_process("test", "--config", str(CONFIGS / "digits.yaml"), f"--ckpt_path={server.url}/gone.ckpt")
+        assert code == 2 and f"--ckpt_path '{server.url}/gone.ckpt' does not exist" in stderr
+    assert not marker.exists()
+
+
+# ---- disks that refuse, signals ------------------------------------------------------------------
+
+
+def test_a_full_disk_while_saving_firing_rates_is_one_line_naming_the_file(tmp_path, monkeypatch):
+    from helpers.disk_faults import FullDisk
+    from lightning_rect.callbacks.sparsity import save_firing_rates
+    from lightning_rect.errors import StorageError
+
+    path = tmp_path / "run" / "firing_rates.json"
+    FullDisk().install(monkeypatch)
+    with pytest.raises(StorageError) as err:
+        save_firing_rates(path, "val", {}, {}, epoch=0, global_step=10)
+    assert str(err.value).startswith(f"cannot write {path}: no space left on the device;") and "\n" not in str(err.value)
+    assert list(path.parent.iterdir()) == []  # neither the file nor a temporary one
+
+
+def test_ctrl_c_while_summary_png_is_drawn_is_one_line_and_keeps_results(cli_in_process, tmp_path, monkeypatch):
+    import lightning_rect.app.plots.summary as summary
+
+    def interrupted(run):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(summary, "draw_summary", interrupted)
+    code, stderr = cli_in_process("fit", "--config", str(CONFIGS / "digits.yaml"), "--model.init_args.hidden_sizes=[8]",
+                                  "--trainer.max_epochs=1", "--trainer.limit_train_batches=5",
+                                  "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false")
+    run = tmp_path / "runs" / "digits" / "version_0"
+    assert code == 130 and "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1].startswith("interrupted while drawing summary.png;")
+    assert json.loads((run / "results.json").read_text())["epochs"] == 1
+    assert not [p.name for p in run.iterdir() if p.name.startswith(".") or "summary" in p.name]
+
+
+@pytest.mark.slow
+def test_sigterm_ends_the_fit_with_143_and_one_line_and_the_run_resumes(tmp_path, cli_in_process):
+    args = ["fit", "--config", str(CONFIGS / "digits.yaml"), "--model.init_args.hidden_sizes=[256,256]",
+            "--data.init_args.batch_size=1", "--trainer.max_epochs=2", "--trainer.enable_progress_bar=false"]
+    proc = cli(tmp_path, *args)
+    last = tmp_path / "runs" / "digits" / "version_0" / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 180
+    while not last.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be stopped"
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 143, out[-3000:]
+    stopped = [line for line in out.splitlines() if line.startswith("stopped by SIGTERM")]
+    assert len(stopped) == 1 and "Traceback" not in out, out[-3000:]
+    assert stopped[0].startswith("stopped by SIGTERM at epoch 1 step ")
+    assert f"the last checkpoint {Path('runs') / 'digits' / 'version_0' / 'checkpoints' / 'last.ckpt'} is whole" in stopped[0]
+    assert stopped[0].endswith("resume with the same command and --ckpt_path last")
+    assert not last.with_name("results.json").exists() and not (last.parent.parent / "results.json").exists()
+    assert torch.load(last, weights_only=True)["epoch"] == 0
+    code, stderr = cli_in_process(*args, "--ckpt_path", "last")
+    assert code == 0, stderr[-2000:]
+    assert json.loads((last.parent.parent / "results.json").read_text())["epochs"] == 2

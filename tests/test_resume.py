@@ -21,13 +21,12 @@ import yaml
 
 from conftest import ROOT
 from helpers.cli_process import finish, start
+from helpers.disk_faults import FullDisk
 from lightning_rect import SparseMLP, StackedDAE
-from lightning_rect.app import checkpoint_io
 from lightning_rect.app.checkpoint_io import AtomicCheckpointIO
 from lightning_rect.checkpoint import load_checkpoint_file
-from lightning_rect.errors import CheckpointError
+from lightning_rect.errors import CheckpointError, StorageError
 from lightning_rect.app.loggers import CSVLogger
-from lightning_rect.app.resume import FIT_SECONDS_KEY
 
 DIGITS = str(ROOT / "configs" / "digits.yaml")
 #: 12 steps per epoch, a second or two per fit in-process
@@ -62,19 +61,9 @@ def loads_whole(path: Path) -> bool:
         return False
 
 
-def write_that_fails(after_calls: int, code: int):
-    """A ``checkpoint_io.write_file`` that works ``after_calls`` times, then writes half and fails with ``code``."""
-    calls = []
-
-    def write_file(file, data):
-        calls.append(1)
-        if len(calls) <= after_calls:
-            file.write(data)
-            return
-        file.write(data[: len(data) // 2])
-        raise OSError(code, os.strerror(code))
-
-    return write_file
+def fit_time(checkpoint: dict) -> float:
+    """Seconds of training up to ``checkpoint``: Lightning's ``Timer`` state saved in it."""
+    return checkpoint["callbacks"]["Timer"]["time_elapsed"]["train"]
 
 
 # ---- atomic checkpoints ------------------------------------------------------------------------
@@ -90,8 +79,8 @@ def test_a_failed_write_keeps_the_previous_checkpoint_and_leaves_no_temporary_fi
     folder = tmp_path / "run" / "checkpoints"
     io = AtomicCheckpointIO()
     io.save_checkpoint({"state_dict": {"w": torch.ones(3)}, "epoch": 0}, folder / "last.ckpt")
-    monkeypatch.setattr(checkpoint_io, "write_file", write_that_fails(after_calls=0, code=code))
-    with pytest.raises(CheckpointError) as err:
+    FullDisk(code, free_bytes=1000).install(monkeypatch)  # the write gets half-way, then fails
+    with pytest.raises(StorageError) as err:
         io.save_checkpoint({"state_dict": {"w": torch.zeros(3)}, "epoch": 1}, folder / "last.ckpt")
     message = str(err.value)
     assert "\n" not in message and str(folder) in message and cause in message and "last.ckpt" in message
@@ -177,6 +166,8 @@ def test_resume_keeps_the_history_applies_a_new_lr_and_then_refuses_the_finished
     train = SparseMLP.training_step
 
     def crashing_step(self, batch, batch_idx):
+        if self.global_step == 5:  # epoch 0 (steps 0-11) takes 2 s more: the fit time before the crash
+            time.sleep(2)
         if self.global_step == 15:  # epoch 1 (steps 12-23)
             raise Crash
         return train(self, batch, batch_idx)
@@ -187,9 +178,11 @@ def test_resume_keeps_the_history_applies_a_new_lr_and_then_refuses_the_finished
     monkeypatch.setattr(SparseMLP, "training_step", train)
     run = tmp_path / "runs" / "digits" / "version_0"
     crashed = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
-    assert crashed["epoch"] == 0 and crashed[FIT_SECONDS_KEY] > 0
+    assert crashed["epoch"] == 0 and fit_time(crashed) >= 2  # epoch 0 slept 2 s
 
+    started = time.monotonic()
     code, out, stderr = fit("--trainer.max_epochs=3", "--ckpt_path", "last", "--model.init_args.lr=0.001")
+    resumed_for = time.monotonic() - started
     assert code == 0, stderr[-2000:]
     assert "resumed at step 12: learning rate changed from 0.03 to 0.001" in out
 
@@ -204,7 +197,8 @@ def test_resume_keeps_the_history_applies_a_new_lr_and_then_refuses_the_finished
     assert yaml.safe_load((run / "config.yaml").read_text())["model"]["init_args"]["lr"] == 0.03  # the first, kept
     assert yaml.safe_load((run / "config.resume-1.yaml").read_text())["model"]["init_args"]["lr"] == 0.001
     results = json.loads((run / "results.json").read_text())
-    assert results["epochs"] == 3 and results["fit_seconds"] > crashed[FIT_SECONDS_KEY]
+    # the whole fit time: before the crash (up to its checkpoint) plus after the resume
+    assert results["epochs"] == 3 and fit_time(crashed) < results["fit_seconds"] < fit_time(crashed) + resumed_for
 
     before = checksums(tmp_path / "runs")
     code, _, stderr = fit("--trainer.max_epochs=3", "--ckpt_path", "last")
@@ -215,7 +209,7 @@ def test_resume_keeps_the_history_applies_a_new_lr_and_then_refuses_the_finished
 
 def test_a_full_disk_ends_in_one_line_with_the_previous_checkpoint_whole(fit, tmp_path, monkeypatch):
     # epoch 0 writes best-epoch=0.ckpt and last.ckpt; the first write of epoch 1 finds the disk full
-    monkeypatch.setattr(checkpoint_io, "write_file", write_that_fails(after_calls=2, code=errno.ENOSPC))
+    FullDisk(errno.ENOSPC, writes_left=2, free_bytes=1000, only=".ckpt").install(monkeypatch)
     code, _, stderr = fit("--trainer.max_epochs=3")
     assert code == 2, stderr[-2000:]
     [line] = error_lines(stderr)
@@ -263,6 +257,64 @@ def test_a_run_that_fails_before_training_leaves_no_folder(fit, tmp_path):
     code, _, stderr = fit(f"--model.init_args.pretrained={mlp}")
     assert code == 2 and "not by StackedDAE" in stderr
     assert not (tmp_path / "runs" / "digits").exists()
+
+
+def test_a_config_naming_lightnings_csv_logger_keeps_it_and_a_resume_says_the_history_is_lost(fit, tmp_path):
+    lightnings = "--trainer.logger.class_path=lightning.pytorch.loggers.CSVLogger"
+    code, _, stderr = fit("--trainer.max_epochs=1", lightnings)
+    run = tmp_path / "runs" / "digits" / "version_0"
+    assert code == 0 and epochs_with(metric_rows(run), "val/err") == [0], stderr[-2000:]
+    (run / "results.json").unlink()
+    code, _, stderr = fit("--trainer.max_epochs=2", lightnings, "--ckpt_path", "last")
+    assert code == 0, stderr[-2000:]
+    [note] = [line for line in stderr.splitlines() if line.startswith("note: ")]
+    assert note.startswith("note: lightning.pytorch.loggers.CSVLogger deletes the run's metrics.csv on a resume")
+    assert epochs_with(metric_rows(run), "val/err") == [1]  # Lightning's logger, not swapped for ours
+
+
+# ---- one process per run folder -----------------------------------------------------------------
+
+
+def test_loggers_that_list_the_folders_at_once_still_claim_a_version_each(tmp_path, monkeypatch):
+    from lightning.fabric.loggers.csv_logs import CSVLogger as FabricCSVLogger
+
+    # both listed runs/run before either made its folder: Lightning's logger would give both version_0
+    monkeypatch.setattr(FabricCSVLogger, "_get_next_version", lambda self: 0)
+    first, second = CSVLogger(tmp_path, name="run"), CSVLogger(tmp_path, name="run")
+    assert (first.version, second.version) == (0, 1) and first.claimed and second.claimed
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["version_0", "version_1"]
+
+
+def test_a_run_folder_in_use_is_refused_in_one_line_naming_the_holder(fit, tmp_path):
+    from lightning_rect.app.run_lock import run_lock
+
+    code, _, stderr = fit("--trainer.max_epochs=1")
+    run = tmp_path / "runs" / "digits" / "version_0"
+    assert code == 0 and not (run / ".lock").exists(), stderr[-2000:]  # released when the fit ended
+    (run / "results.json").unlink()  # unfinished: --ckpt_path last resumes it
+    with run_lock(run):  # another process resuming it, as far as the next one can tell
+        before = checksums(tmp_path / "runs")
+        code, _, stderr = fit("--trainer.max_epochs=2", "--ckpt_path", "last")
+        assert code == 2
+        [line] = error_lines(stderr)
+        assert f"the run folder {Path('runs') / 'digits' / 'version_0'} is in use by pid {os.getpid()} on " in line
+        assert "nothing was changed" in line and "Traceback" not in stderr
+        assert checksums(tmp_path / "runs") == before
+
+
+@pytest.mark.slow
+def test_two_fits_of_one_config_started_together_get_a_run_folder_each(tmp_path):
+    procs = [start(tmp_path, "fit", "--config", DIGITS, *TINY, "--trainer.max_epochs=2") for _ in range(2)]
+    for proc in procs:
+        finish(proc)
+    runs = sorted((tmp_path / "runs" / "digits").iterdir())
+    assert [run.name for run in runs] == ["version_0", "version_1"]
+    for run in runs:
+        results = json.loads((run / "results.json").read_text())
+        assert Path(results["checkpoint"]).parent == Path("runs") / "digits" / run.name / "checkpoints"
+        assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+            f"best-epoch={results['best_epoch']}.ckpt", "last.ckpt"]  # nobody else's, no -v1 copies
+        assert epochs_with(metric_rows(run), "val/err") == [0, 1]
 
 
 # ---- kill -9 -------------------------------------------------------------------------------------
@@ -317,8 +369,13 @@ def test_a_run_killed_in_epoch_1_or_2_resumes_to_the_same_weights_and_history(un
     assert epochs_with(rows, "val/err") == epochs_with(rows, "train/loss") == [0, 1, 2]
     for key in ("val/err", "val/loss", "train/loss"):
         assert [r[key] for r in rows if r[key]] == [r[key] for r in reference_rows if r[key]], key
-    assert json.loads((run / "results.json").read_text())["fit_seconds"] > killed[FIT_SECONDS_KEY]
+    assert json.loads((run / "results.json").read_text())["fit_seconds"] > fit_time(killed)
     assert (run / "config.yaml").exists() and (run / "config.resume-1.yaml").exists()
+
+
+#: Every checkpoint write pauses 2 s half-way (a test-only plugin: helpers/disk_faults.py).
+SLOW_WRITES = ["--trainer.plugins=" + json.dumps({"class_path": "helpers.disk_faults.SlowCheckpointIO",
+                                                  "init_args": {"pause": 2}})]
 
 
 @pytest.mark.slow
@@ -329,18 +386,20 @@ def test_a_kill_during_a_checkpoint_write_keeps_the_previous_last_ckpt(tmp_path)
     tmpdir.mkdir()
     try:
         folder = tmp_path / "runs" / "digits" / "version_0" / "checkpoints"
-        # every checkpoint write pauses 2 s half-way (the plugin's test hook)
-        proc = start(tmp_path, *KILL_ARGS, env={"TMPDIR": str(tmpdir), checkpoint_io.PAUSE_ENV: "2"})
+        proc = start(tmp_path, *KILL_ARGS, *SLOW_WRITES, env={"TMPDIR": str(tmpdir), "PYTHONPATH": str(ROOT / "tests")})
         wait_for((folder / "last.ckpt").exists, proc)  # epoch 0's last.ckpt is whole
-        wait_for(lambda: any(folder.glob(".last.ckpt.*.tmp")), proc)  # epoch 1's is half written
+        whole = (folder / "last.ckpt").stat().st_size
+        # epoch 1's is half written: the writer is asleep between its two halves
+        wait_for(lambda: any(p.stat().st_size for p in folder.glob(".last.ckpt.*.tmp")), proc)
         proc.send_signal(signal.SIGKILL)
         proc.communicate()
-        assert list(folder.glob(".last.ckpt.*.tmp"))  # the kill did land inside the write
+        [half] = folder.glob(".last.ckpt.*.tmp")
+        assert 0 < half.stat().st_size < whole  # the kill did land inside the write
         assert torch.load(folder / "last.ckpt", weights_only=True)["epoch"] == 0  # the previous one, whole
         assert list(tmpdir.iterdir()) == []  # nothing went through the other file system
 
         finish(start(tmp_path, *KILL_ARGS, "--ckpt_path", "last", env={"TMPDIR": str(tmpdir)}))
-        assert not list(folder.glob(".*.tmp"))
+        assert not list(folder.glob(".*.tmp"))  # the next write of last.ckpt removed the killed one's
         assert all(loads_whole(p) for p in folder.glob("*.ckpt"))
         assert epochs_with(metric_rows(folder.parent), "val/err") == [0, 1, 2]
         assert json.loads((folder.parent / "results.json").read_text())["epochs"] == 3

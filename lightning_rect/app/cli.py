@@ -1,54 +1,58 @@
 """``python -m lightning_rect fit --config configs/digits.yaml``: LightningCLI plus the paper's protocol.
 
-What this adds to LightningCLI:
-- data sizes are linked into the model (``data.input_size -> model.init_args.in_features``,
-  ``data.num_classes -> model.init_args.num_classes``), so configs never repeat them;
-- ``fit`` keeps the checkpoint with the best value of the model's ``selection_metric``
-  (``val/err`` for ``SparseMLP``) and a ``last.ckpt`` rewritten at every epoch end, stops a
-  diverged run (``DivergenceGuard``), then evaluates the kept checkpoint on the test split, prints
-  a summary and writes it as ``results.json`` in the run's log directory;
-- ``--ckpt_path last`` continues the newest unfinished run in its own folder, keeping its history
-  (``metrics.csv`` up to the checkpoint's step, the first ``config.yaml``, the whole fit time); a
-  checkpoint of another model kind, or one whose model settings the config changes (except
-  ``lr``, which is applied), is refused before anything is written (``resume.py``);
-- every checkpoint is written atomically (``checkpoint_io.AtomicCheckpointIO``, a Trainer plugin
-  unless the config names its own ``CheckpointIO``);
-- problems the user can fix (unknown registry name, bad value, missing data file, bad checkpoint)
-  end the program with one line naming the cause, not a traceback.
+What ``RectCLI`` adds to LightningCLI (it takes the same arguments, model and data classes first):
+- data sizes linked into the model (``link_data_sizes``: ``data.input_size -> in_features``,
+  ``data.num_classes -> num_classes``), so configs never repeat them;
+- ``fit`` claims and locks its run folder (``run_lock``), keeps the checkpoint with the best value of
+  the model's ``selection_metric`` and a ``last.ckpt`` rewritten at every epoch end, stops a diverged
+  run (``DivergenceGuard``), then tests the kept checkpoint, prints a summary and writes it as
+  ``results.json`` beside ``summary.png``; SIGTERM ends it in one line with exit code 143;
+- ``--ckpt_path`` and ``pretrained`` files are checked before anything is built (``resume.py``,
+  ``lightning_rect.checkpoint``), ``--ckpt_path last`` continues the newest unfinished run;
+- every checkpoint is written atomically (``AtomicCheckpointIO``, unless the config names its own);
+- problems the user can fix end in one line naming the cause (``user_errors.py``), not a traceback.
 
-The extra callbacks are constructor arguments of the Trainer (``instantiate_trainer``); a config
-that names its own ``ModelCheckpoint`` for the metric, or its own progress bar, keeps it.
+A config that names its own ``ModelCheckpoint`` for the metric, ``Timer`` or progress bar keeps it.
 """
 
 from __future__ import annotations
 
-import importlib
+import argparse
+import inspect
+import signal
 import sys
-import time
+from contextlib import ExitStack
+from pathlib import Path
 
-from lightning import Callback, LightningDataModule, LightningModule, Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, TQDMProgressBar
+from lightning import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, Timer, TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, instantiate_class
-from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
 from lightning.pytorch.plugins.io import CheckpointIO
+from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.optim import Optimizer
 
 import lightning_rect.data  # noqa: F401  (data modules by short name: --data=DigitsDataModule)
 import lightning_rect.models  # noqa: F401
 from lightning_rect.app.bundled import resolve_config_args
-from lightning_rect.callbacks import DivergenceGuard
 from lightning_rect.app.checkpoint_io import AtomicCheckpointIO, latest_checkpoint, writes_last_every_epoch
-from lightning_rect.errors import ConfigError, LightningRectError
-from lightning_rect.app.wandb import SaveConfigToWandb, publish_results
 from lightning_rect.app.results import epoch_of_checkpoint, to_float, write_results
 from lightning_rect.app.resume import (SPECIAL_CKPT_PATHS, RunContinuity, check_checkpoint, check_data_sizes,
-                                   config_filename, resolve_last, run_folder)
+                                       config_filename, note_lost_history, remove_untrained_run, resolve_last,
+                                       run_folder)
+from lightning_rect.app.run_lock import run_lock
+from lightning_rect.app.user_errors import SUBCOMMANDS, Stopped, one_line, parser_message, user_error
+from lightning_rect.app.wandb import SaveConfigToWandb, publish_results
+from lightning_rect.callbacks import DivergenceGuard
+from lightning_rect.checkpoint import last_checkpoint_path, read_pretrained
+from lightning_rect.errors import ConfigError
+
+__all__ = ["RectCLI", "link_data_sizes", "main", "user_error"]
 
 #: Batches between progress-bar redraws: about twice a second at the paper's minibatch of 10 on a CPU.
 PROGRESS_REFRESH_STEPS = 50
-
-#: What the CLI logs through in place of Lightning's ``CSVLogger`` (same arguments; keeps history on resume).
-HISTORY_LOGGER = "lightning_rect.app.loggers.CSVLogger"
+#: LightningCLI's arguments in order, so that RectCLI takes them positionally as LightningCLI does.
+LIGHTNING_CLI_ARGS = list(inspect.signature(LightningCLI.__init__).parameters)[1:]
 
 DESCRIPTION = (
     "lightning_rect: Deep Sparse Rectifier Neural Networks (Glorot, Bordes, Bengio 2011) in PyTorch Lightning. "
@@ -57,34 +61,56 @@ DESCRIPTION = (
 )
 
 
+def link_data_sizes(parser: LightningArgumentParser, subclass_mode: bool = True) -> None:
+    """The model's ``in_features`` and ``num_classes`` taken from the data module's ``input_size`` and
+    ``num_classes``. For any LightningCLI: call it in ``add_arguments_to_parser`` (``subclass_mode``:
+    the CLI's ``subclass_mode_model``)."""
+    model = "model.init_args" if subclass_mode else "model"
+    parser.link_arguments("data.input_size", f"{model}.in_features", apply_on="instantiate")
+    parser.link_arguments("data.num_classes", f"{model}.num_classes", apply_on="instantiate")
+
+
 class RectCLI(LightningCLI):
     def __init__(self, *args, **kwargs) -> None:
-        kwargs.setdefault("subclass_mode_model", True)
-        kwargs.setdefault("subclass_mode_data", True)
+        kwargs.update(zip(LIGHTNING_CLI_ARGS, args))
         # A rerun in the same log folder must not fail because config.yaml already exists there.
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("save_config_callback", SaveConfigToWandb)  # also into W&B runs, if any
-        kwargs.setdefault("parser_kwargs", {"description": DESCRIPTION})
-        self._fit_started = 0.0
+        kwargs["parser_kwargs"] = quiet_parsers(kwargs.get("parser_kwargs"))
+        self._parsers: list[LightningArgumentParser] = []
         self._requested_lr = None
         self._checkpoint_hparams: dict | None = None
-        super().__init__(LightningModule, LightningDataModule, *args, **kwargs)
+        super().__init__(**kwargs)
+
+    def init_parser(self, **kwargs) -> LightningArgumentParser:
+        parser = super().init_parser(**kwargs)
+        self._parsers.append(parser)  # the main parser, then one per subcommand: their options name close matches
+        return parser
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.link_arguments("data.input_size", "model.init_args.in_features", apply_on="instantiate")
-        parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
+        link_data_sizes(parser, self.subclass_mode_model)
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
-        super().parse_arguments(parser, args)
-        # An explicit --ckpt_path file is checked against the config as the user wrote it: LightningCLI
-        # next merges the checkpoint's hyperparameters into the config (and would turn a digits.yaml run
-        # into a StackedDAE given a DAE checkpoint).
+        try:
+            super().parse_arguments(parser, args)
+        except argparse.ArgumentError as err:
+            options = sorted({key for p in self._parsers[1:] or self._parsers for key in p.get_defaults().keys()})
+            command_line = sys.argv[1:] if args is None else args if isinstance(args, (list, tuple)) else []
+            raise ConfigError(parser_message(err, options, [str(a) for a in command_line])) from None
+        self.check_checkpoints()
+
+    def check_checkpoints(self) -> None:
+        """``--ckpt_path`` and ``pretrained`` read through the one loader before anything is built, so neither
+        Lightning nor the model ever meets a bad file; a ``--ckpt_path`` is checked against the config as the
+        user wrote it (LightningCLI next merges the checkpoint's hyperparameters into the config)."""
         subcommand = self.config.get("subcommand")
         config = self.config.get(str(subcommand)) if subcommand else None
         ckpt_path = config.get("ckpt_path") if config is not None else None
-        if ckpt_path and str(ckpt_path) not in SPECIAL_CKPT_PATHS and "://" not in str(ckpt_path):
+        if ckpt_path and str(ckpt_path) not in SPECIAL_CKPT_PATHS:
             self._checkpoint_hparams = check_checkpoint(str(ckpt_path), config, resuming_fit=subcommand == "fit")
             self._requested_lr = _model_arg(config, "lr") if subcommand == "fit" else None
+        elif subcommand == "fit" and not ckpt_path and _model_arg(config, "pretrained"):
+            read_pretrained(_model_arg(config, "pretrained"), mmap=True)
 
     def before_instantiate_classes(self) -> None:
         """Everything else that can refuse a run, before anything is built or written."""
@@ -92,13 +118,14 @@ class RectCLI(LightningCLI):
         if config is None or self.subcommand != "fit":
             return
         refuse_fit_without_training(config.trainer)
-        log_with_history(config.trainer)
         if config.get("ckpt_path") == "last":
             config.ckpt_path = resolve_last(config.trainer.get("logger"))
             self._checkpoint_hparams = check_checkpoint(config.ckpt_path, config, resuming_fit=True)
         elif self._requested_lr is not None and config.get("model") is not None:
             # the merge put the checkpoint's lr back; a resume applies the requested one (RunContinuity)
             config.model.init_args.lr = self._requested_lr
+        if config.get("ckpt_path"):
+            note_lost_history(config.trainer.get("logger"))
         # a resume into the same folder keeps the first run's config.yaml and adds its own next to it
         filename = config_filename(run_folder(config.trainer.get("logger")))
         self.save_config_kwargs = {**self.save_config_kwargs, "config_filename": filename}
@@ -123,41 +150,83 @@ class RectCLI(LightningCLI):
         return super().instantiate_trainer(**kwargs)
 
     # -- fit: then test the selected checkpoint ------------------------------------------------
-    def before_fit(self) -> None:
-        self._fit_started = time.perf_counter()
-
-    def after_fit(self) -> None:
+    def fit(self, model: LightningModule, **kwargs) -> None:
+        """What ``fit`` runs in place of ``trainer.fit``: the fit, then the test of the selected checkpoint and
+        ``results.json``, all in the run folder held by this process alone."""
         trainer = self.trainer
-        continuity = next((cb for cb in trainer.callbacks if isinstance(cb, RunContinuity)), None)
-        # the whole fit time of the run: before the crash (up to the checkpoint) and since the resume
-        fit_seconds = continuity.fit_seconds() if continuity is not None else time.perf_counter() - self._fit_started
-        if trainer.interrupted:
-            print("fit was interrupted; skipping the test of the best checkpoint", file=sys.stderr)
-            return
-        if trainer.global_step == 0 and (continuity is None or continuity.remove_if_untrained(trainer)):
-            raise ConfigError("the fit ran no training step (see trainer.limit_train_batches, max_steps, max_time), "
-                              "so there is no result to record; no results.json was written")
-        checkpoint = selection_checkpoint(trainer, self.model)
+        with ExitStack() as held:
+            folder, made = self.claim_run_folder()
+            if folder is not None:
+                held.enter_context(run_lock(folder))
+            try:
+                trainer.fit(model, **kwargs)
+                if trainer.global_step == 0:
+                    raise ConfigError("the fit ran no training step (see trainer.limit_train_batches, max_steps, "
+                                      "max_time), so there is no result to record; no results.json was written")
+                self.test_and_record(model)
+            except BaseException as err:
+                if made and trainer.global_step == 0:
+                    remove_untrained_run(folder)  # no litter: the folder of a run that trained nothing
+                if isinstance(err, SIGTERMException):
+                    raise Stopped(stopped_line(trainer)) from None
+                raise
+
+    def claim_run_folder(self) -> tuple[Path | None, bool]:
+        """On rank 0, the first logger's run folder, claimed now (``lightning_rect.app.loggers.CSVLogger`` makes
+        a new ``version_N`` that no other process can take); and whether this fit made it."""
+        logger = self.trainer.logger
+        if rank_zero_only.rank != 0 or not hasattr(logger, "log_dir") or "://" in str(logger.log_dir):
+            return None, False
+        folder = Path(logger.log_dir)
+        return folder, bool(getattr(logger, "claimed", False)) or not folder.exists()
+
+    def test_and_record(self, model: LightningModule) -> None:
+        trainer = self.trainer
+        timer = next((cb for cb in trainer.callbacks if isinstance(cb, Timer)), None)
+        fit_seconds = timer.time_elapsed("train") if timer is not None else None  # before the crash, plus since
+        checkpoint = selection_checkpoint(trainer, model)
         best_path = checkpoint.best_model_path if checkpoint is not None else ""
-        test_metrics = trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best_path or None, verbose=False)
+        test_metrics = trainer.test(model, datamodule=self.datamodule, ckpt_path=best_path or None, verbose=False)
         results = {
-            "model": type(self.model).__name__,
+            "model": type(model).__name__,
             "data": type(self.datamodule).__name__,
             "selection_metric": checkpoint.monitor if checkpoint is not None else None,
             "best_val": to_float(checkpoint.best_model_score) if checkpoint is not None else None,
             "best_epoch": epoch_of_checkpoint(best_path),
             "epochs": trainer.current_epoch,
-            "fit_seconds": round(fit_seconds, 2),
+            "fit_seconds": round(fit_seconds, 2) if fit_seconds is not None else None,
             "checkpoint": best_path or None,
             **{k: to_float(v) for k, v in (test_metrics[0] if test_metrics else {}).items()},
-            **(self.model.extra_results() if hasattr(self.model, "extra_results") else {}),
+            **(model.extra_results() if hasattr(model, "extra_results") else {}),
         }
         log_dir = trainer.log_dir  # broadcasts under DDP, so every rank must ask, not rank 0 alone
         if trainer.is_global_zero:
-            publish_results(trainer, results, write_results(results, log_dir))
+            path = write_results(results, log_dir)
+            publish_results(trainer, results, path)
             from lightning_rect.app.plots.summary import write_summary_figure  # summary.png beside results.json
 
-            write_summary_figure(log_dir)  # one line instead if matplotlib is missing
+            try:
+                write_summary_figure(log_dir)  # one line instead if matplotlib is missing
+            except KeyboardInterrupt:
+                raise Stopped(f"interrupted while drawing summary.png; {path} is written; draw the figure "
+                              f"with `lightning-rect plot {log_dir}`", signal.SIGINT) from None
+
+
+def quiet_parsers(given: dict | None) -> dict:
+    """``parser_kwargs`` whose parsers raise their errors (``parse_arguments`` words them in one line)
+    instead of printing the whole usage and exiting."""
+    given = dict(given or {})
+    quiet = {"exit_on_error": False}
+    return {"description": DESCRIPTION, **quiet, **{k: v for k, v in given.items() if k not in SUBCOMMANDS},
+            **{name: {**quiet, **given.get(name, {})} for name in SUBCOMMANDS}}
+
+
+def stopped_line(trainer: Trainer) -> str:
+    where = f"stopped by SIGTERM at epoch {trainer.current_epoch} step {trainer.global_step}"
+    last = last_checkpoint_path(trainer)
+    if not last:
+        return f"{where}, before its first checkpoint: nothing can be resumed; run the command again"
+    return f"{where}; the last checkpoint {last} is whole; resume with the same command and --ckpt_path last"
 
 
 def scheduler_with_models_optimizer(model: LightningModule, config) -> None:
@@ -197,35 +266,19 @@ def refuse_fit_without_training(trainer_config) -> None:
                               f"set --trainer.{key} to 1 or more, or evaluate a checkpoint with `test --ckpt_path=<.ckpt>`")
 
 
-def log_with_history(trainer_config) -> None:
-    """Configured Lightning ``CSVLogger``s become ``lightning_rect.app.loggers.CSVLogger`` (same arguments),
-    whose ``metrics.csv`` survives a resume instead of being deleted."""
-    loggers = trainer_config.get("logger")
-    for logger in loggers if isinstance(loggers, list) else [loggers]:
-        class_path = logger.get("class_path") if hasattr(logger, "get") else None
-        if class_path and _imports_as(class_path) is LightningCSVLogger:
-            logger.class_path = HISTORY_LOGGER
-
-
-def _imports_as(class_path: str):
-    module, _, name = class_path.rpartition(".")
-    try:
-        return getattr(importlib.import_module(module), name, None)
-    except ImportError:
-        return None
-
-
 def fit_callbacks(configured: list[Callback], model: LightningModule, trainer_config) -> list[Callback]:
     """What every CLI ``fit`` gets besides the configured callbacks, unless the config has its own:
-    a ``RunContinuity`` (fit time, history and lr across a resume); a ``DivergenceGuard``; a
-    ``TQDMProgressBar`` redrawn every ``PROGRESS_REFRESH_STEPS`` batches (a redraw after every batch
-    costs several percent at batch 10); a ``ModelCheckpoint`` keeping the best epoch of ``model.selection_metric``
-    (``best-epoch=N.ckpt``); and ``last.ckpt`` rewritten every epoch."""
+    a ``RunContinuity`` (history and lr across a resume); a ``Timer`` (its state, saved in every
+    checkpoint, carries the fit time across a resume; with ``max_time`` Lightning adds its own); a
+    ``DivergenceGuard``; a ``TQDMProgressBar`` redrawn every ``PROGRESS_REFRESH_STEPS`` batches (a redraw
+    after every batch costs several percent at batch 10); a ``ModelCheckpoint`` keeping the best epoch of
+    ``model.selection_metric`` (``best-epoch=N.ckpt``); and ``last.ckpt`` rewritten every epoch."""
     added: list[Callback] = []
-    if not any(isinstance(cb, RunContinuity) for cb in configured):
-        added.append(RunContinuity())
-    if not any(isinstance(cb, DivergenceGuard) for cb in configured):
-        added.append(DivergenceGuard())
+    for kind, make in ((RunContinuity, RunContinuity), (DivergenceGuard, DivergenceGuard)):
+        if not any(isinstance(cb, kind) for cb in configured):
+            added.append(make())
+    if trainer_config.get("max_time") is None and not any(isinstance(cb, Timer) for cb in configured):
+        added.append(Timer())
     if trainer_config.get("enable_progress_bar") is not False and not any(isinstance(cb, ProgressBar) for cb in configured):
         added.append(TQDMProgressBar(refresh_rate=PROGRESS_REFRESH_STEPS))
     if trainer_config.get("enable_checkpointing") is False:
@@ -246,16 +299,19 @@ def selection_checkpoint(trainer: Trainer, model: LightningModule) -> ModelCheck
 
 
 def main(args: list[str] | None = None) -> None:
-    from lightning_rect.app.user_errors import check_command_line, one_line, parser_kwargs
-
     if args is None:
         # Rewritten in place, not passed as args: DDP starts its other processes from sys.argv.
         sys.argv[1:] = resolve_config_args(sys.argv[1:])
     else:
         args = resolve_config_args(args)
     try:
-        check_command_line(sys.argv[1:] if args is None else args)
-        RectCLI(args=args, parser_kwargs=parser_kwargs(DESCRIPTION))
+        RectCLI(args=args)
+    except Stopped as stop:
+        print(one_line(stop), file=sys.stderr)
+        sys.exit(stop.exit_code)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(128 + signal.SIGINT)
     except Exception as err:
         cause = user_error(err)
         if cause is None:
@@ -273,15 +329,6 @@ def _close_process_group() -> None:
 
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
-
-
-def user_error(err: BaseException) -> LightningRectError | None:
-    """The user-fixable problem behind ``err`` as a ``LightningRectError`` (ours, also when jsonargparse
-    wrapped it; a parser error; an unreadable ``--ckpt_path``; an unwritable folder), or None for a
-    bug: ``lightning_rect.app.user_errors``."""
-    from lightning_rect.app.user_errors import user_error as translate
-
-    return translate(err)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,14 @@
-"""``CSVLogger``: Lightning's CSV logger, except that a resumed run keeps its history.
+"""``CSVLogger``: Lightning's CSV logger, except that a new run claims its folder atomically and a
+resumed run keeps its history.
 
-Lightning's CSV writer deletes ``metrics.csv`` when it finds the run folder, so every resume
-into the same ``version_N`` used to erase the curves up to the crash. This logger's writer
-(``RunHistory``) instead, on a resume, keeps every row of ``metrics.csv`` up to the resumed
-checkpoint's step, drops the rows the crashed process logged after that checkpoint (they are
-logged again), and appends what follows. Rows are written as they are logged (a kill loses
-none), header changes rewrite the file atomically, and nothing is created on disk until there
-is something to write. Same arguments as ``lightning.pytorch.loggers.CSVLogger``; the CLI uses
-it in place of Lightning's.
+Lightning's picks ``version_N`` by listing the folders, so two fits started together both take
+``version_0``; this one claims it with ``mkdir``, which only one process can win (the other takes
+``version_N+1``). Lightning's CSV writer deletes ``metrics.csv`` when it finds the run folder;
+this one's (``RunHistory``), on a resume, keeps every row up to the resumed checkpoint's step,
+drops the rows the crashed process logged after that checkpoint (they are logged again), and
+appends what follows. Rows are written as they are logged (a kill loses none), header changes
+rewrite the file atomically. Same arguments as ``lightning.pytorch.loggers.CSVLogger``; the
+configs name it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from lightning.pytorch.core.saving import save_hparams_to_yaml
 from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
+
+from lightning_rect.files import atomic_write
 
 
 class RunHistory:
@@ -94,21 +97,19 @@ class RunHistory:
             return []
 
     def _rewrite(self, rows: list[dict[str, Any]]) -> None:
-        os.makedirs(self.log_dir, exist_ok=True)
-        tmp = self.metrics_file_path + ".tmp"
-        with open(tmp, "w", newline="") as file:
+        with atomic_write(self.metrics_file_path, "w") as file:
             writer = csv.DictWriter(file, fieldnames=self.metrics_keys)
             writer.writeheader()
             writer.writerows(rows)
-        os.replace(tmp, self.metrics_file_path)
 
 
 class CSVLogger(LightningCSVLogger):
-    """``lightning.pytorch.loggers.CSVLogger`` whose run history survives ``--ckpt_path last``.
+    """``lightning.pytorch.loggers.CSVLogger`` that claims a new ``version_N`` atomically and whose run
+    history survives ``--ckpt_path last``.
 
     ``continue_history(step)`` (called by the CLI's resume callback when a fit restores a
     checkpoint) makes the first write keep the earlier rows up to ``step``; without it a run starts
-    a new ``metrics.csv``, as Lightning's does.
+    a new ``metrics.csv``, as Lightning's does. ``claimed`` is True once this logger made its folder.
     """
 
     def __init__(self, save_dir: Any, name: str | None = "lightning_logs", version: int | str | None = None,
@@ -116,6 +117,25 @@ class CSVLogger(LightningCSVLogger):
         super().__init__(save_dir=save_dir, name=name, version=version, prefix=prefix,
                          flush_logs_every_n_steps=flush_logs_every_n_steps)
         self._run_history: RunHistory | None = None
+        self._fixed = version is not None
+        self._claimed_version: int | str | None = None
+        self.claimed = False
+
+    @property
+    def version(self) -> int | str:
+        """The given version, or the next free ``version_N``, made here (on rank 0) so no other process gets it."""
+        if self._claimed_version is None:
+            version = super().version
+            if not self._fixed and rank_zero_only.rank == 0 and "://" not in self.root_dir:
+                while True:
+                    try:
+                        os.makedirs(os.path.join(self.root_dir, f"version_{version}"))
+                        break
+                    except FileExistsError:
+                        version = int(version) + 1
+                self.claimed = True
+            self._claimed_version = version
+        return self._claimed_version
 
     @property
     @rank_zero_experiment

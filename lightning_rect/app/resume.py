@@ -3,42 +3,34 @@ what a resumed fit carries over from the run it continues.
 
 A run lives in ``<save_dir>/<name>/version_<N>/`` (the config's first logger with a ``save_dir``).
 ``--ckpt_path last`` resumes only an unfinished run: one with a ``checkpoints/last.ckpt`` and no
-``results.json``. The logger is then configured with that run's version, so the resumed fit logs
-into the same folder, through the logger's public ``version`` argument. Everything here runs
-before anything is built, so a refused resume writes nothing.
+``results.json``; the logger is configured with that run's ``version``. All of this runs before
+anything is built, so a refused resume writes nothing.
 
 A checkpoint is refused when another model kind wrote it, or when the config changes a model
 setting other than ``lr`` (or the ``optimizer``/``lr_scheduler`` sections of the run's first
-``config.yaml``): the restored weights and optimizer would silently keep the old setting. A
-changed ``lr`` is applied to the restored optimizer from the checkpoint's step on, printed and
-logged (``RunContinuity``), so what is recorded is what trains.
-
-``RunContinuity`` (a callback the CLI adds to every fit) keeps a run whole across a crash: the
-fit time so far travels in each checkpoint, the CSV history is continued after the checkpoint's
-step (``lightning_rect.app.loggers.CSVLogger``), and a fit that fails before its first training step
-removes the run folder it created.
+``config.yaml``). A changed ``lr`` is applied to the restored optimizer from the checkpoint's step
+on, printed and logged (``RunContinuity``). The fit time across a crash is Lightning's ``Timer``
+state, saved in every checkpoint.
 """
 
 from __future__ import annotations
 
+import importlib
 import math
-import os
 import shutil
-import time
+import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 from lightning import Callback, LightningModule, Trainer
+from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
 from lightning.pytorch.trainer.states import TrainerFn
 
-from lightning_rect.checkpoint import load_checkpoint_file
-from lightning_rect.checkpoint import MODEL_KEY
+from lightning_rect.checkpoint import MODEL_KEY, load_checkpoint_file
 from lightning_rect.errors import CheckpointError
 from lightning_rect.app.results import RESULTS_FILE
 
-#: Key of every checkpoint the CLI writes: seconds of fit time spent on the run up to it.
-FIT_SECONDS_KEY = "lightning_rect_fit_seconds"
 #: Model settings a resume may change: applied to the restored optimizer (``RunContinuity``).
 APPLIED_ON_RESUME = ("lr",)
 #: Model settings a resume ignores: ``pretrained`` is read only by a fit from scratch; the sizes
@@ -126,10 +118,7 @@ def check_checkpoint(path: str, fit_config: Any, resuming_fit: bool) -> dict:
     """Refuse, in one line, a checkpoint that another model kind wrote, or (for ``fit``) one whose
     model settings differ from the config's in anything but ``lr``; returns its hyperparameters
     (for ``check_data_sizes`` once the model is built)."""
-    checkpoint = load_checkpoint_file(path, mmap=True)
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise CheckpointError(f"checkpoint {path!r} is not a Lightning checkpoint (no state_dict); "
-                              "pass a .ckpt written by `fit`")
+    checkpoint = load_checkpoint_file(path, what="--ckpt_path", lightning=True, mmap=True)
     model_config = fit_config.get("model")
     ours = _class_name(model_config.get("class_path") if model_config is not None else None)
     hparams = checkpoint.get("hyper_parameters") or {}
@@ -215,53 +204,21 @@ def checkpoint_log_step(checkpoint: dict) -> int:
 
 
 class RunContinuity(Callback):
-    """Keeps a run whole across a crash and ``--ckpt_path``:
-
-    - the fit time so far is saved in every checkpoint and added back on resume (``fit_seconds``);
-    - on resume, loggers with ``continue_history`` keep the rows logged up to the checkpoint's step;
-    - a changed ``lr`` is applied to the restored optimizer, printed and logged (``resume/lr``);
-    - a fit that fails before its first training step removes the run folder it created.
-    """
+    """Keeps a run whole across ``--ckpt_path``: loggers with ``continue_history`` keep the rows logged up
+    to the checkpoint's step; a changed ``lr`` is applied to the restored optimizer, printed and logged."""
 
     def __init__(self) -> None:
-        self.earlier_seconds = 0.0
         self.resumed_step: int | None = None
         self._resumed_lr: float | None = None
-        self._started: float | None = None
-        self._ended: float | None = None
-        self._new_folder: str | None = None
-        self._new_parent = False
-
-    def fit_seconds(self) -> float:
-        if self._started is None:
-            return self.earlier_seconds
-        return self.earlier_seconds + ((self._ended or time.perf_counter()) - self._started)
-
-    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if stage != "fit":
-            return
-        self._started, self._ended = time.perf_counter(), None
-        log_dir = trainer.logger.log_dir if trainer.logger is not None and trainer.is_global_zero else None
-        if log_dir and not os.path.exists(log_dir):  # created by this fit (the run's files come after setup)
-            self._new_folder = log_dir
-            self._new_parent = not os.path.exists(os.path.dirname(os.path.abspath(log_dir)))
-
-    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._ended = time.perf_counter()
-
-    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict) -> None:
-        checkpoint[FIT_SECONDS_KEY] = self.fit_seconds()
 
     def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict) -> None:
         if trainer.state.fn != TrainerFn.FITTING:  # the test of the best checkpoint also loads one
             return
-        self.earlier_seconds = float(checkpoint.get(FIT_SECONDS_KEY) or 0.0)
         self.resumed_step = int(checkpoint.get("global_step", 0))
         self._resumed_lr = (checkpoint.get("hyper_parameters") or {}).get("lr")
-        step = checkpoint_log_step(checkpoint)
         for logger in trainer.loggers:
             if callable(getattr(logger, "continue_history", None)):
-                logger.continue_history(step)
+                logger.continue_history(checkpoint_log_step(checkpoint))
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         old, new = self._resumed_lr, getattr(pl_module, "hparams", {}).get("lr")
@@ -274,17 +231,20 @@ class RunContinuity(Callback):
         for logger in trainer.loggers:
             logger.log_metrics({"resume/lr_before": float(old), "resume/lr": float(new)}, step=self.resumed_step)
 
-    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
-        if self._new_folder and self.resumed_step is None and trainer.global_step == 0 and trainer.is_global_zero:
-            remove_untrained_run(Path(self._new_folder), self._new_parent)
 
-    def remove_if_untrained(self, trainer: Trainer) -> bool:
-        """After a fit that trained nothing: remove the folder it created; True when nothing was trained."""
-        if trainer.global_step > 0 or self.resumed_step is not None:
-            return False
-        if self._new_folder and trainer.is_global_zero:
-            remove_untrained_run(Path(self._new_folder), self._new_parent)
-        return True
+def note_lost_history(logger_config: Any) -> None:
+    """Resuming with Lightning's own ``CSVLogger``: say, in one line, that its ``metrics.csv`` starts afresh."""
+    loggers = logger_config if isinstance(logger_config, list) else [logger_config]
+    for logger in loggers:
+        module, _, name = str(getattr(logger, "class_path", None) or "").rpartition(".")
+        try:
+            lightnings = module and getattr(importlib.import_module(module), name, None) is LightningCSVLogger
+        except ImportError:
+            continue
+        if lightnings:
+            print(f"note: {module}.{name} deletes the run's metrics.csv on a resume, so the rows before the "
+                  "checkpoint are lost; name lightning_rect.app.loggers.CSVLogger in trainer.logger to keep them",
+                  file=sys.stderr)
 
 
 def apply_learning_rate(trainer: Trainer, old: float, new: float) -> None:
@@ -301,14 +261,13 @@ def apply_learning_rate(trainer: Trainer, old: float, new: float) -> None:
             config.scheduler.base_lrs = [lr * new / old for lr in config.scheduler.base_lrs]
 
 
-def remove_untrained_run(folder: Path, parent_too: bool = False) -> None:
-    """Remove the run folder this fit created before training anything (never one that holds a
-    checkpoint), and its parent (``<save_dir>/<name>``) when the fit created that too and it is empty."""
+def remove_untrained_run(folder: Path) -> None:
+    """Remove a run folder this fit created before training anything (never one that holds a
+    checkpoint), and its parent (``<save_dir>/<name>``) when that is left empty."""
     if not folder.is_dir() or any(folder.rglob("*.ckpt")):
         return
     shutil.rmtree(folder, ignore_errors=True)
-    if parent_too:
-        try:
-            folder.parent.rmdir()  # only when empty
-        except OSError:
-            pass
+    try:
+        folder.parent.rmdir()  # only when empty
+    except OSError:
+        pass

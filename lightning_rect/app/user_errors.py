@@ -1,49 +1,36 @@
 """What the CLI prints when it stops: one line naming the field or file and the fix, exit code 2.
 
 ``user_error`` maps an exception to a ``LightningRectError`` when it is a problem the user can fix:
-
-- our own errors (bad value, unknown registry name, damaged data file, bad checkpoint), also when
-  jsonargparse wrapped them while instantiating;
-- argument parser errors (jsonargparse raises them instead of exiting, see ``parser_kwargs``):
-  the relevant line first (file, key, the valid choices, a close match for a misspelled key),
-  without the usage, which ``--help`` prints;
-- ``--ckpt_path`` to a missing file, a folder or a file that is not a checkpoint (checked before
-  anything is built, ``check_command_line``, or recognised when Lightning fails to read it),
-  without torch's advice to load an unknown file unsafely;
-- a folder that cannot be written (read-only, no space left, no permission).
-
-Anything else is a bug and keeps its traceback.
+our own errors (bad value, unknown registry name, damaged data file, bad checkpoint, a full or
+read-only disk), also when jsonargparse wrapped them while instantiating; an argument parser error;
+a folder that cannot be made. Anything else is a bug and keeps its traceback. Parser errors are
+worded by ``parser_message``, which ``RectCLI.parse_arguments`` calls with the parser's options in
+hand: the relevant line first (file, key, the valid choices, a close match for a misspelled key),
+without the usage, which ``--help`` prints. ``Stopped`` is a run stopped from outside (SIGTERM, Ctrl-C).
 """
 
 from __future__ import annotations
 
 import argparse
 import difflib
-import errno
 import inspect
-import pickle
 import re
-import zipfile
+import signal
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from lightning_rect.checkpoint import check_checkpoint_file
-from lightning_rect.errors import CheckpointError, ConfigError, LightningRectError, StorageError
-from lightning_rect.app.resume import SPECIAL_CKPT_PATHS
+from lightning_rect.errors import ConfigError, LightningRectError, StorageError
+from lightning_rect.files import CAUSES, storage_error
 
-#: ``--ckpt_path`` values that name no file: Lightning's, ours (``last``: the newest unfinished run), none.
-NOT_A_FILE = {*SPECIAL_CKPT_PATHS, "null", "None", ""}
-_SUBCOMMANDS = ("fit", "validate", "test", "predict")
-_UNWRITABLE = {errno.EACCES: "permission denied", errno.EPERM: "operation not permitted",
-               errno.EROFS: "the file system is read-only", errno.ENOSPC: "no space left on the device",
-               errno.EDQUOT: "the disk quota is exhausted"}
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
 
-def parser_kwargs(description: str) -> dict:
-    """``LightningCLI(parser_kwargs=...)``: parser errors raise (``user_error`` words them) instead of
-    printing the whole usage and exiting."""
-    return {"description": description, "exit_on_error": False,
-            **{name: {"exit_on_error": False} for name in _SUBCOMMANDS}}
+class Stopped(LightningRectError):
+    """The run was stopped by a signal; ``exit_code`` is the shell's 128 + the signal's number."""
+
+    def __init__(self, message: str, signum: int = signal.SIGTERM) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + int(signum)
 
 
 def one_line(message: object) -> str:
@@ -51,17 +38,29 @@ def one_line(message: object) -> str:
     return "; ".join(line.strip() for line in str(message).splitlines() if line.strip())
 
 
-# -- before anything is built -------------------------------------------------------------------
-def check_command_line(args: Sequence[str]) -> None:
-    """Refuse a ``--ckpt_path`` or ``pretrained`` on the command line that is missing or a folder, before
-    the run folder is made (Lightning looks at ``ckpt_path`` only once training is set up)."""
-    for key, value in _options(args):
-        if key == "ckpt_path" or key.endswith(".ckpt_path"):
-            if value not in NOT_A_FILE and "://" not in value:
-                check_checkpoint_file("--ckpt_path", value)
-        elif key.startswith("model.") and key.endswith(".pretrained") and value not in ("", "null", "None"):
-            check_checkpoint_file(f"--{key}", value, example="the best-epoch=<N>.ckpt of a *_pretrain.yaml run "
-                                                             "(its results.json names it)")
+def user_error(err: BaseException) -> LightningRectError | None:
+    """The user-fixable problem behind ``err`` as a ``LightningRectError``, or None for a bug."""
+    chain = list(_chain(err))
+    found = next((cause for cause in chain if isinstance(cause, LightningRectError)), None)
+    if found is None and any(isinstance(cause, argparse.ArgumentError) for cause in chain):
+        found = ConfigError(parser_message(err, [], []))
+    return found or _unwritable(chain)
+
+
+def _chain(err: BaseException | None) -> Iterator[BaseException]:
+    """``err`` and its causes and contexts (jsonargparse wraps errors raised while instantiating)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        yield err
+        err = err.__cause__ or err.__context__
+
+
+def _unwritable(chain: list[BaseException]) -> StorageError | None:
+    """A folder the run cannot make or enter (read-only, full, no permission)."""
+    cause = next((c for c in chain if isinstance(c, OSError) and c.errno in CAUSES), None)
+    return storage_error(cause.filename or "a file", cause, "point trainer.logger.init_args.save_dir (and "
+                         "trainer.default_root_dir) at a folder on another disk") if cause is not None else None
 
 
 def _options(args: Sequence[str]) -> Iterator[tuple[str, str]]:
@@ -77,110 +76,12 @@ def _options(args: Sequence[str]) -> Iterator[tuple[str, str]]:
             yield key, args[i + 1]
 
 
-# -- after a failure ----------------------------------------------------------------------------
-def user_error(err: BaseException) -> LightningRectError | None:
-    """The user-fixable problem behind ``err`` as a ``LightningRectError``, or None for a bug."""
-    for cause in _chain(err):
-        if isinstance(cause, LightningRectError):
-            return cause
-    for translate in (_parser_error, _checkpoint_read_error, _unwritable):
-        found = translate(err)
-        if found is not None:
-            return found
-    return None
-
-
-def _chain(err: BaseException | None) -> Iterator[BaseException]:
-    """``err`` and its causes and contexts (jsonargparse wraps errors raised while instantiating)."""
-    seen = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        yield err
-        err = err.__cause__ or err.__context__
-
-
-# ---- unreadable checkpoints
-def _frames(err: BaseException) -> Iterator:
-    tb = err.__traceback__
-    while tb is not None:
-        yield tb.tb_frame
-        tb = tb.tb_next
-
-
-def _checkpoint_read_error(err: BaseException) -> CheckpointError | None:
-    """Lightning failed to read the ``--ckpt_path`` file: say what the file is, not how to load it unsafely."""
-    path = None
-    for frame in (frame for cause in _chain(err) for frame in _frames(cause)):
-        name, filename = frame.f_code.co_name, frame.f_code.co_filename
-        if name in ("_parse_ckpt_path", "resume_start", "_restore_modules_and_callbacks") or (
-                "checkpoint_connector" in filename and name.startswith(("resume", "restore"))):
-            found = frame.f_locals.get("ckpt_path") or frame.f_locals.get("checkpoint_path")
-            path = str(found) if found else path
-            if path is not None:
-                break
-    if path is None:
-        return None
-    if not Path(path).is_file():
-        try:
-            check_checkpoint_file("--ckpt_path", path)
-        except CheckpointError as missing:
-            return missing
-    what = next((found for cause in _chain(err) if (found := _unreadable_checkpoint(cause, Path(path)))), None)
-    if what is None:
-        return None
-    return CheckpointError(f"--ckpt_path {path!r} {what}; pass a .ckpt file written by a fit of this project "
-                           "(runs/<name>/version_<N>/checkpoints/), or --ckpt_path last to resume the newest "
-                           "unfinished run")
-
-
-def _unreadable_checkpoint(err: BaseException, path: Path) -> str | None:
-    """What is wrong with a checkpoint file torch could not load, or None if ``err`` is not about that
-    (a bug while restoring a loaded checkpoint keeps its traceback)."""
-    message = str(err)
-    if path.is_file() and path.stat().st_size == 0:
-        return "is empty (0 bytes): a write that never finished"
-    if isinstance(err, EOFError) or "truncated" in message:
-        return "is truncated: a write that never finished, or a partial copy"
-    if isinstance(err, zipfile.BadZipFile) or "PytorchStreamReader" in message or "zip archive" in message:
-        return "is truncated or corrupt (not a complete zip archive, as torch.save writes them)"
-    if isinstance(err, pickle.UnpicklingError):
-        return "is not a PyTorch checkpoint (it cannot be unpickled as one)"
-    return None
-
-
-# ---- folders that cannot be written
-def _unwritable(err: BaseException) -> StorageError | None:
-    """A file or folder the run cannot write (or, for a permission error, access)."""
-    for cause in _chain(err):
-        if isinstance(cause, OSError) and cause.errno in _UNWRITABLE:
-            target = cause.filename or "a file"
-            folder = Path(target) if cause.filename and Path(target).is_dir() else Path(target).parent
-            save_dir = "trainer.logger.init_args.save_dir (and trainer.default_root_dir)"
-            if cause.errno in (errno.ENOSPC, errno.EDQUOT):
-                return StorageError(f"cannot write {target}: {_UNWRITABLE[cause.errno]}; free space on the disk of "
-                                    f"{folder}, or point {save_dir} at a folder on another disk")
-            if cause.errno == errno.EROFS:
-                return StorageError(f"cannot write {target}: {_UNWRITABLE[cause.errno]}; point {save_dir} at a "
-                                    "folder on a writable disk")
-            return StorageError(f"cannot access {target}: {_UNWRITABLE[cause.errno]}; give your user access to "
-                                f"{folder}, or (for the run's files) point {save_dir} at a folder you can write")
-    return None
-
-
-# ---- argument parser errors
-def _parser_error(err: BaseException) -> ConfigError | None:
-    chain = list(_chain(err))
-    if not any(isinstance(cause, argparse.ArgumentError) for cause in chain):
-        return None
-    return ConfigError(parser_message(chain))
-
-
-def parser_message(chain: list[BaseException]) -> str:
+# -- argument parser errors ----------------------------------------------------------------------
+def parser_message(err: BaseException, options: Sequence[str], args: Sequence[str]) -> str:
     """The one relevant line of a jsonargparse error, from its chain of causes: outermost first, the
     leaf (what is wrong) last; ``Parser key "k"`` and ``Problem with given class_path 'c'`` on the way
-    give the key."""
-    parser = _parser_in(chain)
-    args = [str(a) for a in getattr(parser, "args", None) or []]
+    give the key. ``options``: the parser's option names (for close matches); ``args``: the command line."""
+    chain = list(_chain(err))
     leaf = next((line for line in str(chain[-1]).splitlines() if line.strip()), "").strip()
     keys, class_path = [], None
     for cause in chain:
@@ -199,12 +100,12 @@ def parser_message(chain: list[BaseException]) -> str:
     if match := re.search(r"Option '([^']+)' is not accepted|does not accept option '([^']+)'", leaf):
         name = match.group(1) or match.group(2)
         full = f"{key}.{name}" if key else name
-        valid = init_parameters(class_path) if class_path else _option_names(parser, args)
+        valid = init_parameters(class_path) if class_path else list(options)
         owner = f"{class_path.rpartition('.')[2]} has no argument {name!r}" if class_path else "no such option"
         return f"{_source(name, args)}{full}: {owner}{_suggestion(name, valid)}"
     if match := re.search(r"unrecognized arguments: (\S+)", leaf):
         name = match.group(1).split("=")[0].lstrip("-")
-        valid = _option_names(parser, args)
+        valid = list(options)
         hint = _suggestion(name, valid).replace("did you mean ", "did you mean --")
         return f"--{name}: no such option{hint} (`{_subcommand(args) or ''} --help` lists them)"
     if match := re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", leaf):
@@ -227,29 +128,8 @@ def parser_message(chain: list[BaseException]) -> str:
     return f"{key}: {leaf}" if key and leaf else one_line(chain[0])
 
 
-def _parser_in(chain: list[BaseException]):
-    """The outermost jsonargparse parser on the way to the error (its ``args`` are the command line)."""
-    from jsonargparse import ArgumentParser
-
-    for cause in chain:
-        for frame in _frames(cause):
-            candidate = frame.f_locals.get("self")
-            if isinstance(candidate, ArgumentParser):
-                return candidate
-    return None
-
-
 def _subcommand(args: Sequence[str]) -> str | None:
-    return next((a for a in args if a in _SUBCOMMANDS), None)
-
-
-def _option_names(parser, args: Sequence[str]) -> list[str]:
-    """Every option of the subcommand's parser (``trainer.max_epochs``, ``model``, ...)."""
-    subcommands = getattr(parser, "_subcommands_action", None)
-    name = _subcommand(args)
-    if subcommands is not None and name is not None:
-        parser = subcommands._name_parser_map.get(name, parser)
-    return [action.dest for action in getattr(parser, "_actions", []) if isinstance(action.dest, str)]
+    return next((a for a in args if a in SUBCOMMANDS), None)
 
 
 def _suggestion(name: str, valid: Sequence[str]) -> str:

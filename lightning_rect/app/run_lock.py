@@ -1,0 +1,58 @@
+"""One process at a time in a folder: ``with run_lock(folder): ...``.
+
+The lock is ``flock`` on ``folder/.lock``, which holds who has it (pid, host, start, command); the
+kernel drops it when the holder exits, however it ends, so a killed run never leaves a folder
+locked. A second process gets ``FolderInUse``, one line naming the holder, before it changes
+anything.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+from lightning_rect.errors import LightningRectError
+
+LOCK_FILE = ".lock"
+
+
+class FolderInUse(LightningRectError):
+    """Another process holds the folder's lock."""
+
+
+@contextmanager
+def run_lock(folder: str | os.PathLike, what: str = "run folder") -> Iterator[Path]:
+    """Hold ``folder``'s lock for the block (the folder is made if needed); ``FolderInUse`` if another process has it."""
+    path = Path(folder) / LOCK_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 2000).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise FolderInUse(f"the {what} {folder} is in use by {holder}; nothing was changed; wait until it ends "
+                              "(or stop it), then run this again") from None
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                break  # still the lock file: not one a holder removed while we opened it
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        command = " ".join(sys.argv)[:300]
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')} "
+                     f"({command})\n".encode())
+        yield Path(folder)
+    finally:
+        with suppress(OSError):
+            path.unlink()  # before the lock goes: the next holder makes a new file
+        os.close(fd)
