@@ -20,6 +20,13 @@ Entry points are loaded lazily, the first time a registry is asked for its names
 A plugin that fails to load (its module does not import, the object is missing) is skipped with
 one warning naming the entry point and the error: built-ins and the other plugins keep working,
 and asking for the broken name raises a ``ConfigError`` that repeats the entry point and the error.
+
+Name clashes are always said in one line, naming both sides (built-in, plugin entry point, or user
+code): a plugin entry named like a built-in or like an earlier plugin is not used (a warning); a
+name registered in user code takes the place of a plugin's (a warning); a name registered in user
+code that a built-in or other user code already holds is a ``ConfigError``. Registering the same
+object again, or the same definition again (a notebook cell run twice defines the class anew), is
+harmless: the newest definition is kept.
 """
 
 from __future__ import annotations
@@ -40,33 +47,67 @@ class Registry(Generic[T]):
         self.kind = kind
         self.entry_point_group = entry_point_group
         self._entries: dict[str, T] = {}
+        #: name -> who registered it, for clash messages: "built-in", "plugin" or "user code"
+        self._origins: dict[str, str] = {}
+        #: name -> the entry point a plugin's entry came from
+        self._plugins: dict[str, EntryPoint] = {}
         #: plugins whose entry point failed to load: name -> "why", for the error when it is asked for
         self._broken: dict[str, str] = {}
         self._entry_points_loaded = entry_point_group is None
 
     def register(self, name: str) -> Callable[[T], T]:
-        """Decorator that registers a class or factory under ``name``; a duplicate name is an error."""
+        """Decorator that registers a class or factory under ``name`` (clashes: see the module docstring)."""
 
         def decorator(obj: T) -> T:
-            self._add(name, obj)
+            self._add(name, obj, "built-in" if _qualname(obj).startswith("lightning_rect.") else "user code")
             return obj
 
         return decorator
 
-    def _add(self, name: str, obj: T) -> None:
-        if name in self._entries:
-            raise ValueError(
-                f"{self.kind} {name!r} is already registered (by {_qualname(self._entries[name])}); "
-                "choose another name"
-            )
-        self._entries[name] = obj
+    def _describe(self, name: str) -> str:
+        """Who holds ``name``: 'the built-in lightning_rect.activations.Rectifier', 'the plugin entry point ...'."""
+        if self._origins[name] == "plugin":
+            return f"the plugin entry point {_entry_point(self.entry_point_group, self._plugins[name])}"
+        return f"the {self._origins[name]} {_qualname(self._entries[name])}"
+
+    def _add(self, name: str, obj: T, origin: str, plugin: EntryPoint | None = None) -> None:
+        held = self._entries.get(name)
+        if held is not None and _same_definition(held, obj):  # a cell run twice, a module reloaded
+            self._entries[name] = obj
+            return
+        if held is not None and origin == "plugin":
+            warnings.warn(f"{self.kind} plugin {_entry_point(self.entry_point_group, plugin)} is not used: {name!r} "
+                          f"is already {self._describe(name)}; rename the entry point", RuntimeWarning, stacklevel=4)
+            return
+        if held is not None and self._origins[name] != "plugin":
+            raise ConfigError(f"{self.kind} {name!r} is already registered by {self._describe(name)}; "
+                              f"register {_qualname(obj)} under another name")
+        if held is not None:  # user code over a plugin's entry: the user's code is what they asked for
+            warnings.warn(f"{self.kind} {name!r} registered by user code ({_qualname(obj)}) takes the place of "
+                          f"{self._describe(name)}", RuntimeWarning, stacklevel=3)
+        self._entries[name], self._origins[name] = obj, origin
+        if plugin is not None:
+            self._plugins[name] = plugin
 
     def _load_entry_points(self) -> None:
         if self._entry_points_loaded:
             return
         self._entry_points_loaded = True  # set first: a failing plugin must not be retried forever
         for ep in entry_points(group=self.entry_point_group):
-            if ep.name in self._entries or ep.name in self._broken:
+            if ep.name in self._broken:
+                continue
+            if ep.name in self._entries and self._origins[ep.name] != "plugin" \
+                    and ep.value.replace(":", ".") != _qualname(self._entries[ep.name]):
+                # Said without importing the plugin: the entry in place wins anyway.
+                if self._origins[ep.name] == "built-in":
+                    warnings.warn(f"{self.kind} plugin {_entry_point(self.entry_point_group, ep)} is not used: "
+                                  f"{ep.name!r} is {self._describe(ep.name)}; rename the entry point",
+                                  RuntimeWarning, stacklevel=3)
+                else:
+                    user = _qualname(self._entries[ep.name])
+                    warnings.warn(f"{self.kind} {ep.name!r} registered by user code ({user}) takes the place of the "
+                                  f"plugin entry point {_entry_point(self.entry_point_group, ep)}",
+                                  RuntimeWarning, stacklevel=3)
                 continue
             try:
                 obj = ep.load()
@@ -75,7 +116,7 @@ class Registry(Generic[T]):
                 self._broken[ep.name] = why
                 warnings.warn(f"skipping {self.kind} plugin: {why}", RuntimeWarning, stacklevel=3)
                 continue
-            self._add(ep.name, obj)
+            self._add(ep.name, obj, "plugin", ep)
 
     def names(self) -> list[str]:
         self._load_entry_points()
@@ -128,5 +169,14 @@ def _broken_plugin(group: str | None, ep: EntryPoint, err: Exception) -> str:
     return f"entry point `{ep.name} = {ep.value}` (group {group}) failed to load: {type(err).__name__}: {err}"
 
 
+def _entry_point(group: str | None, ep: EntryPoint | None) -> str:
+    return f"`{ep.name} = {ep.value}` (group {group})" if ep is not None else "(unknown)"
+
+
 def _qualname(obj: Any) -> str:
     return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"
+
+
+def _same_definition(a: Any, b: Any) -> bool:
+    """The same object, or the same definition made again (same module and qualified name)."""
+    return a is b or (hasattr(a, "__qualname__") and hasattr(b, "__qualname__") and _qualname(a) == _qualname(b))

@@ -108,6 +108,8 @@ def plugins(tmp_path, monkeypatch):
             found.append(EntryPoint(name, f"plugin_{name}:Plugin", "lightning_rect.activations"))
         monkeypatch.setattr(registry_module, "entry_points", fake_entry_points)
         monkeypatch.setattr(ACTIVATIONS, "_entries", dict(ACTIVATIONS._entries))
+        monkeypatch.setattr(ACTIVATIONS, "_origins", dict(ACTIVATIONS._origins))
+        monkeypatch.setattr(ACTIVATIONS, "_plugins", dict(ACTIVATIONS._plugins))
         monkeypatch.setattr(ACTIVATIONS, "_broken", {}, raising=False)
         monkeypatch.setattr(ACTIVATIONS, "_entry_points_loaded", False)
         return ACTIVATIONS
@@ -176,3 +178,65 @@ def test_plugin_whose_object_is_missing_is_skipped(plugins):
         assert "rectifier" in registry.names()
     with pytest.raises(ConfigError, match="AttributeError"):
         registry.get("typo")
+
+
+# -- clashes: always said in one line, naming both sides ------------------------------------------
+SHADOWING_PLUGIN = """
+    from torch import nn
+    class Plugin(nn.Identity): ...
+"""
+
+
+def test_a_plugin_named_like_a_built_in_is_not_used_and_says_so(plugins):
+    registry = plugins({"rectifier": SHADOWING_PLUGIN})
+    with pytest.warns(RuntimeWarning) as caught:
+        registry.names()
+    [message] = [str(w.message) for w in caught if "rectifier" in str(w.message)]
+    assert "\n" not in message
+    assert "plugin `rectifier = plugin_rectifier:Plugin` (group lightning_rect.activations) is not used" in message
+    assert "the built-in lightning_rect.activations.Rectifier" in message and "rename the entry point" in message
+    assert registry.get("rectifier").__name__ == "Rectifier"
+
+
+def test_user_code_and_a_plugin_of_the_same_name_say_which_one_is_used(plugins):
+    # The user registers first (plugins load lazily, later): the user's entry is used, and that is said.
+    registry = plugins({"swish": SHADOWING_PLUGIN})
+
+    class Swish(nn.Module):
+        def forward(self, x):
+            return x
+
+    registry.register("swish")(Swish)
+    with pytest.warns(RuntimeWarning, match=r"'swish' registered by user code \(.*Swish\) takes the place of the "
+                                            r"plugin entry point `swish = plugin_swish:Plugin`"):
+        assert registry.get("swish") is Swish
+
+    # The plugin is loaded first: registering the name in user code says it takes the plugin's place.
+    registry = plugins({"mish": SHADOWING_PLUGIN})
+    assert registry.get("mish").__name__ == "Plugin"
+    with pytest.warns(RuntimeWarning, match=r"'mish' registered by user code .* takes the place of the plugin entry "
+                                            r"point `mish = plugin_mish:Plugin`"):
+        registry.register("mish")(Swish)
+    assert registry.get("mish") is Swish
+
+
+def test_user_code_cannot_take_a_built_in_name():
+    with pytest.raises(ConfigError, match=r"^activation 'tanh' is already registered by the built-in "
+                                          r"lightning_rect.activations.Tanh; register .*Mine under another name$"):
+        class Mine(nn.Module): ...
+
+        ACTIVATIONS.register("tanh")(Mine)
+
+
+def test_registering_the_same_class_again_is_harmless():
+    reg = Registry("widget")
+    source = "class Widget:\n    size = {}\n"
+    first, again = {"__name__": "notebook"}, {"__name__": "notebook"}
+    exec(source.format(1), first)  # a notebook cell ...
+    reg.register("w")(first["Widget"])
+    reg.register("w")(first["Widget"])  # ... registered twice
+    exec(source.format(2), again)  # ... and the cell run again: the class is defined anew
+    reg.register("w")(again["Widget"])
+    assert reg.get("w") is again["Widget"] and reg.get("w").size == 2
+    with pytest.raises(ConfigError, match="already registered by the user code notebook.Widget"):
+        reg.register("w")(dict)  # another object under the same name is still an error
