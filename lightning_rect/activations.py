@@ -3,8 +3,16 @@
 All activations are ``nn.Module`` classes so that forward hooks (``SparsityMonitor``) can find
 them. Third-party activations register through the ``lightning_rect.activations`` entry point.
 
-``nonnegative = True`` says every output is >= 0; ``SparsityMonitor`` then counts non-zeros with
-one kernel fewer (no ``abs``). A plugin activation may declare it too.
+Facts each activation class states, so that nothing outside the registry compares names:
+
+- ``output_range = (low, high)``: the interval its outputs lie in (``math.inf`` where unbounded).
+  ``StackedDAE`` derives from it how a layer's outputs become reconstruction targets (a range with
+  both ends finite and a negative low end, as tanh's (-1, 1), is mapped onto [0, 1] for
+  cross-entropy), and ``SparsityMonitor`` counts non-zeros with one kernel fewer (no ``abs``) when
+  ``low >= 0``. A plugin that declares no range is taken as unbounded, or as (0, inf) if it says
+  ``nonnegative = True``.
+- ``exact_zeros``: whether outputs are exactly 0 on a whole range of inputs (the rectifier). Where
+  they are not (tanh, softplus, sigmoid) exact sparsity is 0 by construction, and the monitor says so.
 
 ``init_gain`` scales the Glorot-uniform initial weights of the layer feeding the activation (the
 paper only says "uniform": ``docs/paper.md#what-the-paper-leaves-open``). Softplus has slope 1/2
@@ -18,6 +26,8 @@ initialisation, also uniform (+-1/sqrt(fan_in)), the same for every network.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +44,8 @@ class Rectifier(nn.Module):
     """max(0, x): exact zeros, hence sparse representations."""
 
     init_gain = 1.0
-    nonnegative = True
+    output_range = (0.0, math.inf)
+    exact_zeros = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.relu(x)
@@ -43,6 +54,8 @@ class Rectifier(nn.Module):
 @ACTIVATIONS.register("tanh")
 class Tanh(nn.Module):
     init_gain = 1.0
+    output_range = (-1.0, 1.0)
+    exact_zeros = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.tanh(x)
@@ -53,7 +66,8 @@ class Softplus(nn.Module):
     """log(1 + e^x), the smooth version of the rectifier (never exactly zero)."""
 
     init_gain = 2.0
-    nonnegative = True
+    output_range = (0.0, math.inf)
+    exact_zeros = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.softplus(x)
@@ -62,7 +76,8 @@ class Softplus(nn.Module):
 @ACTIVATIONS.register("sigmoid")
 class Sigmoid(nn.Module):
     init_gain = 4.0
-    nonnegative = True
+    output_range = (0.0, 1.0)
+    exact_zeros = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(x)
@@ -78,7 +93,8 @@ class SharpSoftplus(nn.Module):
     # The rectifier's gain (1) for every a, so a sharpness sweep varies the non-linearity alone and
     # its a -> infinity end starts where the rectifier does. (``softplus`` keeps 2: see above.)
     init_gain = 1.0
-    nonnegative = True
+    output_range = (0.0, math.inf)
+    exact_zeros = False
 
     def __init__(self, a: float = 1.0) -> None:
         super().__init__()
@@ -112,3 +128,22 @@ class SignFlip(nn.Module):
 
 def build_activation(name: str, args: dict | None = None) -> nn.Module:
     return ACTIVATIONS.build(name, **(args or {}))
+
+
+def output_range(activation: nn.Module | type | str) -> tuple[float, float]:
+    """``(low, high)`` of an activation (module, class or registry name), from its ``output_range``;
+    without one, (0, inf) if it declares ``nonnegative = True``, else unbounded."""
+    if isinstance(activation, str):
+        activation = ACTIVATIONS.get(activation)
+    declared = getattr(activation, "output_range", None)
+    if declared is not None:
+        low, high = declared
+        return float(low), float(high)
+    return (0.0, math.inf) if getattr(activation, "nonnegative", False) is True else (-math.inf, math.inf)
+
+
+def is_bounded_signed(activation: nn.Module | type | str) -> bool:
+    """Outputs in a finite range that reaches below 0 (tanh's (-1, 1)): a DAE maps them onto [0, 1]
+    for cross-entropy, and the sign flip keeps them in range (no ``abs`` needed)."""
+    low, high = output_range(activation)
+    return low < 0 and math.isfinite(low) and math.isfinite(high)

@@ -32,7 +32,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
+from lightning_rect.activations import is_bounded_signed
 from lightning_rect.registry import Registry
 
 RECONSTRUCTIONS: Registry = Registry("reconstruction", "lightning_rect.reconstructions")
@@ -96,3 +98,10 @@ class SigmoidReconstruction(_CrossEntropy):
 @RECONSTRUCTIONS.register("scaled_sigmoid")
 class ScaledSigmoidReconstruction(_CrossEntropy):
     scales_inputs = True
+
+
+def paper_reconstruction(activation: nn.Module | type | str) -> str:
+    """The paper's reconstruction for a DAE of ``activation`` units (a module, class or registry
+    name), from the activation's output range: cross-entropy (``sigmoid``) for units bounded on both
+    sides that can be negative (tanh's (-1, 1), mapped onto [0, 1]), ``softplus`` for the others."""
+    return "sigmoid" if is_bounded_signed(activation) else "softplus"

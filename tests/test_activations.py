@@ -90,3 +90,51 @@ def test_encoder_returns_every_hidden_output_once():
 def test_encoder_refuses_empty_hidden_sizes():
     with pytest.raises(ConfigError, match="hidden_sizes"):
         Encoder(8, [])
+
+
+# -- what an activation says about itself --------------------------------------------------------
+@pytest.mark.parametrize("name", ["rectifier", "tanh", "softplus", "sigmoid", "sharp_softplus"])
+def test_every_activation_states_an_output_range_that_holds(name):
+    from lightning_rect.activations import output_range
+
+    cls = ACTIVATIONS.get(name)
+    assert "output_range" in vars(cls) and isinstance(vars(cls).get("exact_zeros"), bool), name
+    low, high = output_range(name)
+    y = ACTIVATIONS.build(name)(torch.linspace(-30, 30, 6001, dtype=torch.float64))
+    assert ((y >= low) & (y <= high)).all(), name
+    assert y.min() < low + 0.01 and (math.isinf(high) or y.max() > high - 0.01), name  # and it is the tightest one
+    assert bool((y == 0).any()) is cls.exact_zeros or name == "tanh", name  # tanh(0) = 0 alone
+
+
+class Softsign(torch.nn.Module):
+    """A user's symmetric activation: outputs in (-1, 1), like tanh, under another name."""
+
+    output_range = (-1.0, 1.0)
+    exact_zeros = False
+
+    def forward(self, x):
+        return torch.nn.functional.softsign(x)
+
+
+@pytest.fixture
+def softsign(monkeypatch):
+    monkeypatch.setattr(ACTIVATIONS, "_entries", dict(ACTIVATIONS._entries))
+    monkeypatch.setattr(ACTIVATIONS, "_origins", dict(ACTIVATIONS._origins))
+    ACTIVATIONS.register("softsign")(Softsign)
+    return "softsign"
+
+
+@pytest.mark.parametrize("sign_flip", [False, True])
+def test_the_dae_target_of_an_activation_follows_its_output_range_not_its_name(softsign, sign_flip):
+    from lightning_rect import StackedDAE
+    from lightning_rect.reconstruction import paper_reconstruction
+
+    assert paper_reconstruction(softsign) == paper_reconstruction("tanh") == "sigmoid"
+    assert paper_reconstruction("rectifier") == paper_reconstruction("softplus") == "softplus"
+    clean = torch.tensor([[-0.8, 0.0, 0.5]])
+    for name in (softsign, "tanh"):  # signed outputs in (-1, 1) map onto (0, 1), keeping their sign
+        dae = StackedDAE(3, None, [3, 3], activation=name, reconstruction="sigmoid", sign_flip=sign_flip, l1=0.0)
+        assert torch.allclose(dae._target(clean, 1), torch.tensor([[0.1, 0.5, 0.75]])), name
+        assert torch.equal(dae._target(clean, 0), clean.clamp(0, 1)), name  # the data, not a layer's outputs
+    rectifier = StackedDAE(3, None, [3, 3], reconstruction="sigmoid", sign_flip=sign_flip, l1=0.0)
+    assert torch.equal(rectifier._target(clean, 1), clean.abs() if sign_flip else clean.clamp(0, 1))

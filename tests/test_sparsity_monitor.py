@@ -7,6 +7,7 @@ import pytest
 import torch
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_rect import SparseMLP, StackedDAE
 from lightning_rect.activations import Rectifier, SharpSoftplus, Sigmoid, Softplus, Tanh
@@ -379,3 +380,192 @@ def test_histograms_false_logs_and_writes_nothing_more(tmp_path):
     assert not [c for c in logger.run.log.call_args_list if any("firing_rate" in k for k in c.args[0])]
     assert not (tmp_path / "firing_rates.json").exists() and not monitor.firing_rate_histograms
     assert "test/sparsity/layer_1" in trainer.callback_metrics
+
+
+# -- what a module runs, and how often, does not change the layers --------------------------------
+class TwoLayerUserModel(L.LightningModule):
+    """A user's MLP whose training step may recompute its activations in backward (activation
+    checkpointing) or run the network twice; validation runs it once, plainly."""
+
+    def __init__(self, mode: str = "plain"):
+        super().__init__()
+        self.mode = mode
+        self.body = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 16), nn.ReLU())
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x):
+        if self.mode == "checkpoint" and self.training:
+            return self.head(torch.utils.checkpoint.checkpoint(self.body, x, use_reentrant=False))
+        if self.mode == "reentrant" and self.training:
+            return self.head(torch.utils.checkpoint.checkpoint(self.body, x.requires_grad_(), use_reentrant=True))
+        return self.head(self.body(x))
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = nn.functional.cross_entropy(self(x), y)
+        if self.mode == "twice":  # e.g. a consistency term on a second view of the batch
+            loss = loss + nn.functional.cross_entropy(self(x.flip(-1)), y)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        self(batch[0])
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.05)
+
+
+def fit_user_model(mode: str) -> dict[str, float]:
+    torch.manual_seed(0)
+    model = TwoLayerUserModel(mode)
+    x, y = torch.rand(40, 64) - 0.3, torch.randint(0, 10, (40,))
+    trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, num_sanity_val_steps=0,
+                        callbacks=[SparsityMonitor(modules=["body.1", "body.3"])])
+    loader = DataLoader(TensorDataset(x, y), batch_size=10)
+    trainer.fit(model, loader, loader)
+    return {k: float(v) for k, v in trainer.callback_metrics.items()}
+
+
+@pytest.mark.parametrize("mode", ["checkpoint", "reentrant", "twice"])
+def test_layers_are_the_same_in_every_stage_however_often_a_step_runs_them(mode):
+    plain, result = fit_user_model("plain"), fit_user_model(mode)
+    layers = {stage: {k.split("/", 2)[2] for k in result if k.startswith(f"{stage}/sparsity/")}
+              for stage in ("train", "val")}
+    assert layers["train"] == layers["val"] == {"body.1", "body.3", "mean"}
+    if mode != "twice":  # a recomputation in backward is not counted again: the plain run's values exactly
+        for key in ("train/sparsity/body.1", "train/dead/body.3", "train/dead/mean", "val/sparsity/mean"):
+            assert result[key] == pytest.approx(plain[key], abs=1e-7), key
+
+
+# -- several evaluation dataloaders --------------------------------------------------------------
+class HandBuiltSeveralLoaders(HandBuilt):
+    def test_step(self, batch, batch_idx, dataloader_idx=0):
+        self(batch[0])
+
+
+def test_each_test_dataloader_is_counted_and_logged_on_its_own():
+    all_zero = [(torch.zeros(2, 4), torch.zeros(2))]
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=[SparsityMonitor()])
+    with pytest.warns(UserWarning, match="every unit of layer_1/dataloader_idx_1"):
+        results = trainer.test(HandBuiltSeveralLoaders(), dataloaders=[Loader(batches()), Loader(all_zero)],
+                               verbose=False)
+    for key, value in expected().items():
+        assert results[0][f"{key}/dataloader_idx_0"] == pytest.approx(value), key
+        assert results[1][f"{key}/dataloader_idx_1"] == pytest.approx(1.0), key  # all zeros, all dead
+    assert not any(k in results[0] for k in expected())  # no pooled value under the plain names
+
+
+# -- watched modules are checked before they run -------------------------------------------------
+def test_a_watched_module_declared_to_return_a_list_is_refused_at_setup():
+    ran = []
+
+    class Steps(L.Callback):
+        def on_train_batch_start(self, *args):
+            ran.append(True)
+
+    trainer = L.Trainer(max_epochs=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=[SparsityMonitor(modules=["encoder"]), Steps()])
+    with pytest.raises(ConfigError) as err:
+        trainer.fit(SparseMLP(64, 10, [8, 4]), datamodule=DigitsDataModule())
+    message = str(err.value)
+    assert "\n" not in message and "'encoder' (Encoder) is declared to return a list" in message
+    assert "encoder.layers.0.activation" in message  # what to watch instead
+    assert not ran
+
+
+class ReturnsPair(nn.Module):
+    def forward(self, x):  # no annotation: only the first call can tell
+        return torch.relu(x), x
+
+
+class PairUser(L.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.lin, self.pair, self.list = nn.Linear(4, 3), ReturnsPair(), nn.ModuleList([nn.ReLU()])
+
+    def test_step(self, batch, batch_idx):
+        self.pair(self.lin(batch[0]))
+
+
+def test_a_watched_module_that_returns_a_tuple_is_one_configuration_error_at_its_first_call():
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=[SparsityMonitor(modules=["pair"])])
+    with pytest.raises(ConfigError, match=r"^SparsityMonitor: 'pair' \(ReturnsPair\) returned a tuple, not a tensor"):
+        trainer.test(PairUser(), dataloaders=Loader(batches()), verbose=False)
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=[SparsityMonitor(modules=["list"])])
+    with pytest.raises(ConfigError, match=r"'list' \(ModuleList\) is a container that is never called"):
+        trainer.test(PairUser(), dataloaders=Loader(batches()), verbose=False)
+
+
+def test_the_hint_lists_every_activation_the_last_hidden_one_included():
+    trainer = L.Trainer(max_epochs=1, logger=False, enable_progress_bar=False, callbacks=[SparsityMonitor()])
+    with pytest.raises(ConfigError, match=r"\['net.1', 'net.3'\]"):  # net.3 (Tanh) feeds the output layer
+        trainer.fit(PlainUserModel(), datamodule=DigitsDataModule())
+
+
+def test_activations_that_are_never_exactly_zero_are_named_in_a_note(caplog):
+    class Smooth(PlainUserModel):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(64, 32), nn.GELU(), nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 10))
+
+    trainer = L.Trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=1, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=[SparsityMonitor(modules=["net.1", "net.3"])])
+    with caplog.at_level("INFO"):
+        trainer.fit(Smooth(), datamodule=DigitsDataModule())
+    [note] = [r.getMessage() for r in caplog.records if "almost never output exactly 0" in r.getMessage()]
+    assert "net.1 (GELU)" in note and "net.3" not in note
+    model = SparseMLP(64, 10, [8], activation="tanh")
+    caplog.clear()
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=[SparsityMonitor()])
+    with caplog.at_level("INFO"):
+        trainer.test(model, dataloaders=Loader([(torch.rand(3, 64), torch.zeros(3).long())]), verbose=False)
+    assert any("layer_1 (Tanh) almost never output exactly 0" in r.getMessage() for r in caplog.records)
+
+
+# -- examples a distributed sampler repeats are not counted --------------------------------------
+class Identity(L.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.act = Fixed()
+
+    def sparsity_modules(self):
+        return [self.act]
+
+    def test_step(self, batch, batch_idx):
+        self.act(batch[0])
+
+
+def test_the_example_a_distributed_sampler_repeats_is_not_counted():
+    from torch.utils.data import DistributedSampler
+
+    from lightning_rect.data.batches import EpochShuffle, InMemoryBatches
+
+    # 7 examples on 2 processes: process 1 gets examples 1, 3, 5 and a copy of example 0 (padding).
+    # Unit 0 fires on example 0 alone, so on process 1 it is dead unless the copy is counted.
+    x = torch.zeros(7, 2)
+    x[0, 0] = 1.0
+    x[:, 1] = 1.0
+    dataset = TensorDataset(x, torch.zeros(7))
+    for batch_size in (2, 4):
+        sampler = DistributedSampler(dataset, num_replicas=2, rank=1, shuffle=False)
+        monitor = SparsityMonitor()
+        L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[monitor]).test(
+            Identity(), DataLoader(dataset, batch_size=batch_size, sampler=sampler), verbose=False)
+        assert monitor.firing_rate_histograms["test"]["layer_1"].dead == 1, batch_size  # unit 0
+        assert monitor.firing_rates["test"]["layer_1"].tolist() == [0.0, 1.0]
+    # The data modules' own sampler pads the same way (shuffled training order, seeded).
+    sampler = EpochShuffle(7, shuffle=True, seed=0, rank=1, world_size=2)
+    order = sampler.indices()
+    first = EpochShuffle(7, shuffle=True, seed=0, rank=0, world_size=2).indices()
+    assert sampler.padding == 1 and len(order) == 4 and order[-1] == first[0]  # a repeat of process 0's first
+    monitor = SparsityMonitor()
+    L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[monitor]).test(
+        Identity(), InMemoryBatches(torch.arange(7.0).view(7, 1).repeat(1, 2), torch.zeros(7), 3, sampler),
+        verbose=False)
+    counted = monitor.firing_rates["test"]["layer_1"] * 3  # rows: the 3 real examples
+    assert counted.tolist() == [float((order[:3] != 0).sum())] * 2

@@ -17,9 +17,24 @@ channel of an ``N x C x H x W`` convolution output (a channel is dead when it is
 position of every example). For ``N x T x F`` sequence outputs pass ``unit_dim=-1``.
 
 A module applied at several places in one forward (one ``nn.ReLU`` shared by two layers) is
-counted per call site: ``<name>@1``, ``<name>@2``, ... in call order. A layer a model declares in
-``sparsity_modules()`` is one layer however often it runs in a step (``StackedDAE`` evaluates each
-layer's reconstruction with its own pass through the layers below): all its calls count toward it.
+counted per call site: ``<name>@1``, ``<name>@2``, ... in call order, numbered afresh at every
+forward of the LightningModule and every batch, so a step that runs the model twice counts both
+passes toward the same sites. Calls made while Lightning runs the backward pass are not counted:
+activation checkpointing (``torch.utils.checkpoint``) recomputes the forward there, and those
+outputs were already counted. So the layers, and what they count, are the same in every stage. A
+layer a model declares in ``sparsity_modules()`` is one layer however often it runs in a step
+(``StackedDAE`` evaluates each layer's reconstruction with its own pass through the layers below):
+all its calls count toward it. Module names are the user's: the ``_orig_mod`` that
+``torch.compile`` inserts into a compiled submodule's names is left out.
+
+Several validation or test dataloaders are counted one by one and logged with Lightning's suffix,
+``<stage>/sparsity/<layer>/dataloader_idx_<N>`` (one dataloader keeps the plain names). Examples a
+distributed sampler repeats to give every process the same number (``DistributedSampler`` pads
+each process's share with copies of the first examples) are not counted, so values under DDP
+cover each example once. Watched modules must return a tensor of (examples, units, ...): one
+declared to return a list or tuple is refused at setup, one that returns one anyway at its first
+call. Modules whose outputs are almost never exactly 0 (tanh, sigmoid, softplus, GELU) are named in
+an info line at setup: their exact sparsity is 0 by construction.
 
 How it stays cheap: a forward hook on each watched module adds the number of non-zero outputs of
 each unit into a per-unit counter on the device (two or three small kernels per layer and step,
@@ -61,6 +76,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,20 +85,28 @@ import torch
 from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import Logger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.trainer.states import TrainerFn
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
+from torch._dynamo import OptimizedModule
+from torch.utils.data import DistributedSampler
 from torch.utils.hooks import RemovableHandle
 from typing_extensions import override
 
-from lightning_rect.activations import ACTIVATIONS
+from lightning_rect.activations import ACTIVATIONS, output_range
 from lightning_rect.errors import ConfigError
 from lightning_rect.files import write_atomically
 from lightning_rect.metrics import activity_fractions
 
 #: Activation types listed as candidates when a model has no ``sparsity_modules()`` and no ``modules``.
 ACTIVATION_TYPES = (nn.ReLU, nn.Tanh, nn.Softplus, nn.Sigmoid, nn.LeakyReLU, nn.GELU)
-#: torch modules whose outputs are never negative (lightning_rect's own say so with ``nonnegative``).
+#: torch modules whose outputs are never negative (lightning_rect's own say so with ``output_range``).
 NONNEGATIVE_TYPES = (nn.ReLU, nn.ReLU6, nn.Softplus, nn.Sigmoid, nn.Hardsigmoid)
+#: torch modules whose outputs are exactly 0 only for an input of exactly 0, if ever (lightning_rect's
+#: own say so with ``exact_zeros = False``): their exact sparsity is 0 by construction.
+NEVER_ZERO_TYPES = (nn.Tanh, nn.Sigmoid, nn.Softplus, nn.GELU, nn.SiLU, nn.ELU, nn.CELU, nn.SELU, nn.Mish,
+                    nn.Softsign, nn.LogSigmoid, nn.LeakyReLU, nn.PReLU, nn.Tanhshrink)
+#: Containers that hold modules but are never called themselves, so a hook on them never fires.
+UNCALLED_TYPES = (nn.ModuleList, nn.ModuleDict, nn.ParameterList, nn.ParameterDict)
 STAGES = ("train", "val", "test")
 #: Bins of the firing-rate histograms: equal widths over [0, 1].
 HISTOGRAM_BINS = 20
@@ -123,10 +147,15 @@ class SparsityMonitor(Callback):
         self._log_dir: str | None = None  # where RATES_FILE goes; None: no logger, or histograms off
         self._handles: list[RemovableHandle] = []
         self._stage: str | None = None  # the stage whose outputs the hooks count now, if any
-        self._counters: dict[str, dict[tuple[str, int], UnitCounter]] = {stage: {} for stage in STAGES}
-        self._calls: dict[str, int] = {}  # module name -> calls so far in the current batch
-        self._sites: dict[str, int] = {}  # module name -> most calls seen in one batch
+        # stage -> (dataloader index or None when the stage has one dataloader, name, call) -> counter
+        self._counters: dict[str, dict[tuple[int | None, str, int], UnitCounter]] = {stage: {} for stage in STAGES}
+        self._loader: int | None = None  # the dataloader of the current evaluation batch (None: the only one)
+        self._padding = 0  # rows at the end of the current batch that repeat other examples (DDP padding)
+        self._in_backward = False  # between Lightning's on_before_backward and on_after_backward
+        self._calls: dict[str, int] = {}  # module name -> calls so far in the current forward
+        self._sites: dict[str, int] = {}  # module name -> most calls seen in one forward
         self._warned_dead: set[tuple[str, str]] = set()
+        self._noted_never_zero = False
 
     # -- which modules ----------------------------------------------------------------------------
     def watched_modules(self, pl_module: LightningModule) -> list[tuple[str, nn.Module]]:
@@ -134,13 +163,13 @@ class SparsityMonitor(Callback):
         if self.modules is None:
             if hasattr(pl_module, "sparsity_modules"):
                 return [(f"layer_{k}", m) for k, m in enumerate(pl_module.sparsity_modules(), start=1)]
-            candidates = [name for name, m in pl_module.named_modules() if isinstance(m, _activation_types())]
+            candidates = [name for name, m in user_named_modules(pl_module) if isinstance(m, _activation_types())]
             raise ConfigError(
                 f"SparsityMonitor: {type(pl_module).__name__} has no sparsity_modules(), so say which hidden "
-                f"activations to watch: SparsityMonitor(modules=[...]) with module names, e.g. {candidates[:-1] or candidates} "
-                "(the last activation is often the output layer, not a hidden one)"
+                f"activations to watch: SparsityMonitor(modules=[...]) with module names, e.g. {candidates[:8]} "
+                "(leave out an output activation, such as a final Sigmoid: it is not a hidden layer)"
             )
-        named = [(name, m) for name, m in pl_module.named_modules() if name]
+        named = user_named_modules(pl_module)
         unmatched = [entry for entry in self.modules if not any(_matches(entry, n, m) for n, m in named)]
         if unmatched:
             raise ConfigError(
@@ -148,17 +177,37 @@ class SparsityMonitor(Callback):
                 f"use qualified names from named_modules() (e.g. {[n for n, m in named if isinstance(m, _activation_types())][:4]}) "
                 "or class names such as ReLU"
             )
-        return [(name, m) for name, m in named if any(_matches(entry, name, m) for entry in self.modules)]
+        watched = [(name, m) for name, m in named if any(_matches(entry, name, m) for entry in self.modules)]
+        for name, module in watched:
+            problem = static_output_problem(module)
+            if problem:
+                raise ConfigError(f"SparsityMonitor: modules={self.modules}: {name!r} ({type(module).__name__}) "
+                                  f"{problem}, not a tensor of (examples, units, ...); "
+                                  f"{_watch_inside(name, module)}")
+        return watched
 
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         # ``trainer.log_dir`` is a broadcast under DDP: every rank asks, here, once per entry point.
         self._log_dir = trainer.log_dir if self.histograms and self.epoch_logs and trainer.loggers else None
         self._remove_hooks()
+        watched = self.watched_modules(pl_module)
         per_call_site = self.modules is not None  # the model's own sparsity_modules(): one layer each
-        for name, module in self.watched_modules(pl_module):
+        for name, module in watched:
             hook = self._make_hook(name, is_nonnegative(module), per_call_site)
             self._handles.append(module.register_forward_hook(hook))
+        # Call sites are numbered per forward of the model: a step that runs it twice does not add sites.
+        self._handles.append(pl_module.register_forward_pre_hook(torch.compiler.disable(self._new_pass)))
+        self._note_never_zero(watched)
+
+    def _note_never_zero(self, watched: list[tuple[str, nn.Module]]) -> None:
+        smooth = [f"{name} ({type(m).__name__})" for name, m in watched if not can_output_exact_zeros(m)]
+        if smooth and not self._noted_never_zero:
+            self._noted_never_zero = True
+            rank_zero_info(
+                f"SparsityMonitor: {', '.join(smooth)} almost never output exactly 0, so their sparsity and dead "
+                "fractions stay at or near 0 by construction (exact zeros come from rectifier units)"
+            )
 
     @override
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
@@ -171,33 +220,49 @@ class SparsityMonitor(Callback):
 
     def _make_hook(self, name: str, nonnegative: bool, per_call_site: bool):
         def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-            if self._stage is None:
+            if self._stage is None or self._in_backward:  # a recomputation in backward: counted already
                 return
+            if not isinstance(output, torch.Tensor):
+                raise ConfigError(f"SparsityMonitor: {name!r} ({type(module).__name__}) returned a "
+                                  f"{type(output).__name__}, not a tensor of (examples, units, ...); "
+                                  f"{_watch_inside(name, module)}")
             call = self._calls.get(name, 0) if per_call_site else 0
             self._calls[name] = call + 1 if per_call_site else 1
+            if self._padding and output.dim() > 0:  # the sampler's repeated examples end the batch
+                if output.shape[0] <= self._padding:
+                    return
+                output = output[: output.shape[0] - self._padding]
             counters = self._counters[self._stage]
-            counter = counters.get((name, call))
+            key = (self._loader, name, call)
+            counter = counters.get(key)
             if counter is None:
-                counter = counters[(name, call)] = UnitCounter(self.unit_dim, nonnegative)
+                counter = counters[key] = UnitCounter(self.unit_dim, nonnegative)
             counter.add(output)
 
         # Under torch.compile the hook runs eagerly between graph pieces: traced, its Python counters
         # would be baked into the graph as constants and force a recompile at every step.
         return torch.compiler.disable(hook)
 
-    def _new_batch(self) -> None:
+    def _new_pass(self, *args) -> None:
+        """A new forward of the model or a new batch: call sites are numbered from 1 again."""
         for name, calls in self._calls.items():
             self._sites[name] = max(self._sites.get(name, 0), calls)
         self._calls.clear()
 
+    def _new_batch(self, trainer: Trainer, stage: str, batch_idx: int, dataloader_idx: int | None = None) -> None:
+        self._new_pass()
+        self._loader = dataloader_idx
+        self._padding = padded_rows(_stage_dataloader(trainer, stage, dataloader_idx), batch_idx)
+
     # -- epoch boundaries -------------------------------------------------------------------------
     def _start(self, stage: str) -> None:
-        self._new_batch()
+        self._new_pass()
         self._counters[stage] = {}
         self._stage = stage
+        self._loader, self._padding = None, 0
 
     def _finish(self, stage: str, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._new_batch()
+        self._new_pass()
         counters, self._counters[stage] = self._counters[stage], {}
         if not counters or not self.epoch_logs:
             return
@@ -211,24 +276,29 @@ class SparsityMonitor(Callback):
         values: dict[str, torch.Tensor] = {}
         rates: dict[str, torch.Tensor] = {}
         unit_counts: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # layer -> (non-zero per unit, rows)
-        sparsities, deads = [], []
+        per_loader: dict[int | None, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}  # (sparsities, deads)
         offset = 0
         for i, key in enumerate(keys):
             units = counters[key].counts.numel()
             nonzero = flat[offset:offset + units]
             offset += units
-            layer = self._site_name(*key)
+            loader, name, call = key
+            suffix = _loader_suffix(loader)
+            layer = self._site_name(name, call) + suffix
             rates[layer] = (nonzero / rows[i].clamp_min(1)).float().cpu()
             unit_counts[layer] = (nonzero, rows[i])
             sparsity, dead = activity_fractions(nonzero, rows[i])
             values[f"{stage}/sparsity/{layer}"], values[f"{stage}/dead/{layer}"] = sparsity, dead
+            sparsities, deads = per_loader.setdefault(loader, ([], []))
             sparsities.append(sparsity)
             deads.append(dead)
-        values[f"{stage}/sparsity/mean"] = torch.stack(sparsities).mean()
-        values[f"{stage}/dead/mean"] = torch.stack(deads).mean()
+        for loader, (sparsities, deads) in per_loader.items():
+            values[f"{stage}/sparsity/mean{_loader_suffix(loader)}"] = torch.stack(sparsities).mean()
+            values[f"{stage}/dead/mean{_loader_suffix(loader)}"] = torch.stack(deads).mean()
         self.firing_rates[stage] = rates
         # Already summed over ranks, so every rank holds the same values; sync_dist averages equals.
-        pl_module.log_dict(values, sync_dist=True)
+        # The names carry their dataloader suffix already.
+        pl_module.log_dict(values, sync_dist=True, add_dataloader_idx=False)
         self._warn_dead_layers(stage, rates)
         if self.histograms and stage != "train":
             self._firing_rate_histograms(stage, trainer, unit_counts)
@@ -268,16 +338,25 @@ class SparsityMonitor(Callback):
 
     @override
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch, batch_idx: int) -> None:
-        self._new_batch()
+        self._new_batch(trainer, "train", batch_idx)
+
+    @override
+    def on_before_backward(self, trainer: Trainer, pl_module: LightningModule, loss: torch.Tensor) -> None:
+        self._in_backward = True
+
+    @override
+    def on_after_backward(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._in_backward = False
 
     @override
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int) -> None:
+        self._in_backward = False
         every = self.train_log_every_n_steps
         counters = self._counters["train"]
         if not every or trainer.global_step % every or not counters:
             return
         running = {}
-        for (name, call), counter in counters.items():
+        for (_, name, call), counter in counters.items():
             layer = self._site_name(name, call)
             running[f"train_step/sparsity/{layer}"], running[f"train_step/dead/{layer}"] = \
                 activity_fractions(counter.counts, counter.rows)
@@ -297,8 +376,9 @@ class SparsityMonitor(Callback):
 
     @override
     def on_validation_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch, batch_idx: int,
-                                  dataloader_idx: int = 0) -> None:
-        self._new_batch()
+                                  dataloader_idx: int | None = None) -> None:
+        # Lightning passes ``dataloader_idx`` only when there are several dataloaders.
+        self._new_batch(trainer, "val", batch_idx, dataloader_idx)
 
     @override
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -306,6 +386,7 @@ class SparsityMonitor(Callback):
             self._finish("val", trainer, pl_module)
         # Validation inside fit (mid-epoch or at the epoch's end): training outputs count on.
         self._stage = "train" if trainer.state.fn == TrainerFn.FITTING else None
+        self._loader, self._padding = None, 0
 
     @override
     def on_test_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -313,8 +394,8 @@ class SparsityMonitor(Callback):
 
     @override
     def on_test_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch, batch_idx: int,
-                            dataloader_idx: int = 0) -> None:
-        self._new_batch()
+                            dataloader_idx: int | None = None) -> None:
+        self._new_batch(trainer, "test", batch_idx, dataloader_idx)
 
     @override
     def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -425,7 +506,97 @@ class UnitCounter:
 
 def is_nonnegative(module: nn.Module) -> bool:
     """Whether ``module``'s outputs are never negative, so counting needs no ``abs``."""
-    return isinstance(module, NONNEGATIVE_TYPES) or getattr(module, "nonnegative", False) is True
+    return isinstance(module, NONNEGATIVE_TYPES) or output_range(module)[0] >= 0
+
+
+def can_output_exact_zeros(module: nn.Module) -> bool:
+    """False for activations whose outputs are exactly 0 only for an input of exactly 0, if ever."""
+    declared = getattr(module, "exact_zeros", None)
+    if isinstance(declared, bool):
+        return declared
+    return not isinstance(module, NEVER_ZERO_TYPES)
+
+
+def user_named_modules(pl_module: nn.Module) -> list[tuple[str, nn.Module]]:
+    """``named_modules()`` under the user's names: a ``torch.compile``d submodule (an ``OptimizedModule``
+    holding the module as ``_orig_mod``) is listed once, as the module itself under the name it has in
+    the model, and its insides without the ``_orig_mod`` part."""
+    named = []
+    for name, module in pl_module.named_modules():
+        if not name or isinstance(module, OptimizedModule):
+            continue
+        named.append((".".join(part for part in name.split(".") if part != "_orig_mod"), module))
+    return named
+
+
+def static_output_problem(module: nn.Module) -> str:
+    """Why ``module`` cannot be watched, as far as it can be told without running it, or ""."""
+    if isinstance(module, UNCALLED_TYPES):
+        return "is a container that is never called itself (it has no forward)"
+    try:
+        declared = typing.get_type_hints(type(module).forward).get("return")
+    except Exception:  # noqa: BLE001 - unresolvable annotations say nothing either way
+        return ""
+    origin = typing.get_origin(declared) or declared
+    if isinstance(origin, type) and issubclass(origin, (list, tuple, dict)):
+        return f"is declared to return a {origin.__name__}"
+    return ""
+
+
+def _watch_inside(name: str, module: nn.Module) -> str:
+    inside = [f"{name}.{n}" for n, m in module.named_modules() if n and isinstance(m, _activation_types())]
+    if inside:
+        return f"watch the activations inside it instead, e.g. modules={inside[:4]}"
+    return "watch a module that returns one tensor (its hidden activation)"
+
+
+def padded_rows(dataloader: object, batch_idx: int) -> int:
+    """How many rows at the end of batch ``batch_idx`` repeat examples that the sampler already gave:
+    a distributed sampler pads each process's share to the same length, and the padding is the last
+    example of the share, so it sits at the end of the share's last batch."""
+    sampler = getattr(dataloader, "sampler", None)
+    batch_size = getattr(dataloader, "batch_size", None)
+    if sampler is None or not isinstance(batch_size, int) or batch_size < 1:
+        return 0
+    padding = sampler_padding(sampler)
+    if not padding or batch_idx != (len(sampler) - 1) // batch_size:
+        return 0
+    return padding
+
+
+def sampler_padding(sampler: object) -> int:
+    """How many of this process's indices a sampler repeats to even out the processes (the last ones).
+
+    torch's ``DistributedSampler`` (and Lightning's wrapper of a custom sampler) appends copies of the
+    first indices up to a multiple of the number of processes, then gives process ``r`` every
+    ``num_replicas``-th index from ``r``: the copies are the last index of the highest-ranked shares.
+    Other samplers can say it with a ``padding`` attribute (this process's repeated indices, at the end).
+    """
+    if isinstance(sampler, DistributedSampler):
+        if sampler.drop_last:
+            return 0
+        last_position = sampler.total_size - sampler.num_replicas + sampler.rank
+        return int(last_position >= len(sampler.dataset))
+    padding = getattr(sampler, "padding", 0)
+    return padding if isinstance(padding, int) and padding > 0 else 0
+
+
+def _stage_dataloader(trainer: Trainer, stage: str, dataloader_idx: int | None) -> object:
+    """The dataloader the current batch of ``stage`` comes from (None when it cannot be told)."""
+    loaders = {"train": lambda: trainer.train_dataloader, "val": lambda: trainer.val_dataloaders,
+               "test": lambda: trainer.test_dataloaders}[stage]()
+    if dataloader_idx is None:
+        return loaders
+    if isinstance(loaders, Mapping):
+        loaders = list(loaders.values())
+    if isinstance(loaders, Sequence) and dataloader_idx < len(loaders):
+        return loaders[dataloader_idx]
+    return None
+
+
+def _loader_suffix(loader: int | None) -> str:
+    """Lightning's suffix for values of one of several dataloaders; "" when there is one."""
+    return "" if loader is None else f"/dataloader_idx_{loader}"
 
 
 def _matches(entry: str, name: str, module: nn.Module) -> bool:

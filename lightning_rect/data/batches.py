@@ -43,6 +43,15 @@ class EpochShuffle:
             return math.ceil(self.num_examples / self.world_size)
         return len(range(self.rank, self.num_examples, self.world_size))
 
+    @property
+    def padding(self) -> int:
+        """How many of this rank's indices repeat an example to even out the ranks: the last one of
+        the share when the padded end of the permutation falls to this rank (``SparsityMonitor``
+        leaves it uncounted)."""
+        if not self.shuffle:
+            return 0
+        return int(len(self) * self.world_size - self.world_size + self.rank >= self.num_examples)
+
     def indices(self) -> torch.Tensor:
         if not self.shuffle:
             return torch.arange(self.rank, self.num_examples, self.world_size)

@@ -22,10 +22,11 @@ from lightning import LightningModule
 from torch import nn
 from torchmetrics import MeanMetric
 
-from lightning_rect.checkpoint import MODEL_KEY
+from lightning_rect.activations import is_bounded_signed, output_range
+from lightning_rect.checkpoint import MODEL_KEY, read_pretrained
 from lightning_rect.checks import check_non_negative, check_positive, check_positive_int
 from lightning_rect.encoder import Encoder, dead_fractions, l1_penalty
-from lightning_rect.errors import ConfigError
+from lightning_rect.errors import CheckpointError, ConfigError
 from lightning_rect.metrics import LossAverage
 from lightning_rect.models.batch import split_batch
 from lightning_rect.noise import NOISE
@@ -188,14 +189,17 @@ class StackedDAE(LightningModule):
         return cost, l1_penalty([h], num_layers=self.num_layers)
 
     def _target(self, clean: torch.Tensor, layer: int) -> torch.Tensor:
-        # tanh outputs, flipped or not, map onto [0, 1] below without losing their sign
-        if layer > 0 and self.hparams.sign_flip and self.reconstruction.nonnegative_outputs \
-                and self.hparams.activation != "tanh":
+        # From the activation's output range: outputs bounded on both sides and signed (tanh's
+        # (-1, 1)), flipped or not, map onto [0, 1] below without losing their sign.
+        activation = self.encoder.layers[0].activation
+        signed = layer > 0 and is_bounded_signed(activation)
+        if layer > 0 and self.hparams.sign_flip and self.reconstruction.nonnegative_outputs and not signed:
             return clean.abs().clamp(max=1) if self.reconstruction.unit_interval_targets else clean.abs()
         if not self.reconstruction.unit_interval_targets:
             return clean
-        if layer > 0 and self.hparams.activation == "tanh":
-            clean = (clean + 1) / 2
+        if signed:
+            low, high = output_range(activation)
+            clean = (clean - low) / (high - low)
         return clean.clamp(0, 1)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
