@@ -12,9 +12,7 @@ from typing_extensions import override
 
 from lightning_rect.checkpoint import last_checkpoint_path
 from lightning_rect.errors import DivergenceError, NonFiniteInputError
-
-#: The paper's learning rates (it picks the best of these per experiment).
-PAPER_LRS = (0.1, 0.01, 0.001, 0.0001)
+from lightning_rect.grid import PAPER_LRS
 
 
 class DivergenceGuard(Callback):
@@ -26,8 +24,9 @@ class DivergenceGuard(Callback):
     that many steps. Checkpoints already written (``last.ckpt``, the best one) stay as they were.
 
     Before blaming the learning rate it looks at the inputs: the training split of an in-memory data
-    module (``datamodule.splits["train"]``, all of it: the bad batch may lie up to
-    ``check_every_n_steps`` steps back), then the batch in hand; NaN or infinite inputs are named as
+    module (``datamodule.splits["train"]``, all of it), then every training batch since the last
+    check, from any dataloader: each batch's count of non-finite inputs is taken on the device as
+    it arrives (no sync) and read only when the loss went bad. NaN or infinite inputs are named as
     the cause instead. The suggested learning rate is the next value of the paper's grid
     ``PAPER_LRS`` below the current one. Validation and test batches are checked before the model
     sees them (one host sync per evaluation batch): torchmetrics' ``MeanMetric`` would silently drop
@@ -38,6 +37,14 @@ class DivergenceGuard(Callback):
         self.check_every_n_steps = check_every_n_steps
         self.check_eval_inputs = check_eval_inputs
         self._last_good_step: int | None = None
+        # (batch index, count of non-finite inputs on the device) of the training batches since the last check
+        self._unchecked: list[tuple[int, torch.Tensor]] = []
+
+    @override
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch, batch_idx: int) -> None:
+        counts = [(~torch.isfinite(t)).sum() for _, t in _floating_parts(batch)]
+        if counts:
+            self._unchecked.append((batch_idx, torch.stack(counts).sum()))
 
     @override
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int) -> None:
@@ -45,6 +52,7 @@ class DivergenceGuard(Callback):
         if (batch_idx + 1) % self.check_every_n_steps and not last_batch:
             return
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        unchecked, self._unchecked = self._unchecked, []
         if loss is None:
             return
         # global_step already counts this batch's optimizer step; report the step the loss came from
@@ -58,11 +66,12 @@ class DivergenceGuard(Callback):
         where = f"the loss was {value} at step {step} (epoch {trainer.current_epoch}; {seen})"
         last = last_checkpoint_path(trainer)
         kept = f"; the last good checkpoint is kept at {last}" if last else ""
-        bad_inputs = nonfinite_in_training_split(trainer) or nonfinite_in_batch(batch, "this batch")
+        bad_inputs = (nonfinite_in_training_split(trainer) or nonfinite_in_batches(unchecked, trainer.current_epoch)
+                      or nonfinite_in_batch(batch, "this batch"))
         if bad_inputs:
             raise NonFiniteInputError(
                 f"training stopped: {where} because {bad_inputs}; the learning rate is not the cause: "
-                f"remove or repair those values in the data ({_data_name(trainer)}){kept}"
+                f"remove or repair those values in the data ({_data_name(trainer, 'training')}){kept}"
             )
         lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None
         raise DivergenceError(f"training diverged: {where}; {lr_advice(lr)}{kept}")
@@ -85,7 +94,7 @@ class DivergenceGuard(Callback):
             when = " (sanity check before training)" if trainer.sanity_checking else ""
             raise NonFiniteInputError(
                 f"{stage} stopped{when}: {bad}; their losses would be dropped silently and the {stage} error "
-                f"computed from the rest: remove or repair those values in the data ({_data_name(trainer)})"
+                f"computed from the rest: remove or repair those values in the data ({_data_name(trainer, stage)})"
             )
 
 
@@ -133,6 +142,17 @@ def nonfinite_in_batch(batch, where: str) -> str:
     return ""
 
 
+def nonfinite_in_batches(counts: list[tuple[int, torch.Tensor]], epoch: int) -> str:
+    """'the inputs of training batches 2 and 5 of epoch 0 hold 3 NaN or infinite values', or ""."""
+    bad = [(index, int(count)) for index, count in counts if int(count)]
+    if not bad:
+        return ""
+    shown = ", ".join(str(index) for index, _ in bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+    total = sum(count for _, count in bad)
+    return (f"the inputs of training batch{'es' if len(bad) > 1 else ''} {shown} of epoch {epoch} hold {total} NaN "
+            f"or infinite value{'s' if total > 1 else ''}")
+
+
 def nonfinite_in_training_split(trainer: Trainer) -> str:
     """Non-finite values in an in-memory data module's stored training inputs, or ""."""
     splits = getattr(trainer.datamodule, "splits", None)
@@ -145,6 +165,6 @@ def nonfinite_in_training_split(trainer: Trainer) -> str:
     return f"the training inputs hold {_counts(x)} (training example{'s' if len(rows) > 1 else ''} {shown} of {len(x)})"
 
 
-def _data_name(trainer: Trainer) -> str:
+def _data_name(trainer: Trainer, stage: str) -> str:
     datamodule = trainer.datamodule
-    return f"data: {type(datamodule).__name__}" if datamodule is not None else "the training data"
+    return f"data: {type(datamodule).__name__}" if datamodule is not None else f"the {stage} dataloader"

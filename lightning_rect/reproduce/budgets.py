@@ -18,10 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from lightning_rect.data.catalog import CATALOG, DataSet
+from lightning_rect.grid import PAPER_LRS  # the one definition of the paper's grid
 
-#: The paper's learning-rate grid (both phases), chosen on validation (docs/paper.md#pre-training,
-#: docs/paper.md#fine-tuning).
-PAPER_LRS = (0.1, 0.01, 0.001, 0.0001)
 #: The paper's softplus sharpness values a; ``math.inf`` stands for the rectifier.
 PAPER_SHARPNESS = (1.0, 1.3, 2.0, 3.0, 6.0, math.inf)
 #: The paper's labeled fractions (semi-supervised NORB figure).
