@@ -25,6 +25,9 @@ class LossAverage:
         self.total: torch.Tensor | None = None
         self.steps = 0
 
+    # Eager under torch.compile: traced, the step counter would be a constant of the graph and
+    # force a recompile at every step.
+    @torch.compiler.disable
     def add(self, loss: torch.Tensor) -> None:
         loss = loss.detach()
         self.total = loss.clone() if self.total is None else self.total.add_(loss)

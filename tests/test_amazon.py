@@ -372,7 +372,7 @@ def test_expected_stars_and_rmse_by_hand():
     model.loss = lambda x, y: (torch.tensor(0.0), logits)
     model._eval_step((torch.zeros(2, 4), torch.tensor([3, 0])))  # true ratings 4 and 1
     by_hand = math.sqrt(((3.2 - 4) ** 2 + (3.0 - 1) ** 2) / 2)  # = 1.5232
-    assert math.isclose(model.eval_rmse.compute().item(), by_hand, rel_tol=1e-6)
+    assert math.isclose(model.eval_metrics[0]["rmse"].compute().item(), by_hand, rel_tol=1e-6)
     assert StarRatingMLP.selection_metric == "val/rmse"
 
 

@@ -90,3 +90,42 @@ def test_accumulated_batches_take_one_step_on_their_mean_gradient():
     for (name, a), b, start in zip(accumulated.named_parameters(), whole.parameters(), initial.parameters()):
         assert torch.allclose(a, b, atol=1e-6), name
         assert not torch.equal(a, start), name  # it did take the step
+
+
+def test_each_validation_dataloader_is_measured_and_logged_on_its_own():
+    torch.manual_seed(0)
+    model = SparseMLP(64, 10, [16])
+    dm = DigitsDataModule()
+    dm.setup("fit")
+    x, y = dm.splits["val"]
+    shifted = (y + 1) % 10  # other labels, other error
+    loaders = [DataLoader(TensorDataset(x, y), batch_size=64), DataLoader(TensorDataset(torch.zeros_like(x), shifted),
+                                                                          batch_size=64)]
+    results = L.Trainer(callbacks=[SparsityMonitor()], **QUIET).validate(model, loaders, verbose=False)
+    with torch.no_grad():
+        errors = [(model(inputs).argmax(1) != labels).float().mean().item()
+                  for inputs, labels in ((x, y), (torch.zeros_like(x), shifted))]
+        sparsity = [(model.encoder(inputs)[0] == 0).float().mean().item() for inputs in (x, torch.zeros_like(x))]
+    for i in (0, 1):
+        assert results[i][f"val/err/dataloader_idx_{i}"] == pytest.approx(errors[i]), i
+        assert results[i][f"val/sparsity/layer_1/dataloader_idx_{i}"] == pytest.approx(sparsity[i], abs=1e-6), i
+        assert "val/err" not in results[i] and "val/sparsity/mean" not in results[i]
+    assert errors[0] != pytest.approx(errors[1])
+    # one dataloader keeps the plain names
+    [single] = L.Trainer(**QUIET).validate(model, loaders[0], verbose=False)
+    assert single["val/err"] == pytest.approx(errors[0]) and not [k for k in single if "dataloader_idx" in k]
+
+
+def test_the_papers_learning_rate_grid_is_defined_once():
+    import re
+
+    from conftest import ROOT
+
+    from lightning_rect.callbacks import divergence
+    from lightning_rect.grid import PAPER_LRS
+    from lightning_rect.reproduce import budgets
+
+    defined = [str(path.relative_to(ROOT)) for path in sorted((ROOT / "lightning_rect").rglob("*.py"))
+               if re.search(r"^\s*PAPER_LRS\s*[:=]", path.read_text(), re.MULTILINE)]
+    assert defined == ["lightning_rect/grid.py"]
+    assert budgets.PAPER_LRS is divergence.PAPER_LRS is PAPER_LRS == (0.1, 0.01, 0.001, 0.0001)

@@ -1,7 +1,9 @@
 """``SparseMLP``: the paper's supervised network, an ``Encoder`` plus a softmax output layer.
 
 Plain Lightning: automatic optimization, so learning-rate schedulers, ``configure_optimizers``
-overrides, gradient clipping and accumulation work as in any LightningModule.
+overrides, gradient clipping and accumulation work as in any LightningModule. Several validation
+or test dataloaders are measured one by one (Lightning's ``/dataloader_idx_N`` names), and
+``torch.compile`` compiles the steps once: metric bookkeeping runs eagerly beside the graph.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from lightning import LightningModule
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 from torchmetrics import MeanMetric
@@ -20,12 +23,16 @@ from torchmetrics.classification import MulticlassAccuracy
 from lightning_rect.checkpoint import MODEL_KEY, load_pretrained_encoder
 from lightning_rect.checks import check_non_negative, check_positive
 from lightning_rect.encoder import Encoder, dead_fractions, l1_penalty
+from lightning_rect.errors import CheckpointError, ConfigError
 from lightning_rect.metrics import LossAverage
 from lightning_rect.models.batch import labeled_batch, split_batch
 
 
 #: A pre-trained layer with at least this fraction of dead units is warned about.
 DEAD_WARNING = 0.9
+#: Checkpoint key: whether the model's encoder already holds the ``pretrained`` weights (or weights
+#: trained from them), so a model restored from the checkpoint never reads the pre-training file.
+PRETRAINED_LOADED_KEY = "pretrained_loaded"
 
 
 def warn_dead_pretrained_layers(encoder: Encoder, batches, source: str, reduce=None) -> None:
@@ -55,10 +62,12 @@ class SparseMLP(LightningModule):
         lr: learning rate, constant (the paper picks it from {0.1, 0.01, 0.001, 0.0001}).
         optimizer: ``sgd`` (the paper) or ``adam``.
         momentum: SGD momentum (the paper: 0).
-        pretrained: path to a ``StackedDAE`` checkpoint whose encoder weights a *new* training
-            starts from. Read when ``fit`` starts without ``ckpt_path`` (``on_fit_start``); a checkpoint of this model
-            already holds the fine-tuned weights, so loading, resuming, testing or predicting from
-            it never needs the pre-training file.
+        pretrained: path to a ``StackedDAE`` checkpoint whose encoder weights the model starts
+            from. Read once, at the model's first ``fit``, ``validate``, ``test`` or ``predict``
+            (after Lightning restored any ``ckpt_path``), or by ``load_pretrained()``. A model whose
+            weights come from a checkpoint of this model (``load_from_checkpoint``, ``ckpt_path``)
+            already holds them: it never reads the pre-training file again, so loading, resuming,
+            fitting again, testing or predicting from it never needs that file.
     """
 
     selection_metric = "val/err"
@@ -71,13 +80,16 @@ class SparseMLP(LightningModule):
         check_non_negative("l1", l1)
         check_positive("lr", lr)
         check_non_negative("momentum", momentum)
+        check_num_classes(num_classes)
         self.save_hyperparameters()
         self.encoder = Encoder(in_features, list(hidden_sizes), activation, activation_args, sign_flip)
         self.head = nn.Linear(self.encoder.hidden_sizes[-1], num_classes)
         self.l1 = float(l1)
         self.train_loss = LossAverage()
-        self.eval_loss = MeanMetric()
-        self.eval_accuracy = MulticlassAccuracy(num_classes, average="micro")
+        #: one set of evaluation metrics per validation / test dataloader (one set until there are more)
+        self.eval_metrics = nn.ModuleList([self.evaluation_metrics()])
+        #: whether the encoder holds the ``pretrained`` weights (or weights trained from them)
+        self.pretrained_loaded = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class log-probabilities."""
@@ -96,20 +108,41 @@ class SparseMLP(LightningModule):
             loss = loss + self.l1 * l1_penalty(hidden)
         return loss, logits
 
-    # -- training ------------------------------------------------------------------------------
-    def on_fit_start(self) -> None:
-        # By now Lightning has restored any checkpoint it was given (``trainer.ckpt_path``): only a
-        # fit from scratch starts from the pre-trained encoder.
-        if self.hparams.pretrained and self.trainer.ckpt_path is None:
-            self.load_pretrained()
-            datamodule = getattr(self.trainer, "datamodule", None)
-            if datamodule is not None:
-                warn_dead_pretrained_layers(self.encoder, datamodule.train_dataloader(), self.hparams.pretrained,
-                                            reduce=lambda t: self.trainer.strategy.reduce(t, reduce_op="sum"))
-
+    # -- the pre-trained encoder, read once ------------------------------------------------------
     def load_pretrained(self) -> None:
         """Copy the encoder weights of the ``pretrained`` StackedDAE checkpoint into this model."""
         load_pretrained_encoder(self.encoder, self.hparams.pretrained, activation=self.hparams.activation)
+        self.pretrained_loaded = True
+
+    def _start_from_pretrained(self) -> None:
+        # Called at the start of every stage, after Lightning restored any ``ckpt_path`` (which sets
+        # ``pretrained_loaded``): only a model that never held the pre-trained weights reads them.
+        if not self.hparams.pretrained or self.pretrained_loaded:
+            return
+        self.load_pretrained()
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if self.trainer.state.fn == TrainerFn.FITTING and datamodule is not None:
+            warn_dead_pretrained_layers(self.encoder, datamodule.train_dataloader(), self.hparams.pretrained,
+                                        reduce=lambda t: self.trainer.strategy.reduce(t, reduce_op="sum"))
+
+    def on_fit_start(self) -> None:
+        # Strategies that restore the checkpoint after this hook (DeepSpeed) load in the next one.
+        if not self.trainer.strategy.restore_checkpoint_after_setup:
+            self._start_from_pretrained()
+
+    def on_train_start(self) -> None:
+        self._start_from_pretrained()
+
+    def on_validation_start(self) -> None:
+        self._start_from_pretrained()
+
+    def on_test_start(self) -> None:
+        self._start_from_pretrained()
+
+    def on_predict_start(self) -> None:
+        self._start_from_pretrained()
+
+    # -- training ------------------------------------------------------------------------------
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss, _ = self.loss(*labeled_batch(batch, type(self).__name__))
@@ -126,30 +159,64 @@ class SparseMLP(LightningModule):
             return torch.optim.Adam(self.parameters(), lr=hp.lr)
         return torch.optim.SGD(self.parameters(), lr=hp.lr, momentum=hp.momentum)
 
-    # -- evaluation ----------------------------------------------------------------------------
-    def _eval_step(self, batch) -> torch.Tensor:
-        """Update the evaluation metrics; returns the logits for subclasses that measure more."""
+    # -- evaluation: one set of metrics per dataloader ---------------------------------------------
+    def evaluation_metrics(self) -> nn.ModuleDict:
+        """A fresh set of the metrics of one evaluation dataloader (subclasses add theirs)."""
+        return nn.ModuleDict({"loss": MeanMetric(),
+                              "accuracy": MulticlassAccuracy(self.hparams.num_classes, average="micro")})
+
+    @torch.compiler.disable  # metric state is Python bookkeeping: traced, it would recompile every step
+    def update_evaluation_metrics(self, metrics: nn.ModuleDict, loss: torch.Tensor, logits: torch.Tensor,
+                                  y: torch.Tensor) -> None:
+        metrics["loss"].update(loss, weight=len(y))
+        metrics["accuracy"].update(logits, y)
+
+    def evaluation_values(self, metrics: nn.ModuleDict) -> dict[str, torch.Tensor]:
+        """The logged values (``loss``, ``err``, ...) of one dataloader's metrics at the epoch's end."""
+        return {"loss": metrics["loss"].compute(), "err": 1.0 - metrics["accuracy"].compute()}
+
+    def _eval_step(self, batch, dataloader_idx: int | None = None) -> torch.Tensor:
+        """Update the metrics of the batch's dataloader; returns the logits."""
         x, y = labeled_batch(batch, type(self).__name__)
         loss, logits = self.loss(x, y)
-        self.eval_loss.update(loss, weight=len(y))
-        self.eval_accuracy.update(logits, y)
+        self.update_evaluation_metrics(self.eval_metrics[dataloader_idx or 0], loss, logits, y)
         return logits
 
-    def _log_eval(self, stage: str) -> None:
-        # compute() already reduces over DDP ranks; sync_dist only silences Lightning's warning.
-        self.log_dict({f"{stage}/loss": self.eval_loss.compute(), f"{stage}/err": 1.0 - self.eval_accuracy.compute()},
-                      prog_bar=stage == "val", sync_dist=True)
-        self.eval_loss.reset()
-        self.eval_accuracy.reset()
+    def _eval_batches(self, stage: str) -> list:
+        """Batches of each of the stage's dataloaders (one entry per dataloader)."""
+        return list(self.trainer.num_test_batches if stage == "test" else self.trainer.num_val_batches)
 
-    def validation_step(self, batch, batch_idx: int) -> None:
-        self._eval_step(batch)
+    def _start_eval(self, stage: str) -> None:
+        for _ in range(len(self.eval_metrics), len(self._eval_batches(stage))):
+            self.eval_metrics.append(self.evaluation_metrics().to(self.device))
+
+    def _log_eval(self, stage: str) -> None:
+        batches = self._eval_batches(stage)
+        for index, metrics in enumerate(self.eval_metrics[:len(batches)]):
+            if not batches[index]:
+                continue
+            # Lightning's names for several dataloaders; one dataloader keeps the plain names.
+            suffix = f"/dataloader_idx_{index}" if len(batches) > 1 else ""
+            values = {f"{stage}/{name}{suffix}": value for name, value in self.evaluation_values(metrics).items()}
+            # compute() already reduces over DDP ranks; sync_dist only silences Lightning's warning.
+            self.log_dict(values, prog_bar=stage == "val", sync_dist=True, add_dataloader_idx=False)
+            for metric in metrics.values():
+                metric.reset()
+
+    def validation_step(self, batch, batch_idx: int, dataloader_idx: int | None = None) -> None:
+        self._eval_step(batch, dataloader_idx)
+
+    def on_validation_epoch_start(self) -> None:
+        self._start_eval("val")
 
     def on_validation_epoch_end(self) -> None:
         self._log_eval("val")
 
-    def test_step(self, batch, batch_idx: int) -> None:
-        self._eval_step(batch)
+    def test_step(self, batch, batch_idx: int, dataloader_idx: int | None = None) -> None:
+        self._eval_step(batch, dataloader_idx)
+
+    def on_test_epoch_start(self) -> None:
+        self._start_eval("test")
 
     def on_test_epoch_end(self) -> None:
         self._log_eval("test")
@@ -160,3 +227,23 @@ class SparseMLP(LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint[MODEL_KEY] = type(self).__name__
+        checkpoint[PRETRAINED_LOADED_KEY] = self.pretrained_loaded
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # Before the weights are loaded: a pre-training checkpoint has no output layer to load.
+        if checkpoint.get(MODEL_KEY) == "StackedDAE":
+            raise CheckpointError(
+                f"this is a StackedDAE (pre-training) checkpoint, not a {type(self).__name__} one; fine-tune from it "
+                f"with {type(self).__name__}(..., pretrained=<that .ckpt>), or load it with "
+                "StackedDAE.load_from_checkpoint (its encoder alone: StackedDAE.load_encoder)"
+            )
+        # Its weights were trained from the pre-trained ones (every checkpoint before this key was a fit's).
+        self.pretrained_loaded = bool(checkpoint.get(PRETRAINED_LOADED_KEY, True))
+
+
+def check_num_classes(num_classes: object) -> None:
+    if isinstance(num_classes, int) and not isinstance(num_classes, bool) and num_classes >= 1:
+        return
+    hint = (" (a StackedDAE checkpoint records none: fine-tune from it with SparseMLP(..., pretrained=<that .ckpt>), "
+            "or load it with StackedDAE.load_from_checkpoint)" if num_classes is None else "")
+    raise ConfigError(f"num_classes must be an integer >= 1, got {num_classes!r}{hint}")

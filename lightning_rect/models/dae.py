@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from lightning import LightningModule
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 from torchmetrics import MeanMetric
 
@@ -96,6 +97,10 @@ class StackedDAE(LightningModule):
         self.train_recon = LossAverage()
         self.eval_recon = nn.ModuleList(MeanMetric() for _ in range(self.num_layers))
         self._generator: torch.Generator | None = None
+        # Set at each epoch start, read by the steps: a compiled step then depends on the layer, not
+        # on the epoch counter (which would recompile it every epoch).
+        self._training_layer = 0
+        self._evaluated_layers: tuple[int, ...] = ()
         self.dead_after_pretraining: dict[str, float] = {}
         # validation reconstruction error of each finished layer at the end of its own epochs
         self.recon_after_pretraining: dict[int, float] = {}
@@ -118,6 +123,23 @@ class StackedDAE(LightningModule):
         """The top hidden layer's code for inputs ``x`` (no corruption): features for other models."""
         return self.encoder(x)[-1]
 
+    @staticmethod
+    def load_encoder(path: str) -> Encoder:
+        """The pre-trained ``Encoder`` of a StackedDAE checkpoint, for a model of one's own: its layer
+        sizes, activation, sign flip, weights and fixed output scales, e.g.
+        ``self.encoder = StackedDAE.load_encoder(path)`` (``SparseMLP`` does it with ``pretrained=``)."""
+        checkpoint = read_pretrained(path)
+        hparams = checkpoint.get("hyper_parameters", {})
+        if "in_features" not in hparams or "hidden_sizes" not in hparams:
+            raise CheckpointError(f"pretrained checkpoint {str(path)!r} records no in_features and hidden_sizes; "
+                                  "pass a .ckpt written by a StackedDAE fit")
+        encoder = Encoder(hparams["in_features"], list(hparams["hidden_sizes"]), hparams.get("activation", "rectifier"),
+                          hparams.get("activation_args"), bool(hparams.get("sign_flip", False)))
+        prefix = "encoder."
+        encoder.load_state_dict({k[len(prefix):]: v for k, v in checkpoint["state_dict"].items()
+                                 if k.startswith(prefix)})
+        return encoder
+
     def on_fit_start(self) -> None:
         ddp_module = self.trainer.strategy.model  # DistributedDataParallel under DDP, by now
         if getattr(ddp_module, "find_unused_parameters", None) is False:
@@ -133,8 +155,25 @@ class StackedDAE(LightningModule):
                 f"{self.total_epochs} (or more: training stops after the last layer) or lower epochs_per_layer"
             )
 
+    def on_train_start(self) -> None:
+        # A step limit that ends the greedy schedule early leaves the top layers untrained and
+        # val/recon infinite (it stays inf until the last layer trains): say so now, not after the fit.
+        trainer = self.trainer
+        max_steps, batches = trainer.max_steps, trainer.num_training_batches
+        if trainer.fast_dev_run or max_steps is None or max_steps < 0 or not math.isfinite(batches) or batches < 1:
+            return
+        steps_per_layer = self.hparams.epochs_per_layer * math.ceil(batches / trainer.accumulate_grad_batches)
+        needed = steps_per_layer * self.num_layers
+        if max_steps < needed:
+            rank_zero_warn(
+                f"trainer.max_steps={max_steps} stops StackedDAE before its schedule ends ({self.num_layers} layers x "
+                f"{steps_per_layer} steps = {needed} steps): layer {max_steps // steps_per_layer + 1} of "
+                f"{self.num_layers} never finishes its epochs and val/recon stays inf; set trainer.max_steps to "
+                f"{needed} or more, or leave it unset (-1)"
+            )
+
     def on_train_epoch_start(self) -> None:
-        layer = self.current_layer
+        layer = self._training_layer = self.current_layer
         # Noise drawn from (seed, epoch) only: a resumed run corrupts exactly as an uninterrupted one.
         self._generator = self._seeded_generator(torch.initial_seed() * 7919 + self.current_epoch)
         first_epoch_of_layer = self.current_epoch % self.hparams.epochs_per_layer == 0
@@ -204,7 +243,7 @@ class StackedDAE(LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, _ = split_batch(batch)  # labels, if any, are not used
-        cost, penalty = self.reconstruction_loss(x, self.current_layer, self._generator)
+        cost, penalty = self.reconstruction_loss(x, self._training_layer, self._generator)
         self.train_recon.add(cost)
         return cost + self.hparams.l1 * penalty if self.hparams.l1 else cost
 
@@ -238,12 +277,13 @@ class StackedDAE(LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         self._eval_generator = self._seeded_generator(EVAL_NOISE_SEED)
+        self._evaluated_layers = tuple(self._eval_layers())
 
     on_test_epoch_start = on_validation_epoch_start
 
     def validation_step(self, batch, batch_idx: int) -> None:
         x, _ = split_batch(batch)
-        for layer in self._eval_layers():
+        for layer in self._evaluated_layers:
             cost, _ = self.reconstruction_loss(x, layer, self._eval_generator)
             self.eval_recon[layer].update(cost, weight=len(x))
 
@@ -291,6 +331,10 @@ class StackedDAE(LightningModule):
         checkpoint["recon_after_pretraining"] = dict(self.recon_after_pretraining)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        written_by = checkpoint.get(MODEL_KEY)
+        if written_by not in (None, "StackedDAE"):  # before its weights meet this model's
+            raise CheckpointError(f"this checkpoint was written by {written_by}, not by StackedDAE; load it with "
+                                  f"{written_by}.load_from_checkpoint")
         # A resume starts from the checkpoint's; testing the best checkpoint right after fit keeps the
         # measurements made since it was saved (e.g. the top layer's, when its best epoch was not its last).
         self.dead_after_pretraining = {**checkpoint.get("dead_after_pretraining", {}), **self.dead_after_pretraining}

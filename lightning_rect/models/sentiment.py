@@ -8,6 +8,7 @@ would throw away how confident the network is between neighbouring ratings, whic
 from __future__ import annotations
 
 import torch
+from torch import nn
 from torchmetrics import MeanSquaredError
 
 from lightning_rect.models.batch import split_batch
@@ -32,19 +33,19 @@ class StarRatingMLP(SparseMLP):
 
     selection_metric = "val/rmse"
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.eval_rmse = MeanSquaredError(squared=False)
+    def evaluation_metrics(self) -> nn.ModuleDict:
+        metrics = super().evaluation_metrics()
+        metrics["rmse"] = MeanSquaredError(squared=False)
+        return metrics
 
-    def _eval_step(self, batch) -> torch.Tensor:
-        logits = super()._eval_step(batch)
-        self.eval_rmse.update(expected_stars(logits.detach().float()), (split_batch(batch)[1] + 1).float())
-        return logits
+    @torch.compiler.disable  # as the parent's: metric bookkeeping stays out of a compiled graph
+    def update_evaluation_metrics(self, metrics: nn.ModuleDict, loss: torch.Tensor, logits: torch.Tensor,
+                                  y: torch.Tensor) -> None:
+        super().update_evaluation_metrics(metrics, loss, logits, y)
+        metrics["rmse"].update(expected_stars(logits.detach().float()), (y + 1).float())
 
-    def _log_eval(self, stage: str) -> None:
-        self.log(f"{stage}/rmse", self.eval_rmse.compute(), prog_bar=stage == "val")
-        self.eval_rmse.reset()
-        super()._log_eval(stage)
+    def evaluation_values(self, metrics: nn.ModuleDict) -> dict[str, torch.Tensor]:
+        return {**super().evaluation_values(metrics), "rmse": metrics["rmse"].compute()}
 
     def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
         return expected_stars(self.head(self.encoder(split_batch(batch)[0])[-1]))
