@@ -625,7 +625,7 @@ def test_configs_agree_with_the_table_and_their_module(dataset, config_name):
     model = config["model"]["init_args"]
     assert model["l1"] == 0.001
     if config_name == facts.pretrain_config:
-        assert model["reconstruction"] == facts.reconstruction.get(model["activation"], facts.reconstruction["*"])
+        assert model["reconstruction"] == facts.reconstruction_for(model["activation"])
 
 
 @pytest.mark.slow  # 6 epochs under the Trainer: 2 to 3 s

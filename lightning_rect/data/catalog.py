@@ -11,17 +11,13 @@ names come from the data modules themselves, so they are written once.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from lightning_rect.data.cifar10 import CIFAR_FOLDER
 from lightning_rect.data.mnist import MNIST_FOLDER
 from lightning_rect.data.nistp import EMNIST_FOLDER
 from lightning_rect.data.norb import VARIANTS as NORB_VARIANTS
-
-#: The paper's DAE reconstruction for inputs in [0, 1]: softplus (squared error) for rectifier
-#: units on images, sigmoid (cross-entropy) for tanh units.
-IMAGES_IN_0_1 = {"tanh": "sigmoid", "*": "softplus"}
-
+from lightning_rect.reconstruction import paper_reconstruction
 
 @dataclass(frozen=True)
 class DataSet:
@@ -36,9 +32,10 @@ class DataSet:
             checks for changes); none for data that ship with a package (digits).
         test_size: test examples (for the noise of a difference of two test errors); None where it
             depends on the settings.
-        reconstruction: DAE reconstruction by activation (``"*"``: every other activation); it
-            follows the inputs' range: [0, 1] images take the paper's choice, NORB's inputs in
-            [-1, 1] only a ``linear`` reconstruction reaches.
+        reconstruction: DAE reconstruction by activation (``"*"``: every other activation) where the
+            inputs need their own (NORB's inputs in [-1, 1] only a ``linear`` reconstruction reaches);
+            None: the paper's for the activation's output range (``reconstruction.paper_reconstruction``:
+            softplus, or cross-entropy for tanh-like units), as for images in [0, 1].
         stream: an epoch is a stream of fresh examples (NISTP): fewer labels do not mean fewer
             steps, so the semi-supervised experiment does not lengthen training.
         reproduced: one of the paper's image benchmarks that ``reproduce`` runs.
@@ -49,13 +46,19 @@ class DataSet:
     semi_config: str = ""
     data_folders: tuple[str, ...] = ()
     test_size: int | None = None
-    reconstruction: Mapping[str, str] = field(default_factory=lambda: dict(IMAGES_IN_0_1))
+    reconstruction: Mapping[str, str] | None = None
     stream: bool = False
     reproduced: bool = True
 
     def __post_init__(self) -> None:
         if not self.semi_config:
             object.__setattr__(self, "semi_config", self.config)
+
+    def reconstruction_for(self, activation: str) -> str:
+        """The DAE reconstruction of ``activation`` units on this data set's inputs."""
+        if self.reconstruction is None:
+            return paper_reconstruction(activation)
+        return self.reconstruction.get(activation, self.reconstruction["*"])
 
     @property
     def pretrain_config(self) -> str:

@@ -165,7 +165,7 @@ def pretrain_run(ctx: Context, dataset: str, activation: str, lr: float | None, 
     settings = _common_settings(ctx, dataset, for_dataset(ctx.budget.pretrain_data, dataset, {}) or {})
     settings.update(_activation_settings(activation, None))
     settings.update(extra or {})
-    settings["model.init_args.reconstruction"] = facts.reconstruction.get(activation, facts.reconstruction.get("*"))
+    settings["model.init_args.reconstruction"] = facts.reconstruction_for(activation)
     per_layer = for_dataset(ctx.budget.pretrain_epochs_per_layer, dataset)
     if per_layer is not None:
         hidden = settings.get("model.init_args.hidden_sizes") or ctx.config_value(config, "model.init_args.hidden_sizes")
