@@ -69,6 +69,8 @@ def test_experiment_end_to_end_then_reused(experiment, tmp_path, capsys, no_summ
         else:
             assert results["model"] == "StackedDAE" and Path(results["checkpoint"]).is_file()
     assert f"[{len(runs)}/{len(runs)}]" in printed and "epoch 1/1" in printed  # progress lines
+    drawn = sorted(folder.resolve() for folder in no_summary_figures)  # each run's figure, as a fit draws it
+    assert drawn == sorted(Path(r["log_dir"]).resolve() for r in runs)
 
     markdown = (out / f"{experiment}.md").read_text()
     assert all(f"`{r['id']}`" in markdown for r in runs)
