@@ -65,7 +65,8 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", elsewhere: str = "wr
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, as to any new file
         text = {} if "b" in mode else {"encoding": "utf-8", "newline": ""}
         with open(fd, mode, **text) as file:
-            fcntl.flock(file.fileno(), fcntl.LOCK_EX)  # in use: remove_stale_temporaries leaves it alone
+            with suppress(OSError):  # a file system without locks: only stale temporaries stay
+                fcntl.flock(file.fileno(), fcntl.LOCK_EX)  # in use: remove_stale_temporaries leaves it alone
             yield file
             file.flush()
             os.fsync(file.fileno())
@@ -117,6 +118,6 @@ def remove_stale_temporaries(path: Path) -> None:
         with suppress(OSError), open(stale, "rb") as file:
             try:
                 fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+            except OSError:  # a live writer holds it (or the file system has no locks: leave it)
                 continue
             stale.unlink()

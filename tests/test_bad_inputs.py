@@ -478,11 +478,10 @@ def zip_of_text() -> bytes:
     return buffer.getvalue()
 
 
-@pytest.mark.parametrize("subcommand", ["fit", "validate", "test", "predict"])
-@pytest.mark.parametrize("content, problem", [
-    (b"", "is empty (0 bytes)"), (b"\x00" * 100, "is not a PyTorch checkpoint"),
-    (b"PK\x03\x04" + bytes(60), "is not a PyTorch checkpoint"), (zip_of_text(), "is unreadable"),
-])
+@pytest.mark.parametrize("subcommand, content, problem", [
+    ("fit", b"", "is empty (0 bytes)"), ("validate", b"\x00" * 100, "is not a PyTorch checkpoint"),
+    ("test", b"PK\x03\x04" + bytes(60), "is not a PyTorch checkpoint"), ("predict", zip_of_text(), "is unreadable"),
+], ids=["fit-empty", "validate-zeros", "test-truncated-zip", "predict-zip-of-text"])
 def test_a_bad_ckpt_path_is_read_by_the_one_loader_before_lightning(cli_in_process, tmp_path, subcommand, content,
                                                                    problem):
     """Lightning never meets the file (its own reading would suggest ``weights_only=False``): every

@@ -168,3 +168,17 @@ def test_a_plain_lightning_cli_links_the_sizes_with_link_data_sizes(tmp_path, mo
     cli = PlainCLI(run=False, args=["--model=SparseMLP", "--data=DigitsDataModule", "--model.init_args.hidden_sizes=[8]",
                                     "--trainer.logger=false"])  # subclass mode
     assert (cli.model.hparams.in_features, cli.model.hparams.num_classes) == (64, 10)
+
+
+def test_fit_draws_lightnings_progress_bar_every_50_batches_unless_switched_off():
+    from lightning.pytorch.callbacks import TQDMProgressBar
+
+    from lightning_rect import SparseMLP
+    from lightning_rect.app.cli import fit_callbacks
+
+    model = SparseMLP(64, 10, [8])
+    [bar] = [cb for cb in fit_callbacks([], model, {}) if isinstance(cb, TQDMProgressBar)]
+    assert type(bar) is TQDMProgressBar and bar.refresh_rate == 50
+    assert not [cb for cb in fit_callbacks([], model, {"enable_progress_bar": False}) if isinstance(cb, TQDMProgressBar)]
+    own = TQDMProgressBar(refresh_rate=7)
+    assert not [cb for cb in fit_callbacks([own], model, {}) if isinstance(cb, TQDMProgressBar)]  # the config's is kept

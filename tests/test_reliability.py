@@ -296,7 +296,7 @@ def test_ctrl_c_while_summary_png_is_drawn_is_one_line_and_keeps_results(cli_in_
 
 @pytest.mark.slow
 def test_sigterm_ends_the_fit_with_143_and_one_line_and_the_run_resumes(tmp_path, cli_in_process):
-    args = ["fit", "--config", str(CONFIGS / "digits.yaml"), "--model.init_args.hidden_sizes=[256,256]",
+    args = ["fit", "--config", str(CONFIGS / "digits.yaml"), "--model.init_args.hidden_sizes=[64]",
             "--data.init_args.batch_size=1", "--trainer.max_epochs=2", "--trainer.enable_progress_bar=false"]
     proc = cli(tmp_path, *args)
     last = tmp_path / "runs" / "digits" / "version_0" / "checkpoints" / "last.ckpt"

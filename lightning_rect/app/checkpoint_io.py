@@ -1,13 +1,9 @@
 """Checkpoint files written whole or not at all, read through the one safe loader.
 
-``AtomicCheckpointIO`` is a Lightning ``CheckpointIO`` plugin (the CLI adds it to every Trainer
-unless the config names its own). Each checkpoint goes through ``lightning_rect.files.atomic_write``:
-a temporary file *in the destination folder*, fsynced, then renamed over the old file, so the path
-holds the previous complete checkpoint or the new one at every instant. (Lightning's own writer
-goes through ``$TMPDIR``; when that is another file system the final move is a copy, and a kill
-during it leaves a truncated file.) A failed write removes its temporary file and ends in one
-``StorageError`` line; a write killed outright leaves a hidden temporary file that the next write
-of that name removes.
+``AtomicCheckpointIO`` (a ``CheckpointIO`` plugin the CLI adds unless the config names its own) writes
+through ``lightning_rect.files.atomic_write``, whose temporary file is in the destination folder:
+Lightning's own goes through ``$TMPDIR``, and where that is another file system its final move is
+a copy that a kill leaves truncated.
 """
 
 from __future__ import annotations

@@ -1,18 +1,11 @@
 """``python -m lightning_rect fit --config configs/digits.yaml``: LightningCLI plus the paper's protocol.
 
-What ``RectCLI`` adds to LightningCLI (it takes the same arguments, model and data classes first):
-- data sizes linked into the model (``link_data_sizes``: ``data.input_size -> in_features``,
-  ``data.num_classes -> num_classes``), so configs never repeat them;
-- ``fit`` claims and locks its run folder (``run_lock``), keeps the checkpoint with the best value of
-  the model's ``selection_metric`` and a ``last.ckpt`` rewritten at every epoch end, stops a diverged
-  run (``DivergenceGuard``), then tests the kept checkpoint, prints a summary and writes it as
-  ``results.json`` beside ``summary.png``; SIGTERM ends it in one line with exit code 143;
-- ``--ckpt_path`` and ``pretrained`` files are checked before anything is built (``resume.py``,
-  ``lightning_rect.checkpoint``), ``--ckpt_path last`` continues the newest unfinished run;
-- every checkpoint is written atomically (``AtomicCheckpointIO``, unless the config names its own);
-- problems the user can fix end in one line naming the cause (``user_errors.py``), not a traceback.
-
-A config that names its own ``ModelCheckpoint`` for the metric, ``Timer`` or progress bar keeps it.
+``RectCLI`` takes LightningCLI's arguments and adds: the data sizes linked into the model
+(``link_data_sizes``); ``--ckpt_path`` and ``pretrained`` read before anything is built; ``fit`` in a
+claimed and locked run folder, keeping the best and the last checkpoint (written atomically), then
+testing the best and writing ``results.json`` and ``summary.png``; SIGTERM as one line and exit code
+143; user errors as one line (``user_errors.py``). A config's own ``ModelCheckpoint`` for the
+metric, ``Timer``, progress bar or ``CheckpointIO`` is kept.
 """
 
 from __future__ import annotations
@@ -230,12 +223,8 @@ def stopped_line(trainer: Trainer) -> str:
 
 
 def scheduler_with_models_optimizer(model: LightningModule, config) -> None:
-    """``--lr_scheduler`` without ``--optimizer``: schedule the model's own optimizer.
-
-    LightningCLI applies a configured scheduler only together with a configured optimizer and
-    otherwise ignores it without a word; here the scheduler wraps what the model's
-    ``configure_optimizers`` returns, through LightningCLI's own ``configure_optimizers``.
-    """
+    """``--lr_scheduler`` without ``--optimizer`` (which LightningCLI ignores without a word): the scheduler
+    wraps the model's own optimizer, through LightningCLI's ``configure_optimizers``."""
     scheduler = config.get("lr_scheduler")
     if not scheduler or config.get("optimizer"):
         return
@@ -267,12 +256,11 @@ def refuse_fit_without_training(trainer_config) -> None:
 
 
 def fit_callbacks(configured: list[Callback], model: LightningModule, trainer_config) -> list[Callback]:
-    """What every CLI ``fit`` gets besides the configured callbacks, unless the config has its own:
-    a ``RunContinuity`` (history and lr across a resume); a ``Timer`` (its state, saved in every
-    checkpoint, carries the fit time across a resume; with ``max_time`` Lightning adds its own); a
-    ``DivergenceGuard``; a ``TQDMProgressBar`` redrawn every ``PROGRESS_REFRESH_STEPS`` batches (a redraw
-    after every batch costs several percent at batch 10); a ``ModelCheckpoint`` keeping the best epoch of
-    ``model.selection_metric`` (``best-epoch=N.ckpt``); and ``last.ckpt`` rewritten every epoch."""
+    """What every CLI ``fit`` adds to the configured callbacks, unless the config has its own: ``RunContinuity``;
+    a ``Timer`` (its state in every checkpoint carries the fit time across a resume; ``max_time`` brings
+    Lightning's own); ``DivergenceGuard``; a ``TQDMProgressBar`` redrawn every ``PROGRESS_REFRESH_STEPS``
+    batches (every batch costs several percent at batch 10); ``best-epoch=N.ckpt`` of
+    ``model.selection_metric``; and ``last.ckpt`` rewritten every epoch."""
     added: list[Callback] = []
     for kind, make in ((RunContinuity, RunContinuity), (DivergenceGuard, DivergenceGuard)):
         if not any(isinstance(cb, kind) for cb in configured):

@@ -1,14 +1,11 @@
-"""``CSVLogger``: Lightning's CSV logger, except that a new run claims its folder atomically and a
-resumed run keeps its history.
+"""``CSVLogger``: Lightning's, except that a new run claims its folder atomically and a resume keeps
+the history. Same arguments; the configs name it.
 
-Lightning's picks ``version_N`` by listing the folders, so two fits started together both take
-``version_0``; this one claims it with ``mkdir``, which only one process can win (the other takes
-``version_N+1``). Lightning's CSV writer deletes ``metrics.csv`` when it finds the run folder;
-this one's (``RunHistory``), on a resume, keeps every row up to the resumed checkpoint's step,
-drops the rows the crashed process logged after that checkpoint (they are logged again), and
-appends what follows. Rows are written as they are logged (a kill loses none), header changes
-rewrite the file atomically. Same arguments as ``lightning.pytorch.loggers.CSVLogger``; the
-configs name it.
+Lightning's picks ``version_N`` by listing the folders (two fits started together both take
+``version_0``); this one claims it with ``mkdir``, which one process alone wins. Lightning's writer
+deletes ``metrics.csv`` on a resume; this one's (``RunHistory``) keeps the rows up to the resumed
+checkpoint's step, drops those logged after it (they are logged again), and writes each row as it
+is logged (a kill loses none).
 """
 
 from __future__ import annotations

@@ -1,16 +1,10 @@
 """``fit --ckpt_path``: which run a resume continues, whether the checkpoint fits the config, and
-what a resumed fit carries over from the run it continues.
+what a resumed fit carries over.
 
-A run lives in ``<save_dir>/<name>/version_<N>/`` (the config's first logger with a ``save_dir``).
-``--ckpt_path last`` resumes only an unfinished run: one with a ``checkpoints/last.ckpt`` and no
-``results.json``; the logger is configured with that run's ``version``. All of this runs before
-anything is built, so a refused resume writes nothing.
-
-A checkpoint is refused when another model kind wrote it, or when the config changes a model
-setting other than ``lr`` (or the ``optimizer``/``lr_scheduler`` sections of the run's first
-``config.yaml``). A changed ``lr`` is applied to the restored optimizer from the checkpoint's step
-on, printed and logged (``RunContinuity``). The fit time across a crash is Lightning's ``Timer``
-state, saved in every checkpoint.
+``--ckpt_path last`` resumes the newest unfinished run under ``<save_dir>/<name>/`` (one with a
+``checkpoints/last.ckpt`` and no ``results.json``), in its own folder. A checkpoint of another model
+kind, or a changed model setting other than ``lr`` (or ``optimizer``/``lr_scheduler``), is refused
+before anything is built; a changed ``lr`` is applied, printed and logged (``RunContinuity``).
 """
 
 from __future__ import annotations

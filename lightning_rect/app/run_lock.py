@@ -40,6 +40,9 @@ def run_lock(folder: str | os.PathLike, what: str = "run folder") -> Iterator[Pa
             os.close(fd)
             raise FolderInUse(f"the {what} {folder} is in use by {holder}; nothing was changed; wait until it ends "
                               "(or stop it), then run this again") from None
+        except OSError as err:  # a file system without locks: go on unguarded, and say so
+            print(f"note: {folder} cannot be locked ({err.strerror}); run one process at a time in it", file=sys.stderr)
+            break
         try:
             if os.stat(path).st_ino == os.fstat(fd).st_ino:
                 break  # still the lock file: not one a holder removed while we opened it
