@@ -130,7 +130,7 @@ class FakeTraining:
             self.active += 1
             self.most = max(self.most, self.active)
             self.started.append(record.spec.id)
-        time.sleep(0.05)
+        time.sleep(0.02)  # long enough for two runs to overlap
         with self.lock:
             self.active -= 1
         if record.spec.phase == "pretrain" and record.spec.id in self.fail:
