@@ -1,6 +1,7 @@
 """``reproduce`` shares nothing it is writing: one process per output folder, and on SIGTERM or
 Ctrl-C its running children are told to stop and read to their end, so they save and none is orphaned."""
 
+import json
 import os
 import signal
 import subprocess
@@ -29,9 +30,10 @@ def test_a_second_reproduce_into_the_same_folder_is_refused_in_one_line(tmp_path
 def test_sigterm_stops_the_children_lets_them_save_and_exits_143(tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "disabled"}
-    # digits at the small budget: 10 fine-tuning epochs per run, a few seconds each
+    # digits at the small budget: 10 fine-tuning epochs per run, a few seconds each; two runs at once
     proc = subprocess.Popen([sys.executable, "-m", "lightning_rect", "reproduce", "l1_sweep", "--datasets", "digits",
-                             "--budget", "small", "--threads", "1", "--out", str(out)], cwd=tmp_path, env=env,
+                             "--budget", "small", "--parallel", "2", "--threads", "1", "--out", str(out)],
+                            cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seen = []
     for line in proc.stdout:  # wait for the first run's second epoch: it has a checkpoint to keep
@@ -44,12 +46,17 @@ def test_sigterm_stops_the_children_lets_them_save_and_exits_143(tmp_path):
     rest = proc.stdout.read()
     assert proc.wait(timeout=180) == 143, rest
     assert "stopped by SIGTERM" in rest and "rerun the same command" in rest
-    [run] = [p for p in (out / "runs").iterdir() if (p / "version_0").is_dir()]
-    children = subprocess.run(["pgrep", "-f", str(run)], capture_output=True, text=True).stdout.split()
-    assert children == []  # the child ended before its parent
-    last = run / "version_0" / "checkpoints" / "last.ckpt"
-    checkpoint = load_checkpoint_file(last)  # whole, and at least the epoch seen
+    assert "again from scratch" not in rest and "] mnist" not in rest  # no retry, no new run once told to stop
+    children = subprocess.run(["pgrep", "-f", str(out)], capture_output=True, text=True).stdout.split()
+    assert children == []  # every child ended before its parent
+    runs = [p for p in (out / "runs").iterdir() if (p / "version_0").is_dir()]
+    assert 1 <= len(runs) <= 2
+    first = min(runs, key=lambda p: (p / "output.log").stat().st_ctime)
+    checkpoint = load_checkpoint_file(first / "version_0" / "checkpoints" / "last.ckpt")  # whole
     assert checkpoint["epoch"] >= 1 and isinstance(checkpoint["state_dict"], dict)
-    log = (run / "output.log").read_text()
-    assert "Traceback" not in log and "BrokenPipe" not in log
-    assert not (run / "version_0" / "results.json").exists()
+    for run in runs:
+        log = (run / "output.log").read_text()
+        assert "Traceback" not in log and "BrokenPipe" not in log
+        assert log.count("$ ") == 1  # one attempt: a stopped run is not started again
+    status = {r["id"]: r["status"] for r in json.loads((out / "runs.json").read_text())["runs"]}
+    assert "interrupted" in status.values() and "failed" not in status.values()

@@ -176,6 +176,7 @@ class Runner:
         self._started = 0
         self._to_train = 0
         self._procs: dict[str, subprocess.Popen] = {}
+        self._stopping = False  # told to stop: no retry, no new run
         self._data_dirs: dict[str, Path] = {}
         # Captured now: while a run trains in this process, sys.stdout is redirected into its log.
         self._console = sys.stdout
@@ -318,12 +319,15 @@ class Runner:
         """Ask every running child to stop (SIGTERM: it ends its step and exits, its last checkpoint
         whole); the threads reading their output go on until they exit, so no child writes into a
         closed pipe."""
+        self._stopping = True
         for proc in list(self._procs.values()):
             if proc.poll() is None:
                 proc.terminate()
 
     def _next_ready(self, todo: list[Record], records: dict[str, Record]) -> tuple[Record, Path | None, int] | None:
         """Take the first run of ``todo`` whose pre-training is done (blocking those whose failed)."""
+        if self._stopping:
+            return None
         for record in list(todo):
             state, checkpoint = self._dependency(record.spec, records)
             if state == "blocked":
@@ -364,6 +368,10 @@ class Runner:
         self.say(f"{tag} {what}" + (f": resuming from {resume}" if resume else ""))
         started = time.perf_counter()
         ok, error = self._attempt(record, pretrained, resume, tag)
+        if not ok and self._stopping:  # stopped, not failed: it resumes from its last checkpoint next time
+            record.status, record.error = "interrupted", error
+            record.seconds = round(time.perf_counter() - started, 1)
+            return
         if not ok and resume is not None:
             self.say(f"{tag} resuming failed ({error}); starting this run again from scratch")
             shutil.rmtree(folder)
