@@ -36,12 +36,15 @@ def test_sigterm_stops_the_children_lets_them_save_and_exits_143(tmp_path):
                             cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seen = []
-    for line in proc.stdout:  # wait for the first run's second epoch: it has a checkpoint to keep
+    for line in proc.stdout:  # wait for a run's second epoch: it has a checkpoint to keep
         seen.append(line)
         if "epoch 2/" in line:
             break
     else:
         pytest.fail("no progress line: " + "".join(seen))
+    tag = seen[-1].split("]")[0] + "]"  # "[i/n]": the run that printed it, named on its first line
+    started = next(text for text in seen if text.startswith(tag) and text.rstrip().endswith(")"))
+    advanced = started.rstrip().rpartition("(")[2].rstrip(")")
     proc.send_signal(signal.SIGTERM)
     rest = proc.stdout.read()
     assert proc.wait(timeout=180) == 143, rest
@@ -51,8 +54,7 @@ def test_sigterm_stops_the_children_lets_them_save_and_exits_143(tmp_path):
     assert children == []  # every child ended before its parent
     runs = [p for p in (out / "runs").iterdir() if (p / "version_0").is_dir()]
     assert 1 <= len(runs) <= 2
-    first = min(runs, key=lambda p: (p / "output.log").stat().st_ctime)
-    checkpoint = load_checkpoint_file(first / "version_0" / "checkpoints" / "last.ckpt")  # whole
+    checkpoint = load_checkpoint_file(out / "runs" / advanced / "version_0" / "checkpoints" / "last.ckpt")  # whole
     assert checkpoint["epoch"] >= 1 and isinstance(checkpoint["state_dict"], dict)
     for run in runs:
         log = (run / "output.log").read_text()
