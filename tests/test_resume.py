@@ -346,7 +346,7 @@ def uninterrupted(tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("seed", [1])  # one kill at a random step: test_reliability kills MLP and DAE too
 def test_a_run_killed_in_epoch_1_or_2_resumes_to_the_same_weights_and_history(uninterrupted, tmp_path, seed):
     step = random.Random(seed).randrange(STEPS_PER_EPOCH + 1, 3 * STEPS_PER_EPOCH)  # inside epoch 1 or 2
     (tmp_path / "killer.py").write_text(KILLER)
