@@ -64,8 +64,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, help="output folder (default: reproductions/<experiment>; "
                                                  "with --sweep: configs/sweeps/)")
     parser.add_argument("--configs", type=Path, help="folder of the YAML configs (default: the repository's configs/)")
-    parser.add_argument("--parallel", type=int, default=1, metavar="N",
-                        help="runs at once, each with cores/N threads (default 1: one run at a time)")
+    parser.add_argument("--parallel", type=int, metavar="N",
+                        help="runs at once, each with cores/N threads (default: one single-thread run per core, "
+                             "which trains faster in all than one run on every core; benchmarks/README.md)")
     parser.add_argument("--threads", type=int, help="torch threads per run (default: cores / parallel)")
     parser.add_argument("--shard", metavar="I/N", help="run only shard I of N (I = 0..N-1) of the runs to train")
     parser.add_argument("--in-process", action="store_true",
@@ -106,6 +107,8 @@ def check_args(args: argparse.Namespace) -> tuple[list[str], tuple[int, int] | N
     for option, lrs in (("--lrs", args.lrs), ("--pretrain-lrs", args.pretrain_lrs)):
         if lrs is not None and not all(0 < lr < float("inf") for lr in lrs):
             raise UsageError(f"{option} must be positive numbers, got {' '.join(map(str, lrs))}")
+    if args.parallel is None:  # one single-thread run per core, unless told otherwise
+        args.parallel = 1 if args.in_process else max(1, cores // (args.threads or 1))
     if args.parallel < 1:
         raise UsageError(f"--parallel must be >= 1, got {args.parallel}")
     if args.in_process and args.parallel > 1:
