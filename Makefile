@@ -13,8 +13,12 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install -e ".[test]"
 	touch $@
 
+# glibc keeps the step's freed tensors in the heap instead of unmapping them (benchmarks/README.md,
+# parallel_runs.py: a thousand times fewer page faults); only this command's process gets it.
+MALLOC_TUNABLES := glibc.malloc.trim_threshold=268435456:glibc.malloc.mmap_threshold=16777216
+
 run: $(VENV)/.installed
-	$(PYTHON) -m lightning_rect fit --config configs/digits.yaml
+	GLIBC_TUNABLES=$${GLIBC_TUNABLES:-$(MALLOC_TUNABLES)} $(PYTHON) -m lightning_rect fit --config configs/digits.yaml
 
 # One OpenMP thread for pytest and every process it starts: the tests' nets are tiny, and on 2 cores
 # a second thread per process only adds hand-offs (conftest.py sets torch's own count to 1 as well).
