@@ -415,3 +415,27 @@ def test_report_only_rebuilds_from_the_run_files_alone(fake_fit, tmp_path, monke
     table = lambda text: [line for line in text.splitlines() if "pre-training |" in line]  # noqa: E731
     assert table(rebuilt) == table(report) and len(table(rebuilt)) == 8
     assert all("10.00%" in row for row in table(rebuilt)[:6])  # each network's number, from its results.json
+
+
+def test_the_paper_budget_fine_tunes_mnist_with_early_stopping_on_a_narrowed_grid():
+    from lightning_rect.reproduce.command import budget_of
+    from lightning_rect.reproduce.runner import Record
+
+    table1 = EXPERIMENTS["table1"]
+    specs = table1.plan(Context(BUDGETS["paper"], ROOT / "configs"), ["mnist", "cifar10"])
+    mnist = [s for s in specs if s.dataset == "mnist"]
+    assert {s.lr for s in mnist if s.phase == "pretrain"} == {0.01, 0.001}
+    assert {s.lr for s in mnist if s.phase == "finetune"} == {0.1, 0.01}
+    for spec in (s for s in mnist if s.phase == "finetune"):
+        [stopper] = spec.settings["trainer.callbacks+"]
+        assert stopper["class_path"].endswith("EarlyStopping") and stopper["init_args"]["patience"] == 10
+        assert spec.settings["trainer.max_epochs"] == 60
+    cifar = [s for s in specs if s.dataset == "cifar10"]  # the configs as written, the whole grid
+    assert {s.lr for s in cifar} == {0.1, 0.01, 0.001, 0.0001}
+    assert not any("trainer.callbacks+" in s.settings or "trainer.max_epochs" in s.settings
+                   for s in cifar if s.phase == "finetune")
+    report = "\n".join(table1.markdown({s.id: Record(s) for s in mnist}, ["mnist"]))
+    assert "Learning rates searched: pre-training 0.01, 0.001; fine-tuning 0.1, 0.01" in report
+    # rates given on the command line replace the narrowed ones
+    chosen = table1.plan(Context(budget_of("paper", [0.03]), ROOT / "configs"), ["mnist"])
+    assert {s.lr for s in chosen} == {0.03}

@@ -239,9 +239,9 @@ def budget_of(name: str, lrs: list[float] | None, pretrain_lrs: list[float] | No
     """The named budget, with ``--lrs`` / ``--pretrain-lrs`` in place of its learning rates when given."""
     budget = BUDGETS[name]
     if lrs:
-        budget = dataclasses.replace(budget, lrs=tuple(lrs))
+        budget = dataclasses.replace(budget, lrs=tuple(lrs), phase_lrs={})
     if pretrain_lrs:
-        budget = dataclasses.replace(budget, pretrain_lrs=tuple(pretrain_lrs))
+        budget = dataclasses.replace(budget, pretrain_lrs=tuple(pretrain_lrs), phase_lrs={})
     return budget
 
 

@@ -121,6 +121,11 @@ class Context:
         """The learning rates of the pre-training runs: the budget's ``pretrain_lrs``, else ``lrs``."""
         return self.budget.pretrain_lrs or self.lrs
 
+    def lrs_for(self, dataset: str, phase: str = "finetune") -> tuple[float | None, ...]:
+        """The rates of one phase on one data set: the budget's narrowed ones (``phase_lrs``) if any."""
+        narrowed = (self.budget.phase_lrs.get(dataset) or {}).get(phase)
+        return tuple(narrowed) if narrowed else (self.pretrain_lrs if phase == "pretrain" else self.lrs)
+
 
 def run_id(readable: Iterable[str], config: str, settings: dict, needs: Iterable[str]) -> str:
     """``<readable parts>-<8 hex digits>``: the hash covers everything that defines the run."""
@@ -192,6 +197,10 @@ def finetune_run(ctx: Context, cell: Cell, lr: float | None, *, needs: tuple[str
     max_epochs = epochs if epochs is not None else for_dataset(ctx.budget.finetune_epochs, dataset)
     if max_epochs is not None:
         settings["trainer.max_epochs"] = max_epochs
+    patience = ctx.budget.finetune_patience.get(dataset)
+    if patience:
+        settings["trainer.callbacks+"] = [{"class_path": "lightning.pytorch.callbacks.EarlyStopping",
+                                           "init_args": {"monitor": "val/err", "mode": "min", "patience": patience}}]
     if lr is not None:
         settings["model.init_args.lr"] = lr
     settings.update(extra or {})
