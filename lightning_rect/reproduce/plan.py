@@ -41,6 +41,8 @@ class Cell:
             and the labeled fraction, in the experiments that vary them; None elsewhere.
         sign_flip: the paper's symmetry trick on (``protocol`` compares it with off).
         variant: a named protocol variant (``pretraining`` compares several); None elsewhere.
+        seed: ``seed_everything`` of a repeat with another seed (a cell of its own, so repeats are
+            averaged, never chosen among); None: the config's seed.
     """
 
     dataset: str
@@ -52,6 +54,7 @@ class Cell:
     fraction: float | None = None
     sign_flip: bool = False
     variant: str | None = None
+    seed: int | None = None
 
 
 @dataclass(frozen=True)

@@ -6,14 +6,20 @@ The variants (docs/paper.md#pre-training for what the paper and the authors' lib
 
 - ``random``: no pre-training (the baseline);
 - ``dae10``: ``configs/mnist_pretrain.yaml`` as written (10 DAE epochs per layer at lr 0.01);
-- ``dae10_l1pre``: the same DAE, fine-tuned without the L1 penalty (L1 in pre-training only);
 - ``dae10_rescale``: each DAE layer's outputs divided by their training-set maximum before the next
   layer trains, kept in fine-tuning (``StackedDAE(rescale=True)``, as the authors' library does);
-- ``dae30``: 30 DAE epochs per layer (the authors' experiment scripts' count).
+- ``dae30_rescale``: the same with 30 DAE epochs per layer (the authors' experiment scripts' count);
+- ``dae10_rescale_l1pre``: the rescaled DAE fine-tuned without the L1 penalty (L1 in pre-training only);
+- ``dae30``, ``dae10_l1pre``: the last two without the rescaling (tried last: the rescaled DAE was
+  ahead of the configured one at every fine-tuning rate).
 
-Every variant is fine-tuned at each learning rate of the search, for at most ``MAX_EPOCHS`` epochs,
+Every variant is fine-tuned at each of its learning rates, for at most ``MAX_EPOCHS`` epochs,
 stopped when ``val/err`` has not improved for ``PATIENCE`` epochs; its best-validation checkpoint
-is tested.
+is tested. ``SEEDED`` protocols are repeated with ``SEEDS`` (pre-training and fine-tuning both
+reseeded): the report gives their mean and spread over three seeds.
+
+The plan lists the runs in the order they are worth training, so an interrupted grid has its most
+telling runs first.
 """
 
 from __future__ import annotations
@@ -39,9 +45,14 @@ PATIENCE = 10
 #: (reproductions/table1, grid budget; 0.1 diverges).
 PRETRAIN_LR = 0.01
 #: Fine-tuning rates searched when the budget asks for the paper's whole grid: 0.1 loses to 0.03
-#: after pre-training in short runs, and 0.001 / 0.0001 cannot converge within MAX_EPOCHS at batch
-#: 10; 0.03 (the configs' rate) is kept beside 0.01 though it is not in the paper's grid.
+#: after pre-training without rescaling in short runs, and 0.001 / 0.0001 cannot converge within
+#: MAX_EPOCHS at batch 10; 0.03 (the configs' rate) is kept beside 0.01 though it is not in the
+#: paper's grid. A variant may name its own rates instead (``Variant.lrs``).
 NARROWED_LRS = (0.01, 0.03)
+#: Protocols repeated with other seeds (variant tag -> fine-tuning lr), and the seeds; the config's
+#: seed (0) is the first of the three.
+SEEDED = {"dae10_rescale": 0.1, "random": 0.03}
+SEEDS = (1, 2)
 
 
 @dataclass(frozen=True)
@@ -51,7 +62,7 @@ class Variant:
     pretraining: dict[str, Any] | None = None  # its DAE's settings; None: a random start
     finetuning: dict[str, Any] = field(default_factory=dict)
     epochs_per_layer: int | None = None  # None: the pre-training config's
-    extra_lrs: tuple[float, ...] = ()  # tried besides the search's rates (with the paper's grid only)
+    lrs: tuple[float, ...] = NARROWED_LRS  # its fine-tuning rates with the paper's grid, in training order
 
     @property
     def dae(self) -> str:
@@ -60,23 +71,30 @@ class Variant:
         return "_".join(parts + [key.rpartition(".")[2] for key in sorted(self.pretraining or {})])
 
 
-#: In training order (the report lists them in this order too).
+RESCALE = {"model.init_args.rescale": True}
+NO_L1 = {"model.init_args.l1": 0.0}
+
+#: In report order; ``plan`` trains them in the order of ``TRAINING_ORDER``.
 VARIANTS = (
     Variant("random", "random start (no pre-training)"),
     Variant("dae10", "DAE as configured (10 epochs per layer)", pretraining={}),
     # codes rescaled into [0, 1] are far smaller than unscaled ones, so a larger rate is tried too (the
     # authors' library fine-tunes its rescaled nets at 0.1)
-    Variant("dae10_rescale", "DAE with each layer rescaled to max 1 before the next", pretraining={
-        "model.init_args.rescale": True}, extra_lrs=(0.1,)),
+    Variant("dae10_rescale", "DAE with each layer rescaled to max 1 before the next", pretraining=RESCALE,
+            lrs=(0.1, 0.01, 0.03)),
+    Variant("dae30_rescale", "rescaled DAE with 30 epochs per layer", pretraining=RESCALE, epochs_per_layer=30,
+            lrs=(0.1, 0.03)),
+    Variant("dae10_rescale_l1pre", "rescaled DAE fine-tuned without L1 (L1 in pre-training only)",
+            pretraining=RESCALE, finetuning=NO_L1, lrs=(0.1, 0.03)),
     Variant("dae30", "DAE with 30 epochs per layer", pretraining={}, epochs_per_layer=30),
     Variant("dae10_l1pre", "DAE as configured, fine-tuned without L1 (L1 in pre-training only)", pretraining={},
-            finetuning={"model.init_args.l1": 0.0}),
+            finetuning=NO_L1),
 )
 
 
-def finetune_lrs(ctx: Context) -> tuple[float | None, ...]:
-    """The budget's rates, except that the paper's whole grid is narrowed to ``NARROWED_LRS``."""
-    return NARROWED_LRS if ctx.budget.lrs == PAPER_LRS else ctx.lrs
+def finetune_lrs(ctx: Context, variant: Variant) -> tuple[float | None, ...]:
+    """The budget's rates, except that the paper's whole grid is narrowed to the variant's own."""
+    return variant.lrs if ctx.budget.lrs == PAPER_LRS else ctx.lrs
 
 
 def early_stopping() -> dict[str, Any]:
@@ -84,28 +102,49 @@ def early_stopping() -> dict[str, Any]:
             "init_args": {"monitor": "val/err", "mode": "min", "patience": PATIENCE}}
 
 
+def variant_runs(ctx: Context, dataset: str, variant: Variant, lrs: tuple[float | None, ...],
+                 seed: int | None = None) -> list[RunSpec]:
+    """The variant's DAE (if any) and its fine-tuning runs at ``lrs``; ``seed``: both reseeded."""
+    reseed = {"seed_everything": seed} if seed is not None else {}
+    runs, needs = [], ()
+    if variant.pretraining is not None:
+        extra = {**variant.pretraining, **reseed}
+        if variant.epochs_per_layer is not None:
+            layers = len(ctx.config_value(f"{dataset}_pretrain.yaml", "model.init_args.hidden_sizes") or [0] * 3)
+            extra.update({"model.init_args.epochs_per_layer": variant.epochs_per_layer,
+                          "trainer.max_epochs": variant.epochs_per_layer * layers})
+        tag = "_".join(filter(None, [variant.dae, f"seed{seed}" if seed is not None else ""]))
+        dae = pretrain_run(ctx, dataset, "rectifier", PRETRAIN_LR, extra=extra, tag=tag,
+                           cell=Cell(dataset, "rectifier", phase="pretrain", variant=variant.dae or "configured",
+                                     seed=seed))
+        runs.append(dae)
+        needs = (dae.id,)
+    cell = Cell(dataset, "rectifier", pretrained=bool(needs), variant=variant.tag, seed=seed)
+    extra = {**variant.finetuning, "trainer.callbacks+": early_stopping(), **reseed}
+    epochs = for_dataset(ctx.budget.finetune_epochs, dataset) or MAX_EPOCHS
+    tag = variant.tag + (f"_seed{seed}" if seed is not None else "")
+    runs += [finetune_run(ctx, cell, lr, needs=needs, extra=extra, epochs=epochs, tag=tag) for lr in lrs]
+    return runs
+
+
+#: Training order: the variants that decide the protocol, then the repeats with other seeds, then
+#: the variants the first ones made unlikely to win.
+TRAINING_ORDER = ("random", "dae10", "dae10_rescale", "dae30_rescale", "dae10_rescale_l1pre", "seeds",
+                  "dae30", "dae10_l1pre")
+
+
 def plan(ctx: Context, datasets: list[str]) -> list[RunSpec]:
+    by_tag = {variant.tag: variant for variant in VARIANTS}
     runs: dict[str, RunSpec] = {}
     for dataset in datasets:
-        epochs = for_dataset(ctx.budget.finetune_epochs, dataset) or MAX_EPOCHS
-        for variant in VARIANTS:
-            needs: tuple[str, ...] = ()
-            if variant.pretraining is not None:
-                extra = dict(variant.pretraining)
-                if variant.epochs_per_layer is not None:
-                    layers = len(ctx.config_value(f"{dataset}_pretrain.yaml", "model.init_args.hidden_sizes") or [0] * 3)
-                    extra.update({"model.init_args.epochs_per_layer": variant.epochs_per_layer,
-                                  "trainer.max_epochs": variant.epochs_per_layer * layers})
-                dae = pretrain_run(ctx, dataset, "rectifier", PRETRAIN_LR, extra=extra, tag=variant.dae,
-                                   cell=Cell(dataset, "rectifier", phase="pretrain", variant=variant.dae or "configured"))
-                runs.setdefault(dae.id, dae)
-                needs = (dae.id,)
-            cell = Cell(dataset, "rectifier", pretrained=bool(needs), variant=variant.tag)
-            extra = {**variant.finetuning, "trainer.callbacks+": early_stopping()}
-            extra_lrs = variant.extra_lrs if ctx.budget.lrs == PAPER_LRS else ()
-            for lr in finetune_lrs(ctx) + extra_lrs:
-                run = finetune_run(ctx, cell, lr, needs=needs, extra=extra, epochs=epochs, tag=variant.tag)
-                runs[run.id] = run
+        for step in TRAINING_ORDER:
+            if step == "seeds":
+                specs = [spec for tag, lr in SEEDED.items() for seed in SEEDS
+                         for spec in variant_runs(ctx, dataset, by_tag[tag], (lr,), seed)]
+            else:
+                specs = variant_runs(ctx, dataset, by_tag[step], finetune_lrs(ctx, by_tag[step]))
+            for spec in specs:
+                runs.setdefault(spec.id, spec)
     return list(runs.values())
 
 
