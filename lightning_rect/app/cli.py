@@ -133,11 +133,9 @@ class RectCLI(LightningCLI):
             check_data_sizes(str(self.config[self.subcommand].ckpt_path), self._checkpoint_hparams, self.model)
         trainer_config = self.config_init[self.subcommand].trainer if self.subcommand else {}
         if self.subcommand == "fit":
-            configured = trainer_config.get("callbacks") or []
-            configured = configured if isinstance(configured, list) else [configured]
+            configured = _as_list(trainer_config.get("callbacks"))
             kwargs["callbacks"] = configured + fit_callbacks(configured, self.model, trainer_config)
-        plugins = trainer_config.get("plugins") or []
-        plugins = plugins if isinstance(plugins, list) else [plugins]
+        plugins = _as_list(trainer_config.get("plugins"))
         if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
             kwargs["plugins"] = plugins + [AtomicCheckpointIO()]
         return super().instantiate_trainer(**kwargs)
@@ -242,9 +240,11 @@ def scheduler_with_models_optimizer(model: LightningModule, config) -> None:
 
 
 def _model_arg(config, name: str):
-    model = config.get("model")
-    init_args = model.get("init_args") if model is not None and hasattr(model, "get") else None
-    return init_args.get(name) if init_args is not None and hasattr(init_args, "get") else None
+    return config.get(f"model.init_args.{name}") if config is not None else None
+
+
+def _as_list(value) -> list:
+    return [] if value is None else value if isinstance(value, list) else [value]
 
 
 def refuse_fit_without_training(trainer_config) -> None:
@@ -261,13 +261,13 @@ def fit_callbacks(configured: list[Callback], model: LightningModule, trainer_co
     Lightning's own); ``DivergenceGuard``; a ``TQDMProgressBar`` redrawn every ``PROGRESS_REFRESH_STEPS``
     batches (every batch costs several percent at batch 10); ``best-epoch=N.ckpt`` of
     ``model.selection_metric``; and ``last.ckpt`` rewritten every epoch."""
-    added: list[Callback] = []
-    for kind, make in ((RunContinuity, RunContinuity), (DivergenceGuard, DivergenceGuard)):
-        if not any(isinstance(cb, kind) for cb in configured):
-            added.append(make())
-    if trainer_config.get("max_time") is None and not any(isinstance(cb, Timer) for cb in configured):
+    def missing(kind: type) -> bool:
+        return not any(isinstance(cb, kind) for cb in configured)
+
+    added: list[Callback] = [kind() for kind in (RunContinuity, DivergenceGuard) if missing(kind)]
+    if trainer_config.get("max_time") is None and missing(Timer):
         added.append(Timer())
-    if trainer_config.get("enable_progress_bar") is not False and not any(isinstance(cb, ProgressBar) for cb in configured):
+    if trainer_config.get("enable_progress_bar") is not False and missing(ProgressBar):
         added.append(TQDMProgressBar(refresh_rate=PROGRESS_REFRESH_STEPS))
     if trainer_config.get("enable_checkpointing") is False:
         return added

@@ -9,7 +9,6 @@ before anything is built; a changed ``lr`` is applied, printed and logged (``Run
 
 from __future__ import annotations
 
-import importlib
 import math
 import shutil
 import sys
@@ -18,7 +17,6 @@ from typing import Any
 
 import yaml
 from lightning import Callback, LightningModule, Trainer
-from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
 from lightning.pytorch.trainer.states import TrainerFn
 
 from lightning_rect.checkpoint import MODEL_KEY, load_checkpoint_file
@@ -32,6 +30,8 @@ APPLIED_ON_RESUME = ("lr",)
 UNUSED_ON_RESUME = ("pretrained", "in_features", "num_classes")
 #: Checkpoint names Lightning resolves itself.
 SPECIAL_CKPT_PATHS = ("last", "best", "hpc", "registry")
+#: The class paths jsonargparse gives Lightning's own CSVLogger.
+LIGHTNINGS_CSV_LOGGER = ("lightning.pytorch.loggers.CSVLogger", "lightning.pytorch.loggers.csv_logs.CSVLogger")
 
 
 def run_root(logger_config: Any) -> tuple[Any, Path] | None:
@@ -54,19 +54,13 @@ def unfinished_run(root: Path) -> Path:
     if unfinished:
         return unfinished[-1]
     # a run killed before its first epoch ended has neither: nothing of it can be resumed
-    stopped = sorted((d for d in root.glob("version_*") if d.is_dir() and not (d / RESULTS_FILE).exists()
-                      and not (d / "checkpoints" / "last.ckpt").exists()), key=lambda d: d.stat().st_mtime)
+    stopped = sorted((d for d in root.glob("version_*") if d.is_dir() and not (d / RESULTS_FILE).exists()),
+                     key=lambda d: d.stat().st_mtime)
     early = f"; {stopped[-1]} stopped before its first checkpoint, so it cannot be resumed" if stopped else ""
-    if found:
-        raise CheckpointError(
-            f"--ckpt_path last: every run under {root} with a last.ckpt has finished "
-            f"({found[-1].parent.parent / RESULTS_FILE} exists){early}; nothing to resume and nothing was changed; "
-            "run without --ckpt_path to start a new run"
-        )
-    raise CheckpointError(
-        f"--ckpt_path last: no last.ckpt under {root}/version_*/checkpoints{early}; nothing to resume, "
-        "run without --ckpt_path to start afresh"
-    )
+    where = (f"every run under {root} with a last.ckpt has finished ({found[-1].parent.parent / RESULTS_FILE} exists)"
+             if found else f"no last.ckpt under {root}/version_*/checkpoints")
+    raise CheckpointError(f"--ckpt_path last: {where}{early}; nothing to resume and nothing was changed; "
+                          "run without --ckpt_path to start a new run")
 
 
 def resolve_last(logger_config: Any) -> str:
@@ -228,15 +222,9 @@ class RunContinuity(Callback):
 
 def note_lost_history(logger_config: Any) -> None:
     """Resuming with Lightning's own ``CSVLogger``: say, in one line, that its ``metrics.csv`` starts afresh."""
-    loggers = logger_config if isinstance(logger_config, list) else [logger_config]
-    for logger in loggers:
-        module, _, name = str(getattr(logger, "class_path", None) or "").rpartition(".")
-        try:
-            lightnings = module and getattr(importlib.import_module(module), name, None) is LightningCSVLogger
-        except ImportError:
-            continue
-        if lightnings:
-            print(f"note: {module}.{name} deletes the run's metrics.csv on a resume, so the rows before the "
+    for logger in logger_config if isinstance(logger_config, list) else [logger_config]:
+        if str(getattr(logger, "class_path", "")) in LIGHTNINGS_CSV_LOGGER:
+            print(f"note: {logger.class_path} deletes the run's metrics.csv on a resume, so the rows before the "
                   "checkpoint are lost; name lightning_rect.app.loggers.CSVLogger in trainer.logger to keep them",
                   file=sys.stderr)
 

@@ -1,18 +1,17 @@
 """What the CLI prints when it stops: one line naming the field or file and the fix, exit code 2.
 
-``user_error`` maps an exception to a ``LightningRectError`` when it is a problem the user can fix:
-our own errors (bad value, unknown registry name, damaged data file, bad checkpoint, a full or
-read-only disk), also when jsonargparse wrapped them while instantiating; an argument parser error;
-a folder that cannot be made. Anything else is a bug and keeps its traceback. Parser errors are
-worded by ``parser_message``, which ``RectCLI.parse_arguments`` calls with the parser's options in
-hand: the relevant line first (file, key, the valid choices, a close match for a misspelled key),
-without the usage, which ``--help`` prints. ``Stopped`` is a run stopped from outside (SIGTERM, Ctrl-C).
+``user_error`` maps an exception to a ``LightningRectError`` when the user can fix it: our own
+errors (also when jsonargparse wrapped them while instantiating), an argument parser error, a folder
+that cannot be made. Anything else is a bug and keeps its traceback. ``parser_message`` words a
+parser error from its chain of causes (``RectCLI.parse_arguments`` calls it with the parser's options
+in hand): the key, what is wrong, the valid choices or a close match, never the usage.
 """
 
 from __future__ import annotations
 
 import argparse
 import difflib
+import importlib
 import inspect
 import re
 import signal
@@ -23,6 +22,7 @@ from lightning_rect.errors import ConfigError, LightningRectError, StorageError
 from lightning_rect.files import CAUSES, storage_error
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
+TYPE_NAMES = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string", "NoneType": "null"}
 
 
 class Stopped(LightningRectError):
@@ -44,7 +44,11 @@ def user_error(err: BaseException) -> LightningRectError | None:
     found = next((cause for cause in chain if isinstance(cause, LightningRectError)), None)
     if found is None and any(isinstance(cause, argparse.ArgumentError) for cause in chain):
         found = ConfigError(parser_message(err, [], []))
-    return found or _unwritable(chain)
+    unwritable = next((c for c in chain if isinstance(c, OSError) and c.errno in CAUSES), None)
+    if found is None and unwritable is not None:  # a folder the run cannot make (read-only, full, no permission)
+        found = storage_error(unwritable.filename or "a file", unwritable, "point trainer.logger.init_args.save_dir "
+                              "(and trainer.default_root_dir) at a folder on another disk")
+    return found
 
 
 def _chain(err: BaseException | None) -> Iterator[BaseException]:
@@ -56,71 +60,50 @@ def _chain(err: BaseException | None) -> Iterator[BaseException]:
         err = err.__cause__ or err.__context__
 
 
-def _unwritable(chain: list[BaseException]) -> StorageError | None:
-    """A folder the run cannot make or enter (read-only, full, no permission)."""
-    cause = next((c for c in chain if isinstance(c, OSError) and c.errno in CAUSES), None)
-    return storage_error(cause.filename or "a file", cause, "point trainer.logger.init_args.save_dir (and "
-                         "trainer.default_root_dir) at a folder on another disk") if cause is not None else None
-
-
-def _options(args: Sequence[str]) -> Iterator[tuple[str, str]]:
-    """``(key, value)`` of every ``--key=value`` and ``--key value`` in ``args``."""
-    args = list(args)
-    for i, arg in enumerate(args):
-        if not arg.startswith("--"):
-            continue
-        key, eq, value = arg[2:].partition("=")
-        if eq:
-            yield key, value
-        elif i + 1 < len(args) and not args[i + 1].startswith("--"):
-            yield key, args[i + 1]
+def _first_line(err: BaseException) -> str:
+    return next((line.strip() for line in str(err).splitlines() if line.strip()), "")
 
 
 # -- argument parser errors ----------------------------------------------------------------------
 def parser_message(err: BaseException, options: Sequence[str], args: Sequence[str]) -> str:
-    """The one relevant line of a jsonargparse error, from its chain of causes: outermost first, the
-    leaf (what is wrong) last; ``Parser key "k"`` and ``Problem with given class_path 'c'`` on the way
-    give the key. ``options``: the parser's option names (for close matches); ``args``: the command line."""
+    """The one relevant line of a jsonargparse error. Its causes run from the outermost key to the leaf
+    (what is wrong); ``Parser key "k"`` and ``Problem with given class_path 'c'`` on the way give the
+    key. ``options``: the parser's option names (for close matches); ``args``: the command line."""
     chain = list(_chain(err))
-    leaf = next((line for line in str(chain[-1]).splitlines() if line.strip()), "").strip()
-    keys, class_path = [], None
+    leaf, keys, class_path = _first_line(chain[-1]), [], None
     for cause in chain:
-        first = str(cause).lstrip().splitlines()[0] if str(cause).strip() else ""
-        if match := re.match(r'Parser key "([^"]+)"', first):
-            if not keys or keys[-1] != match.group(1):
-                keys.append(match.group(1))
-        elif match := re.match(r"Problem with given class_path '([^']+)'", first):
-            class_path = match.group(1)
-            keys.append("init_args")
+        if match := re.match(r'Parser key "([^"]+)"', _first_line(cause)):
+            keys += [match.group(1)] if keys[-1:] != [match.group(1)] else []
+        elif match := re.match(r"Problem with given class_path '([^']+)'", _first_line(cause)):
+            class_path, keys = match.group(1), keys + ["init_args"]
     key = ".".join(keys)
+    configs = [value for name, value in _options(args) if name == "config"]
 
-    yaml_error = next((cause for cause in chain if _is_yaml_error(cause)), None)
-    if yaml_error is not None:
-        return _yaml_message(yaml_error, _config_files(args))
+    if yaml_error := next((c for c in chain if type(c).__module__.startswith("yaml") and hasattr(c, "problem_mark")), None):
+        return _yaml_message(yaml_error, configs)
     if match := re.search(r"Option '([^']+)' is not accepted|does not accept option '([^']+)'", leaf):
         name = match.group(1) or match.group(2)
-        full = f"{key}.{name}" if key else name
         valid = init_parameters(class_path) if class_path else list(options)
         owner = f"{class_path.rpartition('.')[2]} has no argument {name!r}" if class_path else "no such option"
-        return f"{_source(name, args)}{full}: {owner}{_suggestion(name, valid)}"
+        return f"{_source(name, args, configs)}{f'{key}.{name}' if key else name}: {owner}{_suggestion(name, valid)}"
     if match := re.search(r"unrecognized arguments: (\S+)", leaf):
         name = match.group(1).split("=")[0].lstrip("-")
-        valid = list(options)
-        hint = _suggestion(name, valid).replace("did you mean ", "did you mean --")
-        return f"--{name}: no such option{hint} (`{_subcommand(args) or ''} --help` lists them)"
+        hint = _suggestion(name, options).replace("did you mean ", "did you mean --")
+        return f"--{name}: no such option{hint} (`{next((a for a in args if a in SUBCOMMANDS), '')} --help` lists them)"
     if match := re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", leaf):
-        choices = re.findall(r"'([^']*)'", match.group(2))
+        given, choices = match.group(1), re.findall(r"'([^']*)'", match.group(2))
         what = "subcommand" if "subcommand" in leaf else (key or "value")
-        given = match.group(1)
         return f"unknown {what} {given!r}{close_match(given, choices)} (choose from {', '.join(choices)})"
     if match := re.match(r"Expected a (.+?)(?:\. Got value: (.*))?$", leaf):
-        wanted, value = _type_name(match.group(1)), match.group(2)
+        hint, value = match.group(1), match.group(2)
         if value is None:
-            value = next((m.group(1) for c in chain for m in [re.search(r"Given value: (.*)", str(c))] if m), "?")
-        choices = re.findall(r"'([^']*)'", match.group(1)) if "Literal" in match.group(1) else []
-        if "dot import path" in match.group(1):
+            value = next((m.group(1) for c in chain if (m := re.search(r"Given value: (.*)", str(c)))), "?")
+        if "dot import path" in hint:
             return (f"{key}: {value!r} is not a class this package knows{close_match(value, _class_names())}; "
                     "pass a class name such as SparseMLP or DigitsDataModule, or a full import path")
+        choices = re.findall(r"'([^']*)'", hint) if "Literal" in hint else []
+        wanted = "one of " + ", ".join(choices) if choices else re.sub(r"<class '([^']+)'>", r"\1", hint)
+        wanted = TYPE_NAMES.get(wanted, wanted)
         return f"{key or 'value'}: expected {wanted}, got {value}{close_match(value, choices)}"
     if key == "config" or leaf.startswith("File does not exist"):
         return (f"--config: {leaf[0].lower() + leaf[1:]}; pass a YAML file, or the name of a bundled config such as "
@@ -128,28 +111,29 @@ def parser_message(err: BaseException, options: Sequence[str], args: Sequence[st
     return f"{key}: {leaf}" if key and leaf else one_line(chain[0])
 
 
-def _subcommand(args: Sequence[str]) -> str | None:
-    return next((a for a in args if a in SUBCOMMANDS), None)
+def _options(args: Sequence[str]) -> Iterator[tuple[str, str]]:
+    """``(key, value)`` of every ``--key=value`` and ``--key value`` on the command line."""
+    for i, arg in enumerate(args):
+        key, eq, value = arg[2:].partition("=")
+        if arg.startswith("--") and (eq or (i + 1 < len(args) and not args[i + 1].startswith("--"))):
+            yield key, value if eq else args[i + 1]
 
 
 def _suggestion(name: str, valid: Sequence[str]) -> str:
-    """'; did you mean X?', or the valid names when none is close (a short list only)."""
-    found = close_match(name, valid)
-    if found or not valid:
+    """'; did you mean X?' (also for the last part of a dotted key), or the valid names when few."""
+    if found := close_match(name, valid):
         return found
-    # compare the last parts too: trainer.max_epohs against trainer.max_epochs
-    tails = {v.rpartition(".")[2]: v for v in valid}
-    tail = difflib.get_close_matches(name.rpartition(".")[2], list(tails), n=1, cutoff=0.75)
-    if tail and tails[tail[0]].rpartition(".")[0] == name.rpartition(".")[0]:
+    tails = {v.rpartition(".")[2]: v for v in valid if v.rpartition(".")[0] == name.rpartition(".")[0]}
+    if tail := difflib.get_close_matches(name.rpartition(".")[2], list(tails), n=1, cutoff=0.75):
         return f"; did you mean {tails[tail[0]]}?"
-    return f"; valid: {', '.join(valid)}" if len(valid) <= 20 else ""
+    return f"; valid: {', '.join(valid)}" if valid and len(valid) <= 20 else ""
 
 
-def _source(name: str, args: Sequence[str]) -> str:
-    """'<file>: ' when ``name`` is not on the command line but in one of its --config files."""
+def _source(name: str, args: Sequence[str], configs: Sequence[str]) -> str:
+    """'<file>: ' when ``name`` is set in one of the --config files rather than on the command line."""
     if any(re.search(rf"\.{re.escape(name)}(=|$)", a) for a in args):
         return ""
-    for path in _config_files(args):
+    for path in configs:
         try:
             if re.search(rf"^\s*{re.escape(name)}\s*:", Path(path).read_text(), re.MULTILINE):
                 return f"{path}: "
@@ -158,19 +142,12 @@ def _source(name: str, args: Sequence[str]) -> str:
     return ""
 
 
-def _config_files(args: Sequence[str]) -> list[str]:
-    return [value for key, value in _options(args) if key == "config"]
-
-
-def _is_yaml_error(err: BaseException) -> bool:
-    return type(err).__module__.startswith("yaml") and hasattr(err, "problem_mark")
-
-
-def _yaml_message(err: BaseException, files: Sequence[str]) -> str:
+def _yaml_message(err, configs: Sequence[str]) -> str:
     """'<file>: YAML syntax error at line L, column C: ...' for the --config file that does not parse."""
     import yaml
 
-    for path in files:
+    where = "a command-line value (YAML): "
+    for path in configs:
         try:
             yaml.safe_load(Path(path).read_text())
         except yaml.MarkedYAMLError as found:
@@ -178,30 +155,17 @@ def _yaml_message(err: BaseException, files: Sequence[str]) -> str:
             break
         except (OSError, yaml.YAMLError):
             continue
-    else:
-        where = "a command-line value (YAML): "
-    mark, context, context_mark = err.problem_mark, err.context, err.context_mark
-    opened = f" ({context} from line {context_mark.line + 1})" if context and context_mark is not None else ""
+    mark, context_mark = err.problem_mark, err.context_mark
+    opened = f" ({err.context} from line {context_mark.line + 1})" if err.context and context_mark else ""
     return (f"{where}YAML syntax error at line {mark.line + 1}, column {mark.column + 1}: {err.problem}{opened}; "
             "fix the brackets, quotes or indentation there")
-
-
-def _type_name(hint: str) -> str:
-    names = {"<class 'int'>": "an integer", "<class 'float'>": "a number", "<class 'bool'>": "true or false",
-             "<class 'str'>": "a string", "<class 'NoneType'>": "null"}
-    if hint in names:
-        return names[hint]
-    if "Literal" in hint:
-        return "one of " + ", ".join(re.findall(r"'([^']*)'", hint))
-    return re.sub(r"<class '([^']+)'>", r"\1", hint)
 
 
 def _class_names() -> list[str]:
     import lightning_rect.data
     import lightning_rect.models
 
-    modules = (lightning_rect.models, lightning_rect.data)
-    return [name for module in modules for name in dir(module) if name[:1].isupper()]
+    return [name for module in (lightning_rect.models, lightning_rect.data) for name in dir(module) if name[:1].isupper()]
 
 
 def close_match(name: str, valid: Sequence[str]) -> str:
@@ -212,8 +176,6 @@ def close_match(name: str, valid: Sequence[str]) -> str:
 
 def init_parameters(class_path: str) -> list[str]:
     """The ``__init__`` parameters of the class at ``class_path`` (what its ``init_args`` may hold)."""
-    import importlib
-
     module, _, name = class_path.rpartition(".")
     try:
         cls = getattr(importlib.import_module(module), name)
