@@ -105,17 +105,12 @@ def load_pretrained_encoder(encoder: Encoder, path: str | Path, activation: str)
     theirs = [hparams.get("in_features"), *hparams.get("hidden_sizes", [])]
     ours = [encoder.in_features, *encoder.hidden_sizes]
     if theirs != ours:
-        raise CheckpointError(
-            f"layer sizes differ: checkpoint {str(path)!r} has {theirs} (input, hidden...), this model has {ours}; "
-            "use the same hidden_sizes and data set as the pre-training run"
-        )
+        raise CheckpointError(f"layer sizes differ: checkpoint {str(path)!r} has {theirs} (input, hidden...), this model "
+                              f"has {ours}; use the same hidden_sizes and data set as the pre-training run")
     if hparams.get("activation") != activation:
-        raise CheckpointError(
-            f"activation differs: checkpoint has {hparams.get('activation')!r}, this model has {activation!r}; "
-            "fine-tune with the activation that was pre-trained"
-        )
-    prefix = "encoder."
-    state = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+        raise CheckpointError(f"activation differs: checkpoint has {hparams.get('activation')!r}, this model has "
+                              f"{activation!r}; fine-tune with the activation that was pre-trained")
+    state = {k.removeprefix("encoder."): v for k, v in checkpoint["state_dict"].items() if k.startswith("encoder.")}
     missing, unexpected = encoder.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise CheckpointError(f"{str(path)!r}: encoder weights do not match (missing {missing}, unexpected {unexpected})")

@@ -23,6 +23,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, instant
 from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+import torch.distributed
 from torch.optim import Optimizer
 
 import lightning_rect.data  # noqa: F401  (data modules by short name: --data=DigitsDataModule)
@@ -31,8 +32,7 @@ from lightning_rect.app.bundled import resolve_config_args
 from lightning_rect.app.checkpoint_io import AtomicCheckpointIO, latest_checkpoint, writes_last_every_epoch
 from lightning_rect.app.results import epoch_of_checkpoint, to_float, write_results
 from lightning_rect.app.resume import (SPECIAL_CKPT_PATHS, RunContinuity, check_checkpoint, check_data_sizes,
-                                       config_filename, note_lost_history, remove_untrained_run, resolve_last,
-                                       run_folder)
+                                       config_filename, note_lost_history, remove_untrained_run, resolve_last)
 from lightning_rect.app.run_lock import run_lock
 from lightning_rect.app.user_errors import SUBCOMMANDS, Stopped, one_line, parser_message, user_error
 from lightning_rect.app.wandb import SaveConfigToWandb, publish_results
@@ -101,9 +101,9 @@ class RectCLI(LightningCLI):
         ckpt_path = config.get("ckpt_path") if config is not None else None
         if ckpt_path and str(ckpt_path) not in SPECIAL_CKPT_PATHS:
             self._checkpoint_hparams = check_checkpoint(str(ckpt_path), config, resuming_fit=subcommand == "fit")
-            self._requested_lr = _model_arg(config, "lr") if subcommand == "fit" else None
-        elif subcommand == "fit" and not ckpt_path and _model_arg(config, "pretrained"):
-            read_pretrained(_model_arg(config, "pretrained"), mmap=True)
+            self._requested_lr = config.get("model.init_args.lr") if subcommand == "fit" else None
+        elif subcommand == "fit" and not ckpt_path and config.get("model.init_args.pretrained"):
+            read_pretrained(config.get("model.init_args.pretrained"), mmap=True)
 
     def before_instantiate_classes(self) -> None:
         """Everything else that can refuse a run, before anything is built or written."""
@@ -120,7 +120,7 @@ class RectCLI(LightningCLI):
         if config.get("ckpt_path"):
             note_lost_history(config.trainer.get("logger"))
         # a resume into the same folder keeps the first run's config.yaml and adds its own next to it
-        filename = config_filename(run_folder(config.trainer.get("logger")))
+        filename = config_filename(config.trainer.get("logger"))
         self.save_config_kwargs = {**self.save_config_kwargs, "config_filename": filename}
 
     def instantiate_classes(self) -> None:
@@ -144,9 +144,13 @@ class RectCLI(LightningCLI):
     def fit(self, model: LightningModule, **kwargs) -> None:
         """What ``fit`` runs in place of ``trainer.fit``: the fit, then the test of the selected checkpoint and
         ``results.json``, all in the run folder held by this process alone."""
-        trainer = self.trainer
+        trainer, logger = self.trainer, self.trainer.logger
+        # on rank 0, the first logger's run folder, claimed now (our CSVLogger makes a new version_N that no
+        # other process can take) and locked for this fit alone
+        local = rank_zero_only.rank == 0 and hasattr(logger, "log_dir") and "://" not in str(logger.log_dir)
+        folder = Path(logger.log_dir) if local else None
+        made = folder is not None and (bool(getattr(logger, "claimed", False)) or not folder.exists())
         with ExitStack() as held:
-            folder, made = self.claim_run_folder()
             if folder is not None:
                 held.enter_context(run_lock(folder))
             try:
@@ -161,15 +165,6 @@ class RectCLI(LightningCLI):
                 if isinstance(err, SIGTERMException):
                     raise Stopped(stopped_line(trainer)) from None
                 raise
-
-    def claim_run_folder(self) -> tuple[Path | None, bool]:
-        """On rank 0, the first logger's run folder, claimed now (``lightning_rect.app.loggers.CSVLogger`` makes
-        a new ``version_N`` that no other process can take); and whether this fit made it."""
-        logger = self.trainer.logger
-        if rank_zero_only.rank != 0 or not hasattr(logger, "log_dir") or "://" in str(logger.log_dir):
-            return None, False
-        folder = Path(logger.log_dir)
-        return folder, bool(getattr(logger, "claimed", False)) or not folder.exists()
 
     def test_and_record(self, model: LightningModule) -> None:
         trainer = self.trainer
@@ -206,8 +201,7 @@ class RectCLI(LightningCLI):
 def quiet_parsers(given: dict | None) -> dict:
     """``parser_kwargs`` whose parsers raise their errors (``parse_arguments`` words them in one line)
     instead of printing the whole usage and exiting."""
-    given = dict(given or {})
-    quiet = {"exit_on_error": False}
+    given, quiet = dict(given or {}), {"exit_on_error": False}
     return {"description": DESCRIPTION, **quiet, **{k: v for k, v in given.items() if k not in SUBCOMMANDS},
             **{name: {**quiet, **given.get(name, {})} for name in SUBCOMMANDS}}
 
@@ -239,10 +233,6 @@ def scheduler_with_models_optimizer(model: LightningModule, config) -> None:
     model.configure_optimizers = configure_optimizers
 
 
-def _model_arg(config, name: str):
-    return config.get(f"model.init_args.{name}") if config is not None else None
-
-
 def _as_list(value) -> list:
     return [] if value is None else value if isinstance(value, list) else [value]
 
@@ -256,11 +246,9 @@ def refuse_fit_without_training(trainer_config) -> None:
 
 
 def fit_callbacks(configured: list[Callback], model: LightningModule, trainer_config) -> list[Callback]:
-    """What every CLI ``fit`` adds to the configured callbacks, unless the config has its own: ``RunContinuity``;
-    a ``Timer`` (its state in every checkpoint carries the fit time across a resume; ``max_time`` brings
-    Lightning's own); ``DivergenceGuard``; a ``TQDMProgressBar`` redrawn every ``PROGRESS_REFRESH_STEPS``
-    batches (every batch costs several percent at batch 10); ``best-epoch=N.ckpt`` of
-    ``model.selection_metric``; and ``last.ckpt`` rewritten every epoch."""
+    """What ``fit`` adds unless the config has its own: ``RunContinuity``, ``DivergenceGuard``, a ``Timer`` (its
+    state in each checkpoint carries the fit time across a resume), a progress bar redrawn every
+    ``PROGRESS_REFRESH_STEPS`` batches, ``best-epoch=N.ckpt`` of ``model.selection_metric``, ``last.ckpt``."""
     def missing(kind: type) -> bool:
         return not any(isinstance(cb, kind) for cb in configured)
 
@@ -307,16 +295,9 @@ def main(args: list[str] | None = None) -> None:
         print(f"error: {one_line(cause)}", file=sys.stderr)
         sys.exit(2)
     finally:
-        _close_process_group()
-
-
-def _close_process_group() -> None:
-    """Leave DDP cleanly: a process group still open at interpreter exit can abort the process
-    ("terminate called without an active exception") while gloo's threads are torn down."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+        # leave DDP cleanly: a process group open at exit can abort the process while gloo's threads end
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities import rank_zero_only
 
+from lightning_rect.files import storage_error
+
 
 class CSVLogger(LightningCSVLogger):
     """``lightning.pytorch.loggers.CSVLogger`` that claims a new ``version_N`` atomically and whose run
@@ -78,7 +80,11 @@ class CSVLogger(LightningCSVLogger):
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
         super().log_metrics(metrics, step)
-        self.save()  # every row on disk as soon as it is logged: a kill loses none
+        try:
+            self.save()  # every row on disk as soon as it is logged: a kill loses none
+        except OSError as err:
+            raise storage_error(os.path.join(self.log_dir, ExperimentWriter.NAME_METRICS_FILE), err,
+                                "write the run elsewhere (--trainer.logger.init_args.save_dir=...)") from None
 
 
 def whole_rows(path: str) -> list[dict[str, str]]:

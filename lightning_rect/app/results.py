@@ -26,9 +26,8 @@ def write_results(results: dict, log_dir: str | Path | None) -> Path:
 
 def read_results(log_dir: str | Path) -> dict | None:
     """The ``results.json`` of a run folder, or None when the run has not finished."""
-    path = Path(log_dir) / RESULTS_FILE
     try:
-        return json.loads(path.read_text())
+        return json.loads((Path(log_dir) / RESULTS_FILE).read_text())
     except (OSError, ValueError):
         return None
 
@@ -70,6 +69,4 @@ def epoch_of_checkpoint(path: str | None) -> int | None:
 
 
 def to_float(value: object) -> float | None:
-    if value is None:
-        return None
-    return float(value.item() if hasattr(value, "item") else value)
+    return None if value is None else float(value.item() if hasattr(value, "item") else value)

@@ -9,6 +9,7 @@ before anything is built; a changed ``lr`` is applied, printed and logged (``Run
 
 from __future__ import annotations
 
+import contextlib
 import math
 import shutil
 import sys
@@ -36,14 +37,10 @@ LIGHTNINGS_CSV_LOGGER = ("lightning.pytorch.loggers.CSVLogger", "lightning.pytor
 
 def run_root(logger_config: Any) -> tuple[Any, Path] | None:
     """(init_args namespace, ``save_dir/name``) of the first configured logger that has a ``save_dir``."""
-    loggers = logger_config if isinstance(logger_config, list) else [logger_config]
-    for logger in loggers:
-        init_args = getattr(logger, "init_args", None) if not isinstance(logger, dict) else logger.get("init_args")
-        if init_args is None:
-            continue
-        save_dir = init_args.get("save_dir")
-        if save_dir:
-            return init_args, Path(save_dir) / str(init_args.get("name") or "lightning_logs")
+    for logger in logger_config if isinstance(logger_config, list) else [logger_config]:
+        init_args = logger.get("init_args") if isinstance(logger, dict) else getattr(logger, "init_args", None)
+        if init_args is not None and init_args.get("save_dir"):
+            return init_args, Path(init_args["save_dir"]) / str(init_args.get("name") or "lightning_logs")
     return None
 
 
@@ -67,10 +64,9 @@ def resolve_last(logger_config: Any) -> str:
     """Path of the checkpoint to resume; sets the configured logger's ``version`` to that run's."""
     found = run_root(logger_config)
     if found is None:
-        raise CheckpointError(
-            "--ckpt_path last needs a logger with a save_dir in the config (e.g. trainer.logger: CSVLogger with "
-            "save_dir and name, as in configs/*.yaml) to know where the runs are; or pass the .ckpt path itself"
-        )
+        raise CheckpointError("--ckpt_path last needs a logger with a save_dir in the config (e.g. trainer.logger: "
+                              "CSVLogger with save_dir and name, as in configs/*.yaml) to know where the runs are; "
+                              "or pass the .ckpt path itself")
     init_args, root = found
     last = unfinished_run(root)
     version = last.parent.parent.name.removeprefix("version_")
@@ -79,18 +75,12 @@ def resolve_last(logger_config: Any) -> str:
     return str(last)
 
 
-def run_folder(logger_config: Any) -> Path | None:
-    """The run folder a configured logger with a fixed ``version`` writes to (None when it picks a new one)."""
+def config_filename(logger_config: Any, default: str = "config.yaml") -> str:
+    """``config.yaml``, or ``config.resume-<k>.yaml`` when the configured logger's fixed run folder already
+    holds one: the first run's config is never overwritten, each resume's is kept next to it."""
     found = run_root(logger_config)
-    if found is None or found[0].get("version") is None:
-        return None
-    version = found[0]["version"]
-    return found[1] / (version if isinstance(version, str) else f"version_{version}")
-
-
-def config_filename(folder: Path | None, default: str = "config.yaml") -> str:
-    """``config.yaml``, or ``config.resume-<k>.yaml`` when the run folder already holds one: the
-    first run's config is never overwritten, each resume's is kept next to it."""
+    version = found[0].get("version") if found is not None else None  # None: a new folder
+    folder = found[1] / (version if isinstance(version, str) else f"version_{version}") if version is not None else None
     if folder is None or not (folder / default).exists():
         return default
     k = 1
@@ -144,12 +134,11 @@ def check_data_sizes(path: str, hparams: dict, model: Any) -> None:
 
 def changed_sections(path: Path, fit_config: Any) -> list[str]:
     """``optimizer``/``lr_scheduler`` entries that differ from the run folder's first ``config.yaml``."""
-    saved = path.parent.parent / "config.yaml" if path.parent.name == "checkpoints" else None
     try:
-        first = yaml.safe_load(saved.read_text()) if saved is not None else None
+        first = yaml.safe_load((path.parent.parent / "config.yaml").read_text())
     except (OSError, yaml.YAMLError):
         return []
-    if not isinstance(first, dict):
+    if path.parent.name != "checkpoints" or not isinstance(first, dict):
         return []
     return [f"{key} {_show(first.get(key))} -> {_show(fit_config.get(key))}" for key in ("optimizer", "lr_scheduler")
             if _plain(first.get(key)) != _plain(fit_config.get(key))]
@@ -231,13 +220,10 @@ def note_lost_history(logger_config: Any) -> None:
 
 def apply_learning_rate(trainer: Trainer, old: float, new: float) -> None:
     """Set the restored optimizers to ``new``; under a scheduler its whole schedule is scaled by new/old."""
-    for optimizer in trainer.optimizers:
-        for group in optimizer.param_groups:
-            if "initial_lr" in group:
-                group["initial_lr"] = group["initial_lr"] * new / old
-                group["lr"] = group["lr"] * new / old
-            else:
-                group["lr"] = new
+    for group in (group for optimizer in trainer.optimizers for group in optimizer.param_groups):
+        if "initial_lr" in group:  # a scheduler's: scale it and the current value
+            group["initial_lr"] *= new / old
+        group["lr"] = group["lr"] * new / old if "initial_lr" in group else new
     for config in trainer.lr_scheduler_configs:
         if hasattr(config.scheduler, "base_lrs"):
             config.scheduler.base_lrs = [lr * new / old for lr in config.scheduler.base_lrs]
@@ -249,7 +235,5 @@ def remove_untrained_run(folder: Path) -> None:
     if not folder.is_dir() or any(folder.rglob("*.ckpt")):
         return
     shutil.rmtree(folder, ignore_errors=True)
-    try:
+    with contextlib.suppress(OSError):
         folder.parent.rmdir()  # only when empty
-    except OSError:
-        pass

@@ -16,6 +16,7 @@ import os
 import time
 from typing import TYPE_CHECKING
 
+import fsspec.implementations.local
 import torch
 
 import lightning_rect.files
@@ -32,6 +33,8 @@ class FullDisk:
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> FullDisk:
         monkeypatch.setattr(lightning_rect.files, "open", self.open, raising=False)
+        # Lightning's CSV writer (metrics.csv) opens its files through fsspec's local file system
+        monkeypatch.setattr(fsspec.implementations.local, "open", self.open, raising=False)
         return self
 
     def open(self, fd, mode: str = "r", **kwargs):
