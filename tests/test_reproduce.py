@@ -238,16 +238,18 @@ def test_reports_name_run_folders_relative_to_the_working_directory(tmp_path, mo
     assert shown(elsewhere) == elsewhere  # outside the working directory: left as it is
 
 
-@pytest.mark.parametrize("experiment", ["table1", "l1_sweep", "sharpness", "semi_supervised", "protocol"])
-def test_committed_reports_are_what_their_runs_json_gives(experiment, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("experiment, folder", [("table1", "table1/grid"), ("l1_sweep", "l1_sweep"),
+                                                ("sharpness", "sharpness"), ("semi_supervised", "semi_supervised"),
+                                                ("protocol", "protocol")])
+def test_committed_reports_are_what_their_runs_json_gives(experiment, folder, tmp_path, monkeypatch, capsys):
     """The committed reports are current: rewriting them from their runs.json (--report-only, in a
     copy laid out as in the repository) gives the same Markdown, epochs numbered from 0."""
-    committed = ROOT / "reproductions" / experiment
-    copy = tmp_path / "reproductions" / experiment
+    committed = ROOT / "reproductions" / folder
+    copy = tmp_path / "reproductions" / folder
     copy.mkdir(parents=True)
     shutil.copy(committed / "runs.json", copy / "runs.json")
     monkeypatch.chdir(tmp_path)
-    main([experiment, "--report-only", "--configs", str(ROOT / "configs")])
+    main([experiment, "--report-only", "--configs", str(ROOT / "configs"), "--out", f"reproductions/{folder}"])
     capsys.readouterr()
     markdown = (copy / f"{experiment}.md").read_text()
     assert markdown == (committed / f"{experiment}.md").read_text()

@@ -213,7 +213,7 @@ def test_table1_grid_is_activation_by_pretraining_by_lr(all_runs):
     for data in ("digits", "mnist", "cifar10", "nistp", "norb"):
         cells = {(c["model.init_args.activation"], c["model.init_args.pretrained"] is not None, c["model.init_args.lr"])
                  for _, c, _ in all_runs[f"{data}_table1.yaml"]}
-        # the paper's grid, except where the paper budget narrows it (MNIST: reproductions/table1 at --budget grid)
+        # the paper's grid, except where the paper budget narrows it (MNIST: reproductions/table1/grid)
         lrs = BUDGETS["paper"].phase_lrs.get(data, {}).get("finetune", (0.1, 0.01, 0.001, 0.0001))
         assert cells == set(itertools.product(("rectifier", "tanh", "softplus"), (False, True), lrs)), data
 

@@ -134,7 +134,7 @@ BUDGETS: dict[str, Budget] = {
         semi_epoch_cap=4,
     ),
     # The paper's learning-rate grid in both phases, with short training, to fit an afternoon on
-    # 2 CPU cores (MNIST Table 1: 12 pre-training and 24 fine-tuning runs; reproductions/table1 has
+    # 2 CPU cores (MNIST Table 1: 12 pre-training and 24 fine-tuning runs; reproductions/table1/grid has
     # the time they took): selection on validation among the paper's rates instead of the configs'
     # (0.03 is not in the grid).
     "grid": Budget(
@@ -184,4 +184,4 @@ BUDGETS: dict[str, Budget] = {
 #: Why ``phase_lrs`` leaves rates of the paper's grid out (said in the Table 1 report).
 NARROWED_BECAUSE = ("pre-training: 0.1 diverged (rectifier) or reconstructed worst (tanh, softplus) and 0.0001 was "
                     "far behind 0.01 at the grid budget; fine-tuning: 0.001 and 0.0001 ended 2-12 points behind 0.1 "
-                    "and 0.01 after 4 epochs (reproductions/table1, --budget grid)")
+                    "and 0.01 after 4 epochs (reproductions/table1/grid)")

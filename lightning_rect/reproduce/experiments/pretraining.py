@@ -42,7 +42,7 @@ from lightning_rect.reproduce.sweeps import Sweep
 MAX_EPOCHS = 60
 PATIENCE = 10
 #: The pre-training learning rate: the one the paper's grid chose for the rectifier DAE
-#: (reproductions/table1, grid budget; 0.1 diverges).
+#: (reproductions/table1/grid; 0.1 diverges).
 PRETRAIN_LR = 0.01
 #: Fine-tuning rates searched when the budget asks for the paper's whole grid: 0.1 loses to 0.03
 #: after pre-training without rescaling in short runs, and 0.001 / 0.0001 cannot converge within
