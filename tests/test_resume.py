@@ -246,6 +246,18 @@ def test_a_checkpoint_that_does_not_fit_the_config_is_refused_in_one_line(fit, t
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_resume_with_another_scheduler_than_the_run_had_is_refused_in_one_line(fit, tmp_path):
+    code, _, stderr = fit("--trainer.max_epochs=1")
+    run = tmp_path / "runs" / "digits" / "version_0"
+    assert code == 0, stderr[-2000:]
+    (run / "results.json").unlink()  # as if the run had been killed after its checkpoint
+    step_lr = ["--lr_scheduler=torch.optim.lr_scheduler.StepLR", "--lr_scheduler.step_size=1"]
+    code, _, stderr = fit("--trainer.max_epochs=2", "--ckpt_path", "last", *step_lr)
+    [line] = error_lines(stderr)
+    assert code == 2 and "lr_scheduler None -> StepLR(" in line and "may change only lr" in line, line
+    assert not (run / "results.json").exists() and not list(run.glob("config.resume-*.yaml"))
+
+
 def test_max_epochs_0_records_nothing(fit, tmp_path):
     code, _, stderr = fit("--trainer.max_epochs=0")
     assert code == 2 and "max_epochs=0 trains nothing" in stderr and len(error_lines(stderr)) == 1
