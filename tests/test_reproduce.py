@@ -441,3 +441,24 @@ def test_the_paper_budget_fine_tunes_mnist_with_early_stopping_on_a_narrowed_gri
     # rates given on the command line replace the narrowed ones
     chosen = table1.plan(Context(budget_of("paper", [0.03]), ROOT / "configs"), ["mnist"])
     assert {s.lr for s in chosen} == {0.03}
+
+
+# -- the pretraining experiment's seeds --------------------------------------------------------------
+def test_seeded_protocols_are_repeated_in_cells_of_their_own_with_their_own_pretraining():
+    from lightning_rect.reproduce.experiments.pretraining import SEEDED, SEEDS, spread
+
+    specs = EXPERIMENTS["pretraining"].plan(Context(BUDGETS["paper"], ROOT / "configs"), ["mnist"])
+    by_id = {spec.id: spec for spec in specs}
+    seeded = [spec for spec in specs if spec.cell.seed is not None]
+    assert {(s.cell.variant, s.cell.seed) for s in seeded if s.phase == "finetune"} == {
+        (tag, seed) for tag in SEEDED for seed in SEEDS}
+    for spec in seeded:
+        assert spec.settings["seed_everything"] == spec.cell.seed
+        if spec.phase == "finetune":
+            assert spec.lr == SEEDED[spec.cell.variant]
+            for need in spec.needs:  # a repeat starts from its own seed's DAE, never the grid's
+                assert by_id[need].cell.seed == spec.cell.seed
+    # the grid's runs are unchanged by the repeats: no seed setting, the ids the committed runs have
+    assert all("seed_everything" not in spec.settings for spec in specs if spec.cell.seed is None)
+    assert "mnist-rectifier-pre-dae10_rescale-lr0.1-e156c12a" in by_id
+    assert spread([1.0, 2.0, 3.0]) == "2.00% ± 1.00 (1.00-3.00, n=3)"

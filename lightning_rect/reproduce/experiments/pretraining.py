@@ -239,17 +239,18 @@ def seed_lines(dataset: str, by_cell: dict) -> list[str]:
             lines.append(f"| {title} | {lr:g} | — | — | 0 of {1 + len(SEEDS)} |")
             continue
         tests = [test_error(r) for r in runs if test_error(r) is not None]
-        means[tag] = sum(tests) / len(tests), len(tests)
+        means[tag] = sum(tests) / len(tests), len(tests), sum(_val(r) for r in runs) / len(runs)
         lines.append(f"| {title} | {lr:g} | {spread([_val(r) for r in runs])} | {spread(tests)} | "
                      f"{len(runs)} of {1 + len(SEEDS)} |")
     lines.append("")
-    for tag, (mean, n) in means.items():
+    for tag, (mean, n, val) in means.items():
         if tag == "random":
             continue
         title = next(v.title for v in VARIANTS if v.tag == tag)
         verdict = ("meets" if mean <= GOAL else "misses") + f" the goal of {GOAL}% or less"
-        against = (f"; against the random start's {means['random'][0]:.2f}% ({means['random'][1]} seed(s)): "
-                   f"{mean - means['random'][0]:+.2f} points" if "random" in means else "")
+        random = means.get("random")
+        against = (f"; against the random start's {random[0]:.2f}% ({random[1]} seed(s)): {mean - random[0]:+.2f} "
+                   f"points (on validation {val - random[2]:+.2f})" if random else "")
         lines.append(f"- {title}: mean test error {mean:.2f}% over {n} seed(s), which {verdict}{against}"
                      + ("." if n == 1 + len(SEEDS) else " (not all seeds have finished)."))
     return lines
