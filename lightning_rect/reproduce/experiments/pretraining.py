@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import csv
 import math
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -135,6 +136,8 @@ def variant_runs(ctx: Context, dataset: str, variant: Variant, lrs: tuple[float 
     return runs
 
 
+VARIANT = {variant.tag: variant for variant in VARIANTS}
+
 #: Training order: the variants that decide the protocol, then the repeats with other seeds, then
 #: the variants the first ones made unlikely to win.
 TRAINING_ORDER = ("random", "dae10", "dae10_rescale", "dae30_rescale", "dae10_rescale_l1pre", "seeds",
@@ -142,15 +145,14 @@ TRAINING_ORDER = ("random", "dae10", "dae10_rescale", "dae30_rescale", "dae10_re
 
 
 def plan(ctx: Context, datasets: list[str]) -> list[RunSpec]:
-    by_tag = {variant.tag: variant for variant in VARIANTS}
     runs: dict[str, RunSpec] = {}
     for dataset in datasets:
         for step in TRAINING_ORDER:
             if step == "seeds":
                 specs = [spec for tag, lr in SEEDED.items() for seed in SEEDS
-                         for spec in variant_runs(ctx, dataset, by_tag[tag], (lr,), seed)]
+                         for spec in variant_runs(ctx, dataset, VARIANT[tag], (lr,), seed)]
             else:
-                specs = variant_runs(ctx, dataset, by_tag[step], finetune_lrs(ctx, by_tag[step]))
+                specs = variant_runs(ctx, dataset, VARIANT[step], finetune_lrs(ctx, VARIANT[step]))
             for spec in specs:
                 runs.setdefault(spec.id, spec)
     return list(runs.values())
@@ -211,7 +213,7 @@ def markdown(records: dict[str, Record], datasets: list[str]) -> list[str]:
 
 def repeats(dataset: str, tag: str, lr: float, by_cell: dict) -> list[Record]:
     """The finished runs of a seeded protocol: the grid's run at ``lr`` (the config's seed), then one per seed."""
-    variant = next(v for v in VARIANTS if v.tag == tag)
+    variant = VARIANT[tag]
     runs = []
     for seed in (None, *SEEDS):
         result = by_cell.get(Cell(dataset, "rectifier", pretrained=variant.pretraining is not None, variant=tag,
@@ -222,8 +224,7 @@ def repeats(dataset: str, tag: str, lr: float, by_cell: dict) -> list[Record]:
 
 def spread(values: list[float]) -> str:
     """'mean ± standard deviation (min-max, n)' of percentages."""
-    mean = sum(values) / len(values)
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    mean, std = statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
     return f"{mean:.2f}% ± {std:.2f} ({min(values):.2f}-{max(values):.2f}, n={len(values)})"
 
 
@@ -233,7 +234,7 @@ def seed_lines(dataset: str, by_cell: dict) -> list[str]:
              "| protocol | fine-tuning lr | validation error | test error | seeds finished |", "|---|---|---|---|---|"]
     means = {}
     for tag, lr in SEEDED.items():
-        title = next(v.title for v in VARIANTS if v.tag == tag)
+        title = VARIANT[tag].title
         runs = repeats(dataset, tag, lr, by_cell)
         if not runs:
             lines.append(f"| {title} | {lr:g} | — | — | 0 of {1 + len(SEEDS)} |")
@@ -246,7 +247,7 @@ def seed_lines(dataset: str, by_cell: dict) -> list[str]:
     for tag, (mean, n, val) in means.items():
         if tag == "random":
             continue
-        title = next(v.title for v in VARIANTS if v.tag == tag)
+        title = VARIANT[tag].title
         verdict = ("meets" if mean <= GOAL else "misses") + f" the goal of {GOAL}% or less"
         random = means.get("random")
         against = (f"; against the random start's {random[0]:.2f}% ({random[1]} seed(s)): {mean - random[0]:+.2f} "
@@ -269,7 +270,7 @@ def claims(dataset: str, results: dict[str, Record | None]) -> list[str]:
     if chosen is None:
         return lines + ["No pre-training variant has finished yet.", ""]
     tag, record = chosen
-    title = next(v.title for v in VARIANTS if v.tag == tag)
+    title = VARIANT[tag].title
     target = paper.TABLE1[("rectifier", True)].get(dataset)
     lines.append(f"- Chosen protocol: **{title}** at fine-tuning lr {record.spec.lr:g}: validation "
                  f"{pct(_val(record))}, test {pct(test_error(record))} (paper, with pre-training: {pct(target)}; "
