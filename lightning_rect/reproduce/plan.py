@@ -200,10 +200,6 @@ def finetune_run(ctx: Context, cell: Cell, lr: float | None, *, needs: tuple[str
     max_epochs = epochs if epochs is not None else for_dataset(ctx.budget.finetune_epochs, dataset)
     if max_epochs is not None:
         settings["trainer.max_epochs"] = max_epochs
-    patience = ctx.budget.finetune_patience.get(dataset)
-    if patience:
-        settings["trainer.callbacks+"] = [{"class_path": "lightning.pytorch.callbacks.EarlyStopping",
-                                           "init_args": {"monitor": "val/err", "mode": "min", "patience": patience}}]
     if lr is not None:
         settings["model.init_args.lr"] = lr
     settings.update(extra or {})
