@@ -20,7 +20,7 @@ from lightning_rect.reproduce import paper
 from lightning_rect.reproduce.budgets import BUDGETS, DATASETS
 from lightning_rect.reproduce.experiments import EXPERIMENTS, Context
 from lightning_rect.reproduce.inputs import INPUTS_FILE
-from lightning_rect.reproduce.plan import Cell
+from lightning_rect.reproduce.plan import Cell, early_stopping
 from lightning_rect.reproduce.runner import Options, Runner, available_cores, log_dir, run_dir
 
 TINY = ["--datasets", "digits", "--budget", "tiny", "--threads", "1"]
@@ -424,23 +424,39 @@ def test_the_paper_budget_fine_tunes_mnist_with_early_stopping_on_a_narrowed_gri
     from lightning_rect.reproduce.runner import Record
 
     table1 = EXPERIMENTS["table1"]
-    specs = table1.plan(Context(BUDGETS["paper"], ROOT / "configs"), ["mnist", "cifar10"])
+    ctx = Context(BUDGETS["paper"], ROOT / "configs")
+    specs = table1.plan(ctx, ["mnist", "cifar10"])
     mnist = [s for s in specs if s.dataset == "mnist"]
-    assert {s.lr for s in mnist if s.phase == "pretrain"} == {0.01, 0.001}
-    assert {s.lr for s in mnist if s.phase == "finetune"} == {0.1, 0.01}
-    for spec in (s for s in mnist if s.phase == "finetune"):
-        [stopper] = spec.settings["trainer.callbacks+"]
-        assert stopper["class_path"].endswith("EarlyStopping") and stopper["init_args"]["patience"] == 10
-        assert spec.settings["trainer.max_epochs"] == 60
+    assert {s.lr for s in mnist if s.phase == "pretrain"} == {0.01}
+    assert {s.lr for s in mnist if s.phase == "finetune"} == {0.1, 0.03, 0.01}
+    # the protocol is the configs' own: 30 rescaled DAE epochs per layer, fine-tuning stopped early
+    assert ctx.config_value("mnist_pretrain.yaml", "model.init_args.rescale") is True
+    assert ctx.config_value("mnist_pretrain.yaml", "model.init_args.epochs_per_layer") == 30
+    assert ctx.config_value("mnist_pretrain.yaml", "trainer.max_epochs") == 90
+    assert ctx.config_value("mnist.yaml", "trainer.max_epochs") == 60
+    assert early_stopping(ctx, "mnist.yaml", 10) == {}  # the config stops after 10 epochs without a better val/err
+    for spec in mnist:  # so the runs add no second stopper (Lightning refuses two alike)
+        assert "trainer.callbacks+" not in spec.settings
     cifar = [s for s in specs if s.dataset == "cifar10"]  # the configs as written, the whole grid
     assert {s.lr for s in cifar} == {0.1, 0.01, 0.001, 0.0001}
     assert not any("trainer.callbacks+" in s.settings or "trainer.max_epochs" in s.settings
                    for s in cifar if s.phase == "finetune")
     report = "\n".join(table1.markdown({s.id: Record(s) for s in mnist}, ["mnist"]))
-    assert "Learning rates searched: pre-training 0.01, 0.001; fine-tuning 0.1, 0.01" in report
+    assert "Learning rates searched: pre-training 0.01; fine-tuning 0.1, 0.03, 0.01" in report
     # rates given on the command line replace the narrowed ones
     chosen = table1.plan(Context(budget_of("paper", [0.03]), ROOT / "configs"), ["mnist"])
     assert {s.lr for s in chosen} == {0.03}
+
+
+def test_early_stopping_is_added_only_where_the_config_has_none_and_never_contradicts_it(tmp_path):
+    ctx = Context(BUDGETS["paper"], tmp_path)
+    (tmp_path / "plain.yaml").write_text("trainer:\n  callbacks:\n    - class_path: lightning_rect.callbacks.SparsityMonitor\n")
+    added = early_stopping(ctx, "plain.yaml", 7)["trainer.callbacks+"]
+    assert added["class_path"].endswith("EarlyStopping") and added["init_args"]["patience"] == 7
+    (tmp_path / "other.yaml").write_text("trainer:\n  callbacks:\n    - class_path: lightning.pytorch.callbacks.EarlyStopping\n"
+                                         "      init_args: {monitor: val/err, mode: min, patience: 3}\n")
+    with pytest.raises(ValueError, match="other.yaml stops early with .*patience.*3.*make them agree"):
+        early_stopping(ctx, "other.yaml", 10)
 
 
 # -- the pretraining experiment's seeds --------------------------------------------------------------
@@ -460,5 +476,12 @@ def test_seeded_protocols_are_repeated_in_cells_of_their_own_with_their_own_pret
                 assert by_id[need].cell.seed == spec.cell.seed
     # the grid's runs are unchanged by the repeats: no seed setting, the ids the committed runs have
     assert all("seed_everything" not in spec.settings for spec in specs if spec.cell.seed is None)
-    assert "mnist-rectifier-pre-dae10_rescale-lr0.1-e156c12a" in by_id
+    committed = {folder.name for folder in (ROOT / "reproductions" / "pretraining" / "runs").iterdir()}
+    assert "mnist-rectifier-pre-dae10_rescale-lr0.1-78fb6e5c" in committed and committed <= set(by_id)
+    # each DAE states its epochs and rescaling: the configs, which now carry the chosen protocol,
+    # do not change what "the DAE as first configured" is
+    for spec in specs:
+        if spec.phase == "pretrain":
+            assert spec.settings["model.init_args.epochs_per_layer"] in (10, 30)
+            assert spec.settings["model.init_args.rescale"] is ("rescale" in spec.cell.variant)
     assert spread([1.0, 2.0, 3.0]) == "2.00% ± 1.00 (1.00-3.00, n=3)"

@@ -209,6 +209,24 @@ def finetune_run(ctx: Context, cell: Cell, lr: float | None, *, needs: tuple[str
     return RunSpec(ident, cell, config, settings, lr_used, needs=needs)
 
 
+EARLY_STOPPING = "lightning.pytorch.callbacks.EarlyStopping"
+
+
+def early_stopping(ctx: Context, config: str, patience: int) -> dict[str, Any]:
+    """Settings that stop fine-tuning after ``patience`` epochs without a better val/err: none when
+    the config already does so (Lightning refuses two alike ``EarlyStopping`` callbacks), an added
+    callback when it has none; a config that stops early otherwise is an error, not a silent change."""
+    callbacks = ctx.config_value(config, "trainer.callbacks") or []
+    configured = [c for c in callbacks if isinstance(c, dict) and c.get("class_path") in (EARLY_STOPPING, "EarlyStopping")]
+    wanted = {"monitor": "val/err", "mode": "min", "patience": patience}
+    if not configured:
+        return {"trainer.callbacks+": {"class_path": EARLY_STOPPING, "init_args": wanted}}
+    args = configured[0].get("init_args") or {}
+    if {key: args.get(key) for key in wanted} != wanted:
+        raise ValueError(f"configs/{config} stops early with {args}, this experiment with {wanted}: make them agree")
+    return {}
+
+
 def finetune_epochs(ctx: Context, dataset: str, config: str) -> int | None:
     """Fine-tuning epochs of the budget, or the config's ``trainer.max_epochs``."""
     epochs = for_dataset(ctx.budget.finetune_epochs, dataset)

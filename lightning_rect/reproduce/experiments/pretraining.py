@@ -5,10 +5,12 @@ fine-tuning budget. Everything is chosen on validation; test errors are read, no
 The variants (docs/paper.md#pre-training for what the paper and the authors' library do):
 
 - ``random``: no pre-training (the baseline);
-- ``dae10``: ``configs/mnist_pretrain.yaml`` as written (10 DAE epochs per layer at lr 0.01);
+- ``dae10``: the DAE configs/mnist_pretrain.yaml had before this study (10 DAE epochs per layer at
+  lr 0.01, no rescaling);
 - ``dae10_rescale``: each DAE layer's outputs divided by their training-set maximum before the next
   layer trains, kept in fine-tuning (``StackedDAE(rescale=True)``, as the authors' library does);
-- ``dae30_rescale``: the same with 30 DAE epochs per layer (the authors' experiment scripts' count);
+- ``dae30_rescale``: the same with 30 DAE epochs per layer (the authors' experiment scripts' count):
+  the protocol chosen, now what configs/mnist_pretrain.yaml and configs/mnist.yaml say;
 - ``dae10_rescale_l1pre``: the rescaled DAE fine-tuned without the L1 penalty (L1 in pre-training only);
 - ``dae30``, ``dae10_l1pre``: the last two without the rescaling (tried last: the rescaled DAE was
   ahead of the configured one at every fine-tuning rate).
@@ -16,7 +18,9 @@ The variants (docs/paper.md#pre-training for what the paper and the authors' lib
 Every variant is fine-tuned at each of its learning rates, for at most ``MAX_EPOCHS`` epochs,
 stopped when ``val/err`` has not improved for ``PATIENCE`` epochs; its best-validation checkpoint
 is tested. ``SEEDED`` protocols are repeated with ``SEEDS`` (pre-training and fine-tuning both
-reseeded): the report gives their mean and spread over three seeds.
+reseeded): the report gives their mean and spread over three seeds. Each variant states its DAE
+(epochs per layer, rescaling) and fine-tuning rate itself, so the configs' own values, which this
+study chose, do not change what a variant is.
 
 The plan lists the runs in the order they are worth training, so an interrupted grid has its most
 telling runs first.
@@ -32,9 +36,9 @@ from pathlib import Path
 from typing import Any
 
 from lightning_rect.reproduce import paper
-from lightning_rect.reproduce.budgets import PAPER_LRS, for_dataset
+from lightning_rect.reproduce.budgets import DATASETS, PAPER_LRS, for_dataset
 from lightning_rect.reproduce.experiments.base import Experiment
-from lightning_rect.reproduce.plan import Cell, Context, RunSpec, finetune_run, pretrain_run
+from lightning_rect.reproduce.plan import Cell, Context, RunSpec, early_stopping, finetune_run, pretrain_run
 from lightning_rect.reproduce.report import cells, compare, dataset_heading, pct, test_error, value_of
 from lightning_rect.reproduce.runner import Record, duration, finite
 from lightning_rect.reproduce.sweeps import Sweep
@@ -68,24 +72,25 @@ class Variant:
     title: str
     pretraining: dict[str, Any] | None = None  # its DAE's settings; None: a random start
     finetuning: dict[str, Any] = field(default_factory=dict)
-    epochs_per_layer: int | None = None  # None: the pre-training config's
+    epochs_per_layer: int = 10  # DAE epochs per hidden layer
     lrs: tuple[float, ...] = NARROWED_LRS  # its fine-tuning rates with the paper's grid, in training order
 
     @property
     def dae(self) -> str:
         """Name of its DAE ("" for the configured one): variants that differ only in fine-tuning share one."""
-        parts = [f"e{self.epochs_per_layer}"] if self.epochs_per_layer else []
+        parts = [f"e{self.epochs_per_layer}"] if self.epochs_per_layer != 10 else []
         return "_".join(parts + [key.rpartition(".")[2] for key in sorted(self.pretraining or {})])
 
 
 RESCALE = {"model.init_args.rescale": True}
+UNSCALED = {"model.init_args.rescale": False}
 NO_L1 = {"model.init_args.l1": 0.0}
 
 #: In report order; ``plan`` trains them in the order of ``TRAINING_ORDER``.
 VARIANTS = (
     # the chosen protocol fine-tunes at 0.1, so the random start is given that rate too
     Variant("random", "random start (no pre-training)", lrs=(0.01, 0.03, 0.1)),
-    Variant("dae10", "DAE as configured (10 epochs per layer)", pretraining={}),
+    Variant("dae10", "DAE as first configured (10 epochs per layer)", pretraining={}),
     # codes rescaled into [0, 1] are far smaller than unscaled ones, so a larger rate is tried too (the
     # authors' library fine-tunes its rescaled nets at 0.1)
     Variant("dae10_rescale", "DAE with each layer rescaled to max 1 before the next", pretraining=RESCALE,
@@ -96,7 +101,7 @@ VARIANTS = (
     Variant("dae10_rescale_l1pre", "rescaled DAE fine-tuned without L1 (L1 in pre-training only)",
             pretraining=RESCALE, finetuning=NO_L1, lrs=(0.1,)),
     Variant("dae30", "DAE with 30 epochs per layer", pretraining={}, epochs_per_layer=30),
-    Variant("dae10_l1pre", "DAE as configured, fine-tuned without L1 (L1 in pre-training only)", pretraining={},
+    Variant("dae10_l1pre", "DAE as first configured, fine-tuned without L1 (L1 in pre-training only)", pretraining={},
             finetuning=NO_L1),
 )
 
@@ -106,22 +111,15 @@ def finetune_lrs(ctx: Context, variant: Variant) -> tuple[float | None, ...]:
     return variant.lrs if ctx.budget.lrs == PAPER_LRS else ctx.lrs
 
 
-def early_stopping() -> dict[str, Any]:
-    return {"class_path": "lightning.pytorch.callbacks.EarlyStopping",
-            "init_args": {"monitor": "val/err", "mode": "min", "patience": PATIENCE}}
-
-
 def variant_runs(ctx: Context, dataset: str, variant: Variant, lrs: tuple[float | None, ...],
                  seed: int | None = None) -> list[RunSpec]:
     """The variant's DAE (if any) and its fine-tuning runs at ``lrs``; ``seed``: both reseeded."""
     reseed = {"seed_everything": seed} if seed is not None else {}
     runs, needs = [], ()
     if variant.pretraining is not None:
-        extra = {**variant.pretraining, **reseed}
-        if variant.epochs_per_layer is not None:
-            layers = len(ctx.config_value(f"{dataset}_pretrain.yaml", "model.init_args.hidden_sizes") or [0] * 3)
-            extra.update({"model.init_args.epochs_per_layer": variant.epochs_per_layer,
-                          "trainer.max_epochs": variant.epochs_per_layer * layers})
+        layers = len(ctx.config_value(f"{dataset}_pretrain.yaml", "model.init_args.hidden_sizes") or [0] * 3)
+        extra = {**UNSCALED, **variant.pretraining, "model.init_args.epochs_per_layer": variant.epochs_per_layer,
+                 "trainer.max_epochs": variant.epochs_per_layer * layers, **reseed}
         tag = "_".join(filter(None, [variant.dae, f"seed{seed}" if seed is not None else ""]))
         dae = pretrain_run(ctx, dataset, "rectifier", PRETRAIN_LR, extra=extra, tag=tag,
                            cell=Cell(dataset, "rectifier", phase="pretrain", variant=variant.dae or "configured",
@@ -129,7 +127,8 @@ def variant_runs(ctx: Context, dataset: str, variant: Variant, lrs: tuple[float 
         runs.append(dae)
         needs = (dae.id,)
     cell = Cell(dataset, "rectifier", pretrained=bool(needs), variant=variant.tag, seed=seed)
-    extra = {**variant.finetuning, "trainer.callbacks+": early_stopping(), **reseed}
+    config = DATASETS[dataset].config
+    extra = {**variant.finetuning, **early_stopping(ctx, config, PATIENCE), **reseed}
     epochs = for_dataset(ctx.budget.finetune_epochs, dataset) or MAX_EPOCHS
     tag = variant.tag + (f"_seed{seed}" if seed is not None else "")
     runs += [finetune_run(ctx, cell, lr, needs=needs, extra=extra, epochs=epochs, tag=tag) for lr in lrs]
