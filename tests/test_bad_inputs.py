@@ -35,6 +35,7 @@ from helpers.norb_files import write_norb
 from lightning_rect.data.norb import VARIANTS
 
 DIGITS = str(ROOT / "configs" / "digits.yaml")
+EARLY = str(ROOT / "callbacks" / "early_stopping.yaml")
 PRETRAIN = str(ROOT / "configs" / "digits_pretrain.yaml")
 TINY = ["--model.init_args.hidden_sizes=[8]", "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false"]
 REDOWNLOAD = "delete it, then download or copy it again"
@@ -257,6 +258,9 @@ CASES = [
          ("noise_level must be in [0, 1)",)),
     Case("epochs-per-layer-zero", fit("--model.init_args.epochs_per_layer=0", config=PRETRAIN),
          ("epochs_per_layer must be an integer >= 1",)),
+    Case("early-stopping-twice", ["fit", "--config", DIGITS, "--model.init_args.hidden_sizes=[8]", "--config", EARLY,
+                                  "--config", EARLY], ("two EarlyStopping callbacks with the same settings",
+                                                       "leave out --config callbacks/early_stopping.yaml")),
     Case("max-epochs-zero", ["fit", "--config", DIGITS, "--model.init_args.hidden_sizes=[8]", "--trainer.max_epochs=0"],
          ("trainer.max_epochs=0 trains nothing",)),
     Case("cifar-val-size-zero", fit("--data=CIFAR10DataModule", "--data.init_args.val_size=0"),

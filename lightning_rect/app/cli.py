@@ -22,6 +22,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, Timer, TQD
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, instantiate_class
 from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.model_helpers import is_overridden
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 import torch.distributed
 from torch.optim import Optimizer
@@ -135,6 +136,7 @@ class RectCLI(LightningCLI):
         if self.subcommand == "fit":
             configured = _as_list(trainer_config.get("callbacks"))
             kwargs["callbacks"] = configured + fit_callbacks(configured, self.model, trainer_config)
+        refuse_alike_callbacks(kwargs.get("callbacks", _as_list(trainer_config.get("callbacks"))))
         plugins = _as_list(trainer_config.get("plugins"))
         if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
             kwargs["plugins"] = plugins + [AtomicCheckpointIO()]
@@ -243,6 +245,21 @@ def refuse_fit_without_training(trainer_config) -> None:
         if trainer_config.get(key) == 0:
             raise ConfigError(f"trainer.{key}=0 trains nothing, so there is no result to record (nothing was written); "
                               f"set --trainer.{key} to 1 or more, or evaluate a checkpoint with `test --ckpt_path=<.ckpt>`")
+
+
+def refuse_alike_callbacks(callbacks: list[Callback]) -> None:
+    """Lightning refuses two stateful callbacks with one state key (two ``EarlyStopping`` on one
+    metric, e.g. configs/mnist.yaml, which stops early, given with callbacks/early_stopping.yaml):
+    say which, and the fix, before it does so with a traceback."""
+    seen: set[str] = set()
+    for callback in callbacks:
+        if not is_overridden("state_dict", instance=callback, parent=Callback):
+            continue
+        if callback.state_key in seen:
+            raise ConfigError(f"two {type(callback).__name__} callbacks with the same settings ({callback.state_key}): "
+                              "the configs given together add it twice (configs/mnist.yaml already stops early on "
+                              "val/err); keep one, e.g. leave out --config callbacks/early_stopping.yaml")
+        seen.add(callback.state_key)
 
 
 def fit_callbacks(configured: list[Callback], model: LightningModule, trainer_config) -> list[Callback]:
