@@ -443,6 +443,25 @@ def test_report_only_rebuilds_from_the_run_files_alone(fake_fit, tmp_path, monke
     assert all("10.00%" in row for row in table(rebuilt)[:6])  # each network's number, from its results.json
 
 
+def test_report_only_counts_a_run_finished_since_runs_json_was_written(fake_fit, tmp_path, monkeypatch, capsys):
+    """runs.json written when a grid was stopped says "interrupted" (with that attempt's seconds); a
+    results.json that came later (the run finished, or was copied in) makes it done, timed by its own fit."""
+    out = tmp_path / "t1"
+    args = ["table1", "--datasets", "digits", "--budget", "tiny", "--out", str(out)]
+    main([*args, "--in-process"])
+    saved = json.loads((out / "runs.json").read_text())
+    for run in saved["runs"]:
+        run.update(status="interrupted", seconds=1.0)
+    (out / "runs.json").write_text(json.dumps(saved))
+    for path in out.rglob("results.json"):  # each fit took a minute
+        path.write_text(json.dumps({**json.loads(path.read_text()), "fit_seconds": 60.0}))
+    main([*args, "--report-only"])
+    capsys.readouterr()
+    runs = len(saved["runs"])
+    assert f"Runs: {runs} ({runs} done); training time of the runs: {runs}.0 min." in (out / "table1.md").read_text()
+    assert {run["status"] for run in load_runs(out)} == {"done"}
+
+
 def test_the_paper_budget_fine_tunes_mnist_with_early_stopping_on_a_narrowed_grid():
     from lightning_rect.reproduce.command import budget_of
     from lightning_rect.reproduce.runner import Record

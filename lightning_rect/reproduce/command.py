@@ -290,9 +290,13 @@ def rewrite_reports(args: argparse.Namespace) -> None:
     for spec in specs:
         run = saved_runs.get(spec.id, {})
         results = read_results(out, spec)
-        status = run.get("status", "done") if results is not None else run.get("status", "pending")
+        # a run whose results.json exists has finished, whatever runs.json said when it was written (then
+        # runs.json's seconds are those of an earlier attempt, and the run's own fit_seconds count)
+        saved = run.get("status")
+        recorded = saved in ("done", "reused") or results is None
+        status = saved or "pending" if recorded else "done"
         records[spec.id] = Record(spec, status=status, results=results if results is not None else run.get("results"),
-                                  error=run.get("error"), seconds=run.get("seconds"),
+                                  error=run.get("error"), seconds=run.get("seconds") if recorded else None,
                                   pretrained_from=run.get("pretrained_from"), command=run.get("command", []),
                                   log_dir=log_dir(out, spec))
     for kind, path in write_reports(out, experiment, meta, records, meta["datasets"]).items():
