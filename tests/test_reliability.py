@@ -316,3 +316,21 @@ def test_sigterm_ends_the_fit_with_143_and_one_line_and_the_run_resumes(tmp_path
     code, stderr = cli_in_process(*args, "--ckpt_path", "last")
     assert code == 0, stderr[-2000:]
     assert json.loads((last.parent.parent / "results.json").read_text())["epochs"] == 2
+
+
+@pytest.mark.parametrize("rank, prints", [(0, True), (1, False)])
+def test_a_stop_under_ddp_is_said_once_by_rank_zero_and_every_rank_exits_143(monkeypatch, capsys, rank, prints):
+    from lightning.pytorch.utilities import rank_zero_only
+
+    from lightning_rect.app import cli as cli_module
+    from lightning_rect.app.user_errors import Stopped
+
+    def stopped(args):
+        raise Stopped("stopped by SIGTERM at epoch 1 step 10; resume with the same command and --ckpt_path last")
+
+    monkeypatch.setattr(cli_module, "RectCLI", stopped)
+    monkeypatch.setattr(rank_zero_only, "rank", rank)
+    with pytest.raises(SystemExit) as stop:
+        cli_module.main(["fit"])
+    assert stop.value.code == 143
+    assert ("stopped by SIGTERM at epoch 1" in capsys.readouterr().err) is prints

@@ -300,7 +300,8 @@ def main(args: list[str] | None = None) -> None:
     try:
         RectCLI(args=args)
     except Stopped as stop:
-        print(one_line(stop), file=sys.stderr)
+        if rank_zero_only.rank == 0:  # under DDP every rank is stopped; one line says so
+            print(one_line(stop), file=sys.stderr)
         sys.exit(stop.exit_code)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
