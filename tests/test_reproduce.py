@@ -455,11 +455,17 @@ def test_report_only_counts_a_run_finished_since_runs_json_was_written(fake_fit,
     (out / "runs.json").write_text(json.dumps(saved))
     for path in out.rglob("results.json"):  # each fit took a minute
         path.write_text(json.dumps({**json.loads(path.read_text()), "fit_seconds": 60.0}))
+    copied = saved["runs"][0]["id"]  # one run's files came from another experiment's folder
+    results = out / "runs" / copied / "version_0" / "results.json"
+    results.write_text(json.dumps({**json.loads(results.read_text()), "copied_from": "elsewhere/runs/twin"}))
     main([*args, "--report-only"])
     capsys.readouterr()
     runs = len(saved["runs"])
-    assert f"Runs: {runs} ({runs} done); training time of the runs: {runs}.0 min." in (out / "table1.md").read_text()
+    report = (out / "table1.md").read_text()
+    assert f"Runs: {runs} ({runs} done); training time of the runs: {runs}.0 min." in report
     assert {run["status"] for run in load_runs(out)} == {"done"}
+    [row] = [line for line in report.splitlines() if line.startswith(f"| `{copied}`")]
+    assert "| done (copied from elsewhere/runs/twin) |" in row
 
 
 def test_the_paper_budget_fine_tunes_mnist_with_early_stopping_on_a_narrowed_grid():

@@ -197,6 +197,8 @@ def runs_table(records: dict[str, Record], out: Path) -> list[str]:
             test = pct(test_error(record))
         best_epoch = res.get("best_epoch")
         status = record.status + (f": {_run_paths_shown(record.error, record.spec.id, out)}" if record.error else "")
+        if res.get("copied_from"):  # the same run, finished in another experiment's folder
+            status += f" (copied from {res['copied_from']})"
         lines.append(f"| `{record.spec.id}`{mark} | {status.replace('|', '/')} | {record.spec.lr} | "
                      f"{res.get('epochs', DASH)} | {best_epoch if best_epoch is not None else DASH} | {val} | {test} | "
                      f"{pct(sparsity(record), 1)} | {duration(run_seconds(record))} |")
