@@ -59,8 +59,9 @@ RATES_BECAUSE = ("0.001 and 0.0001 cannot converge in 60 epochs at batch 10; 0.1
                  "compared with; the rescaled DAE's variants keep only 0.1, the rate it did best at.")
 #: Protocols repeated with other seeds (variant tag -> fine-tuning lr; trained in this order), and the
 #: seeds; the config's seed (0) is the first of the three. The leading protocols on validation and the
-#: random start's best rate.
-SEEDED = {"dae10_rescale": 0.1, "random": 0.03, "dae30_rescale": 0.1}
+#: random start's best rate; the unscaled DAE fine-tuned without L1 led on validation with seed 0 alone
+#: (1.36% against 1.39%, far within noise), so its repeats decide between it and the rescaled one.
+SEEDED = {"dae10_rescale": 0.1, "random": 0.03, "dae30_rescale": 0.1, "dae10_l1pre": 0.01}
 SEEDS = (1, 2)
 #: The test error (%) a pre-trained net should reach: within 0.05 points of the paper's 1.20%.
 GOAL = 1.25
@@ -206,7 +207,7 @@ def markdown(records: dict[str, Record], datasets: list[str]) -> list[str]:
             time = duration(res["fit_seconds"]) if finite(res.get("fit_seconds")) else "—"
             lines.append(f"| {variant.title} | {pct(_val(chosen))} | {pct(test_error(chosen))} | {lr} | "
                          f"{res.get('best_epoch')} / {res.get('epochs')} | {time} |")
-        lines += [""] + claims(dataset, results) + [""] + seed_lines(dataset, by_cell) + [""]
+        lines += [""] + claims(dataset, results, by_cell) + [""] + seed_lines(dataset, by_cell) + [""]
     return lines
 
 
@@ -262,7 +263,7 @@ def chosen_protocol(results: dict[str, Record | None]) -> tuple[str, Record] | N
     return min(scored, key=lambda item: _val(item[1])) if scored else None
 
 
-def claims(dataset: str, results: dict[str, Record | None]) -> list[str]:
+def claims(dataset: str, results: dict[str, Record | None], by_cell: dict) -> list[str]:
     lines = ["#### Chosen on validation", ""]
     chosen = chosen_protocol(results)
     random = results.get("random")
@@ -274,6 +275,10 @@ def claims(dataset: str, results: dict[str, Record | None]) -> list[str]:
     lines.append(f"- Chosen protocol: **{title}** at fine-tuning lr {record.spec.lr:g}: validation "
                  f"{pct(_val(record))}, test {pct(test_error(record))} (paper, with pre-training: {pct(target)}; "
                  f"goal: {GOAL}% or less).")
+    seeds = len(repeats(dataset, tag, record.spec.lr, by_cell)) if SEEDED.get(tag) == record.spec.lr else 1
+    if seeds < 1 + len(SEEDS):
+        lines.append(f"- Chosen on {seeds} seed(s) of {1 + len(SEEDS)}: one seed's validation error moves by about "
+                     "0.1 point (Seeds below), so its repeats still to run decide.")
     if _val(random) is not None:
         verdict = compare(dataset, _val(record), _val(random))
         words = {"lower": "beats the random start beyond noise", "same": "is within noise of the random start",
