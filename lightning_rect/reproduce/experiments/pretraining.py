@@ -59,9 +59,9 @@ RATES_BECAUSE = ("0.001 and 0.0001 cannot converge in 60 epochs at batch 10; 0.1
                  "compared with; the rescaled DAE's variants keep only 0.1, the rate it did best at.")
 #: Protocols repeated with other seeds (variant tag -> fine-tuning lr; trained in this order), and the
 #: seeds; the config's seed (0) is the first of the three. The leading protocols on validation and the
-#: random start's best rate; the unscaled DAE fine-tuned without L1 led on validation with seed 0 alone
-#: (1.36% against 1.39%, far within noise), so its repeats decide between it and the rescaled one.
-SEEDED = {"dae10_rescale": 0.1, "random": 0.03, "dae30_rescale": 0.1, "dae10_l1pre": 0.01}
+#: random start's best rate; the unscaled DAE fine-tuned without L1 leads on validation with seed 0
+#: alone (1.19% at 0.03 against 1.39%), so its repeats decide between it and the rescaled one.
+SEEDED = {"dae10_rescale": 0.1, "random": 0.03, "dae30_rescale": 0.1, "dae10_l1pre": 0.03}
 SEEDS = (1, 2)
 #: The test error (%) a pre-trained net should reach: within 0.05 points of the paper's 1.20%.
 GOAL = 1.25
