@@ -18,7 +18,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from lightning import Callback, LightningModule, Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, Timer, TQDMProgressBar
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, ProgressBar, Timer, TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, instantiate_class
 from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
@@ -256,9 +256,11 @@ def refuse_alike_callbacks(callbacks: list[Callback]) -> None:
         if not is_overridden("state_dict", instance=callback, parent=Callback):
             continue
         if callback.state_key in seen:
+            hint = ("configs/mnist.yaml already stops early on val/err; keep one, e.g. leave out --config "
+                    "callbacks/early_stopping.yaml" if isinstance(callback, EarlyStopping) else
+                    "keep one: leave out the extra --config or --trainer.callbacks+")
             raise ConfigError(f"two {type(callback).__name__} callbacks with the same settings ({callback.state_key}): "
-                              "the configs given together add it twice (configs/mnist.yaml already stops early on "
-                              "val/err); keep one, e.g. leave out --config callbacks/early_stopping.yaml")
+                              f"the configs given together add it twice ({hint})")
         seen.add(callback.state_key)
 
 
