@@ -445,13 +445,16 @@ def test_report_only_rebuilds_from_the_run_files_alone(fake_fit, tmp_path, monke
 
 def test_report_only_counts_a_run_finished_since_runs_json_was_written(fake_fit, tmp_path, monkeypatch, capsys):
     """runs.json written when a grid was stopped says "interrupted" (with that attempt's seconds); a
-    results.json that came later (the run finished, or was copied in) makes it done, timed by its own fit."""
+    results.json that came later (the run finished, or was copied in) makes it done, timed by its own fit.
+    A run resumed to its end is timed by its own fit too, which counts every attempt."""
     out = tmp_path / "t1"
     args = ["table1", "--datasets", "digits", "--budget", "tiny", "--out", str(out)]
     main([*args, "--in-process"])
     saved = json.loads((out / "runs.json").read_text())
     for run in saved["runs"]:
         run.update(status="interrupted", seconds=1.0)
+    # and one run was resumed and finished: runs.json holds its last attempt's second, its fit all attempts
+    saved["runs"][-1].update(status="done", seconds=1.0)
     (out / "runs.json").write_text(json.dumps(saved))
     for path in out.rglob("results.json"):  # each fit took a minute
         path.write_text(json.dumps({**json.loads(path.read_text()), "fit_seconds": 60.0}))

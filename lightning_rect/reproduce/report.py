@@ -172,10 +172,12 @@ def learning_rate_lines(meta: dict[str, Any]) -> list[str]:
 
 
 def run_seconds(record: Record) -> float:
-    if record.status in ("done", "failed") and record.seconds is not None:
-        return record.seconds
+    # a finished run's own fit time counts every attempt (the Timer's state is resumed with the run);
+    # the runner's seconds are this attempt's wall time only
     if record.finished and finite(record.results.get("fit_seconds")):
         return record.results["fit_seconds"]
+    if record.status in ("done", "failed") and record.seconds is not None:
+        return record.seconds
     return 0.0
 
 
