@@ -481,10 +481,17 @@ def test_the_paper_budget_fine_tunes_mnist_with_early_stopping_on_a_narrowed_gri
     mnist = [s for s in specs if s.dataset == "mnist"]
     assert {s.lr for s in mnist if s.phase == "pretrain"} == {0.01}
     assert {s.lr for s in mnist if s.phase == "finetune"} == {0.1, 0.03, 0.01}
-    # the protocol is the configs' own: 30 rescaled DAE epochs per layer, fine-tuning stopped early
-    assert ctx.config_value("mnist_pretrain.yaml", "model.init_args.rescale") is True
-    assert ctx.config_value("mnist_pretrain.yaml", "model.init_args.epochs_per_layer") == 30
-    assert ctx.config_value("mnist_pretrain.yaml", "trainer.max_epochs") == 90
+    # fine-tuning is the configs' own (stopped early); the DAE is Table 1's own, 30 rescaled epochs per
+    # layer, where configs/mnist_pretrain.yaml now says 10 unscaled ones (reproductions/pretraining's choice)
+    assert ctx.config_value("mnist_pretrain.yaml", "model.init_args.rescale") is None
+    assert ctx.config_value("mnist_pretrain.yaml", "model.init_args.epochs_per_layer") == 10
+    for spec in mnist:
+        if spec.phase == "pretrain":
+            assert spec.settings["model.init_args.rescale"] is True
+            assert spec.settings["model.init_args.epochs_per_layer"] == 30
+            assert spec.settings["trainer.max_epochs"] == 90
+    small = table1.plan(Context(BUDGETS["small"], ROOT / "configs"), ["mnist"])  # the config's DAE there
+    assert not any("model.init_args.rescale" in s.settings for s in small)
     assert ctx.config_value("mnist.yaml", "trainer.max_epochs") == 60
     assert early_stopping(ctx, "mnist.yaml", 10) == {}  # the config stops after 10 epochs without a better val/err
     for spec in mnist:  # so the runs add no second stopper (Lightning refuses two alike)
@@ -495,6 +502,7 @@ def test_the_paper_budget_fine_tunes_mnist_with_early_stopping_on_a_narrowed_gri
                    for s in cifar if s.phase == "finetune")
     report = "\n".join(table1.markdown({s.id: Record(s) for s in mnist}, ["mnist"]))
     assert "Learning rates searched: pre-training 0.01; fine-tuning 0.1, 0.03, 0.01" in report
+    assert "Pre-training on MNIST: 30 epochs per layer, each layer's codes divided by their" in report
     # rates given on the command line replace the narrowed ones
     chosen = table1.plan(Context(budget_of("paper", [0.03]), ROOT / "configs"), ["mnist"])
     assert {s.lr for s in chosen} == {0.03}
