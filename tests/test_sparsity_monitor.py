@@ -5,15 +5,15 @@ from unittest.mock import MagicMock
 import lightning as L
 import pytest
 import torch
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_rect import SparseMLP, StackedDAE
 from lightning_rect.activations import Rectifier, SharpSoftplus, Sigmoid, Softplus, Tanh
 from lightning_rect.callbacks import SparsityMonitor
-from lightning_rect.callbacks.sparsity import (UnitCounter, firing_rate_histogram, is_nonnegative,
-                                                log_firing_rate_histograms)
+from lightning_rect.callbacks.sparsity import (RATES_FILE, UnitCounter, firing_rate_histogram, is_nonnegative,
+                                                log_firing_rate_histograms, save_firing_rates)
 from lightning_rect.data import DigitsDataModule
 from lightning_rect.errors import ConfigError
 
@@ -293,10 +293,11 @@ def test_a_rate_on_a_bin_edge_lands_in_the_bin_it_opens():
 
 
 class RecordingWandbLogger(WandbLogger):
-    """Lightning's WandbLogger whose run is a recorder: nothing is started or sent."""
+    """Lightning's WandbLogger whose run (project ``proj``, id ``run-1``) is a recorder: nothing is
+    started or sent."""
 
     def __init__(self, save_dir):
-        super().__init__(save_dir=str(save_dir))
+        super().__init__(save_dir=str(save_dir), project="proj", id="run-1")
         self.run = MagicMock()
 
     @property
@@ -331,8 +332,10 @@ def test_histograms_go_to_wandb_as_wandb_histograms_and_the_rates_file_is_writte
         assert histogram.histogram == hand_histogram(columns)[0]
         assert histogram.bins == pytest.approx([b / 20 for b in range(21)])
     assert logged[0]["trainer/global_step"] == 0
-    # and the rates, for the summary figure, in the logger's folder
-    saved = json.loads((tmp_path / "firing_rates.json").read_text())
+    # and the rates, for the summary figure, in the run's own folder (where ModelCheckpoint puts its
+    # checkpoints/), not in save_dir, which every W&B run shares
+    assert not (tmp_path / RATES_FILE).exists()
+    saved = json.loads((tmp_path / "proj" / "run-1" / RATES_FILE).read_text())
     assert saved["bins"] == 20 and set(saved) == {"format", "bins", "test"}
     assert saved["test"]["layers"]["layer_1"] == {"rows": 4, "nonzero": [0, 1, 4, 3],
                                                   "histogram": hand_histogram(x)[0], "dead": 1}
@@ -380,7 +383,7 @@ def test_histograms_false_logs_and_writes_nothing_more(tmp_path):
     trainer = L.Trainer(logger=logger, enable_progress_bar=False, enable_model_summary=False, callbacks=[monitor])
     trainer.test(HandBuilt(), dataloaders=Loader(batches()), verbose=False)
     assert not [c for c in logger.run.log.call_args_list if any("firing_rate" in k for k in c.args[0])]
-    assert not (tmp_path / "firing_rates.json").exists() and not monitor.firing_rate_histograms
+    assert not list(tmp_path.rglob(RATES_FILE)) and not monitor.firing_rate_histograms
     assert "test/sparsity/layer_1" in trainer.callback_metrics
 
 
@@ -571,3 +574,275 @@ def test_the_example_a_distributed_sampler_repeats_is_not_counted():
         verbose=False)
     counted = monitor.firing_rates["test"]["layer_1"] * 3  # rows: the 3 real examples
     assert counted.tolist() == [float((order[:3] != 0).sum())] * 2
+
+
+# -- several monitors on one Trainer: their own keys, their own file entries, their own state ----
+class TwoBranches(L.LightningModule):
+    """Two rectifiers on the same inputs, ``a`` and ``b``, whose thresholds change with the epoch so that
+    the two rank the epochs differently (``a`` is sparsest in epoch 1, ``b`` in epoch 0). Every output
+    of validation is kept, per epoch, to recount what a monitor must log."""
+
+    A, B = (0.2, 0.8, 0.5), (0.9, 0.1, 0.6)
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.ReLU(), nn.ReLU()
+        self.weight = nn.Parameter(torch.zeros(()))
+        self.outputs: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+
+    def forward(self, x):
+        epoch = self.current_epoch
+        return self.a(x - self.A[epoch]), self.b(x - self.B[epoch])
+
+    def training_step(self, batch, batch_idx):
+        self(batch[0])
+        return (self.weight - 1) ** 2
+
+    def validation_step(self, batch, batch_idx):
+        self.outputs.setdefault(self.current_epoch, []).append(tuple(h.detach().clone() for h in self(batch[0])))
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.0)
+
+    def recount(self, epoch: int, branch: int) -> tuple[float, float, torch.Tensor]:
+        """(sparsity, dead fraction, non-zero outputs per unit) of one branch's validation outputs."""
+        h = torch.cat([outputs[branch] for outputs in self.outputs[epoch]])
+        nonzero = (h != 0).sum(0)
+        return float((h == 0).double().mean()), float((nonzero == 0).double().mean()), nonzero
+
+
+def branch_data() -> DataLoader:
+    x = torch.rand(24, 8, generator=torch.Generator().manual_seed(0))
+    return DataLoader(TensorDataset(x, torch.zeros(24)), batch_size=8)
+
+
+class EpochValues(L.Callback):
+    """``trainer.callback_metrics`` after each validation (the monitors have logged by then)."""
+
+    def __init__(self):
+        self.values: list[dict[str, float]] = []
+
+    def on_validation_end(self, trainer, pl_module):
+        self.values.append({k: float(v) for k, v in trainer.callback_metrics.items()})
+
+
+def test_two_monitors_log_their_own_values_under_their_names_and_a_checkpoint_picks_by_one(tmp_path):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    model, values = TwoBranches(), EpochValues()
+    alpha, beta = SparsityMonitor(modules=["a"], name="alpha"), SparsityMonitor(modules=["b"], name="beta")
+    best = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="val/sparsity/alpha/mean", mode="max", save_top_k=1,
+                           filename="{epoch}")
+    trainer = L.Trainer(max_epochs=3, num_sanity_val_steps=0, logger=CSVLogger(tmp_path, version=0),
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=[alpha, beta, values, best])
+    trainer.fit(model, branch_data(), branch_data())
+    for epoch, logged in enumerate(values.values):
+        for name, module, branch in (("alpha", "a", 0), ("beta", "b", 1)):
+            sparsity, dead, _ = model.recount(epoch, branch)
+            for key in (f"val/sparsity/{name}/{module}", f"val/sparsity/{name}/mean"):
+                assert logged[key] == pytest.approx(sparsity, abs=1e-6), (epoch, key)
+            assert logged[f"val/dead/{name}/mean"] == pytest.approx(dead, abs=1e-6), (epoch, name)
+        # neither monitor writes the plain names, which a lone monitor keeps
+        assert not {"val/sparsity/mean", "val/dead/mean", "train/sparsity/mean"} & set(logged)
+    alpha_by_epoch = [model.recount(epoch, 0)[0] for epoch in range(3)]
+    best_epoch = alpha_by_epoch.index(max(alpha_by_epoch))
+    averaged = [(model.recount(epoch, 0)[0] + model.recount(epoch, 1)[0]) / 2 for epoch in range(3)]
+    assert averaged.index(max(averaged)) != best_epoch  # what one shared, averaged name would have picked
+    assert float(best.best_model_score) == pytest.approx(max(alpha_by_epoch), abs=1e-6)
+    assert best.best_model_path.endswith(f"epoch={best_epoch}.ckpt")
+    # one firing_rates.json in the run folder holds both monitors' layers, each its own recount
+    saved = json.loads((tmp_path / "lightning_logs" / "version_0" / RATES_FILE).read_text())["val"]
+    assert saved["epoch"] == 2 and set(saved["layers"]) == {"alpha/a", "beta/b"}
+    for layer, branch in (("alpha/a", 0), ("beta/b", 1)):
+        assert saved["layers"][layer]["nonzero"] == model.recount(2, branch)[2].tolist(), layer
+        assert saved["layers"][layer]["rows"] == 24
+    assert set(alpha.firing_rates["val"]) == {"alpha/a"} and set(beta.firing_rates["val"]) == {"beta/b"}
+
+
+def test_two_monitors_that_would_log_the_same_names_are_refused_at_setup_and_a_lone_monitor_keeps_its_names():
+    ran = []
+
+    class Steps(L.Callback):
+        def on_train_batch_start(self, *args):
+            ran.append(True)
+
+    trainer = L.Trainer(max_epochs=1, num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=[SparsityMonitor(modules=["a"]),
+                                                               SparsityMonitor(modules=["b"]), Steps()])
+    with pytest.raises(ConfigError) as err:
+        trainer.fit(TwoBranches(), branch_data(), branch_data())
+    message = str(err.value)
+    assert "\n" not in message and "'val/sparsity/mean'" in message and "name=" in message
+    assert not ran
+    # two per-step monitors that share a layer would both log its train_step names
+    trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, callbacks=[
+                            SparsityMonitor(modules=["a"], train_log_every_n_steps=1, epoch_logs=False),
+                            SparsityMonitor(modules=["b", "a"], train_log_every_n_steps=1, epoch_logs=False), Steps()])
+    with pytest.raises(ConfigError, match=r"would both log 'train_step/sparsity/a'.*name="):
+        trainer.fit(TwoBranches(), branch_data())
+    assert not ran
+    # A per-epoch monitor and a per-step one (callbacks/sparsity_steps.yaml) share no name: both run,
+    # and the per-epoch names are a lone monitor's.
+    model = TwoBranches()
+    trainer = L.Trainer(max_epochs=1, num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=1,
+                        callbacks=[SparsityMonitor(modules=["a"]),
+                                   SparsityMonitor(modules=["a"], train_log_every_n_steps=1, epoch_logs=False)])
+    trainer.fit(model, branch_data(), branch_data())
+    logged = set(trainer.callback_metrics)
+    assert {"val/sparsity/a", "val/sparsity/mean", "val/dead/mean", "train_step/sparsity/a"} <= logged
+    assert trainer.callback_metrics["val/sparsity/mean"] == pytest.approx(model.recount(0, 0)[0], abs=1e-6)
+
+
+def test_monitors_sharing_the_rates_file_each_replace_only_their_own_layers(tmp_path):
+    path, nonzero = tmp_path / RATES_FILE, torch.tensor([1.0, 0.0])
+    histogram = firing_rate_histogram(nonzero, 2)
+
+    def save(layers, monitor, step):
+        save_firing_rates(path, "val", {layer: histogram for layer in layers}, {layer: (nonzero, 2.0) for layer in layers},
+                          epoch=0, global_step=step, monitor=monitor)
+        return sorted(json.loads(path.read_text())["val"]["layers"])
+
+    assert save(["alpha/a"], "alpha", 10) == ["alpha/a"]
+    assert save(["beta/b"], "beta", 10) == ["alpha/a", "beta/b"]  # the same evaluation: both monitors
+    assert save(["layer_1"], "", 10) == ["alpha/a", "beta/b", "layer_1"]
+    assert save(["alpha/c"], "alpha", 10) == ["alpha/c", "beta/b", "layer_1"]  # alpha's own layers replaced
+    assert save(["beta/b"], "beta", 20) == ["beta/b"]  # a later evaluation: the older one's layers go
+
+
+class FileStoreLogger(Logger):
+    """Lightning's ``MLFlowLogger`` as the trainer sees it (mlflow itself need not be installed): its
+    ``save_dir`` is the store's root, shared by every run (``None`` for a remote tracking server), its
+    ``name`` the experiment id, its ``version`` the run id, and it has no ``log_dir``."""
+
+    def __init__(self, root, run_id: str):
+        super().__init__()
+        self.root, self.run_id = root, run_id
+
+    @property
+    def save_dir(self):
+        return None if self.root is None else str(self.root)
+
+    @property
+    def name(self):
+        return "0"
+
+    @property
+    def version(self):
+        return self.run_id
+
+    def log_metrics(self, metrics, step=None):
+        pass
+
+    def log_hyperparams(self, params, *args, **kwargs):
+        pass
+
+
+def test_firing_rates_go_to_each_runs_own_folder_under_a_logger_without_log_dir(tmp_path):
+    store = tmp_path / "mlruns"
+    for run_id, shift in (("run1", 0), ("run2", 1)):
+        trainer = L.Trainer(logger=FileStoreLogger(store, run_id), enable_progress_bar=False, enable_model_summary=False,
+                            callbacks=[SparsityMonitor()])
+        data = [(b[0] + shift, b[1]) for b in batches()]  # run2: every output non-zero
+        trainer.test(HandBuilt(), dataloaders=Loader(data), verbose=False)
+    assert not (store / RATES_FILE).exists()  # never the store's root, which every run shares
+    first = json.loads((store / "0" / "run1" / RATES_FILE).read_text())["test"]["layers"]["layer_1"]
+    second = json.loads((store / "0" / "run2" / RATES_FILE).read_text())["test"]["layers"]["layer_1"]
+    assert first["nonzero"] == [0, 1, 4, 3] and second["nonzero"] == [4, 4, 4, 4]
+    # no local store (a tracking server): beside the checkpoints, under the trainer's default_root_dir
+    trainer = L.Trainer(logger=FileStoreLogger(None, "run3"), default_root_dir=tmp_path / "root",
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=[SparsityMonitor()])
+    trainer.test(HandBuilt(), dataloaders=Loader(batches()), verbose=False)
+    saved = json.loads((tmp_path / "root" / "0" / "run3" / RATES_FILE).read_text())
+    assert saved["test"]["layers"]["layer_1"]["nonzero"] == [0, 1, 4, 3]
+
+
+# -- a model that is being monitored can be pickled and copied -----------------------------------
+class MidFit(L.Callback):
+    """Runs ``action(pl_module)`` after the first training batch, while the monitor's hooks count."""
+
+    def __init__(self, action):
+        self.action, self.results = action, []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if batch_idx == 0:
+            self.results.append(self.action(pl_module))
+
+
+class Trained(HandBuilt):
+    def training_step(self, batch, batch_idx):
+        self(batch[0])
+        return (self.weight - 1) ** 2
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.0)
+
+
+def fit_hand_built(action):
+    monitor, mid_fit = SparsityMonitor(), MidFit(action)
+    trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, callbacks=[monitor, mid_fit])
+    trainer.fit(Trained(), Loader(batches()))
+    return trainer, monitor, mid_fit.results
+
+
+def test_a_model_can_be_pickled_and_saved_mid_fit_and_its_copy_is_not_counted():
+    import io
+    import pickle
+
+    def save(model):
+        buffer = io.BytesIO()
+        torch.save(model, buffer)
+        return pickle.dumps(model), buffer.getvalue()
+
+    trainer, monitor, [(pickled, saved)] = fit_hand_built(save)
+    copies = [pickle.loads(pickled), torch.load(io.BytesIO(saved), weights_only=False)]
+    expected_train = {k.replace("test/", "train/"): v for k, v in expected().items()}
+    for copy in copies:
+        copy(torch.ones(2, 4))  # a forward of the copy: nothing is counted, and nothing fails
+    for key, value in expected_train.items():
+        assert float(trainer.callback_metrics[key]) == pytest.approx(value), key
+
+
+def test_a_deep_copy_made_mid_fit_does_not_feed_the_monitors_counts():
+    import copy
+
+    def copy_and_run(model):
+        twin = copy.deepcopy(model)
+        twin(torch.zeros(5, 4))  # all zeros: counted, it would move every value
+        return twin
+
+    trainer, monitor, _ = fit_hand_built(copy_and_run)
+    x = torch.cat([b[0] for b in batches()])  # the training outputs the monitor saw
+    assert torch.equal(monitor.firing_rates["train"]["layer_1"], (x != 0).float().mean(0))
+    for key, value in expected().items():
+        assert float(trainer.callback_metrics[key.replace("test/", "train/")]) == pytest.approx(value), key
+
+
+def test_a_checkpoint_of_a_fit_with_two_monitors_restores_both(tmp_path):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    def fit(ckpt_path=None):
+        monitors = [SparsityMonitor(modules=["a"], name="alpha"), SparsityMonitor(modules=["b"], name="beta")]
+        checkpoint = ModelCheckpoint(dirpath=tmp_path, filename="end")
+        trainer = L.Trainer(max_epochs=2, num_sanity_val_steps=0, logger=False, enable_progress_bar=False,
+                            enable_model_summary=False, callbacks=[*monitors, checkpoint])
+        model = TwoBranches()
+        trainer.fit(model, branch_data(), branch_data(), ckpt_path=ckpt_path)
+        return model, monitors
+
+    model, (alpha, beta) = fit()
+    saved = torch.load(tmp_path / "end.ckpt", weights_only=True)["callbacks"]  # plain tensors and lists
+    assert len([key for key in saved if key.startswith("SparsityMonitor")]) == 2
+    _, restored = fit(ckpt_path=tmp_path / "end.ckpt")  # max_epochs reached: restores, trains no more
+    for original, again, branch in ((alpha, restored[0], 0), (beta, restored[1], 1)):
+        assert set(again.firing_rates) == {"train", "val"}
+        nonzero = model.recount(1, branch)[2]
+        [layer] = again.firing_rates["val"]
+        assert torch.equal(again.firing_rates["val"][layer], nonzero.float() / 24)
+        for stage in ("train", "val"):
+            assert again.firing_rates[stage].keys() == original.firing_rates[stage].keys()
+            for layer, rates in original.firing_rates[stage].items():
+                assert torch.equal(again.firing_rates[stage][layer], rates), (stage, layer)
+        assert again.firing_rate_histograms == original.firing_rate_histograms

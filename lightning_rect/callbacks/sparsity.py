@@ -43,47 +43,36 @@ no host sync). At the end of an epoch the counters of every layer are summed ove
 rates (fraction of examples on which each unit was non-zero) of the last finished epoch of each
 stage stay in ``firing_rates[stage][layer]``.
 
-Firing-rate distributions (``histograms=True``, the default). At the end of every validation epoch
-and of the test, each layer's firing rates become a histogram (``FiringRateHistogram``:
-``HISTOGRAM_BINS`` equal bins over [0, 1], a unit firing on exactly ``b/bins`` of the examples
-falls in bin ``b``, rate 1 in the last; computed from the exact integer counts, so it is the same
-on every machine and under DDP, where the counts are already summed over ranks). It is kept in
-``firing_rate_histograms[stage][layer]`` and, on rank 0:
+Firing-rate histograms of validation and test, logged to W&B and TensorBoard and saved as
+``firing_rates.json`` in the run's folder (``histograms=True``, the default): see
+``lightning_rect.callbacks.firing_rates``.
 
-- logged as ``<stage>/firing_rate/<layer>`` to the loggers that take histograms: Lightning's
-  ``WandbLogger`` (a ``wandb.Histogram`` through ``logger.experiment.log``, with
-  ``trainer/global_step``) and ``TensorBoardLogger`` (``add_histogram_raw`` with the same bins and
-  counts); other loggers (the CSV logger) get nothing;
-- saved as ``firing_rates.json`` (``RATES_FILE``) in ``trainer.log_dir`` when the trainer has a
-  logger (never in the working folder of a logger-less trainer), for the summary figure
-  (``lightning_rect.app.plots``). One entry per stage, rewritten at each of its epochs (``val``: the
-  last validation epoch; ``test``: the tested checkpoint)::
+Several monitors on one Trainer (one per part of a model, say): give each a ``name``. A named
+monitor puts its name before every layer it reports: ``<stage>/sparsity/<name>/<layer>``,
+``<stage>/sparsity/<name>/mean``, ``train_step/...``, ``<stage>/firing_rate/<name>/<layer>``, the keys
+of ``firing_rates`` and its layers in ``firing_rates.json``; a monitor without one keeps the plain
+names above. Two monitors that would log the same name (two unnamed per-epoch monitors both log
+``val/sparsity/mean``, which Lightning would silently average) are refused at setup. A per-epoch
+monitor and a per-step one (``epoch_logs=False``, ``train_log_every_n_steps``: the
+``callbacks/sparsity_steps.yaml`` preset) log different names, so they need none. Each monitor's
+checkpoint state (the firing rates and histograms of the last finished epochs) is kept under its
+own ``state_key``.
 
-      {"format": 1, "bins": 20,
-       "val": {"epoch": 7, "global_step": 960,
-               "layers": {"layer_1": {"rows": 300, "nonzero": [12, 0, 300, ...],
-                                      "histogram": [40, 3, ...], "dead": 2}}},
-       "test": {...}}
-
-  ``nonzero[u] / rows`` is unit ``u``'s firing rate; ``histogram`` includes the ``dead`` units
-  (rate exactly 0) in bin 0. About 6 bytes per unit (18 kB for the paper's 3 x 1000 network).
-
-None of it touches the training step: it runs once per validation epoch and once per test, on
-numbers the epoch end has already gathered.
+The monitor's hooks do not follow the model: a model pickled, ``torch.save``d or deep-copied while
+it is watched (mid-fit) carries inert hooks in their place, so the copy pickles, and its forwards
+are not counted as the watched model's.
 """
 
 from __future__ import annotations
 
 import importlib
-import json
 import typing
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from lightning import Callback, LightningModule, Trainer
-from lightning.pytorch.loggers import Logger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
@@ -93,8 +82,10 @@ from torch.utils.hooks import RemovableHandle
 from typing_extensions import override
 
 from lightning_rect.activations import ACTIVATIONS, output_range
+from lightning_rect.callbacks.firing_rates import (HISTOGRAM_BINS, RATES_FILE, FiringRateHistogram,  # noqa: F401
+                                                   firing_rate_histogram, log_firing_rate_histograms, run_folder,
+                                                   save_firing_rates)
 from lightning_rect.errors import ConfigError
-from lightning_rect.files import write_atomically
 from lightning_rect.metrics import activity_fractions
 
 #: Activation types listed as candidates when a model has no ``sparsity_modules()`` and no ``modules``.
@@ -108,10 +99,6 @@ NEVER_ZERO_TYPES = (nn.Tanh, nn.Sigmoid, nn.Softplus, nn.GELU, nn.SiLU, nn.ELU, 
 #: Containers that hold modules but are never called themselves, so a hook on them never fires.
 UNCALLED_TYPES = (nn.ModuleList, nn.ModuleDict, nn.ParameterList, nn.ParameterDict)
 STAGES = ("train", "val", "test")
-#: Bins of the firing-rate histograms: equal widths over [0, 1].
-HISTOGRAM_BINS = 20
-#: The file, in the trainer's log folder, that keeps the last firing rates of validation and test.
-RATES_FILE = "firing_rates.json"
 
 
 class SparsityMonitor(Callback):
@@ -128,13 +115,20 @@ class SparsityMonitor(Callback):
         epoch_logs: log the per-epoch values. A second monitor added only for per-step logs (the
             ``callbacks/sparsity_steps.yaml`` preset) sets it to false so names are not logged twice.
         histograms: at validation and test epoch ends, log each layer's firing-rate histogram to
-            the W&B and TensorBoard loggers and save the rates as ``firing_rates.json`` in the log
-            folder (see above); needs ``epoch_logs``.
+            the W&B and TensorBoard loggers and save the rates as ``firing_rates.json`` in the run's
+            folder (see ``lightning_rect.callbacks.firing_rates``); needs ``epoch_logs``.
+        name: put before every layer this monitor reports (``val/sparsity/<name>/mean``), so that
+            several monitors on one Trainer log, save and checkpoint their own values (see above).
+            ``None`` (default): the plain names.
     """
 
     def __init__(self, modules: Sequence[str] | None = None, unit_dim: int = 1,
                  train_log_every_n_steps: int | None = None, epoch_logs: bool = True,
-                 histograms: bool = True) -> None:
+                 histograms: bool = True, name: str | None = None) -> None:
+        if name is not None and (not isinstance(name, str) or not name.strip("/")):
+            raise ConfigError(f"SparsityMonitor: name={name!r} is not a name; give a word such as name='encoder', "
+                              "or leave it out for the plain names")
+        self.name = name.strip("/") if name is not None else None
         self.modules = list(modules) if modules is not None else None
         self.unit_dim = unit_dim
         self.train_log_every_n_steps = train_log_every_n_steps
@@ -146,6 +140,7 @@ class SparsityMonitor(Callback):
         self.firing_rate_histograms: dict[str, dict[str, FiringRateHistogram]] = {}
         self._log_dir: str | None = None  # where RATES_FILE goes; None: no logger, or histograms off
         self._handles: list[RemovableHandle] = []
+        self._prefix = f"{self.name}/" if self.name else ""  # before every reported layer name
         self._stage: str | None = None  # the stage whose outputs the hooks count now, if any
         # stage -> (dataloader index or None when the stage has one dataloader, name, call) -> counter
         self._counters: dict[str, dict[tuple[int | None, str, int], UnitCounter]] = {stage: {} for stage in STAGES}
@@ -186,22 +181,68 @@ class SparsityMonitor(Callback):
                                   f"{_watch_inside(name, module)}")
         return watched
 
+    @property
+    @override
+    def state_key(self) -> str:
+        # Distinct for every pair of monitors that may share a Trainer (see _refuse_shared_names), so
+        # each one's state has its own entry in a checkpoint's ``callbacks``.
+        return self._generate_state_key(name=self.name, modules=self.modules, epoch_logs=self.epoch_logs,
+                                        step_logs=bool(self.train_log_every_n_steps))
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        # Tensors, lists and numbers only: a checkpoint loads with ``weights_only=True``.
+        return {"firing_rates": {stage: dict(rates) for stage, rates in self.firing_rates.items()},
+                "firing_rate_histograms": {
+                    stage: {layer: {"counts": list(h.counts), "dead": h.dead} for layer, h in histograms.items()}
+                    for stage, histograms in self.firing_rate_histograms.items()}}
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.firing_rates = {stage: dict(rates) for stage, rates in state_dict.get("firing_rates", {}).items()}
+        self.firing_rate_histograms = {
+            stage: {layer: FiringRateHistogram(tuple(h["counts"]), h["dead"]) for layer, h in histograms.items()}
+            for stage, histograms in state_dict.get("firing_rate_histograms", {}).items()}
+
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        # ``trainer.log_dir`` is a broadcast under DDP: every rank asks, here, once per entry point.
-        self._log_dir = trainer.log_dir if self.histograms and self.epoch_logs and trainer.loggers else None
         self._remove_hooks()
         watched = self.watched_modules(pl_module)
+        self._refuse_shared_names(trainer, pl_module, {name for name, _ in watched})
+        # ``run_folder`` is a broadcast under DDP: every rank asks, here, once per entry point.
+        self._log_dir = run_folder(trainer) if self.histograms and self.epoch_logs else None
         per_call_site = self.modules is not None  # the model's own sparsity_modules(): one layer each
         for name, module in watched:
             hook = self._make_hook(name, is_nonnegative(module), per_call_site)
-            self._handles.append(module.register_forward_hook(hook))
+            self._handles.append(module.register_forward_hook(MonitorHook(hook)))
         # Call sites are numbered per forward of the model: a step that runs it twice does not add sites.
-        self._handles.append(pl_module.register_forward_pre_hook(torch.compiler.disable(self._new_pass)))
+        self._handles.append(pl_module.register_forward_pre_hook(MonitorHook(self._new_pass)))
         self._note_never_zero(watched)
 
+    def _refuse_shared_names(self, trainer: Trainer, pl_module: LightningModule, layers: set[str]) -> None:
+        """Lightning averages two values logged under one name without a word, and a ModelCheckpoint or
+        EarlyStopping watching it would act on a number neither monitor measured."""
+        for other in trainer.callbacks:
+            if other is self or not isinstance(other, SparsityMonitor) or other.name != self.name:
+                continue
+            shared = None
+            if self.epoch_logs and other.epoch_logs:
+                shared = f"val/sparsity/{self._prefix}mean"
+            elif self.train_log_every_n_steps and other.train_log_every_n_steps:
+                try:
+                    theirs = {name for name, _ in other.watched_modules(pl_module)}
+                except ConfigError:  # its own setup says what is wrong with it
+                    continue
+                if layers & theirs:
+                    shared = f"train_step/sparsity/{self._prefix}{min(layers & theirs)}"
+            if shared:
+                raise ConfigError(
+                    f"SparsityMonitor: two SparsityMonitors on this Trainer would both log {shared!r}, which Lightning "
+                    "would average into a value neither measured; give each its own name, e.g. "
+                    "SparsityMonitor(modules=[...], name='encoder') logs 'val/sparsity/encoder/mean'")
+
     def _note_never_zero(self, watched: list[tuple[str, nn.Module]]) -> None:
-        smooth = [f"{name} ({type(m).__name__})" for name, m in watched if not can_output_exact_zeros(m)]
+        smooth = [f"{self._prefix}{name} ({type(m).__name__})" for name, m in watched if not can_output_exact_zeros(m)]
         if smooth and not self._noted_never_zero:
             self._noted_never_zero = True
             rank_zero_info(
@@ -219,6 +260,7 @@ class SparsityMonitor(Callback):
         self._handles.clear()
 
     def _make_hook(self, name: str, nonnegative: bool, per_call_site: bool):
+        """The forward hook of watched module ``name``: counts its outputs in the current stage."""
         def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
             if self._stage is None or self._in_backward:  # a recomputation in backward: counted already
                 return
@@ -239,9 +281,7 @@ class SparsityMonitor(Callback):
                 counter = counters[key] = UnitCounter(self.unit_dim, nonnegative)
             counter.add(output)
 
-        # Under torch.compile the hook runs eagerly between graph pieces: traced, its Python counters
-        # would be baked into the graph as constants and force a recompile at every step.
-        return torch.compiler.disable(hook)
+        return hook
 
     def _new_pass(self, *args) -> None:
         """A new forward of the model or a new batch: call sites are numbered from 1 again."""
@@ -293,8 +333,8 @@ class SparsityMonitor(Callback):
             sparsities.append(sparsity)
             deads.append(dead)
         for loader, (sparsities, deads) in per_loader.items():
-            values[f"{stage}/sparsity/mean{_loader_suffix(loader)}"] = torch.stack(sparsities).mean()
-            values[f"{stage}/dead/mean{_loader_suffix(loader)}"] = torch.stack(deads).mean()
+            values[f"{stage}/sparsity/{self._prefix}mean{_loader_suffix(loader)}"] = torch.stack(sparsities).mean()
+            values[f"{stage}/dead/{self._prefix}mean{_loader_suffix(loader)}"] = torch.stack(deads).mean()
         self.firing_rates[stage] = rates
         # Already summed over ranks, so every rank holds the same values; sync_dist averages equals.
         # The names carry their dataloader suffix already.
@@ -314,10 +354,11 @@ class SparsityMonitor(Callback):
         log_firing_rate_histograms(trainer.loggers, stage, histograms, counts, trainer.global_step)
         if self._log_dir is not None:
             save_firing_rates(Path(self._log_dir) / RATES_FILE, stage, histograms, counts,
-                              epoch=trainer.current_epoch, global_step=trainer.global_step)
+                              epoch=trainer.current_epoch, global_step=trainer.global_step, monitor=self.name or "")
 
     def _site_name(self, name: str, call: int) -> str:
-        return f"{name}@{call + 1}" if self._sites.get(name, 1) > 1 else name
+        """The reported name of call site ``call`` of module ``name``, after this monitor's name."""
+        return self._prefix + (f"{name}@{call + 1}" if self._sites.get(name, 1) > 1 else name)
 
     def _warn_dead_layers(self, stage: str, rates: dict[str, torch.Tensor]) -> None:
         """Once per layer and stage: a layer whose units were all dead for a whole epoch passes
@@ -403,75 +444,29 @@ class SparsityMonitor(Callback):
         self._stage = None
 
 
-@dataclass(frozen=True)
-class FiringRateHistogram:
-    """How many units of a layer fire at each rate: ``counts[b]`` units have a firing rate in
-    ``[b / bins, (b + 1) / bins)`` (rate 1 in the last bin); ``dead`` of them (all in bin 0) never
-    fired. ``units`` is ``sum(counts)``."""
+class MonitorHook:
+    """A hook a monitor registers on the model: calls ``fn``, eagerly under ``torch.compile`` (traced,
+    the monitor's Python counters would be baked into the graph as constants and force a recompile at
+    every step). A pickled or deep-copied model gets an ``InertHook`` in its place: ``fn`` (a closure
+    over the monitor) need not pickle, and the copy's forwards are not counted as the watched model's."""
 
-    counts: tuple[int, ...]
-    dead: int
+    def __init__(self, fn) -> None:
+        self.fn = fn
 
-    @property
-    def bins(self) -> int:
-        return len(self.counts)
+    @torch.compiler.disable
+    def __call__(self, *args):
+        return self.fn(*args)
 
-    @property
-    def units(self) -> int:
-        return sum(self.counts)
-
-    @property
-    def edges(self) -> list[float]:
-        return [b / self.bins for b in range(self.bins + 1)]
+    def __reduce__(self):
+        return InertHook, ()
 
 
-def firing_rate_histogram(nonzero: torch.Tensor, rows: float, bins: int = HISTOGRAM_BINS) -> FiringRateHistogram:
-    """The histogram of firing rates ``nonzero / rows`` (per-unit non-zero outputs over outputs per
-    unit), binned from the exact integer counts: a rate of exactly ``b / bins`` lands in bin ``b``."""
-    nonzero = nonzero.detach().double().cpu().flatten()
-    index = torch.floor(nonzero * bins / max(float(rows), 1.0)).long().clamp_(0, bins - 1)
-    counts = torch.bincount(index, minlength=bins)
-    return FiringRateHistogram(tuple(int(c) for c in counts.tolist()), int((nonzero == 0).sum()))
+class InertHook:
+    """What a ``MonitorHook`` becomes in a pickled or copied model: a hook that does nothing. (Such
+    pickles name this class by its import path, ``lightning_rect.callbacks.sparsity.InertHook``.)"""
 
-
-def log_firing_rate_histograms(loggers: Sequence[Logger], stage: str, histograms: Mapping[str, FiringRateHistogram],
-                               counts: Mapping[str, tuple[torch.Tensor, float]], step: int) -> None:
-    """``<stage>/firing_rate/<layer>`` to every logger that takes histograms (W&B, TensorBoard);
-    the others are skipped. Call on rank 0."""
-    for logger in loggers:
-        if isinstance(logger, WandbLogger):
-            import wandb
-
-            payload = {f"{stage}/firing_rate/{layer}": wandb.Histogram(np_histogram=(list(h.counts), h.edges))
-                       for layer, h in histograms.items()}
-            logger.experiment.log({**payload, "trainer/global_step": step})
-        elif isinstance(logger, TensorBoardLogger):
-            for layer, h in histograms.items():
-                nonzero, rows = counts[layer]
-                rates = nonzero.double() / max(rows, 1.0)
-                logger.experiment.add_histogram_raw(
-                    f"{stage}/firing_rate/{layer}", min=float(rates.min()), max=float(rates.max()), num=h.units,
-                    sum=float(rates.sum()), sum_squares=float((rates * rates).sum()), bucket_limits=h.edges[1:],
-                    bucket_counts=list(h.counts), global_step=step)
-
-
-def save_firing_rates(path: Path, stage: str, histograms: Mapping[str, FiringRateHistogram],
-                      counts: Mapping[str, tuple[torch.Tensor, float]], epoch: int, global_step: int) -> None:
-    """Replace ``stage``'s entry of ``path`` (``RATES_FILE``; format in the module docstring),
-    keeping the other stage's; written atomically."""
-    try:
-        saved = json.loads(path.read_text())
-    except (OSError, ValueError):
-        saved = {}
-    if not isinstance(saved, dict):
-        saved = {}
-    bins = next(iter(histograms.values())).bins if histograms else HISTOGRAM_BINS
-    saved.update({"format": 1, "bins": bins})
-    saved[stage] = {"epoch": epoch, "global_step": global_step, "layers": {
-        layer: {"rows": int(counts[layer][1]), "nonzero": [int(v) for v in counts[layer][0].tolist()],
-                "histogram": list(h.counts), "dead": h.dead}
-        for layer, h in histograms.items()}}
-    write_atomically(path, json.dumps(saved, separators=(",", ":")) + "\n")
+    def __call__(self, *args) -> None:
+        return None
 
 
 class UnitCounter:
