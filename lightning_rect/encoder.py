@@ -6,7 +6,9 @@ between different layer classes.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterable, Sequence
+from typing import List, Optional
 
 import torch
 from torch import nn
@@ -21,7 +23,9 @@ class HiddenLayer(nn.Module):
     ``output_scale`` is 1 unless a ``scaled_sigmoid`` pre-training fixed it (see
     ``lightning_rect.reconstruction``). It is saved as the layer's extra state, so it travels with
     the checkpoint and fine-tuning sees the same values the next layer was pre-trained on; being a
-    Python number, the common case (1) costs no tensor operation at all.
+    Python number, the common case (1) costs no tensor operation at all. The saved state is a
+    0-dim tensor, as exporters expect of every ``state_dict`` entry (the legacy ONNX exporter
+    calls ``.detach()`` on each); checkpoints of older versions hold ``{"output_scale": x}``.
     """
 
     def __init__(self, in_features: int, out_features: int, activation: str, activation_args: dict | None,
@@ -44,11 +48,25 @@ class HiddenLayer(nn.Module):
             h = h / self.output_scale
         return h
 
-    def get_extra_state(self) -> dict:
-        return {"output_scale": self.output_scale}
+    def get_extra_state(self) -> torch.Tensor:
+        return torch.tensor(self.output_scale, dtype=torch.float64)  # float64: the Python float, exactly
 
-    def set_extra_state(self, state: dict) -> None:
-        self.output_scale = float(state["output_scale"])
+    def set_extra_state(self, state: torch.Tensor | dict) -> None:
+        self.output_scale = float(state["output_scale"] if isinstance(state, dict) else state)
+
+
+class OutputScale(nn.Module):
+    """Division by a fixed number (a ``HiddenLayer``'s ``output_scale``), in ``Encoder.to_sequential``."""
+
+    def __init__(self, scale: float) -> None:
+        super().__init__()
+        self.scale = float(scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x / self.scale
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale}"
 
 
 class Encoder(nn.Module):
@@ -69,14 +87,37 @@ class Encoder(nn.Module):
             HiddenLayer(n_in, n_out, activation, activation_args, sign_flip) for n_in, n_out in zip(sizes, sizes[1:])
         )
 
-    def forward(self, x: torch.Tensor, depth: int | None = None) -> list[torch.Tensor]:
-        """Outputs of the first ``depth`` layers (all by default); ``x`` is flattened per example."""
+    def forward(self, x: torch.Tensor, depth: Optional[int] = None) -> List[torch.Tensor]:
+        """Outputs of the first ``depth`` layers (all by default); ``x`` is flattened per example.
+
+        Written so that ``torch.jit.script`` compiles it: TorchScript unrolls a loop over a
+        ``ModuleList`` but cannot slice one by a runtime ``depth``, hence the index test."""
         x = flatten_features(x, self.in_features)
-        hidden = []
-        for layer in self.layers[:depth]:
-            x = layer(x)
-            hidden.append(x)
+        count = len(self.layers)
+        if depth is not None:
+            count = depth if depth >= 0 else max(count + depth, 0)  # as layers[:depth] counts
+        hidden: List[torch.Tensor] = []
+        for index, layer in enumerate(self.layers):
+            if index < count:
+                x = layer(x)
+                hidden.append(x)
         return hidden
+
+    def to_sequential(self) -> nn.Sequential:
+        """A plain ``nn.Sequential`` computing this encoder's code, ``self(x)[-1]``, for (examples,
+        in_features) inputs: per layer a copy of its ``nn.Linear`` and activation module, followed by
+        a ``SignFlip`` with ``sign_flip`` and an ``OutputScale`` where the layer has a fixed scale
+        (neither holds a ``state_dict`` entry). Its ``state_dict`` is the Linear weights alone, under
+        ``nn.Sequential``'s keys (``0.weight``, ``0.bias``, ...): ready for ``torch.onnx.export``,
+        ``torch.jit.script`` or loading into the same ``nn.Sequential`` written by hand."""
+        modules: list[nn.Module] = []
+        for layer in self.layers:
+            modules += [copy.deepcopy(layer.linear), copy.deepcopy(layer.activation)]
+            if layer.sign_flip is not None:
+                modules.append(copy.deepcopy(layer.sign_flip))
+            if layer.output_scale != 1.0:
+                modules.append(OutputScale(layer.output_scale))
+        return nn.Sequential(*modules)
 
     def activation_modules(self) -> list[nn.Module]:
         """The activation module of each layer, in order: what ``SparsityMonitor`` watches."""
@@ -108,9 +149,10 @@ def flatten_features(x: torch.Tensor, in_features: int) -> torch.Tensor:
     match ``in_features`` is one readable error instead of torch's matrix-shape message."""
     if x.dim() != 2:
         x = x.flatten(1) if x.dim() > 2 else x.reshape(1, -1)
-    if x.shape[1] != in_features:
-        raise ConfigError(
-            f"inputs have {x.shape[1]} features per example (batch shape {tuple(x.shape)}) but the model's "
+    # (not while tracing: the example input fixes the size, and the test would only be a TracerWarning)
+    if not torch.jit.is_tracing() and x.shape[1] != in_features:
+        raise ConfigError(  # the shape as a list: TorchScript cannot build a tuple of unknown length
+            f"inputs have {x.shape[1]} features per example (batch shape {list(x.shape)}) but the model's "
             f"in_features is {in_features}; set in_features={x.shape[1]} (the CLI links it from data.input_size)"
         )
     return x

@@ -26,9 +26,14 @@ saved in the checkpoint and loaded by ``SparseMLP(pretrained=...)``). Targets ar
 With the sign flip (``sign_flip: true``) half of a layer's outputs are negative, which softplus,
 rectifier and sigmoid outputs cannot produce: the layer above then reconstructs |h| (as the
 authors' library does); ``linear`` reconstructs h itself.
+
+Each strategy states its ``output_range``; ``StackedDAE`` warns at the start of fit when the first
+layer's training inputs lie outside it (standardized data is negative: use ``linear``).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +52,9 @@ class Reconstruction:
     scales_inputs = False
     #: outputs are never negative: with the sign flip, such a strategy reconstructs |h| (StackedDAE)
     nonnegative_outputs = True
+    #: ``(low, high)``: the interval ``output(f)`` can reach; a strategy without one is described by
+    #: the two flags above (see ``reconstruction_range``)
+    output_range: tuple[float, float] | None = None
 
     def output(self, f: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -61,6 +69,7 @@ class Reconstruction:
 
 class _CrossEntropy(Reconstruction):
     unit_interval_targets = True
+    output_range = (0.0, 1.0)
 
     def output(self, f: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(f)
@@ -72,6 +81,8 @@ class _CrossEntropy(Reconstruction):
 
 @RECONSTRUCTIONS.register("softplus")
 class SoftplusReconstruction(Reconstruction):
+    output_range = (0.0, math.inf)
+
     def output(self, f: torch.Tensor) -> torch.Tensor:
         return F.softplus(f)
 
@@ -79,6 +90,7 @@ class SoftplusReconstruction(Reconstruction):
 @RECONSTRUCTIONS.register("linear")
 class LinearReconstruction(Reconstruction):
     nonnegative_outputs = False
+    output_range = (-math.inf, math.inf)
 
     def output(self, f: torch.Tensor) -> torch.Tensor:
         return f
@@ -86,6 +98,8 @@ class LinearReconstruction(Reconstruction):
 
 @RECONSTRUCTIONS.register("rectifier")
 class RectifierReconstruction(Reconstruction):
+    output_range = (0.0, math.inf)
+
     def output(self, f: torch.Tensor) -> torch.Tensor:
         return torch.relu(f)
 
@@ -98,6 +112,19 @@ class SigmoidReconstruction(_CrossEntropy):
 @RECONSTRUCTIONS.register("scaled_sigmoid")
 class ScaledSigmoidReconstruction(_CrossEntropy):
     scales_inputs = True
+
+
+def reconstruction_range(reconstruction: Reconstruction | type) -> tuple[float, float]:
+    """``(low, high)`` of what a reconstruction (instance or class) can output: its ``output_range``,
+    else [0, 1] for cross-entropy (``unit_interval_targets``), [0, inf) if ``nonnegative_outputs``,
+    else unbounded."""
+    declared = getattr(reconstruction, "output_range", None)
+    if declared is not None:
+        low, high = declared
+        return float(low), float(high)
+    if getattr(reconstruction, "unit_interval_targets", False):
+        return 0.0, 1.0
+    return (0.0, math.inf) if getattr(reconstruction, "nonnegative_outputs", True) else (-math.inf, math.inf)
 
 
 def paper_reconstruction(activation: nn.Module | type | str) -> str:

@@ -1,3 +1,6 @@
+import copy
+from pathlib import Path
+
 import lightning as L
 import pytest
 import torch
@@ -104,3 +107,92 @@ def test_the_papers_learning_rate_grid_is_defined_once():
                if re.search(r"^\s*PAPER_LRS\s*[:=]", path.read_text(), re.MULTILINE)]
     assert defined == ["lightning_rect/grid.py"]
     assert budgets.PAPER_LRS is divergence.PAPER_LRS is PAPER_LRS == (0.1, 0.01, 0.001, 0.0001)
+
+
+def saved_dae(tmp_path, hidden=(32,)) -> str:
+    from lightning_rect import StackedDAE
+
+    L.seed_everything(3)
+    dae = StackedDAE(64, 10, list(hidden))
+    trainer = L.Trainer(max_epochs=1, logger=False, enable_progress_bar=False)
+    trainer.strategy.connect(dae)
+    trainer.save_checkpoint(tmp_path / "dae.ckpt")
+    return str(tmp_path / "dae.ckpt")
+
+
+def error_by_hand(state: dict, x: torch.Tensor, y: torch.Tensor) -> float:
+    """The error of a network holding ``state``, counted without Lightning or the pre-training file."""
+    model = SparseMLP(64, 10, [32])
+    model.load_state_dict(state)
+    with torch.no_grad():
+        return (model(x).argmax(dim=-1) != y).float().mean().item()
+
+
+@pytest.mark.slow
+def test_a_ddp_spawn_fit_hands_back_weights_that_later_stages_keep(tmp_path, monkeypatch):
+    """ddp_spawn returns only the weights to the main process: whether they hold the pre-trained
+    encoder must come back with them, or the next stage loads the DAE over the fine-tuned encoder."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the 2 spawned processes share the test machine's cores
+    path = saved_dae(tmp_path)
+    dm = DigitsDataModule(batch_size=20)
+    model = SparseMLP(64, 10, [32], lr=0.5, pretrained=path)
+    L.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", max_epochs=1, limit_val_batches=0,
+              **QUIET).fit(model, datamodule=dm)
+    fine_tuned = copy.deepcopy(model.state_dict())
+    dae_weight = torch.load(path, weights_only=True)["state_dict"]["encoder.layers.0.linear.weight"]
+    assert not torch.equal(fine_tuned["encoder.layers.0.linear.weight"], dae_weight)  # it trained
+
+    [metrics] = L.Trainer(accelerator="cpu", devices=1, **QUIET).test(model, datamodule=dm, verbose=False)
+    dm.setup("test")
+    assert metrics["test/err"] == pytest.approx(error_by_hand(fine_tuned, *dm.splits["test"]), abs=1e-6)
+    assert torch.equal(model.encoder.layers[0].linear.weight, fine_tuned["encoder.layers.0.linear.weight"])
+    assert bool(model.pretrained_loaded)
+
+
+def test_a_state_dict_says_whether_its_weights_hold_the_pretrained_encoder(tmp_path):
+    path = saved_dae(tmp_path)
+    trained = SparseMLP(64, 10, [32], pretrained=path)
+    trained.load_pretrained()
+    assert trained.state_dict()["pretrained_loaded"].item() is True
+    assert SparseMLP(64, 10, [32], pretrained=path).state_dict()["pretrained_loaded"].item() is False
+
+    older = {k: v for k, v in trained.state_dict().items() if k != "pretrained_loaded"}  # an older version's
+    restored = SparseMLP(64, 10, [32], pretrained=path)
+    restored.load_state_dict(older)
+    assert bool(restored.pretrained_loaded)  # its weights were trained ones: the file is not read again
+
+    # an older version's checkpoint held the flag as a top-level key (absent: a fit's, so True)
+    trainer = L.Trainer(max_epochs=1, **QUIET)
+    trainer.strategy.connect(SparseMLP(64, 10, [32], pretrained=path))
+    trainer.save_checkpoint(tmp_path / "older.ckpt")
+    checkpoint = torch.load(tmp_path / "older.ckpt", weights_only=True)
+    del checkpoint["state_dict"]["pretrained_loaded"]
+    for legacy, expected in ((False, False), (None, True)):
+        if legacy is not None:
+            checkpoint["pretrained_loaded"] = legacy
+        torch.save(checkpoint, tmp_path / "older.ckpt")
+        assert bool(SparseMLP.load_from_checkpoint(tmp_path / "older.ckpt").pretrained_loaded) is expected
+        checkpoint.pop("pretrained_loaded", None)
+
+
+def test_a_pytorch_lightning_trainer_refuses_the_models_and_the_readme_names_lightning_trainer():
+    """pytorch_lightning checks isinstance(model, pytorch_lightning.LightningModule) before any of the
+    model's code runs, so its generic error cannot be replaced: the README says which Trainer to use."""
+    pl = pytest.importorskip("pytorch_lightning")
+    with pytest.raises(TypeError, match=r"must be a `LightningModule`"):
+        pl.Trainer(logger=False, enable_checkpointing=False).fit(SparseMLP(64, 10, [8]))
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    reuse = readme.split("## Parts you can reuse")[1].split("\n## ")[0]
+    assert "of the `lightning` package: run them with `lightning.Trainer`" in reuse
+    assert "a `pytorch_lightning.Trainer` refuses them" in reuse
+
+
+@pytest.mark.slow
+def test_the_library_does_not_import_pytorch_lightning():
+    import subprocess
+    import sys
+
+    code = ("import sys, lightning_rect, lightning_rect.callbacks, lightning_rect.models; "
+            "print('pytorch_lightning' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "False", out.stderr[-2000:]

@@ -241,6 +241,21 @@ def test_sparse_mlp_starts_from_the_pretrained_weights(tmp_path):
     assert not torch.equal(fresh.encoder.layers[0].linear.weight, mlp.encoder.layers[0].linear.weight)
 
 
+def test_a_checkpoint_of_an_older_version_keeps_its_fixed_scale(tmp_path):
+    """Older checkpoints saved a layer's extra state as {"output_scale": x}; it is a tensor now (exporters
+    read every state_dict entry as one)."""
+    dae, path = save_dae(tmp_path)
+    checkpoint = torch.load(path, weights_only=True)
+    assert checkpoint["state_dict"]["encoder.layers.0._extra_state"].item() == 3.5
+    checkpoint["state_dict"] = {k: {"output_scale": v.item()} if k.endswith("_extra_state") else v
+                                for k, v in checkpoint["state_dict"].items()}
+    torch.save(checkpoint, tmp_path / "older.ckpt")
+    mlp = SparseMLP(64, 10, [32, 16], pretrained=str(tmp_path / "older.ckpt"))
+    mlp.load_pretrained()
+    assert mlp.encoder.layers[0].output_scale == 3.5 and mlp.encoder.layers[1].output_scale == 1.0
+    assert StackedDAE.load_encoder(str(tmp_path / "older.ckpt")).layers[0].output_scale == 3.5
+
+
 def test_pretrained_with_other_sizes_names_both_shapes(tmp_path):
     _, path = save_dae(tmp_path)
     with pytest.raises(CheckpointError, match=r"\[64, 32, 16\].*\[64, 32, 8\]"):
@@ -329,3 +344,45 @@ def test_testing_an_earlier_best_checkpoint_keeps_every_layers_end_of_pretrainin
     resumed = StackedDAE(64, 10, [16, 8], epochs_per_layer=1)
     resumed.on_load_checkpoint(saved)
     assert resumed.extra_results() == {"pretrain/layer_1/dead": 0.25} and resumed.recon_after_pretraining == {0: 3.0}
+
+
+# ---- the user's own data ---------------------------------------------------------------------
+
+
+def breast_cancer_loader(standardize: bool) -> tuple[torch.utils.data.DataLoader, torch.Tensor]:
+    datasets = pytest.importorskip("sklearn.datasets")
+    x = torch.tensor(datasets.load_breast_cancer().data, dtype=torch.float32)
+    if standardize:
+        x = (x - x.mean(dim=0)) / x.std(dim=0)
+    else:  # min-max scaled into [0, 1]
+        x = (x - x.amin(dim=0)) / (x.amax(dim=0) - x.amin(dim=0))
+    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x), batch_size=64), x
+
+
+def fit_warnings(reconstruction: str, standardize: bool, recwarn) -> list[str]:
+    loader, _ = breast_cancer_loader(standardize)
+    dae = StackedDAE(30, None, [16], reconstruction=reconstruction, epochs_per_layer=1)
+    trainer = L.Trainer(max_epochs=1, limit_train_batches=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(dae, train_dataloaders=loader)
+    return [str(w.message) for w in recwarn if "StackedDAE: the training inputs" in str(w.message)]
+
+
+@pytest.mark.parametrize("reconstruction,beyond", [("softplus", "below 0"), ("rectifier", "below 0"),
+                                                   ("sigmoid", "below 0 and above 1")])
+def test_standardized_inputs_the_reconstruction_cannot_output_are_named_with_their_range(reconstruction, beyond,
+                                                                                        recwarn):
+    _, x = breast_cancer_loader(standardize=True)
+    [message] = fit_warnings(reconstruction, True, recwarn)
+    low, high = x.min().item(), x.max().item()
+    assert low < -1 and high > 1
+    assert f"range over [{low:.4g}, {high:.4g}]" in message
+    assert f"reconstruction '{reconstruction}' outputs values in [0, {'1' if reconstruction == 'sigmoid' else 'inf'}]" \
+        in message
+    assert f"cannot reconstruct the inputs {beyond}" in message and "set reconstruction: linear" in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("reconstruction,standardize", [("linear", True), ("softplus", False), ("sigmoid", False)])
+def test_inputs_the_reconstruction_can_output_are_not_warned_about(reconstruction, standardize, recwarn):
+    assert fit_warnings(reconstruction, standardize, recwarn) == []

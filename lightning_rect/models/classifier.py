@@ -30,8 +30,10 @@ from lightning_rect.models.batch import labeled_batch, split_batch
 
 #: A pre-trained layer with at least this fraction of dead units is warned about.
 DEAD_WARNING = 0.9
-#: Checkpoint key: whether the model's encoder already holds the ``pretrained`` weights (or weights
-#: trained from them), so a model restored from the checkpoint never reads the pre-training file.
+#: ``state_dict`` key (a bool buffer): whether the model's encoder already holds the ``pretrained``
+#: weights (or weights trained from them). In the state, it travels wherever the weights go: checkpoints,
+#: the weights ``ddp_spawn`` returns to the main process, ``load_state_dict``. So a model restored from
+#: them never reads the pre-training file again. Checkpoints of older versions held it as a top-level key.
 PRETRAINED_LOADED_KEY = "pretrained_loaded"
 
 
@@ -64,10 +66,17 @@ class SparseMLP(LightningModule):
         momentum: SGD momentum (the paper: 0).
         pretrained: path to a ``StackedDAE`` checkpoint whose encoder weights the model starts
             from. Read once, at the model's first ``fit``, ``validate``, ``test`` or ``predict``
-            (after Lightning restored any ``ckpt_path``), or by ``load_pretrained()``. A model whose
-            weights come from a checkpoint of this model (``load_from_checkpoint``, ``ckpt_path``)
-            already holds them: it never reads the pre-training file again, so loading, resuming,
+            (after Lightning restored any ``ckpt_path``); outside a Trainer (Fabric, plain PyTorch) at
+            its first ``forward`` or step; or by ``load_pretrained()``. Whether the weights hold it is
+            part of the ``state_dict`` (``pretrained_loaded``): a model whose weights come from this
+            model's (``load_from_checkpoint``, ``ckpt_path``, ``load_state_dict``, the weights a
+            ``ddp_spawn`` fit returns) never reads the pre-training file again, so loading, resuming,
             fitting again, testing or predicting from it never needs that file.
+
+    Built on the ``lightning`` package: run it with ``lightning.Trainer`` or ``lightning.Fabric``
+    (a ``pytorch_lightning.Trainer`` refuses it as not a LightningModule). Under Fabric, call the
+    hooks as Fabric's guide does (``on_validation_epoch_start``, ``validation_step``,
+    ``on_validation_epoch_end``, ...); they log through ``fabric.log_dict``.
     """
 
     selection_metric = "val/err"
@@ -88,11 +97,18 @@ class SparseMLP(LightningModule):
         self.train_loss = LossAverage()
         #: one set of evaluation metrics per validation / test dataloader (one set until there are more)
         self.eval_metrics = nn.ModuleList([self.evaluation_metrics()])
-        #: whether the encoder holds the ``pretrained`` weights (or weights trained from them)
-        self.pretrained_loaded = False
+        #: whether the encoder holds the ``pretrained`` weights (or weights trained from them); in the
+        #: state_dict, so it comes back with the weights wherever they come from (see PRETRAINED_LOADED_KEY)
+        self.register_buffer(PRETRAINED_LOADED_KEY, torch.tensor(False))
+        # Python-side "already checked": the first use outside a Trainer tests the buffer once, not every
+        # step (a host sync on GPU); any load_state_dict makes the next use check again.
+        self._pretrained_checked = not pretrained
+        self.register_load_state_dict_pre_hook(_state_without_loaded_flag)
+        self.register_load_state_dict_post_hook(_recheck_pretrained)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class log-probabilities."""
+        self._pretrained_before_first_use()
         return F.log_softmax(self.head(self.encoder(x)[-1]), dim=-1)
 
     def sparsity_modules(self) -> list[nn.Module]:
@@ -101,6 +117,7 @@ class SparseMLP(LightningModule):
 
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(NLL + L1 loss, logits) of one batch."""
+        self._pretrained_before_first_use()
         hidden = self.encoder(x)
         logits = self.head(hidden[-1])
         loss = F.cross_entropy(logits, y)
@@ -112,22 +129,42 @@ class SparseMLP(LightningModule):
     def load_pretrained(self) -> None:
         """Copy the encoder weights of the ``pretrained`` StackedDAE checkpoint into this model."""
         load_pretrained_encoder(self.encoder, self.hparams.pretrained, activation=self.hparams.activation)
-        self.pretrained_loaded = True
+        self.pretrained_loaded.fill_(True)  # in place: the buffer DDP and the optimizer's model hold
+        self._pretrained_checked = True
 
     def _start_from_pretrained(self) -> None:
         # Called at the start of every stage, after Lightning restored any ``ckpt_path`` (which sets
         # ``pretrained_loaded``): only a model that never held the pre-trained weights reads them.
+        self._pretrained_checked = True
         if not self.hparams.pretrained or self.pretrained_loaded:
             return
         self.load_pretrained()
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if self.trainer.state.fn == TrainerFn.FITTING and datamodule is not None:
+        trainer = self._running_trainer()
+        datamodule = getattr(trainer, "datamodule", None)
+        if trainer is not None and trainer.state.fn == TrainerFn.FITTING and datamodule is not None:
             warn_dead_pretrained_layers(self.encoder, datamodule.train_dataloader(), self.hparams.pretrained,
-                                        reduce=lambda t: self.trainer.strategy.reduce(t, reduce_op="sum"))
+                                        reduce=lambda t: trainer.strategy.reduce(t, reduce_op="sum"))
+
+    def _pretrained_before_first_use(self) -> None:
+        # Outside a Trainer (Fabric, plain PyTorch) no stage hook may run: the first forward or step
+        # loads the pre-trained weights. Under a Trainer its stage hooks do, after restoring ckpt_path.
+        if not self._pretrained_checked and self._running_trainer() is None:
+            self._start_from_pretrained()
+
+    def _running_trainer(self):
+        """The Trainer running this model, or None: plain PyTorch, or Fabric (whose ``self.trainer``
+        stands in for a Trainer but has no loops, ``state`` or batch counts)."""
+        if self.fabric is not None:
+            return None
+        try:
+            return self.trainer
+        except RuntimeError:  # "not attached to a Trainer"
+            return None
 
     def on_fit_start(self) -> None:
         # Strategies that restore the checkpoint after this hook (DeepSpeed) load in the next one.
-        if not self.trainer.strategy.restore_checkpoint_after_setup:
+        trainer = self._running_trainer()
+        if trainer is None or not trainer.strategy.restore_checkpoint_after_setup:
             self._start_from_pretrained()
 
     def on_train_start(self) -> None:
@@ -179,29 +216,56 @@ class SparseMLP(LightningModule):
         """Update the metrics of the batch's dataloader; returns the logits."""
         x, y = labeled_batch(batch, type(self).__name__)
         loss, logits = self.loss(x, y)
-        self.update_evaluation_metrics(self.eval_metrics[dataloader_idx or 0], loss, logits, y)
+        index = dataloader_idx or 0
+        if index >= len(self.eval_metrics):  # outside a Trainer nobody announced the dataloaders
+            self._add_eval_metrics(index + 1)
+        self.update_evaluation_metrics(self.eval_metrics[index], loss, logits, y)
         return logits
 
     def _eval_batches(self, stage: str) -> list:
-        """Batches of each of the stage's dataloaders (one entry per dataloader)."""
-        return list(self.trainer.num_test_batches if stage == "test" else self.trainer.num_val_batches)
+        """Batches of each of the stage's dataloaders (one entry per dataloader). Outside a Trainer,
+        whether each set of metrics was updated since its last reset: the dataloaders the steps saw."""
+        trainer = self._running_trainer()
+        if trainer is None:
+            return [metrics["loss"].update_called for metrics in self.eval_metrics]
+        return list(trainer.num_test_batches if stage == "test" else trainer.num_val_batches)
 
-    def _start_eval(self, stage: str) -> None:
-        for _ in range(len(self.eval_metrics), len(self._eval_batches(stage))):
+    def _add_eval_metrics(self, count: int) -> None:
+        for _ in range(len(self.eval_metrics), count):
             self.eval_metrics.append(self.evaluation_metrics().to(self.device))
 
-    def _log_eval(self, stage: str) -> None:
+    def _start_eval(self, stage: str) -> None:
+        if self._running_trainer() is not None:
+            self._add_eval_metrics(len(self._eval_batches(stage)))
+
+    def evaluation_results(self, stage: str = "val") -> dict[str, torch.Tensor]:
+        """The ``<stage>/<name>`` values (``val/err``, ``val/loss``, ...) of each dataloader measured since
+        the last call, named as they are logged; the metrics are reset. What ``on_<stage>_epoch_end``
+        logs, for a loop of one's own."""
         batches = self._eval_batches(stage)
+        results = {}
         for index, metrics in enumerate(self.eval_metrics[:len(batches)]):
             if not batches[index]:
                 continue
             # Lightning's names for several dataloaders; one dataloader keeps the plain names.
             suffix = f"/dataloader_idx_{index}" if len(batches) > 1 else ""
-            values = {f"{stage}/{name}{suffix}": value for name, value in self.evaluation_values(metrics).items()}
-            # compute() already reduces over DDP ranks; sync_dist only silences Lightning's warning.
-            self.log_dict(values, prog_bar=stage == "val", sync_dist=True, add_dataloader_idx=False)
+            values = self.evaluation_values(metrics)
+            results.update({f"{stage}/{name}{suffix}": value for name, value in values.items()})
             for metric in metrics.values():
                 metric.reset()
+        return results
+
+    def _log_eval(self, stage: str) -> None:
+        if self.fabric is None and self._running_trainer() is None:
+            hook = f"on_{'validation' if stage == 'val' else stage}_epoch_end"
+            raise RuntimeError(
+                f"{type(self).__name__}.{hook} logs through a Trainer or Fabric and neither runs this model; call "
+                f"fabric.setup(model) first, or read the values with model.evaluation_results({stage!r})"
+            )
+        values = self.evaluation_results(stage)
+        if values:
+            # compute() already reduces over DDP ranks; sync_dist only silences Lightning's warning.
+            self.log_dict(values, prog_bar=stage == "val", sync_dist=True, add_dataloader_idx=False)
 
     def validation_step(self, batch, batch_idx: int, dataloader_idx: int | None = None) -> None:
         self._eval_step(batch, dataloader_idx)
@@ -227,7 +291,6 @@ class SparseMLP(LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint[MODEL_KEY] = type(self).__name__
-        checkpoint[PRETRAINED_LOADED_KEY] = self.pretrained_loaded
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # Before the weights are loaded: a pre-training checkpoint has no output layer to load.
@@ -237,8 +300,22 @@ class SparseMLP(LightningModule):
                 f"with {type(self).__name__}(..., pretrained=<that .ckpt>), or load it with "
                 "StackedDAE.load_from_checkpoint (its encoder alone: StackedDAE.load_encoder)"
             )
-        # Its weights were trained from the pre-trained ones (every checkpoint before this key was a fit's).
-        self.pretrained_loaded = bool(checkpoint.get(PRETRAINED_LOADED_KEY, True))
+        # A checkpoint of an older version: the flag was a top-level key (absent: every such checkpoint
+        # was a fit's, so its weights were trained from the pre-trained ones).
+        state = checkpoint.get("state_dict")
+        if isinstance(state, dict) and PRETRAINED_LOADED_KEY not in state:
+            state[PRETRAINED_LOADED_KEY] = torch.tensor(bool(checkpoint.get(PRETRAINED_LOADED_KEY, True)))
+
+
+def _state_without_loaded_flag(module: SparseMLP, state_dict: dict, prefix: str, *args) -> None:
+    # Encoder weights without the flag: a state_dict of an older version, whose weights were trained
+    # ones (see on_load_checkpoint). A partial load that sets no encoder weight changes nothing.
+    if prefix + PRETRAINED_LOADED_KEY not in state_dict and prefix + "encoder.layers.0.linear.weight" in state_dict:
+        state_dict[prefix + PRETRAINED_LOADED_KEY] = torch.tensor(True)
+
+
+def _recheck_pretrained(module: SparseMLP, incompatible_keys) -> None:
+    module._pretrained_checked = not module.hparams.pretrained  # the loaded flag decides at the next use
 
 
 def check_num_classes(num_classes: object) -> None:

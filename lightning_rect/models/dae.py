@@ -31,7 +31,7 @@ from lightning_rect.errors import CheckpointError, ConfigError
 from lightning_rect.metrics import LossAverage
 from lightning_rect.models.batch import split_batch
 from lightning_rect.noise import NOISE
-from lightning_rect.reconstruction import RECONSTRUCTIONS
+from lightning_rect.reconstruction import RECONSTRUCTIONS, reconstruction_range
 
 #: Fixed seed of the corruption used for validation and test, so epochs are compared on equal terms.
 EVAL_NOISE_SEED = 12345
@@ -156,6 +156,8 @@ class StackedDAE(LightningModule):
             )
 
     def on_train_start(self) -> None:
+        if self.current_layer == 0:  # a fit resumed past layer 1 has reconstructed the data already
+            self._warn_inputs_out_of_reach()
         # A step limit that ends the greedy schedule early leaves the top layers untrained and
         # val/recon infinite (it stays inf until the last layer trains): say so now, not after the fit.
         trainer = self.trainer
@@ -170,6 +172,35 @@ class StackedDAE(LightningModule):
                 f"{steps_per_layer} steps = {needed} steps): layer {max_steps // steps_per_layer + 1} of "
                 f"{self.num_layers} never finishes its epochs and val/recon stays inf; set trainer.max_steps to "
                 f"{needed} or more, or leave it unset (-1)"
+            )
+
+    @torch.no_grad()
+    def _warn_inputs_out_of_reach(self) -> None:
+        """The first layer reconstructs the data: say so when the data holds values its reconstruction
+        cannot output (standardized inputs are negative; softplus, rectifier and sigmoid are not), which
+        would otherwise only show as a high reconstruction error."""
+        low, high = reconstruction_range(self.reconstruction)
+        if low == -math.inf and high == math.inf:
+            return
+        extremes = torch.full((2,), -math.inf, dtype=torch.float64)  # (-min, max): both reduce by max
+        for batch in self.trainer.train_dataloader:  # as the loader yields them, on the host
+            x = split_batch(batch)[0]
+            if x.numel():
+                smallest, largest = torch.aminmax(x)
+                extremes = torch.maximum(extremes, torch.stack([-smallest.double(), largest.double()]).cpu())
+        if self.trainer.world_size > 1:
+            extremes = self.all_gather(extremes.to(self.device)).reshape(-1, 2).max(dim=0).values
+        smallest, largest = -extremes[0].item(), extremes[1].item()
+        beyond = [f"below {low:g}"] if smallest < low else []
+        beyond += [f"above {high:g}"] if largest > high else []
+        if beyond:
+            unit = getattr(self.reconstruction, "unit_interval_targets", False)
+            clamped = f" (targets are clamped into [{low:g}, {high:g}])" if unit else ""
+            rank_zero_warn(
+                f"StackedDAE: the training inputs range over [{smallest:.4g}, {largest:.4g}] but reconstruction "
+                f"'{self.hparams.reconstruction}' outputs values in [{low:g}, {high:g}], so layer 1 cannot reconstruct "
+                f"the inputs {' and '.join(beyond)}{clamped}; set reconstruction: linear (standardized data), "
+                f"or scale the inputs into [{low:g}, {high:g}]"
             )
 
     def on_train_epoch_start(self) -> None:
