@@ -8,4 +8,5 @@ from lightning_rect.reconstruction import RECONSTRUCTIONS
 from lightning_rect.registry import Registry
 
 __all__ = ["ACTIVATIONS", "NOISE", "RECONSTRUCTIONS", "Encoder", "Registry", "SparseMLP", "StackedDAE", "StarRatingMLP"]
-__version__ = "0.1.0"
+#: The one version of the package (pyproject.toml reads it); every results.json records it.
+__version__ = "0.2.0"

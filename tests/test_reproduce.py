@@ -19,6 +19,7 @@ from lightning_rect.reproduce import main
 from lightning_rect.reproduce import paper
 from lightning_rect.reproduce.budgets import BUDGETS, DATASETS
 from lightning_rect.reproduce.experiments import EXPERIMENTS, Context
+from lightning_rect.reproduce import inputs as inputs_module
 from lightning_rect.reproduce.inputs import INPUTS_FILE
 from lightning_rect.reproduce.plan import Cell, early_stopping
 from lightning_rect.reproduce.runner import Options, Runner, available_cores, log_dir, run_dir
@@ -303,6 +304,7 @@ class FakeFit:
                    "best_epoch": 0, "epochs": 1, "fit_seconds": 0.0, "checkpoint": str(checkpoint),
                    "test/err": 0.1, "test/sparsity/mean": 0.5}
         (folder / "results.json").write_text(json.dumps(results))
+        (folder / "metrics.csv").write_text("epoch,step,val/err,test/err,test/sparsity/mean\n0,9,0.1,,\n0,10,,0.1,0.5\n")
         self.trained.append(record.spec.id)
         return True, None
 
@@ -313,12 +315,20 @@ def fake_fit(monkeypatch):
 
     fit = FakeFit()
     monkeypatch.setattr(Runner, "_attempt", lambda self, *args: fit(self, *args))
+    # the probe of what the code does with a config stands in too (the fake data cannot train; the
+    # probe itself: test_probe_*, tests/test_stale_runs.py); a test changes PROBE to change the code
+    monkeypatch.setattr(inputs_module, "_PROBES", {})
+    monkeypatch.setattr(inputs_module, "run_probe", lambda config, data_dir: dict(PROBE))
     # runs.json and the Markdown as always, without the experiment's figure (about 1 s each time; the
     # end-to-end test checks it)
     write_reports = command.write_reports
     monkeypatch.setattr(command, "write_reports",
                         lambda *args, **kwargs: write_reports(*args, **{**kwargs, "plot": False}))
     return fit
+
+
+#: What the stand-in probe returns (``fake_fit``).
+PROBE = {"steps": 1, "losses": [1.0], "change": {}}
 
 
 def write_mnist_files(folder: Path, content: bytes = b"idx") -> Path:
@@ -350,14 +360,14 @@ def test_the_same_files_elsewhere_are_reused_and_changed_files_train_again(fake_
     (other / "MNIST" / "raw" / "t10k-images-idx3-ubyte").write_bytes(b"other idx")  # same name, another file
     main([*args, "--data-dir", str(other)])
     assert fake_fit.trained == ids * 2 and {r["status"] for r in load_runs(out)} == {"done"}
-    assert f"3 finished run(s) train again, made from other inputs: data files in {other} differ" \
-        in capsys.readouterr().out
-    inputs = json.loads((Path(load_runs(out)[0]["log_dir"]).parent / INPUTS_FILE).read_text())
+    printed = capsys.readouterr().out
+    assert all(f"{i} trains again: data files in {other} differ" in printed for i in ids), printed
+    inputs = json.loads((out / load_runs(out)[0]["log_dir"]).parent.joinpath(INPUTS_FILE).read_text())
     assert inputs["data"]["folder"] == str(other) and inputs["data"]["files"] == 2
 
 
-def test_edited_config_or_new_version_trains_again_and_digits_ignore_the_data_dir(fake_fit, tmp_path, monkeypatch,
-                                                                                  capsys):
+def test_edited_config_or_changed_numerics_train_again_a_new_version_does_not_and_digits_ignore_the_data_dir(
+        fake_fit, tmp_path, monkeypatch, capsys):
     configs, out = tmp_path / "configs", tmp_path / "out"
     configs.mkdir()
     shutil.copy(ROOT / "configs" / "digits.yaml", configs / "digits.yaml")
@@ -379,10 +389,22 @@ def test_edited_config_or_new_version_trains_again_and_digits_ignore_the_data_di
     main(args)
     assert len(fake_fit.trained) == 2 * runs and "config digits.yaml edited" in capsys.readouterr().out
 
-    trained_with = lightning_rect.__version__
-    monkeypatch.setattr(lightning_rect, "__version__", "99.0")
+    monkeypatch.setattr(lightning_rect, "__version__", "99.0")  # a release that trains the same way
     main(args)
-    assert len(fake_fit.trained) == 3 * runs and f"lightning_rect {trained_with} -> 99.0" in capsys.readouterr().out
+    assert len(fake_fit.trained) == 2 * runs and {r["status"] for r in load_runs(out)} == {"reused"}
+    capsys.readouterr()
+
+    monkeypatch.setitem(PROBE, "losses", [1.0 + 1e-3])  # code that trains differently
+    monkeypatch.setattr(inputs_module, "_PROBES", {})
+    main(args)
+    printed = capsys.readouterr().out
+    assert len(fake_fit.trained) == 3 * runs
+    assert "the code trains it differently: training loss at probe step 0 was 1, now 1.001" in printed
+
+    monkeypatch.setitem(PROBE, "losses", [1.001 * (1 + 1e-6)])  # float-order noise of another processor
+    monkeypatch.setattr(inputs_module, "_PROBES", {})
+    main(args)
+    assert len(fake_fit.trained) == 3 * runs and {r["status"] for r in load_runs(out)} == {"reused"}
 
 
 def test_fine_tuning_trains_again_with_its_pretraining(fake_fit, tmp_path):
@@ -481,11 +503,20 @@ def test_the_paper_budget_fine_tunes_mnist_with_early_stopping_on_a_narrowed_gri
     mnist = [s for s in specs if s.dataset == "mnist"]
     assert {s.lr for s in mnist if s.phase == "pretrain"} == {0.01}
     assert {s.lr for s in mnist if s.phase == "finetune"} == {0.1, 0.03, 0.01}
-    # fine-tuning is the configs' own (stopped early); the DAE is Table 1's own, 30 rescaled epochs per
-    # layer, where configs/mnist_pretrain.yaml now says 10 unscaled ones (reproductions/pretraining's choice)
+    # one protocol: the pre-trained rows are the configs' (reproductions/pretraining's choice: 10 unscaled
+    # DAE epochs per layer, fine-tuned without L1); the former one (30 rescaled epochs, L1 kept) is a variant
     assert ctx.config_value("mnist_pretrain.yaml", "model.init_args.rescale") is None
     assert ctx.config_value("mnist_pretrain.yaml", "model.init_args.epochs_per_layer") == 10
-    for spec in mnist:
+    main_rows = [s for s in mnist if s.cell.variant is None]
+    former = [s for s in mnist if s.cell.variant == "dae30_rescale"]
+    assert len(main_rows) == 21 and len(former) == 12
+    for spec in main_rows:
+        if spec.phase == "pretrain":
+            assert spec.settings["model.init_args.rescale"] is False
+            assert spec.settings["model.init_args.epochs_per_layer"] == 10
+        elif spec.cell.pretrained:
+            assert spec.settings["model.init_args.l1"] == 0.0 and spec.settings["trainer.max_epochs"] == 60
+    for spec in former:
         if spec.phase == "pretrain":
             assert spec.settings["model.init_args.rescale"] is True
             assert spec.settings["model.init_args.epochs_per_layer"] == 30
@@ -502,7 +533,8 @@ def test_the_paper_budget_fine_tunes_mnist_with_early_stopping_on_a_narrowed_gri
                    for s in cifar if s.phase == "finetune")
     report = "\n".join(table1.markdown({s.id: Record(s) for s in mnist}, ["mnist"]))
     assert "Learning rates searched: pre-training 0.01; fine-tuning 0.1, 0.03, 0.01" in report
-    assert "Pre-training on MNIST: 30 epochs per layer, each layer's codes divided by their" in report
+    assert "Pre-training on MNIST: the protocol the configs carry" in report
+    assert "#### Variant: the former pre-training protocol" not in report  # no finished run of it here
     # rates given on the command line replace the narrowed ones
     chosen = table1.plan(Context(budget_of("paper", [0.03]), ROOT / "configs"), ["mnist"])
     assert {s.lr for s in chosen} == {0.03}

@@ -59,3 +59,21 @@ def run_lock(folder: str | os.PathLike, what: str = "run folder") -> Iterator[Pa
         with suppress(OSError):
             path.unlink()  # before the lock goes: the next holder makes a new file
         os.close(fd)
+
+
+def held_by(folder: str | os.PathLike) -> str | None:
+    """Who holds ``folder``'s lock now (its line), or None when nobody does; takes nothing."""
+    path = Path(folder) / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return os.read(fd, 2000).decode(errors="replace").strip() or "another process"
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import fnmatch
 import json
 import shlex
 import signal
@@ -15,7 +16,9 @@ from pathlib import Path
 from lightning_rect.app.run_lock import FolderInUse, run_lock
 from lightning_rect.reproduce.budgets import BUDGETS, DATASETS, Budget
 from lightning_rect.reproduce.experiments import EXPERIMENTS, Context
+from lightning_rect.reproduce.plan import RunSpec
 from lightning_rect.reproduce.report import write_reports
+from lightning_rect.reproduce.run_files import RunFileError
 from lightning_rect.reproduce.runner import Options, Record, Runner, available_cores, log_dir, read_results
 from lightning_rect.reproduce.sweeps import write_sweeps
 
@@ -72,7 +75,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--in-process", action="store_true",
                         help="train in this process instead of one child process per run (saves a process start "
                              "per run; for tiny runs)")
-    parser.add_argument("--dry-run", action="store_true", help="print the plan and each run's fit command; train nothing")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the plan, each run's status (stale runs with what changed) and fit command; train nothing")
+    parser.add_argument("--only", nargs="+", metavar="PATTERN",
+                        help="only the runs whose id matches one of these shell patterns (e.g. 'mnist-tanh-*'), "
+                             "with the pre-training runs they start from")
     parser.add_argument("--verbose", action="store_true", help="show everything the runs print, not only progress")
     parser.add_argument("--wandb", metavar="PROJECT", help="also log every run to this W&B project (group: experiment)")
     parser.add_argument("--sweep", action="store_true",
@@ -140,6 +147,8 @@ def main(argv: list[str] | None = None) -> None:
         budget = args.budget or DEFAULT_BUDGET
         configs_dir = (args.configs or default_configs_dir()).resolve()
         specs = EXPERIMENTS[args.experiment].plan(Context(budget_of(budget, args.lrs, args.pretrain_lrs), configs_dir), datasets)
+        if args.only:
+            specs = only(specs, args.only)
         missing = sorted({s.config for s in specs if not (configs_dir / s.config).is_file()})
         if missing:
             raise UsageError(f"config file(s) {', '.join(missing)} not found in {configs_dir}; pass --configs DIR")
@@ -171,27 +180,63 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(143)
 
 
+def only(specs: list[RunSpec], patterns: list[str]) -> list[RunSpec]:
+    """The runs matching ``patterns`` and, before them, the runs they need (in plan order)."""
+    by_id = {s.id: s for s in specs}
+    wanted = {s.id for s in specs if any(fnmatch.fnmatchcase(s.id, p) for p in patterns)}
+    if not wanted:
+        raise UsageError(f"--only {' '.join(patterns)} matches none of the plan's {len(specs)} runs "
+                         "(--dry-run lists them)")
+    todo = list(wanted)
+    while todo:
+        for need in by_id[todo.pop()].needs:
+            if need not in wanted:
+                wanted.add(need)
+                todo.append(need)
+    return [s for s in specs if s.id in wanted]
+
+
 def _summary(records, args, budget, datasets, threads, shard, out) -> None:
     counts = _counts(records)
     mode = "in this process" if args.in_process else f"{args.parallel} at a time, {threads} thread(s) each"
     print(f"{args.experiment} ({budget} budget, {', '.join(datasets)}): {len(records)} runs, "
           f"{counts.get('pending', 0)} to train ({mode}), {counts.get('reused', 0)} reused"
           + (f", {counts.get('other shard', 0)} left to other shards" if shard else "") + f"; output in {out}")
-    changed = [r for r in records.values() if r.changed]
-    if changed:
-        print(f"{len(changed)} finished run(s) train again, made from other inputs: {'; '.join(changed[0].changed)}"
-              + (" (and others)" if any(r.changed != changed[0].changed for r in changed) else ""))
+    for record in (r for r in records.values() if r.changed):
+        print(f"{record.spec.id} trains again: {'; '.join(record.changed)}")
 
 
 def _dry_run(runner: Runner, specs, args, budget, datasets, threads, shard, out) -> None:
     records = runner.prepare(specs)
     _summary(records, args, budget, datasets, threads, shard, out)
     for record in records.values():
-        print(f"  [{record.status}] {record.spec.id}\n      {shlex.join(record.command)}")
+        print(f"  [{record.status}] {record.spec.id}")
+        if record.status == "damaged":
+            print(f"      {record.error}")
+            continue
+        if record.changed:
+            print(f"      stale: {'; '.join(record.changed)}")
+        print(f"      {shlex.join(record.command)}")
+    stale = sum(bool(r.changed) for r in records.values())
+    damaged = sum(r.status == "damaged" for r in records.values())
+    print(f"{stale} stale run(s), {damaged} damaged")
+
+
+def _refuse_damaged(records: dict[str, Record]) -> None:
+    """Stop before anything trains when a finished run's files are damaged: they are neither
+    reported, reused, retrained nor deleted until someone looks at them."""
+    damaged = [r for r in records.values() if r.status == "damaged"]
+    if damaged:
+        for record in damaged:
+            print(f"error: {record.error}", file=sys.stderr)
+        print(f"error: {len(damaged)} finished run(s) have damaged files; nothing was trained or changed",
+              file=sys.stderr)
+        sys.exit(2)
 
 
 def _run(runner: Runner, specs, args, budget, datasets, threads, shard, out, report) -> None:
     records = runner.prepare(specs)
+    _refuse_damaged(records)
     _summary(records, args, budget, datasets, threads, shard, out)
     try:
         runner.execute(records)
@@ -271,6 +316,7 @@ def rewrite_reports(args: argparse.Namespace) -> None:
         saved = {}
     except (OSError, ValueError) as err:
         raise UsageError(f"--report-only cannot read {out / 'runs.json'}: {err}") from None
+    _check_runs_json(out / "runs.json", saved)
     if saved and saved.get("experiment") != args.experiment:
         raise UsageError(f"{out / 'runs.json'} holds {saved.get('experiment')!r}, not {args.experiment!r}")
     meta = {key: value for key, value in saved.items() if key != "runs"}
@@ -281,15 +327,23 @@ def rewrite_reports(args: argparse.Namespace) -> None:
     meta.setdefault("command", "python -m lightning_rect reproduce " + args.experiment + " (runs collected by --report-only)")
     if "budget" not in meta:
         raise UsageError(f"--report-only: no {out / 'runs.json'} says which budget the runs had; pass --budget")
+    if meta["budget"] not in BUDGETS:
+        raise UsageError(f"{out / 'runs.json'} names budget {meta['budget']!r}, which does not exist; "
+                         f"pass --budget with one of {', '.join(BUDGETS)}")
     configs_dir = (args.configs or default_configs_dir()).resolve()
     experiment = EXPERIMENTS[args.experiment]
     specs = experiment.plan(Context(budget_of(meta["budget"], meta.get("lrs"), meta.get("pretrain_lrs")), configs_dir),
                             meta["datasets"])
     saved_runs = {run["id"]: run for run in saved.get("runs", [])}
     records = {}
+    damaged = []
     for spec in specs:
         run = saved_runs.get(spec.id, {})
-        results = read_results(out, spec)
+        try:
+            results = read_results(out, spec)
+        except RunFileError as err:
+            damaged.append(str(err))
+            continue
         # a run whose results.json exists has finished, whatever runs.json said when it was written (then
         # runs.json's seconds are those of an earlier attempt, and the run's own fit_seconds count)
         saved = run.get("status")
@@ -299,9 +353,33 @@ def rewrite_reports(args: argparse.Namespace) -> None:
                                   error=run.get("error"), seconds=run.get("seconds") if recorded else None,
                                   pretrained_from=run.get("pretrained_from"), command=run.get("command", []),
                                   log_dir=log_dir(out, spec))
+    if damaged:
+        for line in damaged:
+            print(f"error: {line}", file=sys.stderr)
+        raise UsageError(f"{len(damaged)} run(s) have damaged files; the report was not rewritten")
     for kind, path in write_reports(out, experiment, meta, records, meta["datasets"]).items():
         if path is not None:
             print(f"  {kind}: {path}")
+
+
+def _check_runs_json(path: Path, saved: object) -> None:
+    """runs.json as --report-only reads it: an object whose ``runs`` are objects with an ``id``."""
+    if not isinstance(saved, dict):
+        raise UsageError(f"{path} holds a JSON {type(saved).__name__}, not the object runs.json is; "
+                         "restore it from git or delete it (the runs' own files are enough)")
+    runs = saved.get("runs", [])
+    if not isinstance(runs, list) or not all(isinstance(r, dict) and isinstance(r.get("id"), str) for r in runs):
+        raise UsageError(f"{path}: 'runs' is not a list of runs with an 'id' each; restore it from git or delete it")
+    for key, kind in (("budget", str), ("datasets", list), ("lrs", (list, type(None))),
+                      ("pretrain_lrs", (list, type(None))), ("experiment", str)):
+        if key in saved and not isinstance(saved[key], kind):
+            raise UsageError(f"{path}: {key!r} is {saved[key]!r}, of the wrong type; restore it from git or delete it")
+    for run in runs:
+        for key, kind in (("results", (dict, type(None))), ("seconds", (int, float, type(None))),
+                          ("command", list), ("status", str)):
+            if key in run and not isinstance(run[key], kind):
+                raise UsageError(f"{path}: run {run['id']}'s {key!r} is of the wrong type; restore it from git or "
+                                 "delete it")
 
 
 def _counts(records: dict[str, Record]) -> dict[str, int]:

@@ -41,8 +41,10 @@ from lightning_rect.reproduce.budgets import DATASETS
 from lightning_rect.reproduce.inputs import differences, read_inputs, run_inputs, write_inputs
 from lightning_rect.reproduce.plan import RunSpec
 from lightning_rect.reproduce.progress import PREFIX
+from lightning_rect.reproduce.run_files import RunFileError, check_against_metrics
+from lightning_rect.reproduce.run_files import read_results as read_checked_results
 from lightning_rect.app.results import epoch_of_run
-from lightning_rect.app.results import read_results as read_run_results
+from lightning_rect.app.run_lock import held_by
 
 #: glibc malloc settings for the runs' processes (unless the environment sets its own): tensors up to
 #: 16 MiB come from the heap instead of fresh mmaps, and up to 256 MiB of freed heap is kept, so the
@@ -54,8 +56,9 @@ MALLOC_TUNABLES = "glibc.malloc.trim_threshold=268435456:glibc.malloc.mmap_thres
 STOP_GRACE_SECONDS = 120
 
 #: Final states of a run. ``reused``: finished by an earlier invocation; ``other shard``: left to
-#: another ``--shard``; ``blocked``: its pre-training failed or is missing.
-FINAL = ("done", "reused", "failed", "blocked", "other shard", "interrupted")
+#: another ``--shard``; ``blocked``: its pre-training failed or is missing; ``damaged``: its
+#: finished files cannot be read or disagree (``run_files``), so it is left exactly as it is.
+FINAL = ("done", "reused", "failed", "blocked", "other shard", "interrupted", "damaged")
 
 
 def available_cores() -> int:
@@ -99,9 +102,12 @@ class Record:
         return self.results is not None
 
     def to_json(self, out: Path) -> dict[str, Any]:
+        """The record as runs.json keeps it: paths relative to the output folder or to the working folder
+        (the repository, for the committed reproductions), so the file reads the same on every machine."""
         return {**self.spec.to_json(), "status": self.status, "error": self.error, "seconds": self.seconds,
-                "pretrained_from": self.pretrained_from, "log_dir": str(log_dir(out, self.spec)),
-                "command": self.command, "results": self.results}
+                "pretrained_from": portable_path(self.pretrained_from) if self.pretrained_from else None,
+                "log_dir": log_dir(Path("."), self.spec).as_posix(),
+                "command": portable_command(self.command), "results": self.results}
 
 
 def run_dir(out: Path, spec: RunSpec) -> Path:
@@ -113,7 +119,42 @@ def log_dir(out: Path, spec: RunSpec) -> Path:
 
 
 def read_results(out: Path, spec: RunSpec) -> dict | None:
-    return read_run_results(log_dir(out, spec))
+    """A finished run's results.json, checked against its metrics.csv; None when it has not finished;
+    ``RunFileError`` (one line naming the file and the field) when either is damaged."""
+    folder = log_dir(out, spec)
+    results = read_checked_results(folder)
+    if results is not None:
+        check_against_metrics(folder, results)
+    return results
+
+
+def portable_path(path: str | Path) -> str:
+    """``path`` relative to the working folder when it lies inside it (or beside it: ``../shared/data``),
+    so that what a run records does not name the machine it ran on."""
+    path = Path(path)
+    if not path.is_absolute():
+        return path.as_posix()
+    relative = Path(os.path.relpath(path, Path.cwd()))
+    return relative.as_posix() if relative.parts[:2] != ("..", "..") else path.as_posix()
+
+
+def portable_command(command: list[str]) -> list[str]:
+    """A run's command line as a user would type it in the working folder: ``python`` for this
+    interpreter, paths relative to the working folder (``portable_path``)."""
+    cwd = str(Path.cwd())
+    words = []
+    for word in command:
+        if word == sys.executable:
+            words.append("python")
+            continue
+        key, eq, value = word.partition("=")
+        if word.startswith("/"):
+            words.append(portable_path(word))
+        elif eq and value.startswith("/"):
+            words.append(f"{key}={portable_path(value)}")
+        else:
+            words.append(word.replace(cwd + "/", ""))
+    return words
 
 
 def format_value(value: Any) -> str:
@@ -194,9 +235,15 @@ class Runner:
         records: dict[str, Record] = {}
         for spec in specs:  # a plan lists pre-training runs before the runs that need them
             record = Record(spec, command=self.command(spec))
-            results = read_results(self.o.out, spec)
+            try:
+                results = read_results(self.o.out, spec)
+                recorded = read_inputs(run_dir(self.o.out, spec)) if results is not None else None
+            except RunFileError as err:
+                record.status, record.error, record.log_dir = "damaged", str(err), log_dir(self.o.out, spec)
+                records[spec.id] = record
+                continue
             if results is not None:
-                record.changed = differences(read_inputs(run_dir(self.o.out, spec)), self.inputs(spec))
+                record.changed = differences(recorded, self.inputs(spec))
                 retrained = [n for n in spec.needs if n in records and records[n].status != "reused"]
                 if retrained and not record.changed:
                     record.changed = ["its pre-training trains again"]
@@ -350,9 +397,19 @@ class Runner:
         spec = record.spec
         tag = f"[{number}/{self._to_train}]"
         folder = run_dir(self.o.out, spec)
+        holder = held_by(log_dir(self.o.out, spec))
+        if holder is not None:  # another process writes there: neither resume nor delete under it
+            record.status, record.error = "failed", f"its folder is in use by {holder}; left alone"
+            self.say(f"{tag} {spec.id}: {record.error}")
+            return
         inputs = self.inputs(spec)
-        same_inputs = not differences(read_inputs(folder), inputs)
-        finished = read_results(self.o.out, spec) if same_inputs and not record.changed else None
+        try:
+            same_inputs = not differences(read_inputs(folder), inputs)
+            finished = read_results(self.o.out, spec) if same_inputs and not record.changed else None
+        except RunFileError as err:
+            record.status, record.error = "damaged", str(err)
+            self.say(f"{tag} {spec.id}: {err}")
+            return
         if finished is not None:  # finished meanwhile, by another process or machine
             record.results, record.status = finished, "reused"
             self.say(f"{tag} {spec.id}: finished meanwhile elsewhere, reused")
@@ -372,13 +429,18 @@ class Runner:
             record.status, record.error = "interrupted", error
             record.seconds = round(time.perf_counter() - started, 1)
             return
-        if not ok and resume is not None:
+        if not ok and resume is not None and (holder := held_by(log_dir(self.o.out, spec))) is not None:
+            error = f"its folder is in use by {holder}; left alone"
+        elif not ok and resume is not None:
             self.say(f"{tag} resuming failed ({error}); starting this run again from scratch")
             shutil.rmtree(folder)
             self._start_folder(folder, spec, inputs)
             ok, error = self._attempt(record, pretrained, None, tag)
         record.seconds = round(time.perf_counter() - started, 1)
-        record.results = read_results(self.o.out, spec) if ok else None
+        try:
+            record.results = read_results(self.o.out, spec) if ok else None
+        except RunFileError as err:
+            ok, error, record.results = False, str(err), None
         if record.finished:
             # again, after the run: a run that downloaded its data has now seen the files it read
             write_inputs(folder, self.inputs(spec))
@@ -406,7 +468,7 @@ class Runner:
             else:
                 code = self._subprocess(record, echo)
             echo.close()
-        ok = code == 0 and read_results(self.o.out, record.spec) is not None
+        ok = code == 0 and (log_dir(self.o.out, record.spec) / "results.json").is_file()
         return ok, None if ok else echo.error_line(code)
 
     def _subprocess(self, record: Record, echo: LineEcho) -> int:

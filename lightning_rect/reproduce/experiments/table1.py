@@ -114,7 +114,7 @@ def has_former(records: dict[str, Record], dataset: str) -> bool:
 def former_protocol(by_cell, dataset: str) -> list[str]:
     """The protocol this table was first run with, beside the chosen one: error against sparsity."""
     former = {a: by_cell.get(Cell(dataset, a, pretrained=True, variant=FORMER)) for a in ACTIVATIONS}
-    if not any(former.values()):
+    if not any(result is not None and result.chosen is not None for result in former.values()):
         return []
     chosen = {a: by_cell.get(Cell(dataset, a, pretrained=True)) for a in ACTIVATIONS}
     lines = ["#### Variant: the former pre-training protocol", "",
