@@ -21,6 +21,10 @@ A plugin that fails to load (its module does not import, the object is missing) 
 one warning naming the entry point and the error: built-ins and the other plugins keep working,
 and asking for the broken name raises a ``ConfigError`` that repeats the entry point and the error.
 
+An unknown name is one line: the closest valid name (``did you mean 'rectifier'?``), the valid ones,
+and how to add one: register it in your own module and import that module first (the command line
+does so with ``--import your_module``), or declare an entry point.
+
 Name clashes are always said in one line, naming both sides (built-in, plugin entry point, or user
 code): a plugin entry named like a built-in or like an earlier plugin is not used (a warning); a
 name registered in user code takes the place of a plugin's (a warning); a name registered in user
@@ -31,7 +35,9 @@ harmless: the newest definition is kept.
 
 from __future__ import annotations
 
+import difflib
 import inspect
+import sys
 import warnings
 from collections.abc import Callable
 from importlib.metadata import EntryPoint, entry_points
@@ -132,9 +138,19 @@ class Registry(Generic[T]):
         except KeyError:
             if name in self._broken:
                 raise ConfigError(f"{self.kind} {name!r} is a plugin that failed to load: {self._broken[name]}") from None
-            raise ConfigError(
-                f"unknown {self.kind} {name!r}; valid {self.kind} names: {', '.join(self.names())}"
-            ) from None
+            raise ConfigError(self._unknown(name)) from None
+
+    def _unknown(self, name: str) -> str:
+        """One line: the unknown name, the closest valid one, the valid ones, and how to add one."""
+        names = self.names()
+        close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+        guess = f" (did you mean {close[0]!r}?)" if close else ""
+        owner = _public_name(self) or "registry"
+        plugin = (f", or declare an entry point (group {self.entry_point_group}) in an installed package"
+                  if self.entry_point_group else "")
+        return (f"unknown {self.kind} {name!r}{guess}; valid {self.kind} names: {', '.join(names)}; to add one, "
+                f"register it in your own module with @{owner}.register({name!r}) and import that module first "
+                f"(on the command line: --import your_module){plugin}")
 
     def build(self, name: str, **kwargs: Any) -> Any:
         """Instantiate the entry ``name`` with keyword arguments; bad arguments name the entry."""
@@ -171,6 +187,12 @@ def _broken_plugin(group: str | None, ep: EntryPoint, err: Exception) -> str:
 
 def _entry_point(group: str | None, ep: EntryPoint | None) -> str:
     return f"`{ep.name} = {ep.value}` (group {group})" if ep is not None else "(unknown)"
+
+
+def _public_name(registry: Registry) -> str | None:
+    """``ACTIVATIONS`` for the registry ``lightning_rect`` exports under that name (for the how-to-add hint)."""
+    package = sys.modules.get("lightning_rect")
+    return next((name for name in dir(package) if getattr(package, name) is registry), None) if package else None
 
 
 def _qualname(obj: Any) -> str:

@@ -9,6 +9,17 @@ DIGITS = str(ROOT / "configs" / "digits.yaml")
 FAST = ["--trainer.max_epochs=3", "--model.init_args.hidden_sizes=[256,256]", "--trainer.enable_progress_bar=false"]
 
 
+def with_stdout(run, *args: str) -> tuple[int, str, str]:
+    """``cli_in_process``'s (exit code, stderr), and what it printed (which that fixture drops)."""
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code, stderr = run(*args)
+    return code, out.getvalue(), stderr
+
+
 def read_results(tmp_path, name="digits") -> dict:
     [results_file] = list(Path(tmp_path, "runs", name).glob("version_*/results.json"))
     return json.loads(results_file.read_text())
@@ -80,10 +91,129 @@ def test_validate_subcommand_still_works(tmp_path, monkeypatch, capsys):
     assert "val/err" in capsys.readouterr().out
 
 
-def test_predict_subcommand_runs_on_a_finished_runs_checkpoint(finished_run, cli_in_process):
-    code, stderr = cli_in_process("predict", "--config", DIGITS, "--model.init_args.hidden_sizes=[16]",
-                                  f"--ckpt_path={finished_run.checkpoint}", "--trainer.enable_progress_bar=false")
+def test_predict_writes_each_test_examples_class_into_the_run_folder_and_says_where(finished_run, cli_in_process,
+                                                                                   tmp_path):
+    import torch
+
+    from lightning_rect import SparseMLP
+    from lightning_rect.data import DigitsDataModule
+    from lightning_rect.models.batch import split_batch
+
+    code, out, stderr = with_stdout(cli_in_process, "predict", "--config", DIGITS,
+                                    "--model.init_args.hidden_sizes=[16]", f"--ckpt_path={finished_run.checkpoint}",
+                                    "--trainer.enable_progress_bar=false")
     assert code == 0, stderr[-2000:]
+    path = Path("runs", "digits", "version_0", "predictions.pt")
+    assert f"predictions (300 examples, int64 tensor of shape [300]) -> {path}" in out
+    predicted = torch.load(tmp_path / path, weights_only=True)
+
+    model = SparseMLP.load_from_checkpoint(finished_run.checkpoint, map_location="cpu").eval()
+    data = DigitsDataModule()
+    data.prepare_data()
+    data.setup("predict")
+    with torch.no_grad():
+        expected = torch.cat([model(split_batch(batch)[0]).argmax(dim=-1) for batch in data.predict_dataloader()])
+    assert predicted.shape == (300,) and torch.equal(predicted, expected)  # one class per test example, in order
+
+
+def test_fast_dev_run_runs_a_batch_of_fit_and_test_and_writes_no_run(cli_in_process, tmp_path):
+    code, stderr = cli_in_process("fit", "--config", DIGITS, "--trainer.fast_dev_run=true",
+                                  "--model.init_args.hidden_sizes=[8]", "--trainer.enable_progress_bar=false")
+    assert code == 0, stderr[-2000:]
+    assert "Traceback" not in stderr
+    [note] = [line for line in stderr.splitlines() if line.startswith("fast_dev_run:")]
+    assert note == ("fast_dev_run: fit and test ran 1 batch each as a check; nothing was written (no run folder, "
+                    "checkpoint or results.json)")
+    assert not (tmp_path / "runs").exists()
+    assert not [p for p in tmp_path.rglob("*") if p.suffix == ".ckpt" or p.name in ("results.json", "config.yaml")]
+
+
+def test_a_fit_without_a_logger_gets_a_run_folder_of_its_own(cli_in_process, tmp_path):
+    args = ["fit", "--config", DIGITS, "--trainer.logger=false", "--model.init_args.hidden_sizes=[8]",
+            "--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--trainer.enable_progress_bar=false"]
+    code, out, stderr = with_stdout(cli_in_process, *args)
+    assert code == 0, stderr[-2000:]
+    run = Path("runs", "sparsemlp_digits", "version_0")
+    assert f"no logger (trainer.logger=false): this run's files go to {run}" in out
+    assert [p.name for p in tmp_path.iterdir()] == ["runs"]  # nothing in the working folder itself
+    assert sorted(p.name for p in (tmp_path / run).iterdir()) == ["checkpoints", "config.yaml", "results.json"]
+    results = json.loads((tmp_path / run / "results.json").read_text())
+    # absolute: valid from any folder
+    assert results["checkpoint"] == str(tmp_path / run / "checkpoints" / "best-epoch=0.ckpt")
+    assert results["epochs"] == 1 and 0 <= results["test/err"] <= 1
+    code, stderr = cli_in_process(*args)  # a second run: a folder of its own, the first one unchanged
+    assert code == 0, stderr[-2000:]
+    assert sorted(p.name for p in (tmp_path / "runs" / "sparsemlp_digits").iterdir()) == ["version_0", "version_1"]
+
+
+# -- the user's own module: --import --------------------------------------------------------------
+SWISH = """
+import torch
+from torch import nn
+from lightning_rect import ACTIVATIONS
+
+CALLS = []
+
+
+@ACTIVATIONS.register("my_swish")
+class MySwish(nn.Module):
+    def forward(self, x):
+        CALLS.append(x.shape)
+        return x * torch.sigmoid(x)
+"""
+
+
+@pytest.fixture
+def user_module(tmp_path, monkeypatch):
+    """``tmp_path/<name>.py`` registering the activation ``my_swish``; the registry, sys.path and sys.modules
+    restored afterwards."""
+    import sys
+
+    from lightning_rect import ACTIVATIONS
+
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setattr(ACTIVATIONS, "_entries", dict(ACTIVATIONS._entries))
+    monkeypatch.setattr(ACTIVATIONS, "_origins", dict(ACTIVATIONS._origins))
+    names = []
+
+    def write(name: str, folder: Path = tmp_path) -> Path:
+        folder.mkdir(exist_ok=True)
+        (folder / f"{name}.py").write_text(SWISH)
+        names.append(name)
+        return folder / f"{name}.py"
+
+    yield write
+    for name in names:
+        sys.modules.pop(name, None)
+
+
+@pytest.mark.parametrize("how", ["module", "file"])
+def test_an_activation_registered_in_ones_own_module_is_used_with_import(cli_in_process, user_module, tmp_path, how):
+    import sys
+
+    path = user_module("my_acts", tmp_path / "elsewhere" if how == "file" else tmp_path)
+    spec = str(path) if how == "file" else "my_acts"
+    code, stderr = cli_in_process("fit", "--import", spec, "--config", DIGITS, "--trainer.fast_dev_run=true",
+                                  "--model.init_args.hidden_sizes=[8]", "--model.init_args.activation=my_swish",
+                                  "--trainer.enable_progress_bar=false")
+    assert code == 0, stderr[-2000:]
+    calls = sys.modules["my_acts"].CALLS
+    assert len(calls) >= 2 and all(shape[-1] == 8 for shape in calls)  # the 8 hidden units, in fit and test
+
+
+def test_without_import_the_unknown_name_says_how_to_add_it_and_a_missing_module_is_one_line(cli_in_process,
+                                                                                              user_module):
+    user_module("my_acts")
+    code, stderr = cli_in_process("fit", "--config", DIGITS, "--model.init_args.activation=my_swish")
+    assert code == 2
+    [line] = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert line.startswith("error: unknown activation 'my_swish'; valid activation names: rectifier,")
+    assert "(on the command line: --import your_module)" in line
+    code, stderr = cli_in_process("fit", "--config", DIGITS, "--model.init_args.activation=rectifer")
+    assert code == 2 and "unknown activation 'rectifer' (did you mean 'rectifier'?)" in stderr
+    code, stderr = cli_in_process("fit", "--import=my_actz", "--config", DIGITS)
+    assert code == 2 and "Traceback" not in stderr
+    assert "error: --import my_actz: no module 'my_actz' in " in stderr
 
 
 def test_data_modules_have_short_names_like_models(cli_in_process):
@@ -168,3 +298,24 @@ def test_fit_draws_lightnings_progress_bar_every_50_batches_unless_switched_off(
     assert not [cb for cb in fit_callbacks([], model, {"enable_progress_bar": False}) if isinstance(cb, TQDMProgressBar)]
     own = TQDMProgressBar(refresh_rate=7)
     assert not [cb for cb in fit_callbacks([own], model, {}) if isinstance(cb, TQDMProgressBar)]  # the config's is kept
+
+
+@pytest.mark.slow
+def test_a_ddp_spawn_fit_records_what_its_worker_processes_reached(run_cli, tmp_path):
+    """Lightning sends back from ddp_spawn's processes only the weights, a best path and callback_metrics: the
+    step, epochs, best score and time in results.json are the workers' (the parent's trainer stays at step 0)."""
+    import csv
+
+    proc = run_cli("fit", "--config", DIGITS, "--trainer.strategy=ddp_spawn", "--trainer.devices=2",
+                   "--trainer.accelerator=cpu", "--trainer.max_epochs=2", "--trainer.limit_train_batches=2",
+                   "--model.init_args.hidden_sizes=[8]", "--trainer.enable_progress_bar=false", timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "the fit ran no training step" not in proc.stderr
+    [run] = list((tmp_path / "runs" / "digits").glob("version_*"))
+    results = json.loads((run / "results.json").read_text())
+    with open(run / "metrics.csv", newline="") as file:
+        val = {int(r["epoch"]): float(r["val/err"]) for r in csv.DictReader(file) if r.get("val/err")}
+    assert results["epochs"] == 2 and sorted(val) == [0, 1]
+    assert results["best_val"] == pytest.approx(min(val.values())) and val[results["best_epoch"]] == results["best_val"]
+    assert results["checkpoint"] == str(run / "checkpoints" / f"best-epoch={results['best_epoch']}.ckpt")
+    assert results["fit_seconds"] > 0 and 0 <= results["test/err"] <= 1

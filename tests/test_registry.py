@@ -240,3 +240,37 @@ def test_registering_the_same_class_again_is_harmless():
     assert reg.get("w") is again["Widget"] and reg.get("w").size == 2
     with pytest.raises(ConfigError, match="already registered by the user code notebook.Widget"):
         reg.register("w")(dict)  # another object under the same name is still an error
+
+
+# -- unknown names: a close match and how to add one ---------------------------------------------
+def test_a_near_miss_gets_did_you_mean_and_every_unknown_name_says_how_to_add_one():
+    with pytest.raises(ConfigError) as err:
+        ACTIVATIONS.get("rectifer")
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith("unknown activation 'rectifer' (did you mean 'rectifier'?); valid activation names: "
+                              "rectifier, sharp_softplus, sigmoid, softplus, tanh; ")
+    assert "@ACTIVATIONS.register('rectifer')" in message and "--import your_module" in message
+    assert "entry point (group lightning_rect.activations)" in message
+
+    with pytest.raises(ConfigError) as err:
+        ACTIVATIONS.get("relu6")  # nothing close: no guess
+    assert "did you mean" not in str(err.value) and "--import your_module" in str(err.value)
+
+    from lightning_rect import NOISE, RECONSTRUCTIONS
+
+    with pytest.raises(ConfigError, match=r"^unknown noise 'maskng' \(did you mean 'masking'\?\).*@NOISE\.register"):
+        NOISE.get("maskng")
+    with pytest.raises(ConfigError, match=r"^unknown reconstruction 'sigmod' \(did you mean 'sigmoid'\?\).*"
+                                          r"@RECONSTRUCTIONS\.register.*group lightning_rect\.reconstructions"):
+        RECONSTRUCTIONS.get("sigmod")
+
+
+def test_a_registry_of_ones_own_words_the_hint_without_a_package_name():
+    reg = Registry("widget")
+    reg.register("sprocket")(dict)
+    with pytest.raises(ConfigError) as err:
+        reg.get("sprockett")
+    assert str(err.value) == ("unknown widget 'sprockett' (did you mean 'sprocket'?); valid widget names: sprocket; "
+                              "to add one, register it in your own module with @registry.register('sprockett') and "
+                              "import that module first (on the command line: --import your_module)")

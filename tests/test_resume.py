@@ -139,6 +139,25 @@ def test_the_history_is_kept_up_to_the_resumed_step_and_a_cut_off_row_is_dropped
         ("0", "9", "0.5", ""), ("1", "19", "0.4", ""), ("2", "29", "0.25", "1.0")]
 
 
+def test_a_new_writer_in_another_process_of_the_run_keeps_the_runs_rows(tmp_path):
+    import pickle
+
+    fitted = CSVLogger(tmp_path, name="run")
+    assert fitted.version == 0 and fitted.claimed
+    tester = pickle.loads(pickle.dumps(fitted))  # ddp_spawn hands each stage's processes a copy, writer not started
+    fitted.log_metrics({"val/err": 0.5, "epoch": 0}, step=9)
+    tester.log_metrics({"test/err": 0.25, "epoch": 0}, step=9)
+    assert [(r["val/err"], r["test/err"]) for r in metric_rows(Path(fitted.log_dir))] == [("0.5", ""), ("", "0.25")]
+
+    again = CSVLogger(tmp_path, name="run", version=0)  # a new fit into a fixed folder: starts afresh, as Lightning's
+    again.log_metrics({"val/err": 0.125, "epoch": 0}, step=9)
+    assert [r["val/err"] for r in metric_rows(Path(again.log_dir))] == ["0.125"]
+    kept = CSVLogger(tmp_path, name="run", version=0)
+    kept.own_rows = True  # the CLI's mark after a fit: the rows there are this run's
+    kept.log_metrics({"test/err": 0.375, "epoch": 0}, step=9)
+    assert [(r["val/err"], r["test/err"]) for r in metric_rows(Path(kept.log_dir))] == [("0.125", ""), ("", "0.375")]
+
+
 @pytest.fixture
 def fit(tmp_path, monkeypatch, capsys):
     """``fit --config digits.yaml`` of a tiny net through ``main`` in this process: (exit code, stdout, stderr)."""
@@ -205,6 +224,63 @@ def test_resume_keeps_the_history_applies_a_new_lr_and_then_refuses_the_finished
     assert code == 2 and len(error_lines(stderr)) == 1 and "has finished" in stderr
     assert "Traceback" not in stderr
     assert checksums(tmp_path / "runs") == before  # no config.yaml, no metrics.csv wipe, nothing
+
+
+def crashed_run(fit, tmp_path, monkeypatch) -> Path:
+    """runs/digits/version_0 of a fit that crashed in epoch 1: its last.ckpt is epoch 0's, no results.json."""
+    train = SparseMLP.training_step
+
+    def crashing_step(self, batch, batch_idx):
+        if self.global_step == 15:  # epoch 1 (steps 12-23)
+            raise Crash
+        return train(self, batch, batch_idx)
+
+    monkeypatch.setattr(SparseMLP, "training_step", crashing_step)
+    with pytest.raises(Crash):
+        fit("--trainer.max_epochs=2")
+    monkeypatch.setattr(SparseMLP, "training_step", train)
+    return tmp_path / "runs" / "digits" / "version_0"
+
+
+def test_a_moved_run_resumed_from_its_last_ckpt_goes_on_in_its_own_folder(fit, tmp_path, monkeypatch):
+    run = tmp_path / "moved" / "experiments" / "first"
+    run.parent.mkdir(parents=True)
+    crashed_run(fit, tmp_path, monkeypatch).rename(run)  # the whole run folder moved elsewhere, renamed too
+
+    code, out, stderr = fit("--trainer.max_epochs=2", f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}")
+    assert code == 0, stderr[-2000:]
+    assert f"resuming from {run / 'checkpoints' / 'last.ckpt'} in its run folder {run}" in out
+    assert list((tmp_path / "runs" / "digits").iterdir()) == []  # no new version_N in the working folder
+    assert epochs_with(metric_rows(run), "val/err") == [0, 1]  # one history, epoch 0 from before the crash
+    assert epochs_with(metric_rows(run), "train/loss") == [0, 1]
+    assert (run / "config.yaml").is_file() and (run / "config.resume-1.yaml").is_file()
+    results = json.loads((run / "results.json").read_text())
+    assert results["epochs"] == 2
+    assert results["checkpoint"] == str(run / "checkpoints" / f"best-epoch={results['best_epoch']}.ckpt")
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 1
+
+
+def test_a_finished_run_or_an_older_checkpoint_resumes_in_a_new_folder_and_says_why(fit, tmp_path, monkeypatch):
+    run = crashed_run(fit, tmp_path, monkeypatch)
+    best = run / "checkpoints" / "best-epoch=0.ckpt"
+    os.utime(best, (time.time() - 60, time.time() - 60))  # written before last.ckpt
+    code, _, stderr = fit("--trainer.max_epochs=2", f"--ckpt_path={best}")
+    assert code == 0, stderr[-2000:]
+    [note] = [line for line in stderr.splitlines() if line.startswith("note: ")]
+    last = run / "checkpoints" / "last.ckpt"
+    assert note == (f"note: best-epoch=0.ckpt is not the newest checkpoint of {run} (last.ckpt is), so the resume "
+                    f"starts a new run folder and leaves that one as it is; --ckpt_path {last} continues that run in "
+                    "place")
+    assert not (run / "results.json").exists() and (run.parent / "version_1" / "results.json").is_file()
+
+    finished = run.parent / "version_1"
+    before = checksums(finished)
+    code, _, stderr = fit("--trainer.max_epochs=3", f"--ckpt_path={finished / 'checkpoints' / 'last.ckpt'}")
+    assert code == 0, stderr[-2000:]
+    [note] = [line for line in stderr.splitlines() if line.startswith("note: ")]
+    assert note == (f"note: {finished} is a finished run (it has results.json), so the resume starts a new run folder "
+                    "and leaves that one as it is")
+    assert checksums(finished) == before and (run.parent / "version_2" / "results.json").is_file()
 
 
 def test_a_full_disk_ends_in_one_line_with_the_previous_checkpoint_whole(fit, tmp_path, monkeypatch):
@@ -323,7 +399,7 @@ def test_two_fits_of_one_config_started_together_get_a_run_folder_each(tmp_path)
     assert [run.name for run in runs] == ["version_0", "version_1"]
     for run in runs:
         results = json.loads((run / "results.json").read_text())
-        assert Path(results["checkpoint"]).parent == Path("runs") / "digits" / run.name / "checkpoints"
+        assert Path(results["checkpoint"]).parent == tmp_path / "runs" / "digits" / run.name / "checkpoints"
         assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
             f"best-epoch={results['best_epoch']}.ckpt", "last.ckpt"]  # nobody else's, no -v1 copies
         assert epochs_with(metric_rows(run), "val/err") == [0, 1]

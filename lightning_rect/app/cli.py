@@ -6,14 +6,22 @@ claimed and locked run folder, keeping the best and the last checkpoint (written
 testing the best and writing ``results.json`` and ``summary.png``; SIGTERM as one line and exit code
 143; user errors as one line (``user_errors.py``). A config's own ``ModelCheckpoint`` for the
 metric, ``Timer``, progress bar or ``CheckpointIO`` is kept.
+
+Also: ``--import my_module`` (command line only) imports the user's module before parsing, so what it
+registers (an activation, ...) is known; ``fast_dev_run`` runs its batches and writes nothing; a run
+without a logger gets a run folder all the same (``<default_root_dir>/runs/<model>_<data>/version_N``);
+``predict`` writes ``predictions.pt`` there; ``fit --ckpt_path <run>/checkpoints/last.ckpt`` continues
+that run in its own folder, wherever it is.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import inspect
 import signal
 import sys
+from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -24,6 +32,7 @@ from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+import torch
 import torch.distributed
 from torch.optim import Optimizer
 
@@ -31,9 +40,12 @@ import lightning_rect.data  # noqa: F401  (data modules by short name: --data=Di
 import lightning_rect.models  # noqa: F401
 from lightning_rect.app.bundled import resolve_config_args
 from lightning_rect.app.checkpoint_io import AtomicCheckpointIO, latest_checkpoint, writes_last_every_epoch
-from lightning_rect.app.results import epoch_of_checkpoint, to_float, write_results
+from lightning_rect.app.loggers import claim_run_folder
+from lightning_rect.app.results import (PredictionsFile, absolute_checkpoint, epoch_of_checkpoint, to_float,
+                                        write_results)
 from lightning_rect.app.resume import (SPECIAL_CKPT_PATHS, RunContinuity, check_checkpoint, check_data_sizes,
-                                       config_filename, note_lost_history, remove_untrained_run, resolve_last)
+                                       config_filename, note_lost_history, point_logger_at, remove_untrained_run,
+                                       resolve_last, resumed_run_folder)
 from lightning_rect.app.run_lock import run_lock
 from lightning_rect.app.user_errors import SUBCOMMANDS, Stopped, one_line, parser_message, user_error
 from lightning_rect.app.wandb import SaveConfigToWandb, publish_results
@@ -51,8 +63,12 @@ LIGHTNING_CLI_ARGS = list(inspect.signature(LightningCLI.__init__).parameters)[1
 DESCRIPTION = (
     "lightning_rect: Deep Sparse Rectifier Neural Networks (Glorot, Bordes, Bengio 2011) in PyTorch Lightning. "
     "Train with `fit --config configs/digits.yaml` (the bundled configs work from any folder; `configs DIR` writes "
-    "them out); the paper's experiments: `reproduce --help`."
+    "them out); the paper's experiments: `reproduce --help`. `--import my_module` (or a .py file's path; any "
+    "number, on the command line only) imports your module first, so the activations, reconstructions or noise "
+    "it registers can be named."
 )
+#: Where ``FitOutcome`` leaves, in ``trainer.callback_metrics``, what a fit reached.
+OUTCOME = "lightning_rect/fit_outcome/"
 
 
 def link_data_sizes(parser: LightningArgumentParser, subclass_mode: bool = True) -> None:
@@ -74,6 +90,9 @@ class RectCLI(LightningCLI):
         self._parsers: list[LightningArgumentParser] = []
         self._requested_lr = None
         self._checkpoint_hparams: dict | None = None
+        #: the run folder of a run without a logger (``default_root_dir``), and whether this process made it
+        self._run_folder: Path | None = None
+        self._made_run_folder = False
         super().__init__(**kwargs)
 
     def init_parser(self, **kwargs) -> LightningArgumentParser:
@@ -85,8 +104,15 @@ class RectCLI(LightningCLI):
         link_data_sizes(parser, self.subclass_mode_model)
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
+        given = sys.argv[1:] if args is None else args
+        command_line = import_user_modules(given) if isinstance(given, (list, tuple)) else given
         try:
-            super().parse_arguments(parser, args)
+            if command_line is not given and args is None:
+                # LightningCLI's own parse, without its warning about args beside sys.argv: sys.argv keeps
+                # --import for the processes DDP starts from it
+                self.config = parser.parse_args(command_line)
+            else:
+                super().parse_arguments(parser, command_line)
         except argparse.ArgumentError as err:
             options = sorted({key for p in self._parsers[1:] or self._parsers for key in p.get_defaults().keys()})
             command_line = sys.argv[1:] if args is None else args if isinstance(args, (list, tuple)) else []
@@ -115,14 +141,35 @@ class RectCLI(LightningCLI):
         if config.get("ckpt_path") == "last":
             config.ckpt_path = resolve_last(config.trainer.get("logger"))
             self._checkpoint_hparams = check_checkpoint(config.ckpt_path, config, resuming_fit=True)
-        elif self._requested_lr is not None and config.get("model") is not None:
-            # the merge put the checkpoint's lr back; a resume applies the requested one (RunContinuity)
-            config.model.init_args.lr = self._requested_lr
+        else:
+            if self._requested_lr is not None and config.get("model") is not None:
+                # the merge put the checkpoint's lr back; a resume applies the requested one (RunContinuity)
+                config.model.init_args.lr = self._requested_lr
+            if config.get("ckpt_path") and not config.trainer.get("fast_dev_run"):
+                self.resume_in_place(config)
         if config.get("ckpt_path"):
             note_lost_history(config.trainer.get("logger"))
         # a resume into the same folder keeps the first run's config.yaml and adds its own next to it
         filename = config_filename(config.trainer.get("logger"))
         self.save_config_kwargs = {**self.save_config_kwargs, "config_filename": filename}
+
+    def resume_in_place(self, config) -> None:
+        """An explicit ``--ckpt_path`` that is the newest checkpoint of an unfinished run folder continues that
+        run there, with its history, as ``--ckpt_path last`` does, also when the folder was moved; else a new
+        run folder, as Lightning does, and a note says why."""
+        folder, why = resumed_run_folder(str(config.ckpt_path))
+        logger = config.trainer.get("logger")
+        if folder is not None and logger in (False, []):
+            self._run_folder = folder
+        elif folder is not None and not point_logger_at(logger, folder):
+            folder, why = None, ("the configured logger keeps no run folder of its own (name "
+                                 "lightning_rect.app.loggers.CSVLogger in trainer.logger to continue the run in place)")
+        if rank_zero_only.rank != 0:
+            return
+        if folder is not None:
+            print(f"resuming from {config.ckpt_path} in its run folder {folder}")
+        elif why:
+            print(f"note: {why}", file=sys.stderr)
 
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
@@ -136,54 +183,100 @@ class RectCLI(LightningCLI):
         if self.subcommand == "fit":
             configured = _as_list(trainer_config.get("callbacks"))
             kwargs["callbacks"] = configured + fit_callbacks(configured, self.model, trainer_config)
+        elif self.subcommand == "predict":
+            configured = _as_list(trainer_config.get("callbacks"))
+            if not any(isinstance(cb, PredictionsFile) for cb in configured):
+                kwargs["callbacks"] = configured + [PredictionsFile()]
+        if self.subcommand and trainer_config.get("logger") in (False, []) and not trainer_config.get("fast_dev_run"):
+            kwargs["default_root_dir"] = str(self.run_folder_without_logger(trainer_config))
         refuse_alike_callbacks(kwargs.get("callbacks", _as_list(trainer_config.get("callbacks"))))
         plugins = _as_list(trainer_config.get("plugins"))
         if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
             kwargs["plugins"] = plugins + [AtomicCheckpointIO()]
         return super().instantiate_trainer(**kwargs)
 
+    def run_folder_without_logger(self, trainer_config) -> Path:
+        """Lightning writes a run without a logger into ``default_root_dir`` (checkpoints/, config.yaml, and
+        here results.json): a new ``<default_root_dir>/runs/<model>_<data>/version_N`` instead, so runs never
+        mix in the working folder. Made on rank 0 only; the others learn it from rank 0 (Lightning broadcasts
+        ``trainer.log_dir`` and the checkpoint folder)."""
+        root = Path(trainer_config.get("default_root_dir") or ".")
+        if self._run_folder is not None:  # --ckpt_path in a run folder: that one
+            return self._run_folder
+        data = type(self.datamodule).__name__.removesuffix("DataModule") if self.datamodule is not None else ""
+        name = "_".join(n.lower() for n in (type(self.model).__name__, data) if n)
+        if rank_zero_only.rank != 0:
+            return root
+        self._run_folder, self._made_run_folder = Path(claim_run_folder(root / "runs" / name)), True
+        print(f"no logger (trainer.logger=false): this run's files go to {self._run_folder}")
+        return self._run_folder
+
     # -- fit: then test the selected checkpoint ------------------------------------------------
     def fit(self, model: LightningModule, **kwargs) -> None:
         """What ``fit`` runs in place of ``trainer.fit``: the fit, then the test of the selected checkpoint and
         ``results.json``, all in the run folder held by this process alone."""
         trainer, logger = self.trainer, self.trainer.logger
-        # on rank 0, the first logger's run folder, claimed now (our CSVLogger makes a new version_N that no
-        # other process can take) and locked for this fit alone
-        local = rank_zero_only.rank == 0 and hasattr(logger, "log_dir") and "://" not in str(logger.log_dir)
-        folder = Path(logger.log_dir) if local else None
-        made = folder is not None and (bool(getattr(logger, "claimed", False)) or not folder.exists())
+        if trainer.fast_dev_run:
+            self.fast_dev_run(model, **kwargs)
+            return
+        # on rank 0, the run folder (the first logger's, claimed now: our CSVLogger makes a new version_N that
+        # no other process can take; or the one made for a run without a logger), locked for this fit alone
+        if logger is None:
+            folder, made = self._run_folder if rank_zero_only.rank == 0 else None, self._made_run_folder
+        else:
+            local = rank_zero_only.rank == 0 and getattr(logger, "log_dir", None) and "://" not in str(logger.log_dir)
+            folder = Path(logger.log_dir) if local else None
+            made = folder is not None and (bool(getattr(logger, "claimed", False)) or not folder.exists())
+        outcome: dict[str, float] = {}
         with ExitStack() as held:
             if folder is not None:
                 held.enter_context(run_lock(folder))
             try:
                 trainer.fit(model, **kwargs)
-                if trainer.global_step == 0:
+                for run_logger in trainer.loggers:  # what the fit logged stays when ddp_spawn tests in new processes
+                    if hasattr(run_logger, "own_rows"):
+                        run_logger.own_rows = True
+                outcome = fit_outcome(trainer)
+                if outcome["global_step"] == 0:
                     raise ConfigError("the fit ran no training step (see trainer.limit_train_batches, max_steps, "
                                       "max_time), so there is no result to record; no results.json was written")
-                self.test_and_record(model)
+                self.test_and_record(model, outcome)
             except BaseException as err:
-                if made and trainer.global_step == 0:
+                if made and outcome.get("global_step", trainer.global_step) == 0:
                     remove_untrained_run(folder)  # no litter: the folder of a run that trained nothing
                 if isinstance(err, SIGTERMException):
                     raise Stopped(stopped_line(trainer)) from None
                 raise
 
-    def test_and_record(self, model: LightningModule) -> None:
+    def fast_dev_run(self, model: LightningModule, **kwargs) -> None:
+        """Lightning's smoke test: its few batches of fit, then of the test, and nothing written (Lightning's
+        fast_dev_run logs and checkpoints nothing, so there is no run folder and no result to record)."""
+        trainer = self.trainer
+        trainer.fit(model, **kwargs)
+        trainer.test(model, datamodule=self.datamodule, verbose=False)
+        if trainer.is_global_zero:
+            batches = int(trainer.fast_dev_run)
+            print(f"fast_dev_run: fit and test ran {batches} batch{'es' if batches > 1 else ''} each as a check; "
+                  "nothing was written (no run folder, checkpoint or results.json)", file=sys.stderr)
+
+    def test_and_record(self, model: LightningModule, outcome: dict[str, float]) -> None:
         trainer = self.trainer
         timer = next((cb for cb in trainer.callbacks if isinstance(cb, Timer)), None)
-        fit_seconds = timer.time_elapsed("train") if timer is not None else None  # before the crash, plus since
+        # Lightning's Timer: the time before a crash, plus since
+        fit_seconds = outcome.get("fit_seconds", timer.time_elapsed("train") if timer is not None else None)
         checkpoint = selection_checkpoint(trainer, model)
         best_path = checkpoint.best_model_path if checkpoint is not None else ""
+        best_score = outcome.get("best_score", checkpoint.best_model_score) if checkpoint is not None else None
         test_metrics = trainer.test(model, datamodule=self.datamodule, ckpt_path=best_path or None, verbose=False)
         results = {
             "model": type(model).__name__,
             "data": type(self.datamodule).__name__,
             "selection_metric": checkpoint.monitor if checkpoint is not None else None,
-            "best_val": to_float(checkpoint.best_model_score) if checkpoint is not None else None,
+            "best_val": to_float(best_score),
             "best_epoch": epoch_of_checkpoint(best_path),
-            "epochs": trainer.current_epoch,
+            "epochs": int(outcome["epochs"]),
             "fit_seconds": round(fit_seconds, 2) if fit_seconds is not None else None,
-            "checkpoint": best_path or None,
+            "checkpoint": absolute_checkpoint(best_path),
             **{k: to_float(v) for k, v in (test_metrics[0] if test_metrics else {}).items()},
             **(model.extra_results() if hasattr(model, "extra_results") else {}),
         }
@@ -193,11 +286,94 @@ class RectCLI(LightningCLI):
             publish_results(trainer, results, path)
             from lightning_rect.app.plots.summary import write_summary_figure  # summary.png beside results.json
 
+            if not trainer.loggers:
+                print("summary.png was not drawn: a run without a logger has no metrics.csv to draw it from")
+                return
             try:
                 write_summary_figure(log_dir)  # one line instead if matplotlib is missing
             except KeyboardInterrupt:
                 raise Stopped(f"interrupted while drawing summary.png; {path} is written; draw the figure "
                               f"with `lightning-rect plot {log_dir}`", signal.SIGINT) from None
+
+
+def import_user_modules(args: Sequence[str]) -> Sequence[str]:
+    """``args`` without its ``--import MODULE`` / ``--import=MODULE`` (any number, anywhere), each module
+    imported first, in order: a module name importable from the current folder (``my_module`` for
+    ``./my_module.py``, ``pkg.mod``), or a ``.py`` file's path. What it registers (an activation,
+    reconstruction or noise) or defines (a model or data class) can then be named, without packaging it.
+    Read from the command line only, never from a config: importing runs the module's code. ``args``
+    itself when it has no ``--import``."""
+    modules, rest, i = [], [], 0
+    while i < len(args):
+        arg = str(args[i])
+        if arg == "--import":
+            if i + 1 == len(args) or str(args[i + 1]).startswith("-"):
+                raise ConfigError("--import needs a module: --import my_module (./my_module.py) or --import "
+                                  "path/to/my_module.py")
+            modules.append(str(args[i + 1]))
+            i += 2
+            continue
+        if arg.startswith("--import="):
+            modules.append(arg.removeprefix("--import="))
+        else:
+            rest.append(args[i])
+        i += 1
+    for module in modules:
+        import_user_module(module)
+    return rest if modules else args
+
+
+def import_user_module(spec: str) -> None:
+    """Import ``spec`` (a module name, looked up in the current folder first, or a ``.py`` file's path)."""
+    if spec.endswith(".py"):
+        path = Path(spec)
+        if not path.is_file():
+            raise ConfigError(f"--import {spec}: no such file; pass a Python file's path, or a module name")
+        folder, name = path.resolve().parent, path.stem
+    else:
+        folder, name = Path.cwd(), spec
+    # the module's folder first on the path, as `python -m` puts the current one: also in the processes
+    # ddp_spawn starts (they get this path), which import the module again to unpickle what it defines
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+    try:
+        importlib.import_module(name)
+    except ModuleNotFoundError as err:
+        if err.name is None or not (name == err.name or name.startswith(err.name + ".")):
+            raise  # the module was found; something it imports is missing: its own traceback
+        raise ConfigError(f"--import {spec}: no module {name!r} in {folder} or on the Python path; pass a module of "
+                          "the current folder (--import my_module for ./my_module.py) or a .py file's path") from None
+
+
+class FitOutcome(Callback):
+    """At the end of a fit, what it reached goes into ``trainer.callback_metrics`` (``OUTCOME`` keys): the
+    global step, the epochs, the training time (``Timer``) and the best score of ``metric``. A fit under
+    ``ddp_spawn`` runs in processes of its own, and Lightning sends back to the process that started it
+    only the weights, the first checkpoint's best path and ``callback_metrics``: its trainer stays at step
+    0. ``fit_outcome`` reads them back there."""
+
+    def __init__(self, metric: str | None) -> None:
+        self.metric = metric
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        values = {"global_step": trainer.global_step, "epochs": trainer.current_epoch}
+        timer = next((cb for cb in trainer.callbacks if isinstance(cb, Timer)), None)
+        if timer is not None:
+            values["fit_seconds"] = timer.time_elapsed("train")
+        checkpoint = next((cb for cb in trainer.checkpoint_callbacks if self.metric and cb.monitor == self.metric),
+                          None)
+        if checkpoint is not None and checkpoint.best_model_score is not None:
+            values["best_score"] = float(checkpoint.best_model_score)
+        trainer.callback_metrics.update({OUTCOME + k: torch.tensor(float(v), dtype=torch.float64)
+                                         for k, v in values.items()})
+
+
+def fit_outcome(trainer: Trainer) -> dict[str, float]:
+    """What the fit reached (``FitOutcome``; taken out of ``callback_metrics``), else the trainer's own values
+    (a fit whose processes ended early, or without ``FitOutcome``)."""
+    found = {key.removeprefix(OUTCOME): float(trainer.callback_metrics.pop(key))
+             for key in [k for k in trainer.callback_metrics if k.startswith(OUTCOME)]}
+    return found if "global_step" in found else {"global_step": trainer.global_step, "epochs": trainer.current_epoch}
 
 
 def quiet_parsers(given: dict | None) -> dict:
@@ -272,6 +448,7 @@ def fit_callbacks(configured: list[Callback], model: LightningModule, trainer_co
         return not any(isinstance(cb, kind) for cb in configured)
 
     added: list[Callback] = [kind() for kind in (RunContinuity, DivergenceGuard) if missing(kind)]
+    added.append(FitOutcome(getattr(model, "selection_metric", None)))
     if trainer_config.get("max_time") is None and missing(Timer):
         added.append(Timer())
     if trainer_config.get("enable_progress_bar") is not False and missing(ProgressBar):

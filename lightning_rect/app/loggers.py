@@ -5,7 +5,9 @@ Lightning's picks ``version_N`` by listing the folders (two fits started togethe
 ``version_0``); this one claims it with ``mkdir``, which one process alone wins. Lightning's writer
 deletes ``metrics.csv`` when it starts; this one reads the rows first, and on a resume
 (``continue_history``) logs again those up to the resumed checkpoint's step, through Lightning's
-writer. Each row is written as it is logged, so a kill loses none.
+writer. Each row is written as it is logged, so a kill loses none. Rows that are this run's own (its
+folder was claimed by it, or ``own_rows`` was set) are kept when a writer starts: under ``ddp_spawn``
+the test after the fit runs in new processes, with a new writer, which would otherwise delete the fit's.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ class CSVLogger(LightningCSVLogger):
 
     ``continue_history(step)`` (called by the CLI's resume callback when a fit restores a checkpoint)
     keeps the earlier rows logged up to ``step``; without it a run starts a new ``metrics.csv``, as
-    Lightning's does. ``claimed`` is True once this logger made its folder.
+    Lightning's does. ``claimed`` is True once this logger made its folder. ``own_rows``: the rows already
+    in the folder's ``metrics.csv`` are this run's, kept when a writer starts (always so in a folder it claimed).
     """
 
     def __init__(self, save_dir: Any, name: str | None = "lightning_logs", version: int | str | None = None,
@@ -39,6 +42,7 @@ class CSVLogger(LightningCSVLogger):
         self._fixed = version is not None
         self._claimed_version: int | str | None = None
         self.claimed = False
+        self.own_rows = False
         self._earlier: list[dict[str, str]] | None = None  # the rows on disk before the writer started
 
     @property
@@ -64,7 +68,12 @@ class CSVLogger(LightningCSVLogger):
             self._earlier = whole_rows(os.path.join(self.log_dir, ExperimentWriter.NAME_METRICS_FILE))
             with warnings.catch_warnings():  # "Previous log files ... will be deleted": not the history
                 warnings.filterwarnings("ignore", message="Experiment logs directory")
-                return super().experiment
+                writer = super().experiment
+            if (self.claimed or self.own_rows) and self._earlier:  # this run's rows, from another process of it
+                writer.metrics[:0] = [{k: v for k, v in row.items() if v != ""} for row in self._earlier]
+                self._earlier = []
+                self.save()
+            return writer
         return super().experiment
 
     @rank_zero_only
@@ -85,6 +94,21 @@ class CSVLogger(LightningCSVLogger):
         except OSError as err:
             raise storage_error(os.path.join(self.log_dir, ExperimentWriter.NAME_METRICS_FILE), err,
                                 "write the run elsewhere (--trainer.logger.init_args.save_dir=...)") from None
+
+
+def claim_run_folder(root: str | os.PathLike) -> str:
+    """A new ``root/version_N`` (one past the highest there), made here: ``mkdir``, which one process alone
+    wins, as ``CSVLogger`` claims its version. For a run without a logger (``trainer.logger=false``)."""
+    existing = [int(d.name.removeprefix("version_")) for d in os.scandir(root) if d.is_dir()
+                and d.name.startswith("version_") and d.name.removeprefix("version_").isdigit()] \
+        if os.path.isdir(root) else []
+    version = max(existing, default=-1) + 1
+    while True:
+        try:
+            os.makedirs(os.path.join(root, f"version_{version}"))
+            return os.path.join(root, f"version_{version}")
+        except FileExistsError:
+            version += 1
 
 
 def whole_rows(path: str) -> list[dict[str, str]]:

@@ -1,7 +1,9 @@
-"""What a finished ``fit`` leaves behind: ``results.json``, the printed summary, and epoch numbering.
+"""What a finished ``fit`` leaves behind: ``results.json``, the printed summary, and epoch numbering;
+and what ``predict`` leaves: ``predictions.pt`` (``PredictionsFile``).
 
 The CLI writes these; ``lightning_rect.reproduce`` reads them back for its reports. Epochs are
 numbered from 0 everywhere, as Lightning numbers them in the progress bar and in checkpoint names.
+``results.json``'s ``checkpoint`` is an absolute path, valid from any folder.
 """
 
 from __future__ import annotations
@@ -10,10 +12,15 @@ import json
 import math
 import re
 from pathlib import Path
+from typing import Any
 
-from lightning_rect.files import write_atomically
+import torch
+from lightning import Callback, LightningModule, Trainer
+
+from lightning_rect.files import atomic_write, write_atomically
 
 RESULTS_FILE = "results.json"
+PREDICTIONS_FILE = "predictions.pt"
 
 
 def write_results(results: dict, log_dir: str | Path | None) -> Path:
@@ -66,6 +73,74 @@ def epoch_of_checkpoint(path: str | None) -> int | None:
     """The epoch in a checkpoint name such as ``best-epoch=12.ckpt``."""
     match = re.search(r"epoch=(\d+)", Path(path).name) if path else None
     return int(match.group(1)) if match else None
+
+
+def absolute_checkpoint(path: str | None) -> str | None:
+    """A checkpoint path for ``results.json``: absolute, so it holds whatever folder reads it (a URL as is)."""
+    if not path:
+        return None
+    return path if "://" in str(path) else str(Path(path).resolve())
+
+
+class PredictionsFile(Callback):
+    """``predict`` writes what ``predict_step`` returned into the run folder: ``predictions.pt``
+    (``torch.load`` it), one row per example in the predict dataloader's order (for the models here the
+    test split: a ``SparseMLP``'s predicted class, a ``StackedDAE``'s code, a ``StarRatingMLP``'s stars);
+    the batches' tensors joined, else the list of what each batch returned; a list per dataloader when
+    there are several. Several processes each write their share, ``predictions-rank<k>.pt``. Lightning's
+    ``fast_dev_run`` writes nothing, and so does this."""
+
+    def __init__(self) -> None:
+        self._outputs: dict[int, list[Any]] = {}
+
+    def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._outputs = {}
+
+    def on_predict_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
+                             batch_idx: int, dataloader_idx: int = 0) -> None:
+        # kept here rather than read back from trainer.predict: under ddp_spawn that returns nothing
+        self._outputs.setdefault(dataloader_idx, []).append(_to_cpu(outputs))
+
+    def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        folder = trainer.log_dir  # broadcasts under DDP, so every rank must ask
+        if trainer.fast_dev_run:
+            if trainer.is_global_zero:
+                print("fast_dev_run: the predictions were not written (Lightning's fast_dev_run writes nothing)")
+            return
+        per_loader = [_joined(self._outputs[k]) for k in sorted(self._outputs)]
+        predictions = per_loader[0] if len(per_loader) == 1 else per_loader
+        name = PREDICTIONS_FILE if trainer.world_size == 1 else f"predictions-rank{trainer.global_rank}.pt"
+        path = Path(folder or ".") / name
+        with atomic_write(path) as file:
+            torch.save(predictions, file)
+        if trainer.is_global_zero:
+            shares = "" if trainer.world_size == 1 else f" (this process's share; one file per process, {name})"
+            print(f"predictions ({_describe(predictions)}) -> {path}{shares}")
+
+
+def _to_cpu(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_cpu(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    return value
+
+
+def _joined(outputs: list[Any]) -> Any:
+    """The batches' tensors as one tensor (one row per example), when they join; else the list."""
+    if outputs and all(isinstance(o, torch.Tensor) and o.dim() > 0 for o in outputs) \
+            and len({o.shape[1:] for o in outputs}) == 1:
+        return torch.cat(outputs)
+    return outputs
+
+
+def _describe(predictions: Any) -> str:
+    if isinstance(predictions, torch.Tensor):
+        return f"{len(predictions)} examples, {str(predictions.dtype).removeprefix('torch.')} tensor of shape " \
+               f"{list(predictions.shape)}"
+    return f"a list of {len(predictions)}"
 
 
 def to_float(value: object) -> float | None:

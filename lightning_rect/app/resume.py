@@ -2,7 +2,9 @@
 what a resumed fit carries over.
 
 ``--ckpt_path last`` resumes the newest unfinished run under ``<save_dir>/<name>/`` (one with a
-``checkpoints/last.ckpt`` and no ``results.json``), in its own folder. A checkpoint of another model
+``checkpoints/last.ckpt`` and no ``results.json``), in its own folder; so does ``--ckpt_path
+<run>/checkpoints/last.ckpt`` (the newest checkpoint of an unfinished run), wherever the folder is now
+(``resumed_run_folder``). A checkpoint of another model
 kind, or a changed model setting other than ``lr`` (or ``optimizer``/``lr_scheduler``), is refused
 before anything is built; a changed ``lr`` is applied, printed and logged (``RunContinuity``).
 """
@@ -33,6 +35,8 @@ UNUSED_ON_RESUME = ("pretrained", "in_features", "num_classes")
 SPECIAL_CKPT_PATHS = ("last", "best", "hpc", "registry")
 #: The class paths jsonargparse gives Lightning's own CSVLogger.
 LIGHTNINGS_CSV_LOGGER = ("lightning.pytorch.loggers.CSVLogger", "lightning.pytorch.loggers.csv_logs.CSVLogger")
+#: Loggers whose run folder is ``save_dir/name/version``: a resume can point them back at a run folder.
+FOLDER_LOGGERS = ("CSVLogger", "TensorBoardLogger")
 
 
 def run_root(logger_config: Any) -> tuple[Any, Path] | None:
@@ -73,6 +77,42 @@ def resolve_last(logger_config: Any) -> str:
     init_args["version"] = int(version) if version.isdigit() else last.parent.parent.name
     print(f"resuming from {last}")
     return str(last)
+
+
+def resumed_run_folder(ckpt_path: str) -> tuple[Path | None, str | None]:
+    """For an explicit ``--ckpt_path``: (the run folder it continues in place, None), or (None, why a new run
+    folder, or None when the checkpoint is in no run folder). In place: ``<run>/checkpoints/<name>.ckpt``
+    where ``<run>`` holds the ``config.yaml`` of a run of this CLI, no ``results.json`` (a finished run is
+    never reopened) and no newer checkpoint (resuming an earlier one there would write over the later
+    history)."""
+    path = Path(ckpt_path)
+    folder = path.parent.parent
+    if "://" in ckpt_path or path.parent.name != "checkpoints" or not (folder / "config.yaml").is_file():
+        return None, None
+    keep = "so the resume starts a new run folder and leaves that one as it is"
+    if (folder / RESULTS_FILE).exists():
+        return None, f"{folder} is a finished run (it has {RESULTS_FILE}), {keep}"
+    newer = [p for p in path.parent.glob("*.ckpt") if p.stat().st_mtime > path.stat().st_mtime]
+    if newer:
+        newest = max(newer, key=lambda p: p.stat().st_mtime)
+        return None, (f"{path.name} is not the newest checkpoint of {folder} ({newest.name} is), {keep}; "
+                      f"--ckpt_path {newest} continues that run in place")
+    return folder, None
+
+
+def point_logger_at(logger_config: Any, folder: Path) -> bool:
+    """Point the first configured logger that keeps its run in ``save_dir/name/version`` (``FOLDER_LOGGERS``)
+    at ``folder``; False when there is none."""
+    for logger in logger_config if isinstance(logger_config, list) else [logger_config]:
+        class_path = logger.get("class_path") if isinstance(logger, dict) else getattr(logger, "class_path", None)
+        init_args = logger.get("init_args") if isinstance(logger, dict) else getattr(logger, "init_args", None)
+        if init_args is None or _class_name(class_path) not in FOLDER_LOGGERS:
+            continue
+        version = folder.name.removeprefix("version_")
+        init_args["save_dir"], init_args["name"] = str(folder.parent.parent), folder.parent.name
+        init_args["version"] = int(version) if folder.name.startswith("version_") and version.isdigit() else folder.name
+        return True
+    return False
 
 
 def config_filename(logger_config: Any, default: str = "config.yaml") -> str:
