@@ -45,6 +45,7 @@ from lightning_rect.reproduce.run_files import RunFileError, check_against_metri
 from lightning_rect.reproduce.run_files import read_results as read_checked_results
 from lightning_rect.app.results import epoch_of_run
 from lightning_rect.app.run_lock import held_by
+from lightning_rect.files import write_atomically
 
 #: glibc malloc settings for the runs' processes (unless the environment sets its own): tensors up to
 #: 16 MiB come from the heap instead of fresh mmaps, and up to 256 MiB of freed heap is kept, so the
@@ -104,10 +105,11 @@ class Record:
     def to_json(self, out: Path) -> dict[str, Any]:
         """The record as runs.json keeps it: paths relative to the output folder or to the working folder
         (the repository, for the committed reproductions), so the file reads the same on every machine."""
-        return {**self.spec.to_json(), "status": self.status, "error": self.error, "seconds": self.seconds,
+        error = self.error.replace(f"{Path.cwd()}/", "") if self.error else self.error
+        return {**self.spec.to_json(), "status": self.status, "error": error, "seconds": self.seconds,
                 "pretrained_from": portable_path(self.pretrained_from) if self.pretrained_from else None,
                 "log_dir": log_dir(Path("."), self.spec).as_posix(),
-                "command": portable_command(self.command), "results": self.results}
+                "command": portable_command(self.command), "results": portable_results(self.results)}
 
 
 def run_dir(out: Path, spec: RunSpec) -> Path:
@@ -136,6 +138,14 @@ def portable_path(path: str | Path) -> str:
         return path.as_posix()
     relative = Path(os.path.relpath(path, Path.cwd()))
     return relative.as_posix() if relative.parts[:2] != ("..", "..") else path.as_posix()
+
+
+def portable_results(results: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A results.json as runs.json keeps it: the checkpoint relative to the run's folder."""
+    recorded = (results or {}).get("checkpoint")
+    if not recorded or not Path(recorded).is_absolute() or "/version_0/" not in recorded:
+        return results
+    return {**results, "checkpoint": recorded.rpartition("/version_0/")[2]}
 
 
 def portable_command(command: list[str]) -> list[str]:
@@ -176,13 +186,31 @@ def finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
 
 
+def checkpoint_made_relative(folder: Path, results: dict[str, Any]) -> dict[str, Any]:
+    """A reproduction run's results.json with its checkpoint named relative to the run's folder
+    (``checkpoints/best-epoch=E.ckpt``), as the repository keeps it: no path of this machine."""
+    recorded = results.get("checkpoint")
+    if not recorded or not Path(recorded).is_absolute():
+        return results
+    try:
+        relative = Path(recorded).resolve().relative_to(folder.resolve())
+    except ValueError:
+        return results
+    results = {**results, "checkpoint": relative.as_posix()}
+    write_atomically(folder / "results.json", json.dumps(results, indent=2) + "\n")
+    return results
+
+
 def checkpoint_of(out: Path, record: Record) -> Path | None:
-    """The best checkpoint of a finished run; looked up in its own folder when the recorded path is
-    stale (results copied from another machine, or an output folder that was moved)."""
+    """The best checkpoint of a finished run: its recorded path (relative ones from the run's folder);
+    looked up in its own folder when that is stale (results copied from another machine, or an
+    output folder that was moved)."""
     recorded = record.results.get("checkpoint") if record.results else None
     if not recorded:
         return None
     path = Path(recorded)
+    if not path.is_absolute():
+        path = log_dir(out, record.spec) / path
     if path.is_file():
         return path
     found = sorted(run_dir(out, record.spec).rglob(path.name))
@@ -285,9 +313,11 @@ class Runner:
 
     def command(self, spec: RunSpec, pretrained: Path | None = None, resume: Path | None = None) -> list[str]:
         """The ``fit`` command line of a run (what a user or scheduler could run by hand)."""
-        args = [sys.executable, "-m", "lightning_rect", "fit", "--config", str(self.o.configs_dir / spec.config)]
+        # Paths relative to the working folder where they lie in or beside it: the run's saved config.yaml
+        # (committed for the reproductions) then names no folder of this machine.
+        args = [sys.executable, "-m", "lightning_rect", "fit", "--config", portable_path(self.o.configs_dir / spec.config)]
         args += [f"--{key}={format_value(value)}" for key, value in spec.settings.items()]
-        out_runs = (self.o.out / "runs").resolve()
+        out_runs = portable_path((self.o.out / "runs").resolve())
         csv = {"class_path": "lightning_rect.app.loggers.CSVLogger",  # keeps metrics.csv across --ckpt_path
                "init_args": {"save_dir": str(out_runs), "name": spec.id, "version": 0}}
         loggers: Any = csv
@@ -297,15 +327,16 @@ class Runner:
                                            "group": self.o.experiment, "save_dir": str(out_runs / spec.id)}}]
         args += [f"--trainer.logger={json.dumps(loggers)}",
                  # with several loggers Lightning puts checkpoints under default_root_dir
-                 f"--trainer.default_root_dir={out_runs / spec.id}",
+                 f"--trainer.default_root_dir={out_runs}/{spec.id}",
                  "--trainer.enable_progress_bar=false",
                  "--trainer.callbacks+=lightning_rect.reproduce.progress.EpochLine"]
         if self.o.data_dir is not None and DATASETS[spec.dataset].uses_data_dir:
-            args.append(f"--data.init_args.data_dir={self.o.data_dir}")
+            args.append(f"--data.init_args.data_dir={portable_path(self.o.data_dir)}")
         if spec.needs:
-            args.append(f"--model.init_args.pretrained={pretrained or '<best checkpoint of ' + ', '.join(spec.needs) + '>'}")
+            start = portable_path(pretrained) if pretrained else '<best checkpoint of ' + ', '.join(spec.needs) + '>'
+            args.append(f"--model.init_args.pretrained={start}")
         if resume is not None:
-            args.append(f"--ckpt_path={resume}")
+            args.append(f"--ckpt_path={portable_path(resume)}")
         return args
 
     def _dependency(self, spec: RunSpec, records: dict[str, Record]) -> tuple[str, Path | None]:
@@ -442,6 +473,7 @@ class Runner:
         except RunFileError as err:
             ok, error, record.results = False, str(err), None
         if record.finished:
+            record.results = checkpoint_made_relative(log_dir(self.o.out, spec), record.results)
             # again, after the run: a run that downloaded its data has now seen the files it read
             write_inputs(folder, self.inputs(spec))
             record.status, record.error = "done", None
