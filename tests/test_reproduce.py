@@ -280,6 +280,7 @@ def test_paper_budget_reports_are_rewritten_from_the_committed_run_files_alone(e
                 (copy / "runs" / run.name / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy(run / name, copy / "runs" / run.name / name)
     shutil.copy(committed / "runs.json", copy / "runs.json")
+    shutil.copy(committed / "notes.md", copy / "notes.md")  # the experiment's reasoning, included by the report
     monkeypatch.chdir(tmp_path)
     main([experiment, "--report-only", "--configs", str(ROOT / "configs")])
     capsys.readouterr()

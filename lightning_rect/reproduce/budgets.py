@@ -56,7 +56,7 @@ class Budget:
             (``reproduce --pretrain-lrs``); None: ``lrs``.
         phase_lrs: per data set, the rates Table 1 searches in each phase (``"pretrain"``,
             ``"finetune"``) where the grid budget's evidence narrowed the paper's grid
-            (``NARROWED_BECAUSE``); dropped when ``--lrs`` / ``--pretrain-lrs`` are given.
+            (why: reproductions/table1/notes.md); dropped when ``--lrs`` / ``--pretrain-lrs`` are given.
         semi_epoch_cap: with a labeled fraction f, fine-tuning runs ``min(E / f, cap * E)`` epochs
             (E = ``finetune_epochs``), so small fractions are not starved of steps.
     """
@@ -177,11 +177,3 @@ BUDGETS: dict[str, Budget] = {
         phase_lrs={"mnist": {"pretrain": (0.01,), "finetune": (0.1, 0.03, 0.01)}},
     ),
 }
-
-#: Why ``phase_lrs`` leaves rates of the paper's grid out (said in the Table 1 report).
-NARROWED_BECAUSE = ("pre-training: 0.1 diverged (rectifier) or reconstructed worst (tanh, softplus), and 0.001 and "
-                    "0.0001 reconstructed worse than 0.01 for all three activations at the grid budget "
-                    "(reproductions/table1/grid), while one DAE of 30 epochs per layer costs about 50 minutes on "
-                    "a CPU core; fine-tuning: 0.001 and 0.0001 ended 2-12 points behind 0.1 and 0.01 after 4 "
-                    "epochs (reproductions/table1/grid). 0.03, not in the paper's grid, is added: the random "
-                    "start's best rate in reproductions/pretraining")

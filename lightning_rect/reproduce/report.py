@@ -238,6 +238,15 @@ def _pyplot():
     return plt
 
 
+#: The experiment's reasoning and history, kept beside its report and included at its end.
+NOTES_FILE = "notes.md"
+
+
+def notes(out: Path) -> list[str]:
+    path = out / NOTES_FILE
+    return ["", path.read_text().rstrip("\n")] if path.is_file() else []
+
+
 def write_reports(out: Path, experiment: Experiment, meta: dict[str, Any], records: dict[str, Record],
                   datasets: list[str], plot: bool = True) -> dict[str, Path | None]:
     """Write runs.json and the Markdown (always) and the PNG (when ``plot``, the experiment has a
@@ -246,6 +255,7 @@ def write_reports(out: Path, experiment: Experiment, meta: dict[str, Any], recor
     paths: dict[str, Path | None] = {"json": out / "runs.json", "markdown": out / f"{experiment.name}.md", "png": None}
     write_runs_json(paths["json"], meta, records, out)
     body = header(experiment.title, meta, records) + experiment.markdown(records, datasets) + runs_table(records, out)
+    body += notes(out)
     atomic_write(paths["markdown"], "\n".join(body) + "\n")
     if plot and experiment.plot is not None:
         plt = _pyplot()

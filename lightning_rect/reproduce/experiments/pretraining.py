@@ -2,32 +2,16 @@
 each fine-tuned with early stopping on ``val/err``, against a random start given the same
 fine-tuning budget. Everything is chosen on validation; test errors are read, not used.
 
-The variants (docs/paper.md#pre-training for what the paper and the authors' library do):
-
-- ``random``: no pre-training (the baseline);
-- ``dae10``: the DAE configs/mnist_pretrain.yaml had before this study, and has again after it
-  (10 DAE epochs per layer at lr 0.01, no rescaling);
-- ``dae10_rescale``: each DAE layer's outputs divided by their training-set maximum before the next
-  layer trains, kept in fine-tuning (``StackedDAE(rescale=True)``, as the authors' library does);
-- ``dae30_rescale``: the same with 30 DAE epochs per layer (the authors' experiment scripts' count):
-  the protocol chosen until ``dae10_l1pre``'s seeds finished (Table 1 at the paper budget uses it);
-- ``dae10_rescale_l1pre``: the rescaled DAE fine-tuned without the L1 penalty (L1 in pre-training only);
-- ``dae30``, ``dae10_l1pre``: the last two without the rescaling (tried last: the rescaled DAE was
-  ahead of the configured one at every fine-tuning rate). ``dae10_l1pre`` is the protocol chosen over
-  three seeds, what configs/mnist_pretrain.yaml and configs/mnist.yaml (with ``l1=0``) now say;
-- ``dae30_l1pre``, ``dae10_l1x3_l1pre``: the chosen protocol with 30 DAE epochs per layer, and with
-  the authors' L1 weight in pre-training (their library sums a full term per layer; here each layer's
-  weighs l1 / 3, so l1 0.003 gives theirs), tried after the seeds had chosen it.
-
 Every variant is fine-tuned at each of its learning rates, for at most ``MAX_EPOCHS`` epochs,
 stopped when ``val/err`` has not improved for ``PATIENCE`` epochs; its best-validation checkpoint
 is tested. ``SEEDED`` protocols are repeated with ``SEEDS`` (pre-training and fine-tuning both
 reseeded): the report gives their mean and spread over three seeds. Each variant states its DAE
-(epochs per layer, rescaling) and fine-tuning rate itself, so the configs' own values, which this
-study chose, do not change what a variant is.
+(epochs per layer, rescaling) and fine-tuning rate itself, so the configs' own values do not change
+what a variant is. The plan lists the runs in the order they are worth training, so an interrupted
+grid has its most telling runs first.
 
-The plan lists the runs in the order they are worth training, so an interrupted grid has its most
-telling runs first.
+Why these variants, rates and seeds, with the numbers that decided them:
+reproductions/pretraining/notes.md.
 """
 
 from __future__ import annotations
@@ -50,24 +34,15 @@ from lightning_rect.reproduce.sweeps import Sweep
 #: Fine-tuning: at most this many epochs, stopped after ``PATIENCE`` epochs without a better val/err.
 MAX_EPOCHS = 60
 PATIENCE = 10
-#: The pre-training learning rate: the one the paper's grid chose for the rectifier DAE
-#: (reproductions/table1/grid; 0.1 diverges).
+#: The pre-training learning rate (why this one and the rates below: the notes).
 PRETRAIN_LR = 0.01
-#: Fine-tuning rates searched when the budget asks for the paper's whole grid: 0.1 loses to 0.03
-#: after pre-training without rescaling in short runs, and 0.001 / 0.0001 cannot converge within
-#: MAX_EPOCHS at batch 10; 0.03 (the configs' rate) is kept beside 0.01 though it is not in the
-#: paper's grid. A variant may name its own rates instead (``Variant.lrs``).
+#: Fine-tuning rates searched when the budget asks for the paper's whole grid; a variant may name
+#: its own rates instead (``Variant.lrs``).
 NARROWED_LRS = (0.01, 0.03)
-RATES_BECAUSE = ("0.001 and 0.0001 cannot converge in 60 epochs at batch 10; 0.1 is added for the rescaled DAE, "
-                 "whose codes in [0, 1] are far smaller than unscaled ones, and for the random start it is "
-                 "compared with; the rescaled DAE's variants keep only 0.1, the rate it did best at.")
 #: Protocols repeated with other seeds (variant tag -> fine-tuning lr; trained in this order), and the
-#: seeds; the config's seed (0) is the first of the three. The leading protocols on validation and the
-#: random start's best rate; the unscaled DAE fine-tuned without L1 led on validation with seed 0
-#: alone (1.19% at 0.03 against 1.39%), so its repeats decided between it and the rescaled one.
+#: seeds; the config's seed (0) is the first of the three.
 SEEDED = {"dae10_rescale": 0.1, "random": 0.03, "dae30_rescale": 0.1, "dae10_l1pre": 0.03}
-#: The protocol the seeds chose: configs/mnist_pretrain.yaml and configs/mnist.yaml (with l1=0) carry
-#: it, and Table 1 at the paper budget runs it for every activation.
+#: The protocol the seeds chose: the configs carry it, and Table 1 at the paper budget runs it.
 CHOSEN = "dae10_l1pre"
 SEEDS = (1, 2)
 #: The test error (%) a pre-trained net should reach: within 0.05 points of the paper's 1.20%.
@@ -216,7 +191,7 @@ def markdown(records: dict[str, Record], datasets: list[str]) -> list[str]:
              "the rates listed per run below. Pre-training: the rectifier DAE of configs/mnist_pretrain.yaml at lr "
              f"{PRETRAIN_LR:g} (the rate the grid chose) with the variant's changes.", "",
              "Fine-tuning rates (with the paper's grid; other budgets use their own): " + "; ".join(
-                 f"{v.title}: {', '.join(f'{lr:g}' for lr in v.lrs)}" for v in VARIANTS) + ". " + RATES_BECAUSE, ""]
+                 f"{v.title}: {', '.join(f'{lr:g}' for lr in v.lrs)}" for v in VARIANTS) + " (why: the notes below).", ""]
     for dataset in datasets:
         lines += dataset_heading(dataset)
         lines += ["| variant | validation error | test error | fine-tuning lr | best epoch (from 0) / epochs | "

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from lightning_rect.reproduce import paper
-from lightning_rect.reproduce.budgets import NARROWED_BECAUSE, PAPER_LRS
+from lightning_rect.reproduce.budgets import PAPER_LRS
 from lightning_rect.reproduce.experiments import pretraining
 from lightning_rect.reproduce.experiments.base import Experiment
 from lightning_rect.reproduce.plan import Cell, Context, RunSpec, finetune_run, pretrain_run
@@ -137,7 +137,7 @@ def narrowing(records: dict[str, Record], dataset: str) -> list[str]:
         return []
     shown = "; ".join(f"{'pre-training' if phase == 'pretrain' else 'fine-tuning'} {', '.join(f'{lr:g}' for lr in lrs)}"
                       for phase, lrs in searched.items())
-    return [f"Learning rates searched: {shown}; the rest of the paper's grid was left out because {NARROWED_BECAUSE}.", ""]
+    return [f"Learning rates searched: {shown}; the rest of the paper's grid was left out (why: the notes below).", ""]
 
 
 def _as_good(dataset: str, mine: float | None, others: list[float | None]) -> str | None:
