@@ -30,7 +30,7 @@ from helpers.image_files import (CIFAR_PER_BATCH, CIFAR_TEST, EMNIST_TEST, EMNIS
 from helpers.norb_files import PAIRS_PER_FILE, write_binary_matrix, write_norb
 from helpers.threads import one_torch_thread
 from lightning_rect.data import CIFAR10DataModule, MNISTDataModule, NISTPDataModule, NORBDataModule
-from lightning_rect.data.catalog import CATALOG
+from lightning_rect.reproduce.catalog import CATALOG
 from lightning_rect.data.formats import BinaryMatrix, read_binary_matrix
 from lightning_rect.data.nistp import CyclingSampler, eval_sources
 from lightning_rect.data.norb import VARIANTS, subsample

@@ -90,3 +90,23 @@ def test_the_checker_finds_a_planted_cycle():
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}
     assert find_cycle(graph) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def used_only_by_reproduce(graph: dict[str, set[str]]) -> list[str]:
+    """Library modules that no module outside ``reproduce`` imports (the package's own ``__init__``
+    files, which hold the public names, aside): facts only the reproductions need, in the wrong place."""
+    importers: dict[str, set[str]] = {name: set() for name in graph}
+    for name, targets in graph.items():
+        for target in targets:
+            importers[target].add(name)
+    packages = {name for name in graph if (ROOT / name.replace(".", "/") / "__init__.py").is_file()}
+    return sorted(name for name in graph if is_library(name) and name not in packages and importers[name]
+                  and all(i.startswith("lightning_rect.reproduce") for i in importers[name]))
+
+
+def test_facts_only_the_reproductions_use_live_in_reproduce():
+    graph = import_graph()
+    assert used_only_by_reproduce(graph) == []
+    planted = {**graph, "lightning_rect.catalog": set(),
+               "lightning_rect.reproduce.budgets": graph["lightning_rect.reproduce.budgets"] | {"lightning_rect.catalog"}}
+    assert used_only_by_reproduce(planted) == ["lightning_rect.catalog"]

@@ -1,4 +1,4 @@
-"""How much training each budget buys; the data sets ``reproduce`` runs (from ``lightning_rect.data.catalog``).
+"""How much training each budget buys; the data sets ``reproduce`` runs (from ``lightning_rect.reproduce.catalog``).
 
 Everything that changes between ``--budget tiny``, ``small`` and ``paper`` is in ``BUDGETS`` below,
 so the cost of a reproduction can be read (and changed) in one place. ``None`` means "as the
@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from lightning_rect.data.catalog import CATALOG, DataSet
+from lightning_rect.reproduce.catalog import CATALOG, DataSet
 from lightning_rect.grid import PAPER_LRS  # the one definition of the paper's grid
 
 #: The paper's softplus sharpness values a; ``math.inf`` stands for the rectifier.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from lightning_rect.data.catalog import CATALOG
+from lightning_rect.reproduce.catalog import CATALOG
 
 CITATION = "Glorot, Bordes, Bengio, Deep Sparse Rectifier Neural Networks, AISTATS 2011"
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lightning_rect.data.catalog import CATALOG
+from lightning_rect.reproduce.catalog import CATALOG
 from lightning_rect.files import write_atomically
 from lightning_rect.reproduce import paper
 from lightning_rect.reproduce.budgets import BUDGETS
