@@ -3,10 +3,11 @@
 #   make run    the embedded default: the paper's network on scikit-learn's 8x8 digits
 #   make test   the whole test suite (what CI runs)
 #   make quick  the fast tests only (pytest -m "not slow")
+#   make docs   the documentation site into site/ (strict: a broken link or reference fails it)
 VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 
-.PHONY: run test quick
+.PHONY: run test quick docs
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -27,3 +28,9 @@ test: $(VENV)/.installed
 
 quick: $(VENV)/.installed
 	OMP_NUM_THREADS=1 $(PYTHON) -m pytest -q -m "not slow" --durations=5
+
+# The documentation site (mkdocs.yml) into site/; strict, as tests/test_docs.py builds it. To read it
+# while editing: $(VENV)/bin/python -m mkdocs serve (http://127.0.0.1:8000, rebuilt on every save).
+docs: $(VENV)/.installed
+	NO_MKDOCS_2_WARNING=1 $(PYTHON) -m mkdocs build --strict
+	@echo "site/index.html; to browse while editing: $(PYTHON) -m mkdocs serve"
