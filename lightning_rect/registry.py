@@ -49,6 +49,17 @@ T = TypeVar("T", bound=Callable[..., Any])
 
 
 class Registry(Generic[T]):
+    """Named entries (classes or factories) of one kind, built by name from configs.
+
+    Entries come from this package (built-ins), from installed plugins (the entry point group
+    ``entry_point_group``) and from user code (``@REGISTRY.register("name")``); a clash between
+    them is one line naming both sides, and an unknown name lists the valid ones.
+
+    Args:
+        kind: what the entries are, in messages ("activation").
+        entry_point_group: the entry point group plugins declare entries under; None: no plugins.
+    """
+
     def __init__(self, kind: str, entry_point_group: str | None = None) -> None:
         self.kind = kind
         self.entry_point_group = entry_point_group

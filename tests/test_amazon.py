@@ -352,7 +352,7 @@ def test_resuming_a_checkpoint_of_another_vocabulary_reads_each_file_once(acl, t
     trainer = fit(SparseMLP(6, 2, [4]), dm, tmp_path / "resumed", epochs=2, ckpt_path=tmp_path / "other_vocab.ckpt")
     assert reads == {"positive.review": 1, "negative.review": 1, "unlabeled.review": 1}
     assert trainer.current_epoch == 2 and dm.vocab == restored
-    assert trainer.train_dataloader.x is dm.splits["train"][0]  # the Trainer got the re-encoded reviews
+    assert trainer.train_dataloader.dataset.x is dm.splits["train"][0]  # the Trainer got the re-encoded reviews
     assert rows_as_features(dm, "train") == [features(LABELED[i]) & set(restored) for i in SPLIT["train"]]
 
 

@@ -1,18 +1,20 @@
-"""Minibatches sliced from tensors in memory: shuffling per epoch, sharding per rank, the base data module."""
+"""Minibatches fetched whole from tensors in memory: shuffling per epoch, sharding per rank, the base data module."""
 
 from pathlib import Path
 
 import torch
 from lightning import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
+from torch.utils.data import DataLoader
 
 from helpers.threads import one_torch_thread
+from lightning_rect.callbacks.sparsity import padded_rows
 from lightning_rect.data.base import InMemoryDataModule, fixed_split, labeled_subset
-from lightning_rect.data.batches import Affine, EpochShuffle, InMemoryBatches
+from lightning_rect.data.batches import Affine, EpochShuffle, in_memory_loader
 from lightning_rect.data.digits import DigitsDataModule
 
 
-def epoch_ids(batches: InMemoryBatches, epoch: int) -> torch.Tensor:
+def epoch_ids(batches: DataLoader, epoch: int) -> torch.Tensor:
     batches.sampler.set_epoch(epoch)
     return torch.cat([yb for _, yb in batches])
 
@@ -20,7 +22,7 @@ def epoch_ids(batches: InMemoryBatches, epoch: int) -> torch.Tensor:
 def make(n=103, batch=10, shuffle=True, rank=0, world=1, seed=0):
     x = torch.arange(n).float().unsqueeze(1)
     y = torch.arange(n)  # the label is the example's index
-    return InMemoryBatches(x, y, batch, EpochShuffle(n, shuffle, seed, rank, world))
+    return in_memory_loader(x, y, batch, EpochShuffle(n, shuffle, seed, rank, world))
 
 
 def test_every_example_exactly_once_per_epoch_in_a_new_order():
@@ -47,6 +49,17 @@ def test_evaluation_shards_are_disjoint_and_unpadded():
     a = epoch_ids(make(shuffle=False, rank=0, world=2, batch=7), 0)
     b = epoch_ids(make(shuffle=False, rank=1, world=2, batch=7), 0)
     assert sorted(torch.cat([a, b]).tolist()) == list(range(103))
+
+
+def test_the_sparsity_monitor_reads_padding_in_training_shares_only():
+    """``SparsityMonitor`` reads a ``DistributedSampler``'s padding from ``total_size``: the training
+    shares of 7 examples on 2 ranks end, on rank 1, with a copy of an example; evaluation shares
+    (4 + 3 examples) repeat none."""
+    for rank, padded in ((0, 0), (1, 1)):
+        train = make(n=7, batch=3, rank=rank, world=2)
+        assert [padded_rows(train, b) for b in range(len(train))] == [0, padded]
+        evaluation = make(n=7, batch=3, shuffle=False, rank=rank, world=2)
+        assert [padded_rows(evaluation, b) for b in range(len(evaluation))] == [0] * len(evaluation)
 
 
 def test_affine_transform_scales_and_flattens():
@@ -127,7 +140,7 @@ def fit_recording(root: Path, max_epochs: int, ckpt_path: Path | None = None) ->
 
 
 def test_trainer_sets_the_epoch_new_order_each_epoch_same_order_after_resuming(tmp_path):
-    """Lightning calls ``sampler.set_epoch`` on ``InMemoryBatches``: each epoch of ``Trainer.fit`` is
+    """Lightning calls ``set_epoch`` on the loaders' ``EpochShuffle``: each epoch of ``Trainer.fit`` is
     shuffled by (seed, epoch), and a run resumed from a checkpoint repeats the uninterrupted order."""
     straight = fit_recording(tmp_path / "straight", max_epochs=3)
     expected = {}

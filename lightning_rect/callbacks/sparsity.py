@@ -102,13 +102,20 @@ STAGES = ("train", "val", "test")
 
 
 class SparsityMonitor(Callback):
-    """Args:
+    """Logs the exact sparsity (fraction of outputs that are exactly 0) and the dead units (0 on every
+    example of the epoch) of each watched module, per stage and epoch, summed over DDP processes.
+
+    A unit is one index along ``unit_dim`` of a module's output: a feature of an ``N x F`` output, a
+    channel of an ``N x C x H x W`` one (a dead channel is 0 at every position of every example).
+    Modules applied at several places in one forward are counted per call site (``act@1``, ``act@2``).
+
+    Args:
         modules: which modules' outputs to measure, each a qualified module name (as in
             ``named_modules()``, e.g. ``features.1``) or a class name (``ReLU``, ``torch.nn.ReLU``).
             Default: the LightningModule's ``sparsity_modules()``. A model without that method must
             name its hidden activations (an output ``Sigmoid`` is not a hidden layer), and an entry
             that matches no module is an error.
-        unit_dim: the dimension of a module's output that indexes its units (see above).
+        unit_dim: the dimension of a module's output that indexes its units (1; ``-1`` for ``N x T x F``).
         train_log_every_n_steps: also log the epoch-to-date training values every n steps, as
             ``train_step/sparsity/<layer>`` and ``train_step/dead/<layer>`` (this process's data
             only; costs a host sync each time); ``None`` (default) logs training values per epoch.
@@ -118,7 +125,7 @@ class SparsityMonitor(Callback):
             the W&B and TensorBoard loggers and save the rates as ``firing_rates.json`` in the run's
             folder (see ``lightning_rect.callbacks.firing_rates``); needs ``epoch_logs``.
         name: put before every layer this monitor reports (``val/sparsity/<name>/mean``), so that
-            several monitors on one Trainer log, save and checkpoint their own values (see above).
+            several monitors on one Trainer log, save and checkpoint their own values.
             ``None`` (default): the plain names.
     """
 

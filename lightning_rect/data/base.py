@@ -1,13 +1,16 @@
-"""Base class of every data module: whole splits as tensors in memory, batches served by slicing."""
+"""Base class of every data module: whole splits as tensors in memory, served by ``DataLoader``s that
+fetch a whole batch per index list (``lightning_rect.data.batches``)."""
 
 from __future__ import annotations
 
 import math
 
 import torch
+import torch.distributed as dist
 from lightning import LightningDataModule
+from torch.utils.data import DataLoader
 
-from lightning_rect.data.batches import BatchTransform, EpochShuffle, InMemoryBatches
+from lightning_rect.data.batches import BatchTransform, EpochShuffle, in_memory_loader
 from lightning_rect.checks import check_positive_int
 from lightning_rect.errors import ConfigError, DataFileError
 
@@ -77,27 +80,33 @@ class InMemoryDataModule(LightningDataModule):
 
     def _rank_and_world(self) -> tuple[int, int]:
         trainer = getattr(self, "trainer", None)
-        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        if trainer is not None:
+            return trainer.global_rank, trainer.world_size
+        # Without a Trainer (Fabric, a script): the process group, so that the sampler, which
+        # Fabric keeps as it is a DistributedSampler, still gives each process its own share.
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank(), dist.get_world_size()
+        return 0, 1
 
-    def _batches(self, split: str, shuffle: bool) -> InMemoryBatches:
+    def _batches(self, split: str, shuffle: bool) -> DataLoader:
         if self.splits is None:
             self.setup()
         x, y = self.splits[split]
         rank, world = self._rank_and_world()
         sampler = EpochShuffle(len(y), shuffle=shuffle, seed=self.seed, rank=rank, world_size=world)
         batch_size = self.batch_size if shuffle else self.eval_batch_size
-        return InMemoryBatches(x, y, batch_size, sampler, self.transform)
+        return in_memory_loader(x, y, batch_size, sampler, self.transform)
 
-    def train_dataloader(self) -> InMemoryBatches:
+    def train_dataloader(self) -> DataLoader:
         return self._batches("train", shuffle=True)
 
-    def val_dataloader(self) -> InMemoryBatches:
+    def val_dataloader(self) -> DataLoader:
         return self._batches("val", shuffle=False)
 
-    def test_dataloader(self) -> InMemoryBatches:
+    def test_dataloader(self) -> DataLoader:
         return self._batches("test", shuffle=False)
 
-    def predict_dataloader(self) -> InMemoryBatches:
+    def predict_dataloader(self) -> DataLoader:
         return self._batches("test", shuffle=False)
 
 

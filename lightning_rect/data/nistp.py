@@ -24,16 +24,17 @@ distortions are those of ``lightning_rect.data.distortions``, drawn on the fly i
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from lightning_rect.checks import check_positive_int
 from lightning_rect.data.base import InMemoryDataModule, Split, fixed_split
-from lightning_rect.data.batches import Affine, BatchTransform
+from lightning_rect.data.batches import Affine, Batch, BatchTransform, as_is
 from lightning_rect.data.distortions import distort
 from lightning_rect.data.formats import redownload
 from lightning_rect.data.mnist import read_images_and_labels
@@ -110,7 +111,7 @@ class NISTPDataModule(InMemoryDataModule):
             splits[name] = (fixed_distortions(test_x[idx], stream, self.distortion_strength), test_y[idx])
         return splits
 
-    def train_dataloader(self) -> DistortedStream:
+    def train_dataloader(self) -> DataLoader:
         if self.splits is None:
             self.setup()
         x, y = self.splits["train"]
@@ -120,8 +121,9 @@ class NISTPDataModule(InMemoryDataModule):
         if self.distort_device == "auto" and trainer is not None:
             device = trainer.strategy.root_device
         sampler = CyclingSampler(len(y), self.train_size, seed=self.seed, rank=rank, world_size=world)
-        return DistortedStream(x, y, self.batch_size, sampler, self.transform, self.distortion_strength,
-                               self.chunk_size, device)
+        chunk_size = self.batch_size * max(1, self.chunk_size // self.batch_size)  # chunks hold whole batches
+        stream = DistortedStream(x, y, sampler, self.transform, self.distortion_strength, chunk_size, device)
+        return DataLoader(stream, batch_size=self.batch_size, sampler=sampler, collate_fn=as_is)
 
 
 # -- source characters --------------------------------------------------------------------------
@@ -183,29 +185,32 @@ def mix_seed(*parts: int) -> int:
 
 
 # -- training stream ----------------------------------------------------------------------------
-class CyclingSampler:
+class CyclingSampler(DistributedSampler):
     """Which source character each training position of one rank's epoch uses.
 
     Global position ``p`` uses ``perm_k[p % n]`` with ``k = p // n`` and ``perm_k`` a permutation
     of the ``n`` source characters seeded by ``(seed, epoch, k)``; rank ``r`` of ``world_size``
     takes positions ``r, r + world_size, ...``. Like ``EpochShuffle``: ``set_epoch`` (called by
-    Lightning) reseeds, and every rank gets ``ceil(num_examples / world_size)`` positions.
+    Lightning) reseeds, and every rank gets ``ceil(num_examples / world_size)`` positions. It yields
+    the rank's local positions ``0, 1, ...`` in order (``DistortedStream`` makes the examples); it is
+    a ``DistributedSampler`` so that under DDP Lightning and Fabric keep it instead of sharding the
+    rank's positions again.
     """
 
     def __init__(self, num_sources: int, num_examples: int, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
         if num_sources < 1:
             raise ConfigError("NISTP has no training characters to draw from")
+        # The positions that even out the ranks are fresh draws, not repeats: the stream's length is
+        # the padded one, so torch's padding arithmetic (which SparsityMonitor reads) finds none.
+        padded = math.ceil(num_examples / world_size) * world_size
+        super().__init__(range(padded), num_replicas=world_size, rank=rank, shuffle=False, seed=seed)
         self.num_sources = num_sources
         self.num_examples = num_examples
-        self.seed, self.rank, self.world_size = seed, rank, world_size
-        self.epoch = 0
+        self.world_size = world_size
         self._perm: tuple[tuple[int, int], torch.Tensor] | None = None
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return math.ceil(self.num_examples / self.world_size)
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(len(self)))
 
     def _permutation(self, k: int) -> torch.Tensor:
         key = (self.epoch, k)
@@ -225,43 +230,65 @@ class CyclingSampler:
         return out
 
 
-class DistortedStream:
-    """Training batches of freshly distorted characters, made ``chunk_size`` at a time on ``device``.
+class DistortedStream(Dataset):
+    """One rank's training examples by local position: freshly distorted characters, made
+    ``chunk_size`` at a time on ``device``.
 
-    Behaves like ``InMemoryBatches`` (``len()``, ``sampler.set_epoch``); each chunk's distortions are
-    seeded by ``(seed, epoch, rank, chunk)``, so a rerun on the same device repeats exactly.
+    Chunk ``c`` holds positions ``c * chunk_size ...``; its characters and distortions are seeded
+    by ``(seed, epoch, rank, c)`` (the epoch: the one ``sampler`` was last set to), so a rerun on
+    the same device repeats exactly. ``__getitems__`` serves a batch of positions from the chunk
+    that holds them, distorting each chunk once when positions come in order (the sampler's).
     """
 
-    batch_sampler = None  # mirrors DataLoader's attributes, which Lightning inspects
-
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, sampler: CyclingSampler,
-                 transform: BatchTransform, strength: float, chunk_size: int, device: torch.device) -> None:
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, sampler: CyclingSampler, transform: BatchTransform,
+                 strength: float, chunk_size: int, device: torch.device) -> None:
         self.x, self.y = x, y
-        self.batch_size = batch_size
         self.sampler = sampler
         self.transform = transform
         self.strength = strength
-        self.chunk_size = batch_size * max(1, chunk_size // batch_size)  # chunks hold whole batches
+        self.chunk_size = chunk_size
         self.device = torch.device(device)
-        self._on_device: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._on_device: Batch | None = None
+        self._chunk: tuple[tuple[int, int], Batch] | None = None  # the last chunk made, by (epoch, chunk)
 
     def __len__(self) -> int:
-        return math.ceil(len(self.sampler) / self.batch_size)
+        return len(self.sampler)
 
-    def _source(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def _source(self) -> Batch:
         if self._on_device is None:  # uploaded once (uint8), not per chunk
             self._on_device = (self.x.to(self.device), self.y.to(self.device))
         return self._on_device
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        x, y = self._source()
+    def _distorted(self, chunk_no: int) -> Batch:
         sampler = self.sampler
-        total = len(sampler)
-        for chunk_no, start in enumerate(range(0, total, self.chunk_size)):
-            idx = sampler.sources(start, min(self.chunk_size, total - start)).to(self.device)
+        key = (sampler.epoch, chunk_no)
+        if self._chunk is None or self._chunk[0] != key:
+            x, y = self._source()
+            start = chunk_no * self.chunk_size
+            idx = sampler.sources(start, min(self.chunk_size, len(sampler) - start)).to(self.device)
             generator = torch.Generator(self.device)
             generator.manual_seed(mix_seed(sampler.seed, sampler.epoch, sampler.rank, chunk_no))
-            images = self.transform(distort_to_uint8(x[idx], generator, self.strength))
-            labels = y[idx]
-            for b in range(0, len(idx), self.batch_size):
-                yield images[b : b + self.batch_size], labels[b : b + self.batch_size]
+            self._chunk = (key, (self.transform(distort_to_uint8(x[idx], generator, self.strength)), y[idx]))
+        return self._chunk[1]
+
+    def __getitems__(self, positions: Sequence[int]) -> Batch:
+        pos = torch.as_tensor(positions, dtype=torch.int64)
+        chunks, offsets = pos // self.chunk_size, (pos % self.chunk_size).to(self.device)
+        first = int(chunks[0])
+        if bool((chunks == first).all()):  # a batch of in-order positions lies in one chunk
+            images, labels = self._distorted(first)
+            return images.index_select(0, offsets), labels.index_select(0, offsets)
+        images = labels = None
+        for chunk_no in torch.unique(chunks).tolist():  # positions from several chunks: another sampler's order
+            where = (chunks == chunk_no).nonzero().flatten().to(self.device)
+            chunk_images, chunk_labels = self._distorted(chunk_no)
+            if images is None:
+                images = chunk_images.new_empty((len(pos), *chunk_images.shape[1:]))
+                labels = chunk_labels.new_empty(len(pos))
+            images[where] = chunk_images.index_select(0, offsets[where])
+            labels[where] = chunk_labels.index_select(0, offsets[where])
+        return images, labels
+
+    def __getitem__(self, position: int) -> Batch:
+        images, labels = self.__getitems__([position])
+        return images[0], labels[0]

@@ -50,20 +50,24 @@ class AmazonReviewsDataModule(InMemoryDataModule):
         task: ``polarity`` (positive/negative -> 1/0, metric error rate) or ``stars`` (1..5 ->
             0..4, metric RMSE of the expected star value; use ``StarRatingMLP``).
         vocab_size: input width; the most frequent features kept.
-        val_fraction, test_fraction: fractions of each domain's labeled reviews held out.
+        val_fraction: fraction of each domain's labeled reviews held out for validation.
+        test_fraction: fraction of each domain's labeled reviews held out for the test.
         split_seed: seeds the fixed split.
         include_unlabeled: put the unlabeled reviews into the training split with label -1, for
             pre-training (the auto-encoder ignores labels). Not for supervised training: the
             cross-entropy rejects label -1.
-        labeled_files, unlabeled_files: file templates relative to ``data_dir`` with a
-            ``{domain}`` placeholder, to override the task's defaults (``DEFAULT_FILES``). An
-            unlabeled review identical (same feature set) to a labeled one is dropped, so
-            pre-training never sees a validation or test review.
+        labeled_files: file templates of the labeled reviews, relative to ``data_dir`` with a
+            ``{domain}`` placeholder, to override the task's defaults (``DEFAULT_FILES``).
+        unlabeled_files: the same for the unlabeled reviews. An unlabeled review identical (same
+            feature set) to a labeled one is dropped, so pre-training never sees a validation or
+            test review.
         skip_malformed: skip lines that break the format (counted, one warning) instead of
             raising ``DataFileError`` with file and line number.
         cache_vocab: read/write the vocabulary cache.
-        batch_size, eval_batch_size, labeled_fraction, seed: see ``InMemoryDataModule``;
-            ``labeled_fraction`` subsamples the labeled training reviews only.
+        batch_size: training minibatch size (see ``InMemoryDataModule``).
+        eval_batch_size: evaluation batch size (see ``InMemoryDataModule``).
+        labeled_fraction: share of the labeled training reviews kept (the unlabeled ones all stay).
+        seed: seeds the labeled subset and the training order (see ``InMemoryDataModule``).
         download: in ``prepare_data()``, fetch ``processed_acl.tar.gz`` / ``processed_stars.tar.gz``
             (whichever a missing file of the task comes from) from the source page into
             ``data_dir``, verify and unpack it; the tarball is kept, a broken download resumes.
