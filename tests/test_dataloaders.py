@@ -231,3 +231,28 @@ def test_ddp_spawn_keeps_the_modules_sharding_and_counts_each_evaluation_example
     rows = written(tmp_path)
     assert sorted(i for indices, _ in rows for i in indices) == list(range(n))
     assert all(indices == labels for indices, labels in rows)
+
+
+class PoisonedDigits(DigitsDataModule):
+    """The digits with 3e38 in 50 training pixels: a damaged file, or data that was never scaled."""
+
+    def load_splits(self):
+        splits = super().load_splits()
+        x, y = splits["train"]
+        x = x.clone()
+        x.view(-1)[torch.arange(50) * 7] = 3e38
+        return {**splits, "train": (x, y)}
+
+
+@pytest.mark.parametrize("model", ["SparseMLP", "StackedDAE"])
+def test_inputs_far_out_of_range_stop_the_fit_at_setup_with_the_split_named(model):
+    from lightning_rect import SparseMLP, StackedDAE
+    from lightning_rect.errors import DataFileError
+
+    net = SparseMLP(64, 10, [8]) if model == "SparseMLP" else StackedDAE(64, [8], epochs_per_layer=1)
+    trainer = Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                      enable_model_summary=False)
+    with pytest.raises(DataFileError, match=r"PoisonedDigits: 50 train input value\(s\) are not finite or exceed "
+                                            r"1e\+06 in magnitude \(largest finite one 3e\+38"):
+        trainer.fit(net, datamodule=PoisonedDigits())
+    assert trainer.global_step == 0  # refused before any step, not "diverged" after some

@@ -64,6 +64,7 @@ class InMemoryDataModule(LightningDataModule):
         if self.splits is None:
             splits = self.load_splits()
             check_no_empty_split(type(self).__name__, splits, self.data_source())
+            check_finite_inputs(type(self).__name__, splits, self.data_source())
             self.splits = self.with_labeled_fraction(splits)
 
     def with_labeled_fraction(self, splits: dict[str, Split]) -> dict[str, Split]:
@@ -121,6 +122,30 @@ def check_no_empty_split(name: str, splits: dict[str, Split], source: str) -> No
                             f"({listed} examples, from {source}): the data holds too few examples for the split "
                             "settings; if a file is short, delete it, then download or copy it again, else change "
                             "the settings that size the splits")
+
+
+#: Largest input magnitude taken as data: every bundled data set lies within [-1, 1] once scaled,
+#: and a value far beyond it is a damaged file or a missing scaling, which would train on silently
+#: (a loss of 1e32) or end as "diverged" with advice about the learning rate.
+MAX_ABS_INPUT = 1e6
+
+
+def check_finite_inputs(name: str, splits: dict[str, Split], source: str) -> None:
+    """DataFileError naming the split and how many inputs are not finite or far out of range (float
+    storage only: integer storage such as uint8 pixels is bounded by its type)."""
+    for split in SPLITS:
+        if split not in splits:
+            continue
+        x = splits[split][0]
+        if not (isinstance(x, torch.Tensor) and x.is_floating_point() and x.layout == torch.strided):
+            continue
+        bad = ~torch.isfinite(x) | (x.abs() > MAX_ABS_INPUT)
+        count = int(bad.sum())
+        if count:
+            worst = x[bad].abs().max().item() if torch.isfinite(x[bad]).any() else float("nan")
+            raise DataFileError(f"{name}: {count} {split} input value(s) are not finite or exceed {MAX_ABS_INPUT:g} in "
+                                f"magnitude (largest finite one {worst:.3g}; from {source}): the data is damaged or "
+                                "not scaled; check or replace the file before training")
 
 
 def labeled_subset(y: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
