@@ -57,6 +57,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help=f"data sets, from {', '.join(DATASETS)} (default: the paper's for the experiment)")
     parser.add_argument("--budget", choices=list(BUDGETS),
                         help="tiny: pipeline check; small (default): shortened, ~1 h per data set on 2 CPU cores; "
+                             "grid: the paper's learning-rate grid in both phases with short training; "
                              "paper (the default with --sweep): full protocol with the learning-rate search")
     parser.add_argument("--lrs", type=float, nargs="+", metavar="LR",
                         help="learning rates to try instead of the budget's (both phases), e.g. --lrs 0.1: "

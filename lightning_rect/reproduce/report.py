@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lightning_rect.reproduce.catalog import CATALOG
+from lightning_rect.app.plots.summary import PLOT_HINT
 from lightning_rect.files import write_atomically
 from lightning_rect.reproduce import paper
 from lightning_rect.reproduce.budgets import BUDGETS
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
     from lightning_rect.reproduce.experiments.base import Experiment
 
 DASH = "—"
-PLOT_HINT = "pip install 'lightning-rect[plot]'  (or: pip install matplotlib)"
 
 
 # -- numbers out of a record ---------------------------------------------------------------------
