@@ -578,3 +578,28 @@ def test_seeded_protocols_are_repeated_in_cells_of_their_own_with_their_own_pret
             assert spec.settings["model.init_args.epochs_per_layer"] in (10, 30)
             assert spec.settings["model.init_args.rescale"] is ("rescale" in spec.cell.variant)
     assert spread([1.0, 2.0, 3.0]) == "2.00% ± 1.00 (1.00-3.00, n=3)"
+
+
+def test_a_pretraining_run_stopped_while_it_trains_again_for_its_checkpoint_keeps_its_finished_runs(
+        fake_fit, tmp_path, monkeypatch):
+    """The DAE trains again only for its checkpoint; stopped half-way (no results.json yet), the next
+    invocation still reuses the fine-tuning runs that had finished from it and trains only the rest."""
+    specs = plan_table1(tmp_path, budget="paper")  # 4 fine-tuning rates per DAE
+    runner = Runner(Options(out=tmp_path, configs_dir=ROOT / "configs"))
+    runner.execute(runner.prepare(specs))
+    for checkpoint in tmp_path.rglob("*.ckpt"):
+        checkpoint.unlink()
+    tanh = next(s for s in specs if s.cell == Cell("digits", "tanh", phase="pretrain"))
+    dependents = [s for s in specs if tanh.id in s.needs]
+    shutil.rmtree(run_dir(tmp_path, dependents[0]))  # one fine-tuning run still to do
+    runner = Runner(Options(out=tmp_path, configs_dir=ROOT / "configs"))
+    records = runner.prepare(specs)
+    [tanh_pretrain] = [records[n].spec for n in dependents[0].needs if records[n].status == "pending"]
+    monkeypatch.setattr(Runner, "_attempt", lambda self, *args: (False, "stopped half-way"))  # no results.json
+    runner._train(records[tanh_pretrain.id], None, 1)
+    assert not (log_dir(tmp_path, tanh_pretrain) / "results.json").exists()
+
+    records = Runner(Options(out=tmp_path, configs_dir=ROOT / "configs")).prepare(specs)
+    pending = {i for i, r in records.items() if r.status == "pending"}
+    assert pending == {tanh_pretrain.id, dependents[0].id}
+    assert all(records[s.id].status == "reused" for s in dependents[1:]) and len(dependents) > 1

@@ -62,6 +62,12 @@ STOP_GRACE_SECONDS = 120
 FINAL = ("done", "reused", "failed", "blocked", "other shard", "interrupted", "damaged")
 
 
+#: Why a finished pre-training run trains again although nothing changed, and the file that marks it
+#: in the run's folder while it does.
+CHECKPOINT_GONE = "its checkpoint is gone and an unfinished fine-tuning run starts from it"
+REGENERATING = "regenerating"
+
+
 def available_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -272,11 +278,18 @@ class Runner:
                 continue
             if results is not None:
                 record.changed = differences(recorded, self.inputs(spec))
-                retrained = [n for n in spec.needs if n in records and records[n].status != "reused"]
+                retrained = [n for n in spec.needs if n in records and records[n].status != "reused"
+                             and not (run_dir(self.o.out, records[n].spec) / REGENERATING).exists()]
                 if retrained and not record.changed:
                     record.changed = ["its pre-training trains again"]
                 if not record.changed:
                     record.results, record.status = results, "reused"
+            marker = run_dir(self.o.out, spec) / REGENERATING
+            if results is None and marker.is_file():  # stopped while training again for its checkpoint
+                try:
+                    record.results, record.changed = json.loads(marker.read_text()), [CHECKPOINT_GONE]
+                except ValueError:
+                    pass
             if record.status == "pending" and self.o.shard and shard_of[spec.id] != self.o.shard[0]:
                 record.status = "other shard"
             record.log_dir = log_dir(self.o.out, spec)
@@ -293,8 +306,7 @@ class Runner:
                 continue
             best = best_of([records[n] for n in record.spec.needs])
             if best is not None and best.status == "reused" and checkpoint_of(self.o.out, best) is None:
-                best.status, best.results = "pending", None
-                best.changed = ["its checkpoint is gone and an unfinished fine-tuning run starts from it"]
+                best.status, best.changed = "pending", [CHECKPOINT_GONE]  # its results stay until it has new ones
 
     def data_dir(self, spec: RunSpec) -> Path | None:
         """The folder a run reads its data from: --data-dir, else its config's (relative to here)."""
@@ -450,6 +462,11 @@ class Runner:
         if resume is None and folder.exists():
             shutil.rmtree(folder)  # no checkpoint to go on from, or one made from other inputs: start clean
         self._start_folder(folder, spec, inputs)
+        if CHECKPOINT_GONE in record.changed:
+            # trained again for its checkpoint only: the fine-tuning runs that finished from it stay
+            # finished, also when this training is stopped half-way and picked up by a later invocation
+            # (the file holds its results until it has new ones)
+            (folder / REGENERATING).write_text(json.dumps(record.results) + "\n")
         record.pretrained_from = str(pretrained) if pretrained else None
         what = f"{spec.dataset} {spec.phase} {spec.cell.activation}" + (
             " from pre-training" if spec.needs else "") + f" ({spec.id})"
@@ -473,6 +490,7 @@ class Runner:
         except RunFileError as err:
             ok, error, record.results = False, str(err), None
         if record.finished:
+            (folder / REGENERATING).unlink(missing_ok=True)
             record.results = checkpoint_made_relative(log_dir(self.o.out, spec), record.results)
             # again, after the run: a run that downloaded its data has now seen the files it read
             write_inputs(folder, self.inputs(spec))
