@@ -846,3 +846,46 @@ def test_a_checkpoint_of_a_fit_with_two_monitors_restores_both(tmp_path):
             for layer, rates in original.firing_rates[stage].items():
                 assert torch.equal(again.firing_rates[stage][layer], rates), (stage, layer)
         assert again.firing_rate_histograms == original.firing_rate_histograms
+
+
+class ForwardsOutsideSteps(L.Callback):
+    """Runs the model on zeros (all-dead codes, were they counted) where no step runs: an export or a
+    trace in a callback, a pass over the data between epochs."""
+
+    def _forward(self, pl_module):
+        with torch.no_grad():
+            pl_module(torch.zeros(50, 64))
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self._forward(pl_module)
+
+    def on_validation_end(self, trainer, pl_module):
+        self._forward(pl_module)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self._forward(pl_module)
+
+
+def test_forwards_outside_lightnings_steps_are_not_counted():
+    def fit(extra):
+        L.seed_everything(0)
+        trainer = L.Trainer(max_epochs=2, limit_train_batches=5, limit_val_batches=3, logger=False,
+                            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                            callbacks=[SparsityMonitor(), *extra])
+        trainer.fit(SparseMLP(64, 10, [32, 16], lr=0.05), datamodule=DigitsDataModule(batch_size=16))
+        return {k: float(v) for k, v in trainer.callback_metrics.items() if "/sparsity/" in k or "/dead/" in k}
+
+    plain, disturbed = fit([]), fit([ForwardsOutsideSteps()])
+    assert set(plain) >= {"train/sparsity/mean", "val/sparsity/mean", "val/dead/layer_2"}
+    assert disturbed == pytest.approx(plain)
+
+
+def test_under_fabric_the_monitor_says_it_is_a_trainer_callback_in_one_line():
+    from lightning import Fabric
+
+    from lightning_rect.callbacks.sparsity import UNDER_FABRIC
+
+    fabric = Fabric(accelerator="cpu", devices=1, callbacks=[SparsityMonitor()])
+    with pytest.raises(ConfigError) as refused:
+        fabric.call("setup", fabric, SparseMLP(64, 10, [8]), "fit")
+    assert str(refused.value) == UNDER_FABRIC and "\n" not in UNDER_FABRIC

@@ -72,7 +72,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning import Callback, LightningModule, Trainer
+from lightning import Callback, Fabric, LightningModule, Trainer
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
@@ -99,6 +99,9 @@ NEVER_ZERO_TYPES = (nn.Tanh, nn.Sigmoid, nn.Softplus, nn.GELU, nn.SiLU, nn.ELU, 
 #: Containers that hold modules but are never called themselves, so a hook on them never fires.
 UNCALLED_TYPES = (nn.ModuleList, nn.ModuleDict, nn.ParameterList, nn.ParameterDict)
 STAGES = ("train", "val", "test")
+UNDER_FABRIC = ("SparsityMonitor is a lightning.Trainer callback (it counts during the Trainer's stages and "
+                "logs through it), and Fabric runs no stages; fit with lightning.Trainer(callbacks="
+                "[SparsityMonitor(...)]), or count your activations' exact zeros in your Fabric loop")
 
 
 class SparsityMonitor(Callback):
@@ -149,6 +152,9 @@ class SparsityMonitor(Callback):
         self._handles: list[RemovableHandle] = []
         self._prefix = f"{self.name}/" if self.name else ""  # before every reported layer name
         self._stage: str | None = None  # the stage whose outputs the hooks count now, if any
+        # Between a batch's start and end hooks only: a forward the user or a model runs elsewhere (an
+        # export or trace in a callback, a pass over the training set between DAE layers) is not data.
+        self._in_step = False
         # stage -> (dataloader index or None when the stage has one dataloader, name, call) -> counter
         self._counters: dict[str, dict[tuple[int | None, str, int], UnitCounter]] = {stage: {} for stage in STAGES}
         self._loader: int | None = None  # the dataloader of the current evaluation batch (None: the only one)
@@ -213,6 +219,8 @@ class SparsityMonitor(Callback):
 
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if isinstance(trainer, Fabric):  # fabric.call("setup", ...) hands over the Fabric object itself
+            raise ConfigError(UNDER_FABRIC)
         self._remove_hooks()
         watched = self.watched_modules(pl_module)
         self._refuse_shared_names(trainer, pl_module, {name for name, _ in watched})
@@ -269,7 +277,7 @@ class SparsityMonitor(Callback):
     def _make_hook(self, name: str, nonnegative: bool, per_call_site: bool):
         """The forward hook of watched module ``name``: counts its outputs in the current stage."""
         def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-            if self._stage is None or self._in_backward:  # a recomputation in backward: counted already
+            if self._stage is None or not self._in_step or self._in_backward:  # backward: a recomputation
                 return
             if not isinstance(output, torch.Tensor):
                 raise ConfigError(f"SparsityMonitor: {name!r} ({type(module).__name__}) returned a "
@@ -298,6 +306,7 @@ class SparsityMonitor(Callback):
 
     def _new_batch(self, trainer: Trainer, stage: str, batch_idx: int, dataloader_idx: int | None = None) -> None:
         self._new_pass()
+        self._in_step = True
         self._loader = dataloader_idx
         self._padding = padded_rows(_stage_dataloader(trainer, stage, dataloader_idx), batch_idx)
 
@@ -398,7 +407,7 @@ class SparsityMonitor(Callback):
 
     @override
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int) -> None:
-        self._in_backward = False
+        self._in_backward = self._in_step = False
         every = self.train_log_every_n_steps
         counters = self._counters["train"]
         if not every or trainer.global_step % every or not counters:
@@ -429,6 +438,11 @@ class SparsityMonitor(Callback):
         self._new_batch(trainer, "val", batch_idx, dataloader_idx)
 
     @override
+    def on_validation_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int,
+                                dataloader_idx: int = 0) -> None:
+        self._in_step = False
+
+    @override
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not trainer.sanity_checking:
             self._finish("val", trainer, pl_module)
@@ -444,6 +458,11 @@ class SparsityMonitor(Callback):
     def on_test_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch, batch_idx: int,
                             dataloader_idx: int | None = None) -> None:
         self._new_batch(trainer, "test", batch_idx, dataloader_idx)
+
+    @override
+    def on_test_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int,
+                          dataloader_idx: int = 0) -> None:
+        self._in_step = False
 
     @override
     def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
