@@ -80,12 +80,33 @@ def _fetch(url: str, what: str, fix: str) -> io.BytesIO:
 
 
 def last_checkpoint_path(trainer: Trainer) -> str:
-    """Path of the newest epoch-end checkpoint written so far, or ""."""
+    """Path of the newest epoch-end checkpoint of this run written so far, or "": a file that exists in the
+    run's own checkpoint folder (a path restored from another run's checkpoint is never named)."""
     for callback in trainer.checkpoint_callbacks:
         path = callback.last_model_path or (callback.best_model_path if callback.monitor is None else "")
-        if path:
+        if path and _in_own_folder(path, getattr(callback, "dirpath", None)):
             return path
     return ""
+
+
+def _in_own_folder(path: str, dirpath: Any) -> bool:
+    if "://" in str(path):
+        return True  # a remote run folder: trusted as Lightning names it
+    try:
+        return Path(path).is_file() and (dirpath is None or Path(path).resolve().parent == Path(dirpath).resolve())
+    except OSError:
+        return False
+
+
+def nonfinite_weights(state_dict: dict) -> list[tuple[str, int]]:
+    """(key, count) of each floating-point tensor of ``state_dict`` that holds NaN or infinite values."""
+    bad = []
+    for key, value in state_dict.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and value.numel():
+            finite = torch.isfinite(value)
+            if not bool(finite.all()):
+                bad.append((key, int((~finite).sum())))
+    return bad
 
 
 def read_pretrained(path: Any, mmap: bool = False) -> dict:
@@ -95,6 +116,9 @@ def read_pretrained(path: Any, mmap: bool = False) -> dict:
     if model != "StackedDAE":
         raise CheckpointError(f"pretrained checkpoint {str(path)!r} was written by {model or 'an unknown model'}, "
                               f"not by StackedDAE; {PRETRAINED}")
+    if bad := nonfinite_weights(checkpoint["state_dict"]):
+        raise CheckpointError(f"pretrained checkpoint {str(path)!r} holds NaN or infinite weights ({bad[0][1]} in "
+                              f"{bad[0][0]}): its pre-training diverged; {PRETRAINED} that finished with finite values")
     return checkpoint
 
 

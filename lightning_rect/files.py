@@ -121,3 +121,16 @@ def remove_stale_temporaries(path: Path) -> None:
             except OSError:  # a live writer holds it (or the file system has no locks: leave it)
                 continue
             stale.unlink()
+
+
+def portable_path(path: str | os.PathLike) -> str:
+    """``path`` relative to the working folder when it lies inside it (or beside it: ``../shared/data``), so
+    that what a run records names no folder of the machine it ran on; else as it is."""
+    path = Path(path)
+    if not path.is_absolute():
+        return path.as_posix()
+    try:
+        relative = Path(os.path.relpath(path, Path.cwd()))
+    except ValueError:  # another drive
+        return path.as_posix()
+    return relative.as_posix() if relative.parts[:2] != ("..", "..") else path.as_posix()

@@ -126,6 +126,7 @@ def test_fast_dev_run_runs_a_batch_of_fit_and_test_and_writes_no_run(cli_in_proc
                     "checkpoint or results.json)")
     assert not (tmp_path / "runs").exists()
     assert not [p for p in tmp_path.rglob("*") if p.suffix == ".ckpt" or p.name in ("results.json", "config.yaml")]
+    assert list(tmp_path.iterdir()) == []  # nor firing_rates.json through fast_dev_run's stand-in logger
 
 
 def test_a_fit_without_a_logger_gets_a_run_folder_of_its_own(cli_in_process, tmp_path):
@@ -319,3 +320,54 @@ def test_a_ddp_spawn_fit_records_what_its_worker_processes_reached(run_cli, tmp_
     assert results["best_val"] == pytest.approx(min(val.values())) and val[results["best_epoch"]] == results["best_val"]
     assert results["checkpoint"] == str(run / "checkpoints" / f"best-epoch={results['best_epoch']}.ckpt")
     assert results["fit_seconds"] > 0 and 0 <= results["test/err"] <= 1
+
+
+def checksums(folder: Path) -> dict[str, str]:
+    import hashlib
+
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
+def test_test_with_a_runs_own_config_naming_its_version_writes_a_new_version_and_leaves_the_run_alone(
+        finished_run, cli_in_process, tmp_path):
+    """Issue 32 item 3: a config that names a run's folder (a fixed ``version``; an absolute ``save_dir``, as in a
+    copied run folder) made ``test`` write into that run (metrics.csv 121 rows -> 1, its config.yaml replaced)."""
+    import shutil
+
+    import yaml
+
+    shutil.copytree(finished_run.cwd / "runs", tmp_path / "runs")
+    run = tmp_path / "runs" / "digits" / "version_0"
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["trainer"]["logger"]["init_args"].update(version=0, save_dir=str(tmp_path / "runs"))
+    (tmp_path / "old.yaml").write_text(yaml.safe_dump(config))
+    best = next((run / "checkpoints").glob("best-*.ckpt"))
+    before = checksums(run)
+
+    code, stderr = cli_in_process("test", "--config", "old.yaml", f"--ckpt_path={best}",
+                                  "--trainer.enable_progress_bar=false")
+    assert code == 0, stderr[-2000:]
+    assert checksums(run) == before  # not one file of the run changed
+    assert f"note: {run} holds the files of an earlier run, so this test writes into a new version folder" in stderr
+    new = run.parent / "version_1"
+    assert {"metrics.csv", "config.yaml"} <= {p.name for p in new.iterdir()}
+    saved = yaml.safe_load((new / "config.yaml").read_text())
+    # the new run's own config names no folder of this machine and no version another command would reuse
+    assert saved["trainer"]["logger"]["init_args"]["version"] is None
+    assert saved["trainer"]["logger"]["init_args"]["save_dir"] == "runs"
+    assert saved["ckpt_path"] == str(best.relative_to(tmp_path))
+
+
+def test_a_remote_config_is_read_only_over_https_and_only_when_opted_in(monkeypatch):
+    """Issue 32 item 1 (the refusals are cases of tests/test_bad_inputs.py): the opt-in lets https through."""
+    from lightning_rect.app.config_files import check_config_files
+    from lightning_rect.errors import ConfigError
+
+    monkeypatch.delenv("LIGHTNING_RECT_ALLOW_REMOTE_CONFIG", raising=False)
+    with pytest.raises(ConfigError, match="a config from a URL is not read"):
+        check_config_files(["fit", "--config=https://example.org/x.yaml"])
+    monkeypatch.setenv("LIGHTNING_RECT_ALLOW_REMOTE_CONFIG", "1")
+    check_config_files(["fit", "--config", "https://example.org/x.yaml"])  # read by jsonargparse, with the caps
+    with pytest.raises(ConfigError, match="never s3://"):
+        check_config_files(["fit", "-c", "s3://bucket/x.yaml"])

@@ -9,6 +9,7 @@ test (results.json, written by rank 0 alone), and the test's firing-rate histogr
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -118,3 +119,52 @@ def test_plain_ddp_for_pretraining_names_the_strategy_to_use(run_cli):
                    env=ENV, timeout=240)
     assert proc.returncode == 2
     assert "ddp_find_unused_parameters_true" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def child_processes(pid: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the rank-1 process through /proc")
+def test_sigterm_to_one_rank_stops_every_rank_soon_with_one_line(tmp_path):
+    """Issue 32 item 5: SIGTERM to the rank-1 process left both processes idle for over 240 s (Lightning's
+    notice broadcasts from inside the signal handler), then a 145-line gloo traceback. Now the ranks agree
+    at the next check, all stop at the same batch, and rank 0 prints one line."""
+    import signal
+    import time
+
+    from helpers.cli_process import start
+
+    proc = start(tmp_path, "fit", "--config", str(ROOT / "configs" / "digits.yaml"), *DDP, "--trainer.max_epochs=100",
+                 "--trainer.limit_train_batches=200", "--model.init_args.hidden_sizes=[32]",
+                 "--data.init_args.batch_size=1", env=ENV)
+    last = tmp_path / "runs" / "digits" / "version_0" / "checkpoints" / "last.ckpt"
+    try:
+        deadline = time.time() + 240
+        while not last.exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None and last.exists(), "the run ended (or never got to epoch 1) before the signal"
+        [rank_1] = child_processes(proc.pid)
+        time.sleep(0.3)  # into epoch 1
+        stopped_at = time.monotonic()
+        os.kill(rank_1, signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+        took = time.monotonic() - stopped_at
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 143, out[-3000:]
+    assert took < 60 and not running(rank_1), took
+    lines = [line for line in out.splitlines() if line.startswith("stopped by")]
+    assert len(lines) == 1 and "Traceback" not in out, out[-3000:]
+    assert lines[0].startswith("stopped by SIGTERM at epoch ") and "resume with: python -m lightning_rect fit" in lines[0]
+    assert torch.load(last, weights_only=True)["epoch"] >= 0 and not (last.parent.parent / ".lock").exists()

@@ -294,7 +294,10 @@ def test_ctrl_c_while_summary_png_is_drawn_is_one_line_and_keeps_results(cli_in_
 
 
 @pytest.mark.slow
-def test_sigterm_ends_the_fit_with_143_and_one_line_and_the_run_resumes(tmp_path, cli_in_process):
+@pytest.mark.parametrize("name, times, code", [("SIGTERM", 1, 143), ("SIGINT", 2, 130)], ids=["sigterm", "ctrl-c-twice"])
+def test_a_stop_signal_ends_the_fit_with_one_line_and_the_run_resumes(tmp_path, cli_in_process, name, times, code):
+    """A real process: SIGTERM, or Ctrl-C pressed twice (the second must neither kill it half-way nor add a
+    traceback), ends it with 128 + the signal's number and one line naming the command that resumes it."""
     args = ["fit", "--config", str(CONFIGS / "digits.yaml"), "--model.init_args.hidden_sizes=[64]",
             "--data.init_args.batch_size=1", "--trainer.max_epochs=2", "--trainer.enable_progress_bar=false"]
     proc = cli(tmp_path, *args)
@@ -303,19 +306,67 @@ def test_sigterm_ends_the_fit_with_143_and_one_line_and_the_run_resumes(tmp_path
     while not last.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     assert proc.poll() is None, "the run finished before it could be stopped"
-    proc.send_signal(signal.SIGTERM)
+    for _ in range(times):
+        proc.send_signal(getattr(signal, name))
+        time.sleep(0.02)
     out, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 143, out[-3000:]
-    stopped = [line for line in out.splitlines() if line.startswith("stopped by SIGTERM")]
+    assert proc.returncode == code, out[-3000:]
+    stopped = [line for line in out.splitlines() if line.startswith(f"stopped by {name}")]
     assert len(stopped) == 1 and "Traceback" not in out, out[-3000:]
-    assert stopped[0].startswith("stopped by SIGTERM at epoch 1 step ")
-    assert f"the last checkpoint {Path('runs') / 'digits' / 'version_0' / 'checkpoints' / 'last.ckpt'} is whole" in stopped[0]
-    assert stopped[0].endswith("resume with the same command and --ckpt_path last")
-    assert not last.with_name("results.json").exists() and not (last.parent.parent / "results.json").exists()
+    assert stopped[0].startswith(f"stopped by {name} at epoch 1 step ")
+    checkpoint = Path("runs") / "digits" / "version_0" / "checkpoints" / "last.ckpt"
+    assert f"the last checkpoint {checkpoint} is whole; resume with: python -m lightning_rect fit " in stopped[0]
+    assert stopped[0].endswith(f"--ckpt_path {checkpoint}")
+    assert not (last.parent.parent / "results.json").exists() and not (last.parent.parent / ".lock").exists()
     assert torch.load(last, weights_only=True)["epoch"] == 0
-    code, stderr = cli_in_process(*args, "--ckpt_path", "last")
-    assert code == 0, stderr[-2000:]
-    assert json.loads((last.parent.parent / "results.json").read_text())["epochs"] == 2
+    if name == "SIGTERM":
+        code, stderr = cli_in_process(*args, "--ckpt_path", str(tmp_path / checkpoint))
+        assert code == 0, stderr[-2000:]
+        assert json.loads((last.parent.parent / "results.json").read_text())["epochs"] == 2
+
+
+def signal_at(name: str, step: int) -> str:
+    return f'--trainer.callbacks+={{"class_path": "helpers.signals.SignalAt", "init_args": {{"signal": "{name}", ' \
+           f'"step": {step}}}}}'
+
+
+@pytest.mark.parametrize("name, code", [("SIGINT", 130), ("SIGHUP", 129)])
+def test_ctrl_c_or_a_hangup_mid_epoch_keeps_the_last_checkpoint_says_how_to_resume_and_releases_the_lock(
+        cli_in_process, tmp_path, name, code):
+    """Issue 32 item 9: Ctrl-C exited 1 with Lightning's line alone, SIGHUP died silently with the lock held."""
+    import shlex
+
+    if signal.getsignal(getattr(signal, name)) not in (signal.SIG_DFL, signal.default_int_handler):
+        pytest.skip(f"{name} is handled or ignored in this process (nohup?)")
+    args = ["fit", "--config", str(CONFIGS / "digits.yaml"), "--model.init_args.hidden_sizes=[8]",
+            "--trainer.max_epochs=2", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+    handler = signal.getsignal(getattr(signal, name))
+    got, stderr = cli_in_process(*args, signal_at(name, 150))  # 120 steps an epoch: in epoch 1
+    assert got == code, stderr[-3000:]
+    assert signal.getsignal(getattr(signal, name)) == handler  # given back
+    [line] = [line for line in stderr.splitlines() if line.startswith("stopped")]
+    run = tmp_path / "runs" / "digits" / "version_0"
+    assert line.startswith(f"stopped by {name} at epoch 1 step 15"), line
+    assert f"the last checkpoint {Path('runs/digits/version_0/checkpoints/last.ckpt')} is whole; resume with: " \
+           "lightning-rect fit --config " in line and "Traceback" not in stderr
+    assert not (run / ".lock").exists() and not (run / "results.json").exists()
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 0
+    resume = shlex.split(line.partition("resume with: lightning-rect ")[2])
+    assert resume[-2:] == ["--ckpt_path", str(Path("runs/digits/version_0/checkpoints/last.ckpt"))]
+    got, stderr = cli_in_process(*resume)  # the command as printed
+    assert got == 0, stderr[-2000:]
+    assert json.loads((run / "results.json").read_text())["epochs"] == 2
+
+
+def test_a_stop_before_the_first_checkpoint_leaves_no_run_folder(cli_in_process, tmp_path):
+    args = ["fit", "--config", str(CONFIGS / "digits.yaml"), "--model.init_args.hidden_sizes=[8]",
+            "--trainer.max_epochs=2", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+    got, stderr = cli_in_process(*args, signal_at("SIGINT", 30))
+    assert got == 130, stderr[-3000:]
+    [line] = [line for line in stderr.splitlines() if line.startswith("stopped")]
+    assert line.startswith("stopped by SIGINT at epoch 0 step 31, before its first checkpoint: nothing can be resumed; "
+                           "its run folder was removed; run the command again: lightning-rect fit --config "), line
+    assert not list((tmp_path / "runs" / "digits").glob("version_*"))
 
 
 @pytest.mark.parametrize("rank, prints", [(0, True), (1, False)])
@@ -325,7 +376,7 @@ def test_a_stop_under_ddp_is_said_once_by_rank_zero_and_every_rank_exits_143(mon
     from lightning_rect.app import cli as cli_module
     from lightning_rect.app.user_errors import Stopped
 
-    def stopped(args):
+    def stopped(args, **kwargs):
         raise Stopped("stopped by SIGTERM at epoch 1 step 10; resume with the same command and --ckpt_path last")
 
     monkeypatch.setattr(cli_module, "RectCLI", stopped)
@@ -334,3 +385,64 @@ def test_a_stop_under_ddp_is_said_once_by_rank_zero_and_every_rank_exits_143(mon
         cli_module.main(["fit"])
     assert stop.value.code == 143
     assert ("stopped by SIGTERM at epoch 1" in capsys.readouterr().err) is prints
+
+
+# ---- what the one lines name -----------------------------------------------------------------------
+
+
+def test_the_last_good_checkpoint_named_is_one_of_this_runs_own_files(tmp_path):
+    """A checkpoint path restored from another run's checkpoint (Lightning keeps ``best_model_path`` across
+    folders) is never named as this run's 'last good checkpoint'."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from lightning_rect.checkpoint import last_checkpoint_path
+
+    other, own = tmp_path / "other" / "checkpoints", tmp_path / "own" / "checkpoints"
+    other.mkdir(parents=True), own.mkdir(parents=True)
+    (other / "last.ckpt").write_bytes(b"x")
+    callback = ModelCheckpoint(dirpath=own, filename="last")
+    trainer = L.Trainer(logger=False, callbacks=[callback], enable_progress_bar=False, enable_model_summary=False)
+    callback.best_model_path = str(other / "last.ckpt")  # as restored from the other run's checkpoint
+    assert last_checkpoint_path(trainer) == ""
+    (own / "last.ckpt").write_bytes(b"x")
+    callback.best_model_path = str(own / "last.ckpt")
+    assert last_checkpoint_path(trainer) == str(own / "last.ckpt")
+
+
+def test_star_rating_predict_step_outside_a_trainer_reads_pretrained_first(tmp_path):
+    from lightning_rect import StackedDAE, StarRatingMLP
+
+    dae = StackedDAE(64, hidden_sizes=[8])
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.strategy.connect(dae)
+    trainer.save_checkpoint(tmp_path / "dae.ckpt")
+    model = StarRatingMLP(64, 5, hidden_sizes=[8], pretrained=str(tmp_path / "dae.ckpt"))
+    stars = model.predict_step((torch.rand(4, 64), torch.zeros(4, dtype=torch.long)), 0)
+    assert stars.shape == (4,) and bool(model.pretrained_loaded)
+    assert torch.equal(model.encoder.layers[0].linear.weight, dae.encoder.layers[0].linear.weight)
+
+
+def test_too_little_memory_to_import_torch_is_one_line_naming_the_limit(monkeypatch, capsys):
+    """Issue 32 item 9: under ``ulimit -v 2000000`` importing torch fails ('failed to map segment'): one line."""
+    import builtins
+    import resource
+    import sys
+
+    import lightning_rect.__main__ as entry
+
+    real_import = builtins.__import__
+
+    def no_memory(name, *args, **kwargs):
+        if name == "lightning_rect.app.cli":
+            raise ImportError("libtorch_cpu.so: failed to map segment from shared object")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_memory)
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (2_048_000_000, resource.RLIM_INFINITY))
+    monkeypatch.setattr(sys, "argv", ["lightning-rect", "fit", "--config", "digits"])
+    with pytest.raises(SystemExit) as stop:
+        entry.main()
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2
+    assert line.startswith("error: lightning-rect fit ran out of memory (ImportError: libtorch_cpu.so: failed to map")
+    assert "at most 1.9 GB of address space (ulimit -v 2000000)" in line and "ulimit -v unlimited" in line

@@ -214,7 +214,11 @@ def test_resume_keeps_the_history_applies_a_new_lr_and_then_refuses_the_finished
     assert final["hyper_parameters"]["lr"] == 0.001
     assert {g["lr"] for s in final["optimizer_states"] for g in s["param_groups"]} == {0.001}  # trained with it
     assert yaml.safe_load((run / "config.yaml").read_text())["model"]["init_args"]["lr"] == 0.03  # the first, kept
-    assert yaml.safe_load((run / "config.resume-1.yaml").read_text())["model"]["init_args"]["lr"] == 0.001
+    resumed_config = yaml.safe_load((run / "config.resume-1.yaml").read_text())
+    assert resumed_config["model"]["init_args"]["lr"] == 0.001
+    # a validate/test with this saved config must not find this run's folder in it (issue 32 item 3)
+    assert resumed_config["trainer"]["logger"]["init_args"]["version"] is None
+    assert resumed_config["ckpt_path"] == str(Path("runs") / "digits" / "version_0" / "checkpoints" / "last.ckpt")
     results = json.loads((run / "results.json").read_text())
     # the whole fit time: before the crash (up to its checkpoint) plus after the resume
     assert results["epochs"] == 3 and fit_time(crashed) < results["fit_seconds"] < fit_time(crashed) + resumed_for
@@ -295,6 +299,25 @@ def test_a_full_disk_ends_in_one_line_with_the_previous_checkpoint_whole(fit, tm
     assert sorted(p.name for p in folder.iterdir()) == ["best-epoch=0.ckpt", "last.ckpt"]  # no temporary file
     assert all(loads_whole(p) for p in folder.iterdir())
     assert torch.load(folder / "last.ckpt", weights_only=True)["epoch"] == 0
+
+
+def test_a_disk_that_fills_while_epoch_0s_last_ckpt_is_written_resumes_from_its_whole_best_checkpoint(
+        fit, tmp_path, monkeypatch):
+    """Epoch 0 writes best-epoch=0.ckpt whole, then the disk is full for last.ckpt: ``--ckpt_path last``
+    resumes from the best checkpoint (the same epoch), not 'stopped before its first checkpoint'."""
+    with monkeypatch.context() as patch:
+        FullDisk(errno.ENOSPC, writes_left=1, free_bytes=1000, only=".ckpt").install(patch)
+        code, _, stderr = fit("--trainer.max_epochs=2")
+    assert code == 2 and "no space left on the device" in stderr, stderr[-2000:]
+    folder = tmp_path / "runs" / "digits" / "version_0" / "checkpoints"
+    assert sorted(p.name for p in folder.iterdir()) == ["best-epoch=0.ckpt"]
+
+    code, out, stderr = fit("--trainer.max_epochs=2", "--ckpt_path", "last")
+    assert code == 0, stderr[-2000:]
+    assert f"resuming from {Path('runs') / 'digits' / 'version_0' / 'checkpoints' / 'best-epoch=0.ckpt'} (its " \
+           "last.ckpt was never written whole)" in out
+    results = json.loads((folder.parent / "results.json").read_text())
+    assert results["epochs"] == 2 and epochs_with(metric_rows(folder.parent), "val/err") == [0, 1]
 
 
 # ---- refused before anything is written ----------------------------------------------------------

@@ -3,9 +3,16 @@
 ``RectCLI`` takes LightningCLI's arguments and adds: the data sizes linked into the model
 (``link_data_sizes``); ``--ckpt_path`` and ``pretrained`` read before anything is built; ``fit`` in a
 claimed and locked run folder, keeping the best and the last checkpoint (written atomically), then
-testing the best and writing ``results.json`` and ``summary.png``; SIGTERM as one line and exit code
-143; user errors as one line (``user_errors.py``). A config's own ``ModelCheckpoint`` for the
+testing the best and writing ``results.json`` and ``summary.png``; SIGINT, SIGTERM and SIGHUP as one
+line with the command that resumes the run, and exit code 130, 143 or 129 (``StopOnSignal``, also
+under DDP); user errors as one line (``user_errors.py``). A config's own ``ModelCheckpoint`` for the
 metric, ``Timer``, progress bar or ``CheckpointIO`` is kept.
+
+What a command line or config may ask for is checked first (``config_files.py``): no config from a URL
+(unless opted in, https only), none of megabytes or an alias bomb, no ``class_path`` that imports a
+module of the current folder, no net too big for the memory. ``validate``/``test``/``predict`` never
+write into an earlier run's folder, and the saved ``config.yaml`` names no fixed version and no absolute
+path inside the working folder (``SaveRunConfig``).
 
 Also: ``--import my_module`` (command line only) imports the user's module before parsing, so what it
 registers (an activation, ...) is known; ``fast_dev_run`` runs its batches and writes nothing; a run
@@ -19,13 +26,17 @@ from __future__ import annotations
 import argparse
 import importlib
 import inspect
+import os
+import shlex
 import signal
 import sys
-from collections.abc import Sequence
-from contextlib import ExitStack
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager, nullcontext, suppress
 from pathlib import Path
 
 from lightning import Callback, LightningModule, Trainer
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, ProgressBar, Timer, TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, instantiate_class
 from lightning.pytorch.plugins.io import CheckpointIO
@@ -40,18 +51,22 @@ import lightning_rect.data  # noqa: F401  (data modules by short name: --data=Di
 import lightning_rect.models  # noqa: F401
 from lightning_rect.app.bundled import resolve_config_args
 from lightning_rect.app.checkpoint_io import AtomicCheckpointIO, latest_checkpoint, writes_last_every_epoch
+from lightning_rect.app.config_files import (ImportGuard, cap_yaml_loading, check_config_files, set_remote_reading)
 from lightning_rect.app.loggers import claim_run_folder
 from lightning_rect.app.results import (PredictionsFile, absolute_checkpoint, epoch_of_checkpoint, to_float,
                                         write_results)
-from lightning_rect.app.resume import (SPECIAL_CKPT_PATHS, RunContinuity, check_checkpoint, check_data_sizes,
-                                       config_filename, note_lost_history, point_logger_at, remove_untrained_run,
-                                       resolve_last, resumed_run_folder)
-from lightning_rect.app.run_lock import run_lock
-from lightning_rect.app.user_errors import SUBCOMMANDS, Stopped, one_line, parser_message, user_error
+from lightning_rect.app.resume import (SPECIAL_CKPT_PATHS, RunContinuity, check_checkpoint, check_weights,
+                                       config_filename, keep_out_of_earlier_runs, logger_entries, note_lost_history,
+                                       point_logger_at, remove_untrained_run, resolve_last, resumed_run_folder)
+from lightning_rect.app.run_lock import release_held_locks, run_lock
+from lightning_rect.app.user_errors import (MAX_NAME_BYTES, SUBCOMMANDS, Stopped, close_match, one_line, parser_message,
+                                            user_error)
 from lightning_rect.app.wandb import SaveConfigToWandb, publish_results
 from lightning_rect.callbacks import DivergenceGuard
 from lightning_rect.checkpoint import last_checkpoint_path, read_pretrained
-from lightning_rect.errors import ConfigError
+from lightning_rect.checks import check_model_fits_in_memory
+from lightning_rect.errors import ConfigError, LightningRectError
+from lightning_rect.files import portable_path
 
 __all__ = ["RectCLI", "link_data_sizes", "main", "user_error"]
 
@@ -69,31 +84,53 @@ DESCRIPTION = (
 )
 #: Where ``FitOutcome`` leaves, in ``trainer.callback_metrics``, what a fit reached.
 OUTCOME = "lightning_rect/fit_outcome/"
+#: The profilers Lightning knows by name (``--trainer.profiler=simple``).
+PROFILER_NAMES = ("simple", "advanced", "pytorch", "xla")
+#: Signals that stop a fit at the next batch, keep the last whole checkpoint and print how to resume.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+#: Seconds a process may take to stop after a stop signal (under DDP: after any rank got one) before it is ended.
+STOP_GRACE_SECONDS = 30.0
 
 
-def link_data_sizes(parser: LightningArgumentParser, subclass_mode: bool = True) -> None:
+def link_data_sizes(parser: LightningArgumentParser, subclass_mode: bool = True, in_features_check=None) -> None:
     """The model's ``in_features`` and ``num_classes`` taken from the data module's ``input_size`` and
     ``num_classes``. For any LightningCLI: call it in ``add_arguments_to_parser`` (``subclass_mode``:
-    the CLI's ``subclass_mode_model``)."""
+    the CLI's ``subclass_mode_model``). ``in_features_check(input_size)``, if given, sees the input size
+    before the model is built (and returns it)."""
     model = "model.init_args" if subclass_mode else "model"
-    parser.link_arguments("data.input_size", f"{model}.in_features", apply_on="instantiate")
+    parser.link_arguments("data.input_size", f"{model}.in_features", compute_fn=in_features_check,
+                          apply_on="instantiate")
     parser.link_arguments("data.num_classes", f"{model}.num_classes", apply_on="instantiate")
 
 
 class RectCLI(LightningCLI):
-    def __init__(self, *args, **kwargs) -> None:
+    """LightningCLI plus the paper's protocol (see the module's text). ``handle_signals``: a fit stops on
+    SIGINT, SIGTERM and SIGHUP with one line and how to resume (``main`` asks for it; a caller that handles
+    the signals itself leaves it off); ``exits_after_stop``: the process ends once a fit stopped, so later
+    signals are ignored (a second Ctrl-C while it ends does not kill it half-way)."""
+
+    def __init__(self, *args, handle_signals: bool = False, exits_after_stop: bool = False, **kwargs) -> None:
         kwargs.update(zip(LIGHTNING_CLI_ARGS, args))
+        self._handle_signals, self._exits_after_stop = handle_signals, exits_after_stop
         # A rerun in the same log folder must not fail because config.yaml already exists there.
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
-        kwargs.setdefault("save_config_callback", SaveConfigToWandb)  # also into W&B runs, if any
+        kwargs.setdefault("save_config_callback", SaveRunConfig)  # also into W&B runs, if any
         kwargs["parser_kwargs"] = quiet_parsers(kwargs.get("parser_kwargs"))
         self._parsers: list[LightningArgumentParser] = []
         self._requested_lr = None
-        self._checkpoint_hparams: dict | None = None
+        self._checkpoint = None  # what check_checkpoint found in --ckpt_path
         #: the run folder of a run without a logger (``default_root_dir``), and whether this process made it
         self._run_folder: Path | None = None
         self._made_run_folder = False
-        super().__init__(**kwargs)
+        #: the command line as given (for the resume command a stopped fit prints) and its model sizes
+        self._given: list[str] = []
+        self._hidden_sizes = None
+        #: modules of the current folder are imported only when --import names them, never for a class_path
+        self._guard = ImportGuard()
+        set_remote_reading()  # --config http://... is read only with LIGHTNING_RECT_ALLOW_REMOTE_CONFIG=1, https
+        cap_yaml_loading()  # a YAML alias bomb or a config of megabytes is refused before it is walked
+        with self._guard.installed():
+            super().__init__(**kwargs)
 
     def init_parser(self, **kwargs) -> LightningArgumentParser:
         parser = super().init_parser(**kwargs)
@@ -101,11 +138,20 @@ class RectCLI(LightningCLI):
         return parser
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        link_data_sizes(parser, self.subclass_mode_model)
+        link_data_sizes(parser, self.subclass_mode_model, in_features_check=self.check_model_size)
+
+    def check_model_size(self, in_features):
+        """The net the config asks for must fit in memory: refused before its weights are allocated."""
+        if self._hidden_sizes is not None and isinstance(in_features, int):
+            check_model_fits_in_memory(self._hidden_sizes, in_features)
+        return in_features
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
         given = sys.argv[1:] if args is None else args
-        command_line = import_user_modules(given) if isinstance(given, (list, tuple)) else given
+        if isinstance(given, (list, tuple)):
+            self._given = [str(a) for a in given]
+            check_config_files(self._given)  # remote, binary, too big or an alias bomb: before jsonargparse reads it
+        command_line = import_user_modules(given, self._guard) if isinstance(given, (list, tuple)) else given
         try:
             if command_line is not given and args is None:
                 # LightningCLI's own parse, without its warning about args beside sys.argv: sys.argv keeps
@@ -114,9 +160,16 @@ class RectCLI(LightningCLI):
             else:
                 super().parse_arguments(parser, command_line)
         except argparse.ArgumentError as err:
+            said = " ".join([*(str(cause) for cause in _causes(err)), *self._given])
+            ours = self._guard.refusal_in(said) or next(
+                (cause for cause in _causes(err) if isinstance(cause, LightningRectError)), None)
+            if ours is not None:
+                raise ours from None
             options = sorted({key for p in self._parsers[1:] or self._parsers for key in p.get_defaults().keys()})
             command_line = sys.argv[1:] if args is None else args if isinstance(args, (list, tuple)) else []
             raise ConfigError(parser_message(err, options, [str(a) for a in command_line])) from None
+        if self._guard.refused and (refused := self._guard.refusal_in(repr(self.config))) is not None:
+            raise refused  # the parser went on without it (a union of types took the text): still refused
         self.check_checkpoints()
 
     def check_checkpoints(self) -> None:
@@ -127,7 +180,8 @@ class RectCLI(LightningCLI):
         config = self.config.get(str(subcommand)) if subcommand else None
         ckpt_path = config.get("ckpt_path") if config is not None else None
         if ckpt_path and str(ckpt_path) not in SPECIAL_CKPT_PATHS:
-            self._checkpoint_hparams = check_checkpoint(str(ckpt_path), config, resuming_fit=subcommand == "fit")
+            self._checkpoint = check_checkpoint(str(ckpt_path), config, resuming_fit=subcommand == "fit",
+                                                command_line=self._given)
             self._requested_lr = config.get("model.init_args.lr") if subcommand == "fit" else None
         elif subcommand == "fit" and not ckpt_path and config.get("model.init_args.pretrained"):
             read_pretrained(config.get("model.init_args.pretrained"), mmap=True)
@@ -135,12 +189,22 @@ class RectCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         """Everything else that can refuse a run, before anything is built or written."""
         config = self.config.get(str(self.subcommand)) if self.subcommand else None
-        if config is None or self.subcommand != "fit":
+        if config is None:
+            return
+        refuse_bad_trainer_values(config.trainer)
+        hidden_sizes = config.get("model.init_args.hidden_sizes") if config.get("model") is not None else None
+        if isinstance(hidden_sizes, (list, tuple)) and all(isinstance(h, int) and h > 0 for h in hidden_sizes):
+            self._hidden_sizes = list(hidden_sizes)  # checked against memory once the data's input size is known
+        if self.subcommand != "fit":
+            # validate/test/predict only read a run: never into an earlier run's folder (a saved config's version)
+            for note in keep_out_of_earlier_runs(config.trainer.get("logger"), str(self.subcommand)):
+                if rank_zero_only.rank == 0:
+                    print(note, file=sys.stderr)
             return
         refuse_fit_without_training(config.trainer)
         if config.get("ckpt_path") == "last":
             config.ckpt_path = resolve_last(config.trainer.get("logger"))
-            self._checkpoint_hparams = check_checkpoint(config.ckpt_path, config, resuming_fit=True)
+            self._checkpoint = check_checkpoint(config.ckpt_path, config, resuming_fit=True)
         else:
             if self._requested_lr is not None and config.get("model") is not None:
                 # the merge put the checkpoint's lr back; a resume applies the requested one (RunContinuity)
@@ -177,8 +241,9 @@ class RectCLI(LightningCLI):
             scheduler_with_models_optimizer(self.model, self.config_init[self.subcommand])
 
     def instantiate_trainer(self, **kwargs) -> Trainer:
-        if self._checkpoint_hparams is not None and self.subcommand is not None:  # the model is built by now
-            check_data_sizes(str(self.config[self.subcommand].ckpt_path), self._checkpoint_hparams, self.model)
+        if self._checkpoint is not None and self.subcommand is not None:  # the model is built by now
+            check_weights(str(self.config[self.subcommand].ckpt_path), self._checkpoint, self.model,
+                          resuming_fit=self.subcommand == "fit")
         trainer_config = self.config_init[self.subcommand].trainer if self.subcommand else {}
         if self.subcommand == "fit":
             configured = _as_list(trainer_config.get("callbacks"))
@@ -193,7 +258,11 @@ class RectCLI(LightningCLI):
         plugins = _as_list(trainer_config.get("plugins"))
         if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
             kwargs["plugins"] = plugins + [AtomicCheckpointIO()]
-        return super().instantiate_trainer(**kwargs)
+        try:
+            return super().instantiate_trainer(**kwargs)
+        except MisconfigurationException as err:  # Lightning's own word for a setting it refuses
+            raise ConfigError(f"trainer: {one_line(err)}; change that setting (`{self.subcommand} --help` lists "
+                              "the trainer's settings)") from None
 
     def run_folder_without_logger(self, trainer_config) -> Path:
         """Lightning writes a run without a logger into ``default_root_dir`` (checkpoints/, config.yaml, and
@@ -228,9 +297,14 @@ class RectCLI(LightningCLI):
             folder = Path(logger.log_dir) if local else None
             made = folder is not None and (bool(getattr(logger, "claimed", False)) or not folder.exists())
         outcome: dict[str, float] = {}
+        stop = next((cb for cb in trainer.callbacks if isinstance(cb, StopOnSignal)), None) \
+            if self._handle_signals else None
         with ExitStack() as held:
             if folder is not None:
                 held.enter_context(run_lock(folder))
+            if stop is not None:  # SIGINT, SIGTERM, SIGHUP: stop at the next batch, say how to resume
+                held.enter_context(stop.handling(trainer, lambda signum, forced: self.stopped_line(signum, forced),
+                                                 ignore_after_stop=self._exits_after_stop))
             try:
                 trainer.fit(model, **kwargs)
                 for run_logger in trainer.loggers:  # what the fit logged stays when ddp_spawn tests in new processes
@@ -242,11 +316,75 @@ class RectCLI(LightningCLI):
                                       "max_time), so there is no result to record; no results.json was written")
                 self.test_and_record(model, outcome)
             except BaseException as err:
+                signum = stop.signum if stop is not None else None
+                # a stop signal (here, or on another DDP rank): also a peer's end seen as a collective's error
+                if isinstance(err, SIGTERMException) or (signum is not None and not isinstance(err, LightningRectError)):
+                    signum = signum or signal.SIGTERM
+                    removed = made and not last_checkpoint_path(trainer) and outcome.get("global_step") is None
+                    line = self.stopped_line(signum, removed=removed)
+                    if removed:
+                        remove_untrained_run(folder)  # nothing of it can be resumed: no partial run folder
+                    wait_for_other_ranks(trainer, STOP_GRACE_SECONDS)
+                    raise Stopped(line, signum) from None
                 if made and outcome.get("global_step", trainer.global_step) == 0:
                     remove_untrained_run(folder)  # no litter: the folder of a run that trained nothing
-                if isinstance(err, SIGTERMException):
-                    raise Stopped(stopped_line(trainer)) from None
                 raise
+
+    def stopped_line(self, signum: int, forced: bool = False, removed: bool = False) -> str:
+        """The one line of a stopped fit: where it stopped, what is kept, the exact command that resumes it."""
+        trainer = self.trainer
+        name = signal.Signals(signum).name
+        testing = trainer.state.fn == "test"
+        where = (f"stopped by {name} while testing the selected checkpoint (training had finished)" if testing else
+                 f"stopped by {name} at epoch {trainer.current_epoch} step {trainer.global_step}")
+        if forced:
+            where += f" (ended at once: {'a second signal' if stop_count(trainer) > 1 else 'it did not stop in time'})"
+        last = last_checkpoint_path(trainer)
+        if not last:
+            gone = "; its run folder was removed" if removed else ""
+            return (f"{where}, before its first checkpoint: nothing can be resumed{gone}; run the command again: "
+                    f"{self.command_line()}")
+        return (f"{where}; the last checkpoint {portable_path(last)} is whole; resume with: "
+                f"{self.command_line(portable_path(last))}")
+
+    def command_line(self, ckpt_path: str | None = None) -> str:
+        """The command as given (without its --ckpt_path), resuming from ``ckpt_path`` when given."""
+        args, skip = [], False
+        for arg in self._given:
+            if skip:
+                skip = False
+            elif arg == "--ckpt_path":
+                skip = True
+            elif not arg.startswith("--ckpt_path="):
+                args.append(arg)
+        if ckpt_path:
+            args += ["--ckpt_path", ckpt_path]
+        program = "python -m lightning_rect" if Path(sys.argv[0]).name == "__main__.py" else "lightning-rect"
+        return " ".join([program, *(shlex.quote(a) for a in args)])
+
+    # -- validate, test, predict: only read a run --------------------------------------------------
+    def validate(self, model: LightningModule, **kwargs):
+        return self._evaluate("validate", model, **kwargs)
+
+    def test(self, model: LightningModule, **kwargs):
+        return self._evaluate("test", model, **kwargs)
+
+    def predict(self, model: LightningModule, **kwargs):
+        return self._evaluate("predict", model, **kwargs)
+
+    def _evaluate(self, kind: str, model: LightningModule, **kwargs):
+        """``trainer.<kind>``; when it fails, the folder this command made (config files, a partial metrics.csv)
+        is removed: no partial run folder is left behind."""
+        trainer = self.trainer
+        try:
+            return getattr(trainer, kind)(model, **kwargs)
+        except BaseException:
+            if rank_zero_only.rank == 0:
+                made = [Path(lg.log_dir) for lg in trainer.loggers if getattr(lg, "claimed", False) and lg.log_dir]
+                made += [self._run_folder] if self._made_run_folder and self._run_folder is not None else []
+                for folder in made:
+                    remove_untrained_run(folder)
+            raise
 
     def fast_dev_run(self, model: LightningModule, **kwargs) -> None:
         """Lightning's smoke test: its few batches of fit, then of the test, and nothing written (Lightning's
@@ -296,13 +434,13 @@ class RectCLI(LightningCLI):
                               f"with `lightning-rect plot {log_dir}`", signal.SIGINT) from None
 
 
-def import_user_modules(args: Sequence[str]) -> Sequence[str]:
+def import_user_modules(args: Sequence[str], guard: ImportGuard | None = None) -> Sequence[str]:
     """``args`` without its ``--import MODULE`` / ``--import=MODULE`` (any number, anywhere), each module
     imported first, in order: a module name importable from the current folder (``my_module`` for
     ``./my_module.py``, ``pkg.mod``), or a ``.py`` file's path. What it registers (an activation,
     reconstruction or noise) or defines (a model or data class) can then be named, without packaging it.
-    Read from the command line only, never from a config: importing runs the module's code. ``args``
-    itself when it has no ``--import``."""
+    Read from the command line only, never from a config: importing runs the module's code (``guard``, the
+    CLI's ``ImportGuard``, lets these modules through). ``args`` itself when it has no ``--import``."""
     modules, rest, i = [], [], 0
     while i < len(args):
         arg = str(args[i])
@@ -319,11 +457,11 @@ def import_user_modules(args: Sequence[str]) -> Sequence[str]:
             rest.append(args[i])
         i += 1
     for module in modules:
-        import_user_module(module)
+        import_user_module(module, guard)
     return rest if modules else args
 
 
-def import_user_module(spec: str) -> None:
+def import_user_module(spec: str, guard: ImportGuard | None = None) -> None:
     """Import ``spec`` (a module name, looked up in the current folder first, or a ``.py`` file's path)."""
     if spec.endswith(".py"):
         path = Path(spec)
@@ -336,8 +474,11 @@ def import_user_module(spec: str) -> None:
     # ddp_spawn starts (they get this path), which import the module again to unpickle what it defines
     if str(folder) not in sys.path:
         sys.path.insert(0, str(folder))
+    if guard is not None:
+        guard.allow(name)
     try:
-        importlib.import_module(name)
+        with guard.suspend() if guard is not None else nullcontext():
+            importlib.import_module(name)
     except ModuleNotFoundError as err:
         if err.name is None or not (name == err.name or name.startswith(err.name + ".")):
             raise  # the module was found; something it imports is missing: its own traceback
@@ -384,12 +525,155 @@ def quiet_parsers(given: dict | None) -> dict:
             **{name: {**quiet, **given.get(name, {})} for name in SUBCOMMANDS}}
 
 
-def stopped_line(trainer: Trainer) -> str:
-    where = f"stopped by SIGTERM at epoch {trainer.current_epoch} step {trainer.global_step}"
-    last = last_checkpoint_path(trainer)
-    if not last:
-        return f"{where}, before its first checkpoint: nothing can be resumed; run the command again"
-    return f"{where}; the last checkpoint {last} is whole; resume with the same command and --ckpt_path last"
+class StopOnSignal(Callback):
+    """SIGINT (Ctrl-C), SIGTERM and SIGHUP stop a fit at the end of the current batch, as Lightning stops on
+    SIGTERM: the last whole checkpoint is kept, the lock released, and the CLI prints one line with the
+    command that resumes the run, then exits with 128 + the signal's number (130, 143, 129).
+
+    Under DDP a signal may reach one process only: every ``check_every_n_steps`` training batches the ranks
+    agree (one all-reduce) whether any got one, and all stop at that same batch. Lightning's own SIGTERM
+    notice, which broadcasts from inside the signal handler and so hangs when another rank is in a collective,
+    is left out. A process still running ``STOP_GRACE_SECONDS`` after a stop was requested, or that gets a
+    second signal, prints the line and ends at once (checkpoints are written atomically: none is left half).
+    Handlers are set only where a signal still has its default handler (not where ``nohup`` ignores SIGHUP,
+    nor where the caller handles SIGTERM itself)."""
+
+    def __init__(self, check_every_n_steps: int = 10) -> None:
+        self.check_every_n_steps = check_every_n_steps
+        self.signum: int | None = None
+        self.signals = 0
+        self._trainer: Trainer | None = None
+        self._line = None
+        self._watchdog: threading.Timer | None = None
+
+    def __getstate__(self) -> dict:  # ddp_spawn pickles callbacks: not this process's trainer, line or timer
+        return {**self.__dict__, "_trainer": None, "_line": None, "_watchdog": None}
+
+    @contextmanager
+    def handling(self, trainer: Trainer, line, ignore_after_stop: bool = False) -> Iterator[StopOnSignal]:
+        """Our handlers for the length of the block; ``line(signum, forced)`` is the line a forced end prints;
+        ``ignore_after_stop``: once stopped, the signals are ignored (the process is about to end) instead of
+        given back their handlers."""
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for signum in STOP_SIGNALS:
+                if signal.getsignal(signum) in (signal.SIG_DFL, signal.default_int_handler):
+                    previous[signum] = signal.signal(signum, self._handle)
+        if signal.SIGTERM in previous:
+            trainer._signal_connector._sigterm_notifier_fn = _NoticeElsewhere(trainer._signal_connector)
+        self._trainer, self._line = trainer, line
+        try:
+            yield self
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, signal.SIG_IGN if ignore_after_stop and self.signum is not None else handler)
+            if self._watchdog is not None:
+                self._watchdog.cancel()
+            self._trainer, self._line, self._watchdog = None, None, None
+
+    def _handle(self, signum: int, frame) -> None:
+        self.signals += 1
+        if self.signum is not None:  # a second signal: end now
+            self._end_now(signum)
+        self.signum = signum
+        trainer = self._trainer
+        if trainer is not None and trainer.world_size <= 1:
+            trainer._signal_connector.received_sigterm = True  # Lightning stops at the end of this batch
+        self._start_watchdog()
+
+    def _start_watchdog(self) -> None:
+        if self._watchdog is None and self._trainer is not None:
+            self._watchdog = threading.Timer(STOP_GRACE_SECONDS, self._end_now, args=(self.signum,))
+            self._watchdog.daemon = True
+            self._watchdog.start()
+
+    def _end_now(self, signum: int) -> None:
+        try:
+            line = self._line(self.signum or signum, True) if self._line is not None else ""
+        except Exception:  # noqa: BLE001 - the line is a courtesy; ending is what matters
+            line = ""
+        if rank_zero_only.rank == 0:
+            print(line or f"stopped by {signal.Signals(signum).name}", file=sys.stderr, flush=True)
+        release_held_locks()
+        os._exit(128 + int(self.signum or signum))
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int) -> None:
+        if trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            if (batch_idx + 1) % self.check_every_n_steps:
+                return
+            requested = torch.tensor([int(self.signum or 0)], dtype=torch.int32, device=trainer.strategy.root_device)
+            torch.distributed.all_reduce(requested, op=torch.distributed.ReduceOp.MAX)
+            agreed = int(requested.item())
+            if not agreed:
+                return
+            if self.signum is None:
+                self.signum = agreed
+                self._start_watchdog()
+        elif self.signum is None:
+            return
+        trainer._signal_connector.received_sigterm = True  # all ranks, at this same batch
+
+
+class _NoticeElsewhere:
+    """Stands in for Lightning's SIGTERM notice in the process where ``StopOnSignal`` handles SIGTERM; in
+    another process (ddp_spawn's, which gets a pickled copy) it is Lightning's own notice."""
+
+    def __init__(self, connector) -> None:
+        self.connector, self.pid = connector, os.getpid()
+
+    def __call__(self, signum, frame) -> None:
+        if os.getpid() != self.pid:
+            type(self.connector)._sigterm_notifier_fn(self.connector, signum, frame)
+
+
+def stop_count(trainer: Trainer) -> int:
+    return next((cb.signals for cb in trainer.callbacks if isinstance(cb, StopOnSignal)), 0)
+
+
+def wait_for_other_ranks(trainer: Trainer, timeout: float) -> None:
+    """The DDP processes this one started (rank 0 of ``ddp``) end with it: waited for, then killed."""
+    import subprocess
+    import time
+
+    procs = getattr(getattr(trainer.strategy, "launcher", None), "procs", None) or []
+    deadline = time.monotonic() + timeout
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+class SaveRunConfig(SaveConfigToWandb):
+    """The CLI's ``config.yaml`` (and W&B config): the run's config without a fixed logger ``version`` (a
+    ``validate``/``test`` or a new ``fit`` run with it would write into this run's folder) and with the
+    paths inside the working folder relative (a copy of the run folder must not point at the original)."""
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if not self.already_saved:
+            self.config = portable_config(self.config)
+        super().setup(trainer, pl_module, stage)
+
+
+#: Config paths written relative to the working folder in a saved config (when they lie in or beside it).
+PORTABLE_KEYS = ("trainer.default_root_dir", "ckpt_path", "model.init_args.pretrained", "data.init_args.data_dir")
+
+
+def portable_config(config):
+    """A copy of ``config`` that names no fixed logger version and no absolute path inside the working folder."""
+    config = config.clone() if hasattr(config, "clone") else config
+    for _, init_args in logger_entries(config.get("trainer.logger") if config.get("trainer") is not None else None):
+        if init_args.get("version") is not None:
+            init_args["version"] = None
+        if isinstance(init_args.get("save_dir"), (str, os.PathLike)) and init_args.get("save_dir"):
+            init_args["save_dir"] = portable_path(init_args["save_dir"])
+    for key in PORTABLE_KEYS:
+        with suppress(KeyError, AttributeError, TypeError):
+            value = config.get(key)
+            if isinstance(value, (str, os.PathLike)) and value and "://" not in str(value) \
+                    and str(value) not in SPECIAL_CKPT_PATHS:
+                config[key] = portable_path(value)
+    return config
 
 
 def scheduler_with_models_optimizer(model: LightningModule, config) -> None:
@@ -413,6 +697,34 @@ def scheduler_with_models_optimizer(model: LightningModule, config) -> None:
 
 def _as_list(value) -> list:
     return [] if value is None else value if isinstance(value, list) else [value]
+
+
+def refuse_bad_trainer_values(trainer_config) -> None:
+    """What Lightning would refuse with a traceback, or a file system with an OSError: one line each."""
+    for key in ("max_epochs", "max_steps"):
+        value = trainer_config.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value < -1:
+            raise ConfigError(f"trainer.{key}={value}: must be an integer >= 1, or -1 for no limit; "
+                              f"set --trainer.{key}=30, for example")
+    profiler = trainer_config.get("profiler")
+    if isinstance(profiler, str) and profiler.lower() not in PROFILER_NAMES:
+        raise ConfigError(f"trainer.profiler={profiler!r} is not a profiler{close_match(profiler, PROFILER_NAMES)}; "
+                          f"pass one of {', '.join(PROFILER_NAMES)}, or the class_path of a "
+                          "lightning.pytorch.profilers.Profiler such as lightning.pytorch.profilers.SimpleProfiler")
+    for _, init_args in logger_entries(trainer_config.get("logger")):
+        for key in ("name", "version", "sub_dir"):
+            value = init_args.get(key)
+            if isinstance(value, str) and len(value.encode()) > MAX_NAME_BYTES:
+                raise ConfigError(f"trainer.logger.init_args.{key} is {len(value.encode())} bytes long, more than the "
+                                  f"{MAX_NAME_BYTES} a folder name may be ({value[:40]}...); shorten it")
+
+
+def _causes(err: BaseException | None):
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        yield err
+        err = err.__cause__ or err.__context__
 
 
 def refuse_fit_without_training(trainer_config) -> None:
@@ -447,7 +759,7 @@ def fit_callbacks(configured: list[Callback], model: LightningModule, trainer_co
     def missing(kind: type) -> bool:
         return not any(isinstance(cb, kind) for cb in configured)
 
-    added: list[Callback] = [kind() for kind in (RunContinuity, DivergenceGuard) if missing(kind)]
+    added: list[Callback] = [kind() for kind in (RunContinuity, DivergenceGuard, StopOnSignal) if missing(kind)]
     added.append(FitOutcome(getattr(model, "selection_metric", None)))
     if trainer_config.get("max_time") is None and missing(Timer):
         added.append(Timer())
@@ -477,7 +789,7 @@ def main(args: list[str] | None = None) -> None:
     else:
         args = resolve_config_args(args)
     try:
-        RectCLI(args=args)
+        RectCLI(args=args, handle_signals=True, exits_after_stop=args is None)
     except Stopped as stop:
         if rank_zero_only.rank == 0:  # under DDP every rank is stopped; one line says so
             print(one_line(stop), file=sys.stderr)

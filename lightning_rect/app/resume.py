@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 import shutil
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,7 @@ import yaml
 from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.trainer.states import TrainerFn
 
-from lightning_rect.checkpoint import MODEL_KEY, load_checkpoint_file
+from lightning_rect.checkpoint import MODEL_KEY, load_checkpoint_file, nonfinite_weights
 from lightning_rect.errors import CheckpointError
 from lightning_rect.app.results import RESULTS_FILE
 
@@ -39,21 +41,55 @@ LIGHTNINGS_CSV_LOGGER = ("lightning.pytorch.loggers.CSVLogger", "lightning.pytor
 FOLDER_LOGGERS = ("CSVLogger", "TensorBoardLogger")
 
 
+def logger_entries(logger_config: Any) -> list[tuple[Any, Any]]:
+    """(class_path, init_args) of each configured logger that has init_args (namespaces or dicts)."""
+    entries = []
+    for logger in logger_config if isinstance(logger_config, list) else [logger_config]:
+        class_path = logger.get("class_path") if isinstance(logger, dict) else getattr(logger, "class_path", None)
+        init_args = logger.get("init_args") if isinstance(logger, dict) else getattr(logger, "init_args", None)
+        if init_args is not None and hasattr(init_args, "get"):
+            entries.append((class_path, init_args))
+    return entries
+
+
 def run_root(logger_config: Any) -> tuple[Any, Path] | None:
     """(init_args namespace, ``save_dir/name``) of the first configured logger that has a ``save_dir``."""
-    for logger in logger_config if isinstance(logger_config, list) else [logger_config]:
-        init_args = logger.get("init_args") if isinstance(logger, dict) else getattr(logger, "init_args", None)
-        if init_args is not None and init_args.get("save_dir"):
+    for _, init_args in logger_entries(logger_config):
+        if init_args.get("save_dir"):
             return init_args, Path(init_args["save_dir"]) / str(init_args.get("name") or "lightning_logs")
     return None
 
 
+def keep_out_of_earlier_runs(logger_config: Any, command: str) -> list[str]:
+    """``validate``/``test``/``predict`` only read a run: a logger whose fixed ``version`` names a folder that
+    already holds files (a run's saved config names its own) gets a new version instead; the notes say so."""
+    notes = []
+    for class_path, init_args in logger_entries(logger_config):
+        version = init_args.get("version")
+        if version is None or _class_name(class_path) not in FOLDER_LOGGERS or not init_args.get("save_dir"):
+            continue
+        name = str(init_args.get("name") or "lightning_logs")
+        folder = Path(init_args["save_dir"]) / name / (version if isinstance(version, str) else f"version_{version}")
+        if folder.is_dir() and any(folder.iterdir()):
+            init_args["version"] = None
+            notes.append(f"note: {folder} holds the files of an earlier run, so this {command} writes into a new "
+                         f"version folder beside it and leaves that run as it is")
+    return notes
+
+
 def unfinished_run(root: Path) -> Path:
-    """The newest ``last.ckpt`` under ``root/version_*`` whose run has no ``results.json``."""
+    """The newest ``last.ckpt`` under ``root/version_*`` whose run has no ``results.json``; for a run whose
+    ``last.ckpt`` was never written whole (a full disk, a kill during its first write), its newest other
+    checkpoint that loads."""
     found = sorted(root.glob("version_*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
     unfinished = [p for p in found if not (p.parent.parent / RESULTS_FILE).exists()]
     if unfinished:
         return unfinished[-1]
+    others = sorted((p for p in root.glob("version_*/checkpoints/*.ckpt")
+                     if not (p.parent.parent / RESULTS_FILE).exists() and whole_checkpoint(p)),
+                    key=lambda p: p.stat().st_mtime)
+    if others:
+        return others[-1]
     # a run killed before its first epoch ended has neither: nothing of it can be resumed
     stopped = sorted((d for d in root.glob("version_*") if d.is_dir() and not (d / RESULTS_FILE).exists()),
                      key=lambda d: d.stat().st_mtime)
@@ -75,8 +111,18 @@ def resolve_last(logger_config: Any) -> str:
     last = unfinished_run(root)
     version = last.parent.parent.name.removeprefix("version_")
     init_args["version"] = int(version) if version.isdigit() else last.parent.parent.name
-    print(f"resuming from {last}")
+    why = " (its last.ckpt was never written whole)" if last.name != "last.ckpt" else ""
+    print(f"resuming from {last}{why}")
     return str(last)
+
+
+def whole_checkpoint(path: Path) -> bool:
+    """Whether ``path`` loads as a Lightning checkpoint (a write cut short does not)."""
+    try:
+        load_checkpoint_file(path, lightning=True, mmap=True)
+        return True
+    except Exception:  # noqa: BLE001 - any failure: not a resume point
+        return False
 
 
 def resumed_run_folder(ckpt_path: str) -> tuple[Path | None, str | None]:
@@ -103,10 +149,8 @@ def resumed_run_folder(ckpt_path: str) -> tuple[Path | None, str | None]:
 def point_logger_at(logger_config: Any, folder: Path) -> bool:
     """Point the first configured logger that keeps its run in ``save_dir/name/version`` (``FOLDER_LOGGERS``)
     at ``folder``; False when there is none."""
-    for logger in logger_config if isinstance(logger_config, list) else [logger_config]:
-        class_path = logger.get("class_path") if isinstance(logger, dict) else getattr(logger, "class_path", None)
-        init_args = logger.get("init_args") if isinstance(logger, dict) else getattr(logger, "init_args", None)
-        if init_args is None or _class_name(class_path) not in FOLDER_LOGGERS:
+    for class_path, init_args in logger_entries(logger_config):
+        if _class_name(class_path) not in FOLDER_LOGGERS:
             continue
         version = folder.name.removeprefix("version_")
         init_args["save_dir"], init_args["name"] = str(folder.parent.parent), folder.parent.name
@@ -132,14 +176,38 @@ def config_filename(logger_config: Any, default: str = "config.yaml") -> str:
 # -- does the checkpoint fit the config? (before anything is built) -----------------------------------
 
 
-def check_checkpoint(path: str, fit_config: Any, resuming_fit: bool) -> dict:
-    """Refuse, in one line, a checkpoint that another model kind wrote, or (for ``fit``) one whose
-    model settings differ from the config's in anything but ``lr``; returns its hyperparameters
-    (for ``check_data_sizes`` once the model is built)."""
+@dataclass
+class CheckpointFacts:
+    """What ``check_checkpoint`` read from a ``--ckpt_path``, for ``check_weights`` once the model is built."""
+
+    hparams: dict
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    optimizer_state: bool = True
+
+
+#: Model settings validate/test/predict may set on the command line apart from the checkpoint's.
+EVALUATION_MAY_CHANGE = ("lr", "momentum", "optimizer", "fused_sgd", *UNUSED_ON_RESUME)
+
+
+def check_checkpoint(path: str, fit_config: Any, resuming_fit: bool, command_line: list[str] | tuple = ()) \
+        -> CheckpointFacts:
+    """Refuse, in one line, a checkpoint that another model kind wrote, one whose weights are not finite, one
+    whose settings differ from those given on the command line (``validate``/``test``/``predict``, which
+    take the checkpoint's), or (for ``fit``) one whose model settings differ from the config's in anything
+    but ``lr``; returns its hyperparameters and weight shapes (for ``check_weights``)."""
     checkpoint = load_checkpoint_file(path, what="--ckpt_path", lightning=True, mmap=True)
     model_config = fit_config.get("model")
     ours = _class_name(model_config.get("class_path") if model_config is not None else None)
     hparams = checkpoint.get("hyper_parameters") or {}
+    state = checkpoint.get("state_dict") if isinstance(checkpoint.get("state_dict"), dict) else {}
+    facts = CheckpointFacts(hparams, _shapes(state), "optimizer_states" in checkpoint)
+    if bad := nonfinite_weights(state):
+        key, count = bad[0]
+        more = f" and {len(bad) - 1} more tensors" if len(bad) > 1 else ""
+        raise CheckpointError(f"--ckpt_path {path} holds NaN or infinite weights ({count} in {key}{more}): it was "
+                              "saved after training diverged, so nothing can be resumed or evaluated from it; pass an "
+                              "earlier checkpoint of that run (its best-epoch=<N>.ckpt), or start a new run with a "
+                              "lower learning rate")
     theirs = checkpoint.get(MODEL_KEY) or _class_name(hparams.get("_class_path"))
     if ours and theirs and ours != theirs:
         hint = (f"; to start a {ours} from this pre-trained {theirs}, drop --ckpt_path and pass "
@@ -147,8 +215,11 @@ def check_checkpoint(path: str, fit_config: Any, resuming_fit: bool) -> dict:
                 f"; resume it with the config of the {theirs} run that wrote it")
         raise CheckpointError(f"--ckpt_path {path} holds a {theirs} checkpoint but the config trains a {ours}: "
                               f"a checkpoint resumes only the model kind that wrote it{hint}")
-    if not resuming_fit or model_config is None:
-        return hparams
+    if model_config is None:
+        return facts
+    if not resuming_fit:
+        refuse_changed_on_command_line(path, hparams, model_config, command_line)
+        return facts
     init_args = _plain(model_config.get("init_args")) or {}
     changed = [f"{k}={_show(hparams[k])} -> {_show(init_args[k])}" for k in init_args.keys()
                if k in hparams and not k.startswith("_") and k not in APPLIED_ON_RESUME + UNUSED_ON_RESUME
@@ -159,7 +230,58 @@ def check_checkpoint(path: str, fit_config: Any, resuming_fit: bool) -> dict:
             f"--ckpt_path {path}: the config changes what the checkpoint was trained with ({'; '.join(changed)}); "
             f"a resume may change only {', '.join(APPLIED_ON_RESUME)} (applied from the checkpoint's step on): "
             "drop the other changes, or start a new run without --ckpt_path")
-    return hparams
+    return facts
+
+
+def refuse_changed_on_command_line(path: str, hparams: dict, model_config: Any, command_line) -> None:
+    """validate/test/predict build the model the checkpoint was trained as (LightningCLI puts its settings
+    over the config's): a model setting given on the command line that differs would be dropped silently."""
+    given = {m.group(1) for arg in command_line
+             if (m := re.match(r"--model\.(?:init_args\.)?([A-Za-z_]\w*)(?:=|$)", str(arg)))}
+    init_args = _plain(model_config.get("init_args")) or {}
+    changed = [f"{k}={_show(init_args[k])} on the command line, {_show(hparams[k])} in the checkpoint" for k in
+               sorted(given) if k in init_args and k in hparams and k not in EVALUATION_MAY_CHANGE
+               and _plain(hparams[k]) != _plain(init_args[k])]
+    if changed:
+        raise CheckpointError(f"--ckpt_path {path} was trained with other model settings ({'; '.join(changed)}): its "
+                              "weights fit only the model it was trained as, so the checkpoint's settings are used; "
+                              "drop those options, or pass a checkpoint trained with them")
+
+
+def check_weights(path: str, facts: CheckpointFacts, model: Any, resuming_fit: bool) -> None:
+    """The built model must take the checkpoint's weights as they are (every key, every shape) and, for a
+    resumed fit, the checkpoint must hold the optimizer's state: one line before Lightning loads it."""
+    check_data_sizes(path, facts.hparams, model)
+    from lightning_rect.models.classifier import PRETRAINED_LOADED_KEY
+
+    ours = _shapes(model.state_dict())
+    problems = [f"{k} is {list(facts.shapes[k])} in the checkpoint, {list(ours[k])} in the model" for k in ours
+                if facts.shapes.get(k) is not None and ours[k] is not None and facts.shapes[k] != ours[k]]
+    if getattr(model, "strict_loading", True):
+        missing = [k for k in ours if k not in facts.shapes and k.rpartition(".")[2] != PRETRAINED_LOADED_KEY]
+        extra = [k for k in facts.shapes if k not in ours]
+        problems += [f"{_few(missing)} missing" if missing else "", f"{_few(extra)} not in the model" if extra else ""]
+    problems = [p for p in problems if p]
+    if problems:
+        sizes = getattr(model, "hparams", {}).get("hidden_sizes")
+        built = f"{type(model).__name__}{f' with hidden_sizes={list(sizes)}' if sizes is not None else ''}"
+        raise CheckpointError(f"--ckpt_path {path} does not fit the model its settings build ({built}): "
+                              f"{_few(problems, 3)}; the checkpoint is damaged or was written by other code; pass a "
+                              "checkpoint written by a fit of this model (model settings such as hidden_sizes given "
+                              "on the command line must match the checkpoint's)")
+    if resuming_fit and not facts.optimizer_state:
+        raise CheckpointError(f"--ckpt_path {path} holds no optimizer state (written with save_weights_only, or cut "
+                              "down), so a fit cannot resume from it; evaluate it with `test --ckpt_path`, or start "
+                              f"a new run from its weights (a StackedDAE's: --model.init_args.pretrained={path})")
+
+
+def _shapes(state: dict) -> dict[str, tuple[int, ...] | None]:
+    """Each key of a state_dict and its tensor's shape (None for other values: a module's extra state)."""
+    return {k: tuple(v.shape) if hasattr(v, "shape") else None for k, v in state.items()}
+
+
+def _few(items: list[str], n: int = 4) -> str:
+    return ", ".join(items[:n]) + (f" and {len(items) - n} more" if len(items) > n else "")
 
 
 def check_data_sizes(path: str, hparams: dict, model: Any) -> None:

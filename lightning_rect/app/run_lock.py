@@ -20,6 +20,8 @@ from pathlib import Path
 from lightning_rect.errors import LightningRectError
 
 LOCK_FILE = ".lock"
+#: The lock files this process holds now (``release_held_locks`` removes them before an immediate exit).
+_HELD: set[Path] = set()
 
 
 class FolderInUse(LightningRectError):
@@ -54,11 +56,22 @@ def run_lock(folder: str | os.PathLike, what: str = "run folder") -> Iterator[Pa
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')} "
                      f"({command})\n".encode())
+        _HELD.add(path)
         yield Path(folder)
     finally:
+        _HELD.discard(path)
         with suppress(OSError):
             path.unlink()  # before the lock goes: the next holder makes a new file
         os.close(fd)
+
+
+def release_held_locks() -> None:
+    """Remove the lock files this process holds, for a process about to end at once (``os._exit``): the
+    kernel drops the locks themselves, this leaves no file naming a holder that is gone."""
+    for path in list(_HELD):
+        with suppress(OSError):
+            path.unlink()
+        _HELD.discard(path)
 
 
 def held_by(folder: str | os.PathLike) -> str | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import errno
 import importlib
 import inspect
 import re
@@ -22,6 +23,8 @@ from lightning_rect.errors import ConfigError, LightningRectError, StorageError
 from lightning_rect.files import CAUSES, storage_error
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
+#: The longest file or folder name most file systems take.
+MAX_NAME_BYTES = 255
 TYPE_NAMES = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string", "NoneType": "null"}
 
 
@@ -33,22 +36,50 @@ class Stopped(LightningRectError):
         self.exit_code = 128 + int(signum)
 
 
+#: The longest run of characters without a space echoed in a line (a value pasted or read whole is cut).
+LONGEST_WORD = 200
+#: The longest line printed: its start (the field, the problem) and its end (the fix) are kept.
+LONGEST_LINE = 1500
+
+
 def one_line(message: object) -> str:
-    """``message`` on one line: its lines joined with "; "."""
-    return "; ".join(line.strip() for line in str(message).splitlines() if line.strip())
+    """``message`` on one line: its lines joined with "; ", each value over ``LONGEST_WORD`` characters cut
+    (``...`` and its length), the line kept under ``LONGEST_LINE`` characters (its start and its end)."""
+    text = re.sub(rf"\S{{{LONGEST_WORD + 1},}}",
+                  lambda m: f"{m.group(0)[:LONGEST_WORD]}...({len(m.group(0))} characters)", str(message))
+    line = "; ".join(part.strip() for part in text.splitlines() if part.strip())
+    if len(line) > LONGEST_LINE:
+        cut = len(line) - LONGEST_LINE
+        line = f"{line[:LONGEST_LINE * 2 // 3]} ... ({cut} characters left out) ... {line[-LONGEST_LINE // 3:]}"
+    return line
 
 
 def user_error(err: BaseException) -> LightningRectError | None:
     """The user-fixable problem behind ``err`` as a ``LightningRectError``, or None for a bug."""
+    from lightning_rect.app.config_files import RefusedImport
+
     chain = list(_chain(err))
     found = next((cause for cause in chain if isinstance(cause, LightningRectError)), None)
+    if found is None and (refused := next((c for c in chain if isinstance(c, RefusedImport)), None)) is not None:
+        found = ConfigError(str(refused))
     if found is None and any(isinstance(cause, argparse.ArgumentError) for cause in chain):
         found = ConfigError(parser_message(err, [], []))
+    too_long = next((c for c in chain if isinstance(c, OSError) and c.errno == errno.ENAMETOOLONG), None)
+    if found is None and too_long is not None:
+        found = ConfigError(long_name_message(str(too_long.filename or "a path")))
     unwritable = next((c for c in chain if isinstance(c, OSError) and c.errno in CAUSES), None)
     if found is None and unwritable is not None:  # a folder the run cannot make (read-only, full, no permission)
         found = storage_error(unwritable.filename or "a file", unwritable, "point trainer.logger.init_args.save_dir "
                               "(and trainer.default_root_dir) at a folder on another disk")
     return found
+
+
+def long_name_message(path: str) -> str:
+    """A path with a part longer than file systems allow (255 bytes): which part, and the fix."""
+    parts = [part for part in Path(path).parts if len(part.encode()) > MAX_NAME_BYTES]
+    part = parts[0] if parts else Path(path).name
+    return (f"cannot make {path}: its part {part!r} is {len(part.encode())} bytes, more than the {MAX_NAME_BYTES} a "
+            "file or folder name may be; shorten it (the run's name: trainer.logger.init_args.name)")
 
 
 def _chain(err: BaseException | None) -> Iterator[BaseException]:

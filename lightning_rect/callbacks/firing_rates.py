@@ -106,8 +106,8 @@ def log_firing_rate_histograms(loggers: Sequence[Logger], stage: str, histograms
 
 
 def run_folder(trainer: Trainer) -> str | None:
-    """The folder of the trainer's run (its first logger's), or None without a logger. Call it on
-    every process: it is rank 0's answer, broadcast.
+    """The folder of the trainer's run (its first logger's), or None without a logger and under
+    ``fast_dev_run`` (which writes nothing). Call it on every process: it is rank 0's answer, broadcast.
 
     A TensorBoard or CSV logger's ``log_dir`` (``trainer.log_dir``). Any other logger has no
     ``log_dir``, and ``trainer.log_dir`` is then its ``save_dir``, the root that every run shares
@@ -116,7 +116,7 @@ def run_folder(trainer: Trainer) -> str | None:
     own folder (``mlruns/<experiment id>/<run id>``). A logger with no local ``save_dir`` (a remote
     tracking server) gets the same under ``trainer.default_root_dir``.
     """
-    if not trainer.loggers:
+    if not trainer.loggers or trainer.fast_dev_run:  # fast_dev_run's stand-in logger has no run folder
         return None
     logger = trainer.loggers[0]
     if isinstance(logger, (TensorBoardLogger, CSVLogger)):

@@ -48,4 +48,5 @@ class StarRatingMLP(SparseMLP):
         return {**super().evaluation_values(metrics), "rmse": metrics["rmse"].compute()}
 
     def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
+        self._pretrained_before_first_use()  # outside a Trainer no stage hook reads ``pretrained`` first
         return expected_stars(self.head(self.encoder(split_batch(batch)[0])[-1]))
