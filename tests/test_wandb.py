@@ -131,3 +131,19 @@ def test_publish_results_with_wandb_logger_fills_summary_and_attaches(tmp_path, 
     assert run.summary == {"test/err": 0.1, "best_epoch": 3}  # None values left out
     assert run.saved == [str(tmp_path / "run" / "results.json")]
     assert json.loads((tmp_path / "run" / "results.json").read_text()) == results
+
+
+@pytest.mark.slow  # one CLI run that trains
+def test_with_wandb_as_the_only_logger_a_runs_files_share_its_own_folder_not_the_shared_root(run_cli, tmp_path):
+    """W&B's save_dir is the root all its runs share: results.json, config.yaml and firing_rates.json
+    go to the run's own folder, beside its checkpoints."""
+    logger = json.dumps({"class_path": "lightning.pytorch.loggers.WandbLogger",
+                         "init_args": {"offline": True, "save_dir": "runs", "project": "p"}})
+    proc = run_cli("fit", "--config", DIGITS, "--model.init_args.hidden_sizes=[8]", "--trainer.max_epochs=1",
+                   "--trainer.enable_progress_bar=false", f"--trainer.logger={logger}", env=wandb_env(tmp_path, "offline"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [results] = list((tmp_path / "runs" / "p").glob("*/results.json"))
+    folder = results.parent
+    assert (folder / "config.yaml").is_file() and (folder / "firing_rates.json").is_file()
+    assert list(folder.glob("checkpoints/best-epoch=*.ckpt"))
+    assert not (tmp_path / "runs" / "config.yaml").exists() and not (tmp_path / "runs" / "results.json").exists()

@@ -37,6 +37,7 @@ from pathlib import Path
 
 from lightning import Callback, LightningModule, Trainer
 from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, ProgressBar, Timer, TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, instantiate_class
 from lightning.pytorch.plugins.io import CheckpointIO
@@ -63,6 +64,7 @@ from lightning_rect.app.user_errors import (MAX_NAME_BYTES, SUBCOMMANDS, Stopped
                                             user_error)
 from lightning_rect.app.wandb import SaveConfigToWandb, publish_results
 from lightning_rect.callbacks import DivergenceGuard
+from lightning_rect.callbacks.firing_rates import run_folder
 from lightning_rect.checkpoint import last_checkpoint_path, read_pretrained
 from lightning_rect.checks import check_model_fits_in_memory
 from lightning_rect.errors import ConfigError, LightningRectError
@@ -418,7 +420,9 @@ class RectCLI(LightningCLI):
             **{k: to_float(v) for k, v in (test_metrics[0] if test_metrics else {}).items()},
             **(model.extra_results() if hasattr(model, "extra_results") else {}),
         }
-        log_dir = trainer.log_dir  # broadcasts under DDP, so every rank must ask, not rank 0 alone
+        # this run's own folder (under MLflow or W&B first, not the root their runs share); both calls are
+        # broadcasts under DDP, so every rank must ask, not rank 0 alone
+        log_dir = run_folder(trainer) or trainer.log_dir
         if trainer.is_global_zero:
             path = write_results(results, log_dir)
             publish_results(trainer, results, path)
@@ -652,7 +656,22 @@ class SaveRunConfig(SaveConfigToWandb):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if not self.already_saved:
             self.config = portable_config(self.config)
-        super().setup(trainer, pl_module, stage)
+        first = trainer.loggers[0] if trainer.loggers else None
+        if first is None or trainer.fast_dev_run or isinstance(first, (CSVLogger, TensorBoardLogger)) \
+                or self.already_saved or not self.save_to_log_dir:
+            super().setup(trainer, pl_module, stage)
+            return
+        # Another logger first (MLflow, W&B): trainer.log_dir is the root all its runs share, so the
+        # config goes to this run's own folder, beside its checkpoints, results.json and firing rates.
+        folder = run_folder(trainer)  # every rank asks: a broadcast
+        self._log_dir = folder
+        if trainer.is_global_zero:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            self.parser.save(self.config, os.path.join(folder, self.config_filename), skip_none=False,
+                             overwrite=self.overwrite, multifile=self.multifile)
+            self.save_config(trainer, pl_module, stage)
+            self.already_saved = True
+        self.already_saved = trainer.strategy.broadcast(self.already_saved)
 
 
 #: Config paths written relative to the working folder in a saved config (when they lie in or beside it).
