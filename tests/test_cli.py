@@ -371,3 +371,20 @@ def test_a_remote_config_is_read_only_over_https_and_only_when_opted_in(monkeypa
     check_config_files(["fit", "--config", "https://example.org/x.yaml"])  # read by jsonargparse, with the caps
     with pytest.raises(ConfigError, match="never s3://"):
         check_config_files(["fit", "-c", "s3://bucket/x.yaml"])
+
+
+def test_what_fit_adds_to_the_config_is_said_once_and_kept_above_the_saved_config(finished_run):
+    import yaml
+
+    from lightning_rect.app.cli import ADDED_NOTE
+
+    said = [line for line in finished_run.stdout.splitlines() if line.startswith("fit adds to the config: ")]
+    assert len(said) == 1
+    added = said[0].removeprefix("fit adds to the config: ").split(", ")
+    for name in ("DivergenceGuard", "Timer", "ModelCheckpoint(best-{epoch} on val/err)", "ModelCheckpoint(last)",
+                 "AtomicCheckpointIO"):
+        assert name in added
+    saved = (finished_run.folder / "config.yaml").read_text()
+    assert saved.splitlines()[0] == f"# {ADDED_NOTE}: {', '.join(added)}"
+    config = yaml.safe_load(saved)  # still the config it was: the note is a comment
+    assert [cb["class_path"] for cb in config["trainer"]["callbacks"]] == ["lightning_rect.callbacks.SparsityMonitor"]

@@ -260,6 +260,14 @@ class RectCLI(LightningCLI):
         plugins = _as_list(trainer_config.get("plugins"))
         if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
             kwargs["plugins"] = plugins + [AtomicCheckpointIO()]
+        # What runs beyond the config is said once and kept in the run's config.yaml (as a comment, so
+        # the file still parses as the config it is).
+        added = [describe(cb) for cb in kwargs.get("callbacks", [])[len(_as_list(trainer_config.get("callbacks"))):]]
+        added += [describe(p) for p in kwargs.get("plugins", [])[len(plugins):]]
+        if added:
+            if rank_zero_only.rank == 0:
+                print(f"{self.subcommand} adds to the config: {', '.join(added)}")
+            self.save_config_kwargs = {**self.save_config_kwargs, "added": tuple(added)}
         try:
             return super().instantiate_trainer(**kwargs)
         except MisconfigurationException as err:  # Lightning's own word for a setting it refuses
@@ -653,7 +661,20 @@ class SaveRunConfig(SaveConfigToWandb):
     ``validate``/``test`` or a new ``fit`` run with it would write into this run's folder) and with the
     paths inside the working folder relative (a copy of the run folder must not point at the original)."""
 
+    def __init__(self, *args, added: Sequence[str] = (), **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.added = tuple(added)
+
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        saved_before = self.already_saved
+        self._save(trainer, pl_module, stage)
+        folder = self._log_dir
+        if not saved_before and self.added and trainer.is_global_zero and self.save_to_log_dir and folder:
+            path = Path(folder) / self.config_filename
+            if path.is_file():  # what runs beyond the config, above it
+                path.write_text(f"# {ADDED_NOTE}: {', '.join(self.added)}\n" + path.read_text())
+
+    def _save(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if not self.already_saved:
             self.config = portable_config(self.config)
         first = trainer.loggers[0] if trainer.loggers else None
@@ -672,6 +693,20 @@ class SaveRunConfig(SaveConfigToWandb):
             self.save_config(trainer, pl_module, stage)
             self.already_saved = True
         self.already_saved = trainer.strategy.broadcast(self.already_saved)
+
+
+#: The comment above a saved config.yaml that names what the CLI added to the config.
+ADDED_NOTE = "added by the CLI, not part of this config"
+
+
+def describe(obj: object) -> str:
+    """A callback or plugin in a few words: its class, and what tells two of a kind apart."""
+    name = type(obj).__name__
+    if isinstance(obj, ModelCheckpoint):
+        return f"{name}({obj.filename or 'last'}" + (f" on {obj.monitor}" if obj.monitor else "") + ")"
+    if isinstance(obj, TQDMProgressBar):
+        return f"{name}(refresh_rate={obj.refresh_rate})"
+    return name
 
 
 #: Config paths written relative to the working folder in a saved config (when they lie in or beside it).
