@@ -12,18 +12,23 @@ from lightning_rect.errors import ConfigError
 TRAINING_BYTES_PER_PARAMETER = 3 * 4
 
 
+def is_number(value: object) -> bool:
+    """An int or float, not a bool: ``True`` is an int to Python, never a count or a rate in a config."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def check_positive_int(name: str, value: object) -> None:
-    if not (isinstance(value, int) and value >= 1):
+    if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
         raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
 
 
 def check_non_negative(name: str, value: object) -> None:
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+    if not (is_number(value) and math.isfinite(value) and value >= 0):
         raise ConfigError(f"{name} must be a finite number >= 0, got {value!r}")
 
 
 def check_positive(name: str, value: object) -> None:
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+    if not (is_number(value) and math.isfinite(value) and value > 0):
         raise ConfigError(f"{name} must be a finite number > 0, got {value!r}")
 
 

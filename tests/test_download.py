@@ -284,7 +284,7 @@ def test_download_on_a_full_disk_keeps_the_bytes_and_resumes(tmp_path, monkeypat
         with pytest.raises(StorageError) as err:
             fetch(remote, tmp_path)
         message = str(err.value)
-        assert "\n" not in message and str(tmp_path / "f.bin.part") in message and "the disk is full" in message
+        assert "\n" not in message and str(tmp_path / "f.bin.part") in message and "no space left on the device" in message
         assert "the 30000 bytes received are kept there" in message and "rerun (the download resumes)" in message
         assert len(server.paths_requested("/f.bin")) == 1  # no retry: the network was not the problem
         monkeypatch.undo()  # space freed: the next run asks only for the rest
@@ -292,7 +292,7 @@ def test_download_on_a_full_disk_keeps_the_bytes_and_resumes(tmp_path, monkeypat
         assert server.paths_requested("/f.bin")[-1] == ("bytes=30000-", 206)
 
 
-@pytest.mark.parametrize("code, cause, where", [(errno.ENOSPC, "the disk is full", "extracting"),
+@pytest.mark.parametrize("code, cause, where", [(errno.ENOSPC, "no space left on the device", "extracting"),
                                                 (errno.EROFS, "the file system is read-only", "temporary folder")])
 def test_unpacking_on_a_full_or_read_only_disk_keeps_the_archive(tmp_path, amazon_server, monkeypatch, code, cause,
                                                                  where):

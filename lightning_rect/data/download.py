@@ -24,7 +24,6 @@ Base URLs live in the data modules' tables (``norb.VARIANTS[...]["url"]``,
 
 from __future__ import annotations
 
-import errno
 import gzip
 import hashlib
 import http.client
@@ -41,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lightning_rect.errors import DataFileError, StorageError
-from lightning_rect.files import move_into_place
+from lightning_rect.files import CAUSES, move_into_place
 
 CHUNK = 1 << 20
 #: Attempts per file within one call; each one after the first resumes with a Range request.
@@ -51,15 +50,10 @@ USER_AGENT = "lightning-rect-downloader"
 _NETWORK_ERRORS = (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError, OSError)
 
 
-#: Write failures that say nothing about the file being written: the fix is room or permission, not a new copy.
-DISK_ERRORS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
-               errno.EROFS: "the file system is read-only", errno.EACCES: "there is no permission to write there",
-               errno.EPERM: "there is no permission to write there"}
-
-
 def disk_error(err: BaseException) -> str | None:
-    """What a full or unwritable disk did to a write (``DISK_ERRORS``), or None for any other error."""
-    return DISK_ERRORS.get(err.errno) if isinstance(err, OSError) else None
+    """What a full or unwritable disk did to a write (the one table of such causes, ``files.CAUSES``: the
+    fix is room or permission, not a new copy), or None for any other error."""
+    return CAUSES.get(err.errno) if isinstance(err, OSError) else None
 
 
 class CorruptDownload(Exception):
