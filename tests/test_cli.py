@@ -388,3 +388,22 @@ def test_what_fit_adds_to_the_config_is_said_once_and_kept_above_the_saved_confi
     assert saved.splitlines()[0] == f"# {ADDED_NOTE}: {', '.join(added)}"
     config = yaml.safe_load(saved)  # still the config it was: the note is a comment
     assert [cb["class_path"] for cb in config["trainer"]["callbacks"]] == ["lightning_rect.callbacks.SparsityMonitor"]
+
+
+def test_under_a_2gb_address_space_limit_the_command_says_so_in_one_line(tmp_path):
+    """``python -m lightning_rect`` starts without torch (the package's names are imported when first
+    used), so a limit too low to map torch's libraries is one line naming it, not a traceback."""
+    import os
+    import resource
+    import subprocess
+    import sys
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (2 * 2**30, 2 * 2**30))
+
+    proc = subprocess.run([sys.executable, "-m", "lightning_rect", "fit", "--config", "configs/digits.yaml"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120, preexec_fn=limit,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "ran out of memory" in lines[0] and "ulimit -v" in lines[0], proc.stderr[-2000:]
