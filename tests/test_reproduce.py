@@ -62,16 +62,17 @@ def test_experiment_end_to_end_then_reused(experiment, tmp_path, capsys, no_summ
     assert all(r["status"] == "done" for r in runs), [(r["id"], r["status"], r["error"]) for r in runs]
     for run in runs:
         results = run["results"]
-        assert Path(run["log_dir"], "results.json").is_file()
+        assert (out / run["log_dir"] / "results.json").is_file()  # runs.json names it relative to the output
         if run["phase"] == "finetune":
             assert 0 <= results["test/err"] <= 1 and 0 <= results["test/sparsity/mean"] <= 1
             if run["needs"]:  # started from the best of its pre-training runs
                 assert run["pretrained_from"] and Path(run["pretrained_from"]).is_file()
         else:
-            assert results["model"] == "StackedDAE" and Path(results["checkpoint"]).is_file()
+            # the checkpoint relative to the run's folder: the repository keeps no path of this machine
+            assert results["model"] == "StackedDAE" and (out / run["log_dir"] / results["checkpoint"]).is_file()
     assert f"[{len(runs)}/{len(runs)}]" in printed and "epoch 1/1" in printed  # progress lines
     drawn = sorted(folder.resolve() for folder in no_summary_figures)  # each run's figure, as a fit draws it
-    assert drawn == sorted(Path(r["log_dir"]).resolve() for r in runs)
+    assert drawn == sorted((out / r["log_dir"]).resolve() for r in runs)
 
     markdown = (out / f"{experiment}.md").read_text()
     assert all(f"`{r['id']}`" in markdown for r in runs)
@@ -89,13 +90,13 @@ def test_experiment_end_to_end_then_reused(experiment, tmp_path, capsys, no_summ
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # A rerun trains nothing: every run is reused and no results.json is rewritten.
-    stamps = {r["id"]: Path(r["log_dir"], "results.json").stat().st_mtime_ns for r in runs}
+    stamps = {r["id"]: (out / r["log_dir"] / "results.json").stat().st_mtime_ns for r in runs}
     main([experiment, *TINY, "--in-process", "--out", str(out)])
     printed = capsys.readouterr().out
     assert f"{len(runs)} runs, 0 to train" in printed and f"{len(runs)} reused" in printed
     rerun = load_runs(out)
     assert all(r["status"] == "reused" for r in rerun)
-    assert {r["id"]: Path(r["log_dir"], "results.json").stat().st_mtime_ns for r in rerun} == stamps
+    assert {r["id"]: (out / r["log_dir"] / "results.json").stat().st_mtime_ns for r in rerun} == stamps
 
 
 @pytest.mark.slow
@@ -107,7 +108,7 @@ def test_subprocess_runs_and_shards_then_merge(tmp_path, capsys, no_summary_figu
     runs = load_runs(out)
     assert sorted(r["status"] for r in runs) == ["done", "other shard", "other shard"]
     done = next(r for r in runs if r["status"] == "done")
-    assert "output.log" in {p.name for p in Path(done["log_dir"]).parent.iterdir()}
+    assert "output.log" in {p.name for p in (out / done["log_dir"]).parent.iterdir()}
     assert "pending" not in (out / "l1_sweep.md").read_text()
 
     # The same folder without --shard (as after copying the shards' runs/ together) finishes the rest.

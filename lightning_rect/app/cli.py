@@ -665,16 +665,15 @@ class SaveRunConfig(SaveConfigToWandb):
         super().__init__(*args, **kwargs)
         self.added = tuple(added)
 
-    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        saved_before = self.already_saved
-        self._save(trainer, pl_module, stage)
-        folder = self._log_dir
-        if not saved_before and self.added and trainer.is_global_zero and self.save_to_log_dir and folder:
-            path = Path(folder) / self.config_filename
-            if path.is_file():  # what runs beyond the config, above it
-                path.write_text(f"# {ADDED_NOTE}: {', '.join(self.added)}\n" + path.read_text())
+    def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        # rank 0, once, right after config.yaml is written and before W&B attaches it: what runs beyond
+        # the config, above it
+        path = Path(self._log_dir or ".") / self.config_filename
+        if self.added and self.save_to_log_dir and path.is_file():
+            path.write_text(f"# {ADDED_NOTE}: {', '.join(self.added)}\n" + path.read_text())
+        super().save_config(trainer, pl_module, stage)
 
-    def _save(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if not self.already_saved:
             self.config = portable_config(self.config)
         first = trainer.loggers[0] if trainer.loggers else None
