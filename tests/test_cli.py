@@ -301,25 +301,8 @@ def test_fit_draws_lightnings_progress_bar_every_50_batches_unless_switched_off(
     assert not [cb for cb in fit_callbacks([own], model, {}) if isinstance(cb, TQDMProgressBar)]  # the config's is kept
 
 
-@pytest.mark.slow
-def test_a_ddp_spawn_fit_records_what_its_worker_processes_reached(run_cli, tmp_path):
-    """Lightning sends back from ddp_spawn's processes only the weights, a best path and callback_metrics: the
-    step, epochs, best score and time in results.json are the workers' (the parent's trainer stays at step 0)."""
-    import csv
-
-    proc = run_cli("fit", "--config", DIGITS, "--trainer.strategy=ddp_spawn", "--trainer.devices=2",
-                   "--trainer.accelerator=cpu", "--trainer.max_epochs=2", "--trainer.limit_train_batches=2",
-                   "--model.init_args.hidden_sizes=[8]", "--trainer.enable_progress_bar=false", timeout=240)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "the fit ran no training step" not in proc.stderr
-    [run] = list((tmp_path / "runs" / "digits").glob("version_*"))
-    results = json.loads((run / "results.json").read_text())
-    with open(run / "metrics.csv", newline="") as file:
-        val = {int(r["epoch"]): float(r["val/err"]) for r in csv.DictReader(file) if r.get("val/err")}
-    assert results["epochs"] == 2 and sorted(val) == [0, 1]
-    assert results["best_val"] == pytest.approx(min(val.values())) and val[results["best_epoch"]] == results["best_val"]
-    assert results["checkpoint"] == str(run / "checkpoints" / f"best-epoch={results['best_epoch']}.ckpt")
-    assert results["fit_seconds"] > 0 and 0 <= results["test/err"] <= 1
+# A ddp_spawn fit through the CLI (results.json holds the workers' step, epochs and a test recounted with the
+# kept checkpoint): the compatibility matrix's cell ddp_spawn x CLI (tests/compat/cells.py, cli_distributed).
 
 
 def checksums(folder: Path) -> dict[str, str]:
