@@ -15,6 +15,7 @@ from torch import nn
 
 from lightning_rect.activations import SignFlip, build_activation
 from lightning_rect.errors import ConfigError
+from lightning_rect.fused_sgd import InPlaceSGD, fused_linear
 
 
 class HiddenLayer(nn.Module):
@@ -35,18 +36,24 @@ class HiddenLayer(nn.Module):
         self.activation = build_activation(activation, activation_args)
         self.sign_flip = SignFlip(out_features) if sign_flip else None
         self.output_scale = 1.0
+        #: set by a model with ``fused_sgd`` while it fits: the backward then updates ``linear`` in place
+        self.fused_sgd: InPlaceSGD | None = None
         # The paper only says "uniform": Glorot-uniform weights scaled by the activation's gain
         # (see lightning_rect.activations), zero biases.
         nn.init.xavier_uniform_(self.linear.weight, gain=getattr(self.activation, "init_gain", 1.0))
         nn.init.zeros_(self.linear.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.activation(self.linear(x))
+        h = self.activation(self.linear(x) if torch.jit.is_scripting() else self._linear(x))
         if self.sign_flip is not None:
             h = self.sign_flip(h)
         if self.output_scale != 1.0:
             h = h / self.output_scale
         return h
+
+    @torch.jit.unused  # TorchScript compiles the plain layer (fused_sgd is a training-time Python object)
+    def _linear(self, x: torch.Tensor) -> torch.Tensor:
+        return fused_linear(self.linear, x, self.fused_sgd)
 
     def get_extra_state(self) -> torch.Tensor:
         return torch.tensor(self.output_scale, dtype=torch.float64)  # float64: the Python float, exactly

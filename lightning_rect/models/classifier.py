@@ -24,6 +24,7 @@ from lightning_rect.checkpoint import MODEL_KEY, load_pretrained_encoder
 from lightning_rect.checks import check_non_negative, check_positive
 from lightning_rect.encoder import Encoder, dead_fractions, l1_penalty
 from lightning_rect.errors import CheckpointError, ConfigError
+from lightning_rect.fused_sgd import InPlaceSGD, check_trainer, fused_linear
 from lightning_rect.metrics import LossAverage
 from lightning_rect.models.batch import labeled_batch, split_batch
 
@@ -72,6 +73,13 @@ class SparseMLP(LightningModule):
             model's (``load_from_checkpoint``, ``ckpt_path``, ``load_state_dict``, the weights a
             ``ddp_spawn`` fit returns) never reads the pre-training file again, so loading, resuming,
             fitting again, testing or predicting from it never needs that file.
+        fused_sgd: apply plain SGD inside backward, in place, to every Linear layer (hidden and
+            softmax), with the optimizer's current learning rate: the same training as the default
+            path, faster at small minibatches (no gradient tensors; see ``lightning_rect.fused_sgd``
+            and benchmarks/README.md). Under ``Trainer.fit`` only, and refused at the start of fit
+            where the update would differ from plain SGD's: momentum, weight decay, adam or another
+            optimizer, several devices, gradient accumulation or clipping, a precision other than
+            32-true. The fused weights' ``.grad`` stays ``None``.
 
     Built on the ``lightning`` package: run it with ``lightning.Trainer`` or ``lightning.Fabric``
     (a ``pytorch_lightning.Trainer`` refuses it as not a LightningModule). Under Fabric, call the
@@ -84,7 +92,7 @@ class SparseMLP(LightningModule):
     def __init__(self, in_features: int = 784, num_classes: int = 10, hidden_sizes: Sequence[int] = (1000, 1000, 1000),
                  activation: str = "rectifier", activation_args: dict | None = None, sign_flip: bool = False,
                  l1: float = 0.001, lr: float = 0.01, optimizer: Literal["sgd", "adam"] = "sgd",
-                 momentum: float = 0.0, pretrained: str | None = None) -> None:
+                 momentum: float = 0.0, pretrained: str | None = None, fused_sgd: bool = False) -> None:
         super().__init__()
         check_non_negative("l1", l1)
         check_positive("lr", lr)
@@ -94,6 +102,8 @@ class SparseMLP(LightningModule):
         self.encoder = Encoder(in_features, list(hidden_sizes), activation, activation_args, sign_flip)
         self.head = nn.Linear(self.encoder.hidden_sizes[-1], num_classes)
         self.l1 = float(l1)
+        #: the optimizer binding of the fused layers, while a fit with ``fused_sgd`` runs
+        self._fused: InPlaceSGD | None = None
         self.train_loss = LossAverage()
         #: one set of evaluation metrics per validation / test dataloader (one set until there are more)
         self.eval_metrics = nn.ModuleList([self.evaluation_metrics()])
@@ -119,7 +129,7 @@ class SparseMLP(LightningModule):
         """(NLL + L1 loss, logits) of one batch."""
         self._pretrained_before_first_use()
         hidden = self.encoder(x)
-        logits = self.head(hidden[-1])
+        logits = fused_linear(self.head, hidden[-1], self._fused)
         loss = F.cross_entropy(logits, y)
         if self.l1:
             loss = loss + self.l1 * l1_penalty(hidden)
@@ -162,10 +172,21 @@ class SparseMLP(LightningModule):
             return None
 
     def on_fit_start(self) -> None:
-        # Strategies that restore the checkpoint after this hook (DeepSpeed) load in the next one.
         trainer = self._running_trainer()
+        if self.hparams.fused_sgd and trainer is not None:
+            linears = [layer.linear for layer in self.encoder.layers] + [self.head]
+            self._bind_fused_sgd(check_trainer(self, (p for linear in linears for p in linear.parameters())))
+        # Strategies that restore the checkpoint after this hook (DeepSpeed) load in the next one.
         if trainer is None or not trainer.strategy.restore_checkpoint_after_setup:
             self._start_from_pretrained()
+
+    def on_fit_end(self) -> None:
+        self._bind_fused_sgd(None)
+
+    def _bind_fused_sgd(self, sgd: InPlaceSGD | None) -> None:
+        self._fused = sgd
+        for layer in self.encoder.layers:
+            layer.fused_sgd = sgd
 
     def on_train_start(self) -> None:
         self._start_from_pretrained()

@@ -28,6 +28,7 @@ from lightning_rect.checkpoint import MODEL_KEY, read_pretrained
 from lightning_rect.checks import check_non_negative, check_positive, check_positive_int
 from lightning_rect.encoder import Encoder, dead_fractions, l1_penalty
 from lightning_rect.errors import CheckpointError, ConfigError
+from lightning_rect.fused_sgd import InPlaceSGD, check_trainer, fused_linear
 from lightning_rect.metrics import LossAverage
 from lightning_rect.models.batch import split_batch
 from lightning_rect.noise import NOISE
@@ -64,6 +65,12 @@ class StackedDAE(LightningModule):
             authors' library does for rectifier layers (docs/paper.md#pre-training). The scale is the
             layer's ``output_scale`` (saved in the checkpoint, kept by ``SparseMLP(pretrained=...)``); the
             layer's decoder is multiplied by it, so its reconstruction is unchanged.
+        fused_sgd: apply plain SGD inside backward, in place, to the encoder layers and the decoders
+            (a tied decoder's gradient still goes through the optimizer), with the optimizer's current
+            learning rate: the same training, faster at small minibatches (``lightning_rect.fused_sgd``,
+            benchmarks/README.md). Under ``Trainer.fit`` only; refused at the start of fit where the
+            update would differ from plain SGD's (several devices, gradient accumulation or clipping,
+            another optimizer, a precision other than 32-true).
     """
 
     selection_metric = "val/recon"
@@ -74,7 +81,7 @@ class StackedDAE(LightningModule):
                  reconstruction: str = "softplus", noise: str = "masking", noise_level: float = 0.25,
                  noise_args: dict | None = None, higher_noise: str | None = None,
                  higher_noise_level: float | None = None, tied_weights: bool = False, lr: float = 0.01,
-                 epochs_per_layer: int = 5, rescale: bool = False) -> None:
+                 epochs_per_layer: int = 5, rescale: bool = False, fused_sgd: bool = False) -> None:
         super().__init__()
         check_non_negative("l1", l1)
         check_positive("lr", lr)
@@ -97,6 +104,8 @@ class StackedDAE(LightningModule):
         self.train_recon = LossAverage()
         self.eval_recon = nn.ModuleList(MeanMetric() for _ in range(self.num_layers))
         self._generator: torch.Generator | None = None
+        #: the optimizer binding of the fused layers, while a fit with ``fused_sgd`` runs
+        self._fused: InPlaceSGD | None = None
         # Set at each epoch start, read by the steps: a compiled step then depends on the layer, not
         # on the epoch counter (which would recompile it every epoch).
         self._training_layer = 0
@@ -141,6 +150,9 @@ class StackedDAE(LightningModule):
         return encoder
 
     def on_fit_start(self) -> None:
+        if self.hparams.fused_sgd:
+            linears = [layer.linear for layer in self.encoder.layers] + list(getattr(self, "decoders", []))
+            self._bind_fused_sgd(check_trainer(self, (p for linear in linears for p in linear.parameters())))
         ddp_module = self.trainer.strategy.model  # DistributedDataParallel under DDP, by now
         if getattr(ddp_module, "find_unused_parameters", None) is False:
             raise ConfigError(
@@ -154,6 +166,14 @@ class StackedDAE(LightningModule):
                 f"{self.hparams.epochs_per_layer} x {self.num_layers} = {self.total_epochs}; set trainer.max_epochs: "
                 f"{self.total_epochs} (or more: training stops after the last layer) or lower epochs_per_layer"
             )
+
+    def on_fit_end(self) -> None:
+        self._bind_fused_sgd(None)
+
+    def _bind_fused_sgd(self, sgd: InPlaceSGD | None) -> None:
+        self._fused = sgd
+        for layer in self.encoder.layers:
+            layer.fused_sgd = sgd
 
     def on_train_start(self) -> None:
         if self.current_layer == 0:  # a fit resumed past layer 1 has reconstructed the data already
@@ -246,7 +266,7 @@ class StackedDAE(LightningModule):
             scale = self.encoder.layers[layer].output_scale  # undo the layer's fixed scale (rescale)
             return F.linear(h * scale if scale != 1.0 else h, self.encoder.layers[layer].linear.weight.t(),
                             self.decoder_biases[layer])
-        return self.decoders[layer](h)
+        return fused_linear(self.decoders[layer], h, self._fused)
 
     def reconstruction_loss(self, x: torch.Tensor, layer: int, generator: torch.Generator | None
                             ) -> tuple[torch.Tensor, torch.Tensor]:
