@@ -336,7 +336,9 @@ def _state_without_loaded_flag(module: SparseMLP, state_dict: dict, prefix: str,
 
 
 def _recheck_pretrained(module: SparseMLP, incompatible_keys) -> None:
-    module._pretrained_checked = not module.hparams.pretrained  # the loaded flag decides at the next use
+    # Weights that hold the pre-trained encoder (or were trained from it) need no look at the flag at the
+    # next use, so a graph traced from them (torch.export) never reads the buffer; others are checked then.
+    module._pretrained_checked = not module.hparams.pretrained or bool(module.pretrained_loaded)
 
 
 def check_num_classes(num_classes: object) -> None:

@@ -38,6 +38,12 @@ from lightning_rect.reconstruction import RECONSTRUCTIONS, reconstruction_range
 EVAL_NOISE_SEED = 12345
 
 
+#: Why a StackedDAE does not train under Fabric, and what to do instead.
+UNDER_FABRIC = ("StackedDAE trains greedily on a Trainer's epochs (they pick the layer and end the schedule), "
+                "which Fabric does not run; pre-train it with lightning.Trainer().fit, then use its encoder "
+                "under Fabric: SparseMLP(pretrained=<checkpoint>) or StackedDAE.load_encoder(<checkpoint>)")
+
+
 class StackedDAE(LightningModule):
     """Stacked denoising auto-encoder, trained greedily one hidden layer at a time.
 
@@ -224,6 +230,8 @@ class StackedDAE(LightningModule):
             )
 
     def on_train_epoch_start(self) -> None:
+        if self.fabric is not None:
+            raise ConfigError(UNDER_FABRIC)
         layer = self._training_layer = self.current_layer
         # Noise drawn from (seed, epoch) only: a resumed run corrupts exactly as an uninterrupted one.
         self._generator = self._seeded_generator(torch.initial_seed() * 7919 + self.current_epoch)
@@ -293,6 +301,8 @@ class StackedDAE(LightningModule):
         return clean.clamp(0, 1)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        if self.fabric is not None:
+            raise ConfigError(UNDER_FABRIC)
         x, _ = split_batch(batch)  # labels, if any, are not used
         cost, penalty = self.reconstruction_loss(x, self._training_layer, self._generator)
         self.train_recon.add(cost)
