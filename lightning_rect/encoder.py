@@ -21,8 +21,9 @@ from lightning_rect.fused_sgd import InPlaceSGD, fused_linear
 class HiddenLayer(nn.Module):
     """Linear -> activation -> optional sign flip -> division by a fixed scale.
 
-    ``output_scale`` is 1 unless a ``scaled_sigmoid`` pre-training fixed it (see
-    ``lightning_rect.reconstruction``). It is saved as the layer's extra state, so it travels with
+    ``output_scale`` is 1 unless pre-training fixed it: a ``scaled_sigmoid`` reconstruction (see
+    ``lightning_rect.reconstruction``) or ``StackedDAE(rescale=True)`` divides each layer's outputs by
+    their largest value on the training set before the next layer trains. It is saved as the layer's extra state, so it travels with
     the checkpoint and fine-tuning sees the same values the next layer was pre-trained on; being a
     Python number, the common case (1) costs no tensor operation at all. The saved state is a
     0-dim tensor, as exporters expect of every ``state_dict`` entry (the legacy ONNX exporter
