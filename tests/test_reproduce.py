@@ -604,3 +604,75 @@ def test_a_pretraining_run_stopped_while_it_trains_again_for_its_checkpoint_keep
     pending = {i for i, r in records.items() if r.status == "pending"}
     assert pending == {tanh_pretrain.id, dependents[0].id}
     assert all(records[s.id].status == "reused" for s in dependents[1:]) and len(dependents) > 1
+
+
+def damage(folder: Path, how: str) -> Path:
+    """One committed run file damaged as a lab meets it: cut short, of the wrong type, edited by hand."""
+    results = folder / "results.json"
+    text = results.read_text()
+    if how == "truncated":
+        results.write_text(text[: len(text) // 2])
+    elif how == "a list":
+        results.write_text("[1, 2]")
+    elif how == "a string for a number":
+        results.write_text(json.dumps({**json.loads(text), "best_val": "0.1"}))
+    elif how == "test error edited":
+        results.write_text(json.dumps({**json.loads(text), "test/err": 0.005}))
+    elif how == "inputs a list":
+        (folder.parent / INPUTS_FILE).write_text("[]")
+    return results if how != "inputs a list" else folder.parent / INPUTS_FILE
+
+
+@pytest.mark.parametrize("how, problem", [
+    ("truncated", "is not valid JSON"), ("a list", "holds a JSON list, not an object"),
+    ("a string for a number", "best_val is '0.1', not a number"),
+    ("test error edited", "test/err is 0.005, but metrics.csv logged 0.1"),
+    ("inputs a list", "holds a JSON list, not the object a record of a run's inputs is"),
+])
+def test_a_damaged_run_file_is_one_line_and_the_run_is_neither_reported_retrained_nor_deleted(
+        fake_fit, tmp_path, monkeypatch, capsys, how, problem):
+    out = tmp_path / "t1"
+    args = ["table1", "--datasets", "digits", "--budget", "tiny", "--out", str(out)]
+    main([*args, "--in-process"])
+    capsys.readouterr()
+    first = next(p for p in sorted((out / "runs").iterdir()) if "-pre-" in p.name or "-nopre-" in p.name)
+    path = damage(first / "version_0", how)
+    damaged = path.read_bytes()
+    report = (out / "table1.md").read_text()
+    trained = list(fake_fit.trained)
+
+    if path.name == "results.json":  # --report-only reads results, not inputs: refused, the report not rewritten
+        with pytest.raises(SystemExit) as exit_:
+            main([*args, "--report-only"])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and f"{path}: {problem}" in err and "Traceback" not in err
+        assert (out / "table1.md").read_text() == report
+
+    main([*args, "--dry-run"])  # --dry-run: listed as damaged, with the file and why
+    printed = capsys.readouterr().out
+    assert f"[damaged] {first.name}" in printed and problem in printed
+
+    with pytest.raises(SystemExit) as exit_:  # a real run: nothing trained, nothing deleted
+        main([*args, "--in-process"])
+    assert exit_.value.code == 2 and problem in capsys.readouterr().err
+    assert fake_fit.trained == trained and path.read_bytes() == damaged
+
+
+def test_a_run_folder_another_process_holds_is_neither_resumed_nor_deleted(fake_fit, tmp_path, capsys):
+    """The fit of another process writes there (its lock held): the runner leaves it alone, says so,
+    and trains the rest."""
+    from lightning_rect.app.run_lock import run_lock
+
+    out = tmp_path / "t1"
+    specs = plan_table1(tmp_path)
+    held = next(s for s in specs if s.phase == "finetune" and not s.needs)
+    folder = log_dir(out, held)
+    folder.mkdir(parents=True)
+    (folder / "metrics.csv").write_text("epoch,step\n0,1\n")  # what the other process wrote so far
+    with run_lock(folder), pytest.raises(SystemExit) as exit_:
+        main(["table1", "--datasets", "digits", "--budget", "tiny", "--out", str(out), "--in-process"])
+    assert exit_.value.code == 1  # one run could not train: said, and the status column names it
+    records = {r["id"]: r for r in load_runs(out)}
+    assert records[held.id]["status"] == "failed" and "is in use by pid" in records[held.id]["error"]
+    assert held.id not in fake_fit.trained and (folder / "metrics.csv").read_text() == "epoch,step\n0,1\n"
+    assert all(r["status"] == "done" for i, r in records.items() if i != held.id and held.id not in r["needs"])
