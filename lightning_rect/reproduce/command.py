@@ -19,7 +19,8 @@ from lightning_rect.reproduce.experiments import EXPERIMENTS, Context
 from lightning_rect.reproduce.plan import RunSpec
 from lightning_rect.reproduce.report import write_reports
 from lightning_rect.reproduce.run_files import RunFileError
-from lightning_rect.reproduce.runner import Options, Record, Runner, available_cores, log_dir, read_results
+from lightning_rect.reproduce.runner import (CHECKPOINT_GONE, Options, Record, Runner, available_cores, log_dir,
+                                             read_results)
 from lightning_rect.reproduce.sweeps import write_sweeps
 
 #: The budget of the runs unless --budget says otherwise.
@@ -215,10 +216,12 @@ def _dry_run(runner: Runner, specs, args, budget, datasets, threads, shard, out)
         if record.status == "damaged":
             print(f"      {record.error}")
             continue
-        if record.changed:
+        if record.changed == [CHECKPOINT_GONE]:  # trained again for its checkpoint, not made stale by a change
+            print(f"      again: {CHECKPOINT_GONE}")
+        elif record.changed:
             print(f"      stale: {'; '.join(record.changed)}")
         print(f"      {shlex.join(record.command)}")
-    stale = sum(bool(r.changed) for r in records.values())
+    stale = sum(bool(r.changed) and r.changed != [CHECKPOINT_GONE] for r in records.values())
     damaged = sum(r.status == "damaged" for r in records.values())
     print(f"{stale} stale run(s), {damaged} damaged")
 
