@@ -29,7 +29,7 @@ test: $(VENV)/.installed
 	OMP_NUM_THREADS=1 $(PYTHON) -m pytest -q -n 2 --dist loadfile --durations=10
 
 quick: $(VENV)/.installed
-	OMP_NUM_THREADS=1 $(PYTHON) -m pytest -q -m "not slow" --durations=5
+	OMP_NUM_THREADS=1 $(PYTHON) -m pytest -q -n 2 -m "not slow" --durations=5
 
 # The documentation site (mkdocs.yml) into site/; strict, as tests/test_docs.py builds it. To read it
 # while editing: $(VENV)/bin/python -m mkdocs serve (http://127.0.0.1:8000, rebuilt on every save).
