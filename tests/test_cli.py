@@ -390,3 +390,19 @@ def test_under_a_2gb_address_space_limit_the_command_says_so_in_one_line(tmp_pat
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "ran out of memory" in lines[0] and "ulimit -v" in lines[0], proc.stderr[-2000:]
+
+
+def test_results_json_names_the_version_and_the_commit_that_wrote_it(finished_run):
+    import json
+    import subprocess
+
+    import lightning_rect
+
+    results = json.loads((finished_run.folder / "results.json").read_text())
+    assert results["lightning_rect"] == lightning_rect.__version__
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(lightning_rect.__file__).parent, capture_output=True,
+                          text=True)
+    if head.returncode == 0:  # a checkout: its commit, marked when files differ from it
+        assert results["git_commit"].removesuffix("+dirty") == head.stdout.strip()
+    else:
+        assert results["git_commit"] is None

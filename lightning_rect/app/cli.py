@@ -54,7 +54,7 @@ from lightning_rect.app.bundled import resolve_config_args
 from lightning_rect.app.checkpoint_io import AtomicCheckpointIO, latest_checkpoint, writes_last_every_epoch
 from lightning_rect.app.config_files import (ImportGuard, cap_yaml_loading, check_config_files, set_remote_reading)
 from lightning_rect.app.loggers import claim_run_folder
-from lightning_rect.app.results import (PredictionsFile, absolute_checkpoint, epoch_of_checkpoint, to_float,
+from lightning_rect.app.results import (PredictionsFile, provenance, absolute_checkpoint, epoch_of_checkpoint, to_float,
                                         write_results)
 from lightning_rect.app.resume import (SPECIAL_CKPT_PATHS, RunContinuity, check_checkpoint, check_weights,
                                        config_filename, keep_out_of_earlier_runs, logger_entries, note_lost_history,
@@ -427,6 +427,7 @@ class RectCLI(LightningCLI):
             "checkpoint": absolute_checkpoint(best_path),
             **{k: to_float(v) for k, v in (test_metrics[0] if test_metrics else {}).items()},
             **(model.extra_results() if hasattr(model, "extra_results") else {}),
+            **provenance(),  # the version and git commit that wrote it
         }
         # this run's own folder (under MLflow or W&B first, not the root their runs share); both calls are
         # broadcasts under DDP, so every rank must ask, not rank 0 alone

@@ -23,6 +23,29 @@ RESULTS_FILE = "results.json"
 PREDICTIONS_FILE = "predictions.pt"
 
 
+def provenance() -> dict[str, str | None]:
+    """Which code wrote a run: the package's version and, when it runs from a git checkout (an
+    editable install), the commit, with ``+dirty`` when files differ from it; None elsewhere."""
+    import subprocess
+
+    import lightning_rect
+
+    here = Path(lightning_rect.__file__).resolve().parent
+    commit = None
+    try:
+        # a checkout that tracks these very files (not a wheel installed in a venv inside some repository)
+        tracked = subprocess.run(["git", "ls-files", "--error-unmatch", "__init__.py"], cwd=here, capture_output=True,
+                                 text=True, timeout=10)
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
+        if tracked.returncode == 0 and head.returncode == 0:
+            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "."], cwd=here,
+                                   capture_output=True, text=True, timeout=10)
+            commit = head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"lightning_rect": lightning_rect.__version__, "git_commit": commit}
+
+
 def write_results(results: dict, log_dir: str | Path | None) -> Path:
     """Write ``results`` atomically (a reader never sees half a file) and print the summary."""
     out = Path(log_dir or ".") / RESULTS_FILE
