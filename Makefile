@@ -3,11 +3,12 @@
 #   make run    the embedded default: the paper's network on scikit-learn's 8x8 digits
 #   make test   the whole test suite (what CI runs)
 #   make quick  the fast tests only (pytest -m "not slow")
+#   make lint   ruff's checks (pyproject.toml [tool.ruff])
 #   make docs   the documentation site into site/ (strict: a broken link or reference fails it)
 VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 
-.PHONY: run test quick docs
+.PHONY: run test quick lint docs
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -36,3 +37,6 @@ quick: $(VENV)/.installed
 docs: $(VENV)/.installed
 	NO_MKDOCS_2_WARNING=1 $(PYTHON) -m mkdocs build --strict
 	@echo "site/index.html; to browse while editing: $(PYTHON) -m mkdocs serve"
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check lightning_rect tests benchmarks

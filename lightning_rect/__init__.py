@@ -17,7 +17,8 @@ _EXPORTS = {"ACTIVATIONS": "lightning_rect.activations", "Encoder": "lightning_r
             "StarRatingMLP": "lightning_rect.models", "NOISE": "lightning_rect.noise",
             "RECONSTRUCTIONS": "lightning_rect.reconstruction", "Registry": "lightning_rect.registry"}
 
-__all__ = sorted(_EXPORTS)
+__all__ = ["ACTIVATIONS", "NOISE", "RECONSTRUCTIONS", "Encoder", "Registry", "SparseMLP", "StackedDAE", "StarRatingMLP"]
+assert sorted(__all__) == sorted(_EXPORTS)  # one list, read by tools (ruff, IDEs) as a literal
 
 if TYPE_CHECKING:
     from lightning_rect.activations import ACTIVATIONS

@@ -19,7 +19,7 @@ import signal
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from lightning_rect.errors import ConfigError, LightningRectError, StorageError
+from lightning_rect.errors import ConfigError, LightningRectError
 from lightning_rect.files import CAUSES, storage_error
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")

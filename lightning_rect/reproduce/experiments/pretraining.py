@@ -27,7 +27,7 @@ from lightning_rect.reproduce import paper
 from lightning_rect.reproduce.budgets import DATASETS, PAPER_LRS, for_dataset
 from lightning_rect.reproduce.experiments.base import Experiment
 from lightning_rect.reproduce.plan import Cell, Context, RunSpec, early_stopping, finetune_run, pretrain_run
-from lightning_rect.reproduce.report import cells, compare, dataset_heading, pct, test_error, value_of
+from lightning_rect.reproduce.report import cells, compare, dataset_heading, pct, test_error
 from lightning_rect.reproduce.runner import Record, duration, finite
 from lightning_rect.reproduce.sweeps import Sweep
 
