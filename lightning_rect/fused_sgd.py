@@ -143,3 +143,16 @@ def check_trainer(model, params: Iterable[nn.Parameter]) -> InPlaceSGD:
 
 def _refuse(reason: str) -> None:
     raise ConfigError(f"fused_sgd cannot run here: {reason}, {_SWITCH_OFF}")
+
+
+class FusedSGDBinding:
+    """What both models do with the fast path's state: bind it to their encoder's layers for a fit
+    (``_bind_fused_sgd``, from ``on_fit_start``) and unbind it when the fit ends."""
+
+    def on_fit_end(self) -> None:
+        self._bind_fused_sgd(None)
+
+    def _bind_fused_sgd(self, sgd: InPlaceSGD | None) -> None:
+        self._fused = sgd
+        for layer in self.encoder.layers:
+            layer.fused_sgd = sgd

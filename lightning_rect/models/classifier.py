@@ -24,7 +24,7 @@ from lightning_rect.checkpoint import MODEL_KEY, load_pretrained_encoder
 from lightning_rect.checks import check_non_negative, check_positive
 from lightning_rect.encoder import Encoder, dead_fractions, l1_penalty
 from lightning_rect.errors import CheckpointError, ConfigError
-from lightning_rect.fused_sgd import InPlaceSGD, check_trainer, fused_linear
+from lightning_rect.fused_sgd import FusedSGDBinding, InPlaceSGD, check_trainer, fused_linear
 from lightning_rect.metrics import LossAverage
 from lightning_rect.models.batch import labeled_batch, split_batch
 
@@ -50,7 +50,7 @@ def warn_dead_pretrained_layers(encoder: Encoder, batches, source: str, reduce=N
             )
 
 
-class SparseMLP(LightningModule):
+class SparseMLP(FusedSGDBinding, LightningModule):
     """Classifier: ``hidden_sizes`` layers of ``activation`` units, softmax output, NLL + L1 loss.
 
     Args:
@@ -179,14 +179,6 @@ class SparseMLP(LightningModule):
         # Strategies that restore the checkpoint after this hook (DeepSpeed) load in the next one.
         if trainer is None or not trainer.strategy.restore_checkpoint_after_setup:
             self._start_from_pretrained()
-
-    def on_fit_end(self) -> None:
-        self._bind_fused_sgd(None)
-
-    def _bind_fused_sgd(self, sgd: InPlaceSGD | None) -> None:
-        self._fused = sgd
-        for layer in self.encoder.layers:
-            layer.fused_sgd = sgd
 
     def on_train_start(self) -> None:
         self._start_from_pretrained()

@@ -28,7 +28,7 @@ from lightning_rect.checkpoint import MODEL_KEY, read_pretrained
 from lightning_rect.checks import check_non_negative, check_positive, check_positive_int
 from lightning_rect.encoder import Encoder, dead_fractions, l1_penalty
 from lightning_rect.errors import CheckpointError, ConfigError
-from lightning_rect.fused_sgd import InPlaceSGD, check_trainer, fused_linear
+from lightning_rect.fused_sgd import FusedSGDBinding, InPlaceSGD, check_trainer, fused_linear
 from lightning_rect.metrics import LossAverage
 from lightning_rect.models.batch import split_batch
 from lightning_rect.noise import NOISE
@@ -44,7 +44,7 @@ UNDER_FABRIC = ("StackedDAE trains greedily on a Trainer's epochs (they pick the
                 "under Fabric: SparseMLP(pretrained=<checkpoint>) or StackedDAE.load_encoder(<checkpoint>)")
 
 
-class StackedDAE(LightningModule):
+class StackedDAE(FusedSGDBinding, LightningModule):
     """Stacked denoising auto-encoder, trained greedily one hidden layer at a time.
 
     Args:
@@ -172,14 +172,6 @@ class StackedDAE(LightningModule):
                 f"{self.hparams.epochs_per_layer} x {self.num_layers} = {self.total_epochs}; set trainer.max_epochs: "
                 f"{self.total_epochs} (or more: training stops after the last layer) or lower epochs_per_layer"
             )
-
-    def on_fit_end(self) -> None:
-        self._bind_fused_sgd(None)
-
-    def _bind_fused_sgd(self, sgd: InPlaceSGD | None) -> None:
-        self._fused = sgd
-        for layer in self.encoder.layers:
-            layer.fused_sgd = sgd
 
     def on_train_start(self) -> None:
         if self.current_layer == 0:  # a fit resumed past layer 1 has reconstructed the data already
