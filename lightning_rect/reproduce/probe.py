@@ -20,6 +20,7 @@ pre-training run's own probe (a fine-tuning run trains again whenever its pre-tr
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from pathlib import Path
@@ -81,8 +82,22 @@ def run_probe(config: dict[str, Any], data_dir: Path | None = None) -> dict[str,
     if "epochs_per_layer" in (sections["model"].get("init_args") or {}):  # a StackedDAE: every layer trains
         sections["model"] = {**sections["model"], "init_args": {**sections["model"]["init_args"], "epochs_per_layer": 1}}
         layers = len(sections["model"]["init_args"].get("hidden_sizes") or [0])
-    seed = config.get("seed_everything", 0)
     torch_threads = torch.get_num_threads()
+    # One thread whatever the caller runs with: two threads sum in another order, and a probe whose
+    # later steps amplify that (a StackedDAE's top layer) would then differ from its own record.
+    torch.set_num_threads(1)
+    lightning_info = logging.getLogger("lightning.pytorch")
+    lightning_level = lightning_info.level
+    lightning_info.setLevel(logging.WARNING)  # "GPU available" and tips, once per probe: not the user's fit
+    try:
+        return _probe(config, parser, sections, layers, L, torch)
+    finally:
+        torch.set_num_threads(torch_threads)
+        lightning_info.setLevel(lightning_level)
+
+
+def _probe(config, parser, sections, layers, L, torch) -> dict[str, Any]:
+    seed = config.get("seed_everything", 0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         L.seed_everything(seed if isinstance(seed, int) and not isinstance(seed, bool) else 0, verbose=False)
@@ -103,7 +118,6 @@ def run_probe(config: dict[str, Any], data_dir: Path | None = None) -> dict[str,
                             enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", devices=1,
                             callbacks=[Losses()], **trainer_args)
         trainer.fit(model, datamodule=data)
-    torch.set_num_threads(torch_threads)
     change = {name: float((p.detach() - start[name]).double().norm()) for name, p in model.named_parameters()
               if name in start}
     return {"steps": len(losses), "losses": [round(v, 9) for v in losses],
