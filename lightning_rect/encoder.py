@@ -140,10 +140,10 @@ def dead_fractions(encoder: Encoder, inputs: Iterable[torch.Tensor], depth: int 
     ``reduce`` sums the per-unit counts over processes (``lambda t: strategy.reduce(t, reduce_op="sum")``
     under DDP), so a unit alive on any process's share of the data is alive.
     """
-    device = next(encoder.parameters()).device
+    weight = next(encoder.parameters())  # inputs go to its device and dtype, as a precision plugin's would
     fired: list[torch.Tensor] | None = None
     for x in inputs:
-        hidden = [(h != 0).sum(dim=0) for h in encoder(x.to(device), depth=depth)]
+        hidden = [(h != 0).sum(dim=0) for h in encoder(x.to(weight.device, weight.dtype), depth=depth)]
         fired = hidden if fired is None else [a + b for a, b in zip(fired, hidden)]
     if fired is None:
         return []

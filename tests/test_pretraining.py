@@ -386,3 +386,19 @@ def test_standardized_inputs_the_reconstruction_cannot_output_are_named_with_the
 @pytest.mark.parametrize("reconstruction,standardize", [("linear", True), ("softplus", False), ("sigmoid", False)])
 def test_inputs_the_reconstruction_can_output_are_not_warned_about(reconstruction, standardize, recwarn):
     assert fit_warnings(reconstruction, standardize, recwarn) == []
+
+
+@pytest.mark.parametrize("rescale", [False, True])
+def test_pretraining_in_double_precision_trains_every_layer_in_float64(rescale):
+    """Under ``precision="64-true"`` the passes a StackedDAE makes outside the training steps (each
+    layer's dead fraction, the rescaling maximum) read the float32 batches in the model's dtype."""
+    L.seed_everything(0)
+    dae = StackedDAE(64, 10, [16, 8], epochs_per_layer=1, rescale=rescale)
+    trainer = L.Trainer(max_epochs=2, precision="64-true", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=2)
+    trainer.fit(dae, datamodule=DigitsDataModule(batch_size=20))
+    assert {p.dtype for p in dae.parameters()} == {torch.float64}
+    results = dae.extra_results()
+    assert set(results) == {"pretrain/layer_1/dead", "pretrain/layer_2/dead"}
+    assert all(0.0 <= v <= 1.0 for v in results.values())
+    assert math.isfinite(trainer.callback_metrics["val/recon"].item())

@@ -245,7 +245,7 @@ class StackedDAE(FusedSGDBinding, LightningModule):
         largest = torch.zeros((), device=self.device)
         for batch in self.trainer.train_dataloader:
             x, _ = split_batch(batch)
-            largest = torch.maximum(largest, self.encoder(x.to(self.device), depth=layer + 1)[-1].abs().max())
+            largest = torch.maximum(largest, self.encoder(x.to(self.device, self.dtype), depth=layer + 1)[-1].abs().max())
         if self.trainer.world_size > 1:
             largest = self.all_gather(largest).max()
         target.output_scale = largest.item() if largest > 0 else 1.0

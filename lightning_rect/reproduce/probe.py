@@ -11,8 +11,11 @@ the optimizer step, the data order or the preprocessing moves these numbers; a r
 where they were.
 
 Training is not bit-identical across processors (the order of float additions differs), so probes
-are compared within a tolerance (``RTOL``) that such differences stay far inside (about 1e-6 after
-these few steps) and that real changes leave far behind (1e-2 and more).
+are compared within a tolerance (``RTOL``). In float32 a StackedDAE's top layer amplifies those
+differences past any useful tolerance within a few steps (one against two threads: 6e-4 at step 14
+of the rectifier's paper-budget DAE), so the probe trains in float64 (``PRECISION``, unless the
+config sets a precision of its own), where they stay below 1e-9 while real changes move the numbers
+by 1e-2 and more. The probe runs on one thread, whatever the caller's setting.
 
 The probe starts from random weights: a fine-tuning run's pre-trained start is covered by its
 pre-training run's own probe (a fine-tuning run trains again whenever its pre-training does).
@@ -35,6 +38,9 @@ BATCH_SIZE = 50
 TRAIN_FRACTION = 0.02
 #: Relative tolerance between a recorded probe and the current one.
 RTOL = 1e-4
+#: The probe's precision where the config sets none (recorded with the probe: one recorded in another
+#: precision is not comparable, and the run is not reused).
+PRECISION = "64-true"
 #: Trainer settings that change what a step computes; every other one (epochs, loggers, callbacks,
 #: devices) is left to the probe's own.
 NUMERIC_TRAINER_KEYS = ("gradient_clip_val", "gradient_clip_algorithm", "accumulate_grad_batches", "precision")
@@ -59,8 +65,11 @@ def effective_config(config: dict[str, Any], settings: dict[str, Any]) -> dict[s
     return config
 
 
-def run_probe(config: dict[str, Any], data_dir: Path | None = None) -> dict[str, Any]:
-    """Train the effective ``config`` for a few steps from its seed; returns the probe's numbers."""
+def run_probe(config: dict[str, Any], data_dir: Path | None = None, threads: int = 1) -> dict[str, Any]:
+    """Train the effective ``config`` for a few steps from its seed; returns the probe's numbers.
+
+    ``threads`` is there to check that another float order (another processor's) stays within
+    ``RTOL``; a recorded probe is always taken with one."""
     import lightning as L
     import torch
     from jsonargparse import ArgumentParser
@@ -83,9 +92,8 @@ def run_probe(config: dict[str, Any], data_dir: Path | None = None) -> dict[str,
         sections["model"] = {**sections["model"], "init_args": {**sections["model"]["init_args"], "epochs_per_layer": 1}}
         layers = len(sections["model"]["init_args"].get("hidden_sizes") or [0])
     torch_threads = torch.get_num_threads()
-    # One thread whatever the caller runs with: two threads sum in another order, and a probe whose
-    # later steps amplify that (a StackedDAE's top layer) would then differ from its own record.
-    torch.set_num_threads(1)
+    # One thread whatever the caller runs with, so a probe is repeated exactly on its own machine.
+    torch.set_num_threads(threads)
     lightning_info = logging.getLogger("lightning.pytorch")
     lightning_level = lightning_info.level
     lightning_info.setLevel(logging.WARNING)  # "GPU available" and tips, once per probe: not the user's fit
@@ -113,6 +121,8 @@ def _probe(config, parser, sections, layers, L, torch) -> dict[str, Any]:
                 losses.append(float(loss))
 
         trainer_args = {k: v for k, v in (config.get("trainer") or {}).items() if k in NUMERIC_TRAINER_KEYS}
+        if trainer_args.get("precision") is None:
+            trainer_args["precision"] = PRECISION
         trainer = L.Trainer(max_epochs=layers or 1, limit_train_batches=STEPS, limit_val_batches=0,
                             num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
                             enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", devices=1,
@@ -120,7 +130,7 @@ def _probe(config, parser, sections, layers, L, torch) -> dict[str, Any]:
         trainer.fit(model, datamodule=data)
     change = {name: float((p.detach() - start[name]).double().norm()) for name, p in model.named_parameters()
               if name in start}
-    return {"steps": len(losses), "losses": [round(v, 9) for v in losses],
+    return {"precision": str(trainer_args["precision"]), "steps": len(losses), "losses": [round(v, 9) for v in losses],
             "change": {name: round(v, 9) for name, v in sorted(change.items())}}
 
 
@@ -128,6 +138,9 @@ def probe_differences(recorded: dict[str, Any] | None, current: dict[str, Any]) 
     """What differs between two probes beyond ``RTOL``, in words (empty: the same training)."""
     if not isinstance(recorded, dict):
         return ["no probe recorded"]
+    if recorded.get("precision", "32-true") != current.get("precision"):
+        return [f"its probe was recorded in precision {recorded.get('precision', '32-true')}, this version "
+                f"probes in {current.get('precision')}"]
     old_losses, new_losses = recorded.get("losses"), current.get("losses")
     if not isinstance(old_losses, list) or len(old_losses) != len(new_losses):
         return [f"probe ran {len(old_losses) if isinstance(old_losses, list) else '?'} steps, now {len(new_losses)}"]
