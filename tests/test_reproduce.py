@@ -409,6 +409,36 @@ def test_edited_config_or_changed_numerics_train_again_a_new_version_does_not_an
     assert len(fake_fit.trained) == 3 * runs and {r["status"] for r in load_runs(out)} == {"reused"}
 
 
+def test_a_half_done_run_resumes_on_the_same_inputs_and_says_why_it_starts_again_on_others(
+        fake_fit, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "out"
+    args = ["sharpness", "--datasets", "digits", "--budget", "tiny", "--in-process", "--out", str(out)]
+    main(args)
+    version = out / load_runs(out)[0]["log_dir"]
+    args = [*args, "--only", version.parent.name]
+
+    def half_done() -> None:  # stopped mid-fit: a last checkpoint and no results
+        (version / "results.json").unlink()
+        (version / "checkpoints" / "last.ckpt").write_text("fake")
+        fake_fit.resumed = []
+
+    seen = []
+    monkeypatch.setattr(Runner, "_attempt", lambda self, record, pretrained, resume, tag: (
+        seen.append(resume), fake_fit(self, record, pretrained, resume, tag))[1])
+    half_done()
+    main(args)
+    assert seen[-1] is not None and seen[-1].name == "last.ckpt"  # same inputs: goes on from it
+    assert "resuming from" in capsys.readouterr().out
+
+    half_done()
+    monkeypatch.setitem(PROBE, "losses", [2.0])  # the code trains differently now
+    monkeypatch.setattr(inputs_module, "_PROBES", {})
+    main(args)
+    printed = capsys.readouterr().out
+    assert seen[-1] is None
+    assert re.search(r"its checkpoint is not resumed, the code trains it differently: .*; starting again", printed), printed
+
+
 def test_fine_tuning_trains_again_with_its_pretraining(fake_fit, tmp_path):
     specs = plan_table1(tmp_path)
     runner = Runner(Options(out=tmp_path, configs_dir=ROOT / "configs"))

@@ -138,7 +138,7 @@ def probe_differences(recorded: dict[str, Any] | None, current: dict[str, Any]) 
     """What differs between two probes beyond ``RTOL``, in words (empty: the same training)."""
     if not isinstance(recorded, dict):
         return ["no probe recorded"]
-    if recorded.get("precision", "32-true") != current.get("precision"):
+    if recorded.get("precision", "32-true") != current.get("precision", "32-true"):
         return [f"its probe was recorded in precision {recorded.get('precision', '32-true')}, this version "
                 f"probes in {current.get('precision')}"]
     old_losses, new_losses = recorded.get("losses"), current.get("losses")

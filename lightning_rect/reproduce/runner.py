@@ -447,7 +447,8 @@ class Runner:
             return
         inputs = self.inputs(spec)
         try:
-            same_inputs = not differences(read_inputs(folder), inputs)
+            changed = differences(read_inputs(folder), inputs)
+            same_inputs = not changed
             finished = read_results(self.o.out, spec) if same_inputs and not record.changed else None
         except RunFileError as err:
             record.status, record.error = "damaged", str(err)
@@ -460,6 +461,8 @@ class Runner:
         last = sorted(folder.rglob("last.ckpt")) if folder.exists() and same_inputs else []
         resume = last[0] if last else None
         if resume is None and folder.exists():
+            if changed and any(folder.rglob("last.ckpt")):  # say why a half-done run is not picked up
+                self.say(f"{tag} {spec.id}: its checkpoint is not resumed, {changed[0]}; starting again")
             shutil.rmtree(folder)  # no checkpoint to go on from, or one made from other inputs: start clean
         self._start_folder(folder, spec, inputs)
         if CHECKPOINT_GONE in record.changed:
