@@ -3,7 +3,7 @@
 #   make run    the embedded default: the paper's network on scikit-learn's 8x8 digits
 #   make test   the whole test suite (what CI runs)
 #   make quick  the fast tests only (pytest -m "not slow")
-#   make lint   ruff's checks (pyproject.toml [tool.ruff])
+#   make lint   ruff's checks and format, mypy on the library (pyproject.toml [tool.ruff], [tool.mypy])
 #   make docs   the documentation site into site/ (strict: a broken link or reference fails it)
 VENV ?= .venv
 PYTHON := $(VENV)/bin/python
@@ -40,3 +40,4 @@ docs: $(VENV)/.installed
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check lightning_rect tests benchmarks
+	$(VENV)/bin/ruff format --check lightning_rect tests benchmarks

@@ -43,8 +43,9 @@ def loader_rate(dm: AmazonReviewsDataModule, device: torch.device, min_seconds: 
     return seen / (time.perf_counter() - start)
 
 
-def training_rate(dm: AmazonReviewsDataModule, model: SparseMLP, device: torch.device, steps: int,
-                  warmup: int = 3) -> float:
+def training_rate(
+    dm: AmazonReviewsDataModule, model: SparseMLP, device: torch.device, steps: int, warmup: int = 3
+) -> float:
     """Samples per second of SGD steps on batches from the same loader (after ``warmup`` steps)."""
     model.to(device).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=model.hparams.lr)
@@ -88,10 +89,17 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as root:
         start = time.perf_counter()
-        write_synthetic_corpus(root, reviews_per_class=args.reviews_per_class, unlabeled_reviews=args.unlabeled,
-                               background_size=50_000, features_per_review=50)
-        print(f"corpus: {2 * args.reviews_per_class} labeled + {args.unlabeled} unlabeled reviews "
-              f"written in {time.perf_counter() - start:.1f} s")
+        write_synthetic_corpus(
+            root,
+            reviews_per_class=args.reviews_per_class,
+            unlabeled_reviews=args.unlabeled,
+            background_size=50_000,
+            features_per_review=50,
+        )
+        print(
+            f"corpus: {2 * args.reviews_per_class} labeled + {args.unlabeled} unlabeled reviews "
+            f"written in {time.perf_counter() - start:.1f} s"
+        )
 
         common = dict(data_dir=root, vocab_size=args.vocab_size, batch_size=args.batch_size)
         for label in ("setup, cold (parse + build vocabulary)", "setup, vocabulary from cache"):
@@ -100,20 +108,27 @@ def main() -> None:
             dm.setup()
             print(f"{label}: {time.perf_counter() - start:.2f} s")
         x, y = dm.splits["train"]
-        print(f"train split: {len(y)} reviews, {x.nnz()} stored indices ({4 * x.nnz() / 2**20:.1f} MiB), "
-              f"density {x.nnz() / (len(y) * args.vocab_size):.2%} of {args.vocab_size} inputs")
+        print(
+            f"train split: {len(y)} reviews, {x.nnz()} stored indices ({4 * x.nnz() / 2**20:.1f} MiB), "
+            f"density {x.nnz() / (len(y) * args.vocab_size):.2%} of {args.vocab_size} inputs"
+        )
 
         loading = loader_rate(dm, device)
-        print(f"loader alone:   {loading:12,.0f} samples/s  (whole epochs for 2 s, batch {args.batch_size}, "
-              f"to {device})")
+        print(
+            f"loader alone:   {loading:12,.0f} samples/s  (whole epochs for 2 s, batch {args.batch_size}, to {device})"
+        )
 
         torch.manual_seed(0)
         model = SparseMLP(args.vocab_size, 2, args.hidden, lr=0.01)
         training = training_rate(dm, model, device, args.steps)
-        print(f"training:       {training:12,.0f} samples/s  (SparseMLP {args.vocab_size}-"
-              f"{'-'.join(map(str, args.hidden))}-2 on {device}, {torch.get_num_threads()} CPU threads)")
-        print(f"loader / training = {loading / training:,.0f}x: loading takes ~{100 * training / loading:.2f}% "
-              "of a training step")
+        print(
+            f"training:       {training:12,.0f} samples/s  (SparseMLP {args.vocab_size}-"
+            f"{'-'.join(map(str, args.hidden))}-2 on {device}, {torch.get_num_threads()} CPU threads)"
+        )
+        print(
+            f"loader / training = {loading / training:,.0f}x: loading takes ~{100 * training / loading:.2f}% "
+            "of a training step"
+        )
 
 
 if __name__ == "__main__":

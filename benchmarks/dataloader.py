@@ -80,8 +80,15 @@ class OldEpochShuffle:
 class OldInMemoryBatches:
     batch_sampler = None
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, sampler: OldEpochShuffle,
-                 transform=None, drop_last: bool = False) -> None:
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        batch_size: int,
+        sampler: OldEpochShuffle,
+        transform=None,
+        drop_last: bool = False,
+    ) -> None:
         self.x, self.y = x, y
         self.batch_size = batch_size
         self.sampler = sampler
@@ -163,9 +170,17 @@ class TimedSparseMLP(Timed, SparseMLP):
 
 def fit_steps_per_second(dm: InMemoryDataModule, model: Timed, steps: int) -> tuple[float, float]:
     """Steps per (CPU second, wall second)."""
-    trainer = L.Trainer(max_epochs=1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                        limit_val_batches=0)
+    trainer = L.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+    )
     trainer.fit(model, datamodule=dm)
     return tuple((steps - WARMUP) / seconds for seconds in model.seconds)
 
@@ -209,10 +224,12 @@ def main(argv: list[str] | None = None) -> dict[str, list[list[float]]]:
 
     measures: dict[str, Callable[[str], tuple[float, float]]] = {
         "loader alone (batches/s)": lambda kind: iterate_batches_per_second(data(kind, args.steps)),
-        "data path of a plain fit (steps/s)": lambda kind: fit_steps_per_second(data(kind, args.steps), OneWeight(),
-                                                                               args.steps),
+        "data path of a plain fit (steps/s)": lambda kind: fit_steps_per_second(
+            data(kind, args.steps), OneWeight(), args.steps
+        ),
         f"SparseMLP 784-{'-'.join(map(str, args.hidden))}-10 fit (steps/s)": lambda kind: fit_steps_per_second(
-            data(kind, args.mlp_steps), TimedSparseMLP(784, 10, args.hidden), args.mlp_steps),
+            data(kind, args.mlp_steps), TimedSparseMLP(784, 10, args.hidden), args.mlp_steps
+        ),
     }
     print(f"batch {BATCH}, torch threads {torch.get_num_threads()}, {_load()} at the start", file=sys.stderr)
     runs: dict[tuple[str, str], list[tuple[float, float]]] = {(name, kind): [] for name in measures for kind in LOADERS}
@@ -222,21 +239,31 @@ def main(argv: list[str] | None = None) -> dict[str, list[list[float]]]:
             for kind in kinds[repeat % 2 :] + kinds[: repeat % 2]:  # alternate which loader goes first
                 torch.manual_seed(0)
                 runs[name, kind].append(measure(kind))
-        print(f"repeat {repeat + 1}/{args.repeats}: " + ", ".join(
-            f"{name.split(' (')[0]} {runs[name, 'new'][-1][0] / runs[name, 'old'][-1][0]:.3f} (CPU) "
-            f"{runs[name, 'new'][-1][1] / runs[name, 'old'][-1][1]:.3f} (wall)" for name in measures), file=sys.stderr)
+        print(
+            f"repeat {repeat + 1}/{args.repeats}: "
+            + ", ".join(
+                f"{name.split(' (')[0]} {runs[name, 'new'][-1][0] / runs[name, 'old'][-1][0]:.3f} (CPU) "
+                f"{runs[name, 'new'][-1][1] / runs[name, 'old'][-1][1]:.3f} (wall)"
+                for name in measures
+            ),
+            file=sys.stderr,
+        )
     print(f"\n{_load()} at the end\n")
-    print("| measurement | old InMemoryBatches, per CPU s | new DataLoader, per CPU s | ratio new/old by CPU time "
-          "| ratio new/old by wall time |")
+    print(
+        "| measurement | old InMemoryBatches, per CPU s | new DataLoader, per CPU s | ratio new/old by CPU time "
+        "| ratio new/old by wall time |"
+    )
     print("|---|---|---|---|---|")
     ratios = {}
     for name in measures:
         old, new = runs[name, "old"], runs[name, "new"]
         ratios[name] = [[b[clock] / a[clock] for a, b in zip(old, new)] for clock in (0, 1)]
         cpu, wall = ratios[name]
-        print(f"| {name} | {statistics.median(a for a, _ in old):.0f} | {statistics.median(b for b, _ in new):.0f} "
-              f"| {statistics.median(cpu):.3f} ({_quartiles(cpu)}) "
-              f"| {statistics.median(wall):.3f} ({_quartiles(wall)}) |")
+        print(
+            f"| {name} | {statistics.median(a for a, _ in old):.0f} | {statistics.median(b for b, _ in new):.0f} "
+            f"| {statistics.median(cpu):.3f} ({_quartiles(cpu)}) "
+            f"| {statistics.median(wall):.3f} ({_quartiles(wall)}) |"
+        )
     return ratios
 
 

@@ -56,6 +56,7 @@ def make_data(examples: int):
 
 # -- bare loops --------------------------------------------------------------------------------------
 
+
 def bare_epoch(images, labels, batch_size: int, fused: bool = False) -> tuple[float, float, float]:
     """One epoch by hand; returns steps after warm-up per wall second and per CPU second, and the
     minor page faults per step."""
@@ -80,7 +81,7 @@ def bare_epoch(images, labels, batch_size: int, fused: bool = False) -> tuple[fl
     for step in range(steps):
         if step == WARMUP:
             start, cpu, faults = time.perf_counter(), time.process_time(), _minor_faults()
-        idx = order[step * batch_size:(step + 1) * batch_size]
+        idx = order[step * batch_size : (step + 1) * batch_size]
         h = images[idx].float().flatten(1) / 255
         hidden = []
         for k, layer in enumerate(layers):
@@ -106,14 +107,23 @@ def _minor_faults() -> int:
 
 # -- Lightning -----------------------------------------------------------------------------------------
 
+
 def lightning_epoch(images, labels, batch_size: int, fused: bool) -> tuple[float, float, float]:
     """One epoch of ``SparseMLP`` through a Trainer; returns what ``bare_epoch`` returns."""
     import lightning as L
 
     model = _timed_model(fused)
-    trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0, accelerator="cpu",
-                        devices=1)
+    trainer = L.Trainer(
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        accelerator="cpu",
+        devices=1,
+    )
     trainer.fit(model, datamodule=_datamodule(images, labels, batch_size))
     steps = trainer.num_training_batches - WARMUP
     return steps / model.seconds, steps / model.cpu_seconds, model.faults / steps
@@ -152,7 +162,11 @@ def _datamodule(images, labels, batch_size: int):
             self.transform = Affine(scale=1 / 255)
 
         def load_splits(self):
-            return {"train": (images, labels), "val": (images[:100], labels[:100]), "test": (images[:100], labels[:100])}
+            return {
+                "train": (images, labels),
+                "val": (images[:100], labels[:100]),
+                "test": (images[:100], labels[:100]),
+            }
 
     return SyntheticMNIST()
 
@@ -180,9 +194,17 @@ def child(name: str, batch_size: int, steps: int) -> None:
 
     warnings.filterwarnings("ignore")
     model = _timed_model(name == "fast")
-    L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-              enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0, accelerator="cpu",
-              devices=1).fit(model, datamodule=_datamodule(images, labels, batch_size))
+    L.Trainer(
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        accelerator="cpu",
+        devices=1,
+    ).fit(model, datamodule=_datamodule(images, labels, batch_size))
 
 
 def process_seconds(name: str, batch_size: int, steps: int) -> tuple[float, float]:
@@ -192,9 +214,13 @@ def process_seconds(name: str, batch_size: int, steps: int) -> tuple[float, floa
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    subprocess.run([sys.executable, __file__, "--child", name, "--batch-sizes", str(batch_size),
-                    "--process-steps", str(steps)], check=True, env=env, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, __file__, "--child", name, "--batch-sizes", str(batch_size), "--process-steps", str(steps)],
+        check=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -221,10 +247,18 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=7, help="steady-state repeats per batch size")
     parser.add_argument("--process-repeats", type=int, default=4, help="whole-process repeats per batch size")
-    parser.add_argument("--steps", type=int, default=None, help="batches per steady-state epoch (default: 250 at "
-                        "batch 10, 80 at batch 100)")
-    parser.add_argument("--process-steps", type=int, default=None, help="batches of each whole-process run "
-                        "(default: 500 at batch 10, 100 at batch 100)")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="batches per steady-state epoch (default: 250 at batch 10, 80 at batch 100)",
+    )
+    parser.add_argument(
+        "--process-steps",
+        type=int,
+        default=None,
+        help="batches of each whole-process run (default: 500 at batch 10, 100 at batch 100)",
+    )
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[10, 100])
     parser.add_argument("--bare-fused", action="store_true", help="also time the bare loop with the fused op")
     parser.add_argument("--child", choices=list(VARIANTS), help=argparse.SUPPRESS)
@@ -243,8 +277,11 @@ def main(argv: list[str] | None = None) -> None:
     for name in ("lightning.pytorch", "lightning.pytorch.utilities.rank_zero", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.ERROR)  # "GPU available: ..." at every fit
     names = ["bare", "plain", "fast"] + (["bare_fused"] if args.bare_fused else [])
-    print(f"start: {_load()}; torch threads {torch.get_num_threads()}; GLIBC_TUNABLES="
-          f"{os.environ.get('GLIBC_TUNABLES', '(not set)')}", file=sys.stderr)
+    print(
+        f"start: {_load()}; torch threads {torch.get_num_threads()}; GLIBC_TUNABLES="
+        f"{os.environ.get('GLIBC_TUNABLES', '(not set)')}",
+        file=sys.stderr,
+    )
     steady, whole, loads = {}, {}, []
     for batch_size in args.batch_sizes:
         steps = args.steps or (250 if batch_size <= 10 else 80)
@@ -255,10 +292,14 @@ def main(argv: list[str] | None = None) -> None:
                 for values, value in zip(runs[name], VARIANTS[name](images, labels, batch_size)):
                     values.append(value)
             loads.append(os.getloadavg()[0])
-            print(f"batch {batch_size} steady {repeat + 1}/{args.repeats}: "
-                  + ", ".join(f"{n} {runs[n][0][-1]:.1f} steps/s ({runs[n][1][-1]:.1f}/cpu s, {runs[n][2][-1]:.0f} faults)"
-                              for n in names),
-                  file=sys.stderr)
+            print(
+                f"batch {batch_size} steady {repeat + 1}/{args.repeats}: "
+                + ", ".join(
+                    f"{n} {runs[n][0][-1]:.1f} steps/s ({runs[n][1][-1]:.1f}/cpu s, {runs[n][2][-1]:.0f} faults)"
+                    for n in names
+                ),
+                file=sys.stderr,
+            )
         steady[batch_size] = runs
         process_steps = args.process_steps or (500 if batch_size <= 10 else 100)
         seconds = {name: ([], []) for name in names}  # (wall, CPU)
@@ -267,41 +308,56 @@ def main(argv: list[str] | None = None) -> None:
                 for values, value in zip(seconds[name], process_seconds(name, batch_size, process_steps)):
                     values.append(value)
             loads.append(os.getloadavg()[0])
-            print(f"batch {batch_size} process {repeat + 1}/{args.process_repeats}: "
-                  + ", ".join(f"{n} {seconds[n][0][-1]:.2f} s ({seconds[n][1][-1]:.2f} cpu s)" for n in names),
-                  file=sys.stderr)
+            print(
+                f"batch {batch_size} process {repeat + 1}/{args.process_repeats}: "
+                + ", ".join(f"{n} {seconds[n][0][-1]:.2f} s ({seconds[n][1][-1]:.2f} cpu s)" for n in names),
+                file=sys.stderr,
+            )
         whole[batch_size] = (seconds, process_steps)
 
-    print(f"\nend: {_load()}; 1-minute load average over the run: median {statistics.median(loads):.1f}, "
-          f"range {min(loads):.1f}-{max(loads):.1f}; GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '(not set)')}\n")
+    print(
+        f"\nend: {_load()}; 1-minute load average over the run: median {statistics.median(loads):.1f}, "
+        f"range {min(loads):.1f}-{max(loads):.1f}; GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '(not set)')}\n"
+    )
     others = [n for n in names if n != "bare"]
     ratio_heads = " | ".join(f"{n} / bare" for n in others)
-    print("Steady state: steps per second after warm-up (medians); ratios to the bare loop (medians of the per-repeat "
-          "ratios, middle half in brackets), per wall second and per CPU second\n")
+    print(
+        "Steady state: steps per second after warm-up (medians); ratios to the bare loop (medians of the per-repeat "
+        "ratios, middle half in brackets), per wall second and per CPU second\n"
+    )
     print("| batch | per | " + " | ".join(names) + " | " + ratio_heads + " |")
     print("|---" * (2 + len(names) + len(others)) + "|")
     for batch_size, runs in steady.items():
         for k, per in enumerate(("wall s", "CPU s")):
             cells = [f"{statistics.median(runs[n][k]):.1f}" for n in names]
-            print(f"| {batch_size} | {per} | " + " | ".join(cells + [_ratio(runs[n][k], runs["bare"][k]) for n in others])
-                  + " |")
+            print(
+                f"| {batch_size} | {per} | "
+                + " | ".join(cells + [_ratio(runs[n][k], runs["bare"][k]) for n in others])
+                + " |"
+            )
         faults = [f"{statistics.median(runs[n][2]):.0f}" for n in names]
         print(f"| {batch_size} | minor page faults per step | " + " | ".join(faults + [""] * len(others)) + " |")
-    print("\nWhole process: seconds of a child process (interpreter, imports, data, set-up and the fit of the given "
-          "batches; medians); speed ratios to the bare loop (bare seconds / variant seconds, medians of per-repeat "
-          "ratios)\n")
+    print(
+        "\nWhole process: seconds of a child process (interpreter, imports, data, set-up and the fit of the given "
+        "batches; medians); speed ratios to the bare loop (bare seconds / variant seconds, medians of per-repeat "
+        "ratios)\n"
+    )
     print("| batch | batches | seconds | " + " | ".join(names) + " | " + ratio_heads + " |")
     print("|---" * (3 + len(names) + len(others)) + "|")
     for batch_size, (seconds, process_steps) in whole.items():
         for k, per in enumerate(("wall", "CPU")):
             cells = [f"{statistics.median(seconds[n][k]):.2f}" for n in names]
-            print(f"| {batch_size} | {process_steps} | {per} | "
-                  + " | ".join(cells + [_ratio(seconds["bare"][k], seconds[n][k]) for n in others]) + " |")
+            print(
+                f"| {batch_size} | {process_steps} | {per} | "
+                + " | ".join(cells + [_ratio(seconds["bare"][k], seconds[n][k]) for n in others])
+                + " |"
+            )
 
 
 def _ratio(numerators: list[float], denominators: list[float]) -> str:
     ratios = [a / b for a, b in zip(numerators, denominators)]
     return f"{statistics.median(ratios):.2f} ({_quartiles(ratios)})"
+
 
 if __name__ == "__main__":
     main()

@@ -15,8 +15,8 @@ by side, in rotating order within each round:
    tensors freed every step stay in the heap instead of being unmapped and faulted in again.
 
 For each: the runs' combined throughput (batches per second summed over the runs at once) and the
-minor page faults per 1,000 batches, both over the same timed window of each run (after warm-up). The ratios to setting 1 are what to read; the
-absolute figures drift with the machine.
+minor page faults per 1,000 batches, both over the same timed window of each run (after warm-up).
+The ratios to setting 1 are what to read; the absolute figures drift with the machine.
 """
 
 from __future__ import annotations
@@ -60,8 +60,9 @@ def start(steps: int, threads: int, tunables: str | None) -> subprocess.Popen:
     if tunables:
         env["GLIBC_TUNABLES"] = tunables
     code = CHILD.format(bench=str(Path(__file__).resolve().parent), steps=steps)
-    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                            text=True, env=env)
+    return subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env
+    )
 
 
 def run_together(count: int, steps: int, threads: int, tunables: str | None) -> tuple[float, float]:
@@ -92,14 +93,19 @@ def main() -> None:
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in settings}
     names = list(settings)
     for round_ in range(args.rounds):
-        for name in names[round_ % len(names):] + names[:round_ % len(names)]:  # rotate the order
+        for name in names[round_ % len(names) :] + names[: round_ % len(names)]:  # rotate the order
             started = time.perf_counter()
             results[name].append(run_together(*settings[name][:1], args.steps, *settings[name][1:]))
-            print(f"round {round_ + 1}: {name}: {results[name][-1][0]:.1f} batches/s, "
-                  f"{results[name][-1][1]:,.0f} minor faults per 1,000 batches ({time.perf_counter() - started:.0f} s)",
-                  file=sys.stderr)
+            print(
+                f"round {round_ + 1}: {name}: {results[name][-1][0]:.1f} batches/s, "
+                f"{results[name][-1][1]:,.0f} minor faults per 1,000 batches ({time.perf_counter() - started:.0f} s)",
+                file=sys.stderr,
+            )
     reference = statistics.median(rate for rate, _ in results[names[0]])
-    print(f"\n{cores} cores, {args.steps} batches per run, {args.rounds} rounds (medians); MALLOC_TUNABLES = {MALLOC_TUNABLES}")
+    print(
+        f"\n{cores} cores, {args.steps} batches per run, {args.rounds} rounds (medians); "
+        f"MALLOC_TUNABLES = {MALLOC_TUNABLES}"
+    )
     print("| setting | batches/s, all runs together | vs one run with all threads | minor faults per 1,000 batches |")
     print("|---|---|---|---|")
     for name in names:

@@ -15,10 +15,11 @@ on MNIST-shaped data held in memory (uint8 pixels scaled per batch, as ``MNISTDa
    configuration anyone trains with: it prices Lightning's own per-step machinery, the floor under
    the ratio of 2.
 
-Plain Lightning: automatic optimization, Lightning's default profiler. Each measurement times one training epoch of ``--steps`` batches from the end
-of its ``WARMUP``-th batch to the end of its last (set-up, validation and checkpoint writing are
-excluded for both: steady-state throughput). The Lightning run is timed from the model's own
-``on_train_batch_end`` hook, which the Trainer calls anyway, so timing adds no callback.
+Plain Lightning: automatic optimization, Lightning's default profiler. Each measurement times one
+training epoch of ``--steps`` batches from the end of its ``WARMUP``-th batch to the end of its last
+(set-up, validation and checkpoint writing are excluded for both: steady-state throughput). The
+Lightning run is timed from the model's own ``on_train_batch_end`` hook, which the Trainer calls
+anyway, so timing adds no callback.
 Each repeat runs the four in a rotating order; this machine's speed drifts by several percent
 over tens of seconds, so the figures are medians of the per-repeat ratios, which a drift slower
 than one repeat cancels out of. On a GPU both use the GPU.
@@ -46,8 +47,8 @@ import torch.nn.functional as F
 from lightning.pytorch.loggers import CSVLogger
 
 from lightning_rect import SparseMLP
-from lightning_rect.callbacks import SparsityMonitor
 from lightning_rect.app.cli import fit_callbacks
+from lightning_rect.callbacks import SparsityMonitor
 from lightning_rect.data.base import InMemoryDataModule
 from lightning_rect.data.batches import Affine
 from lightning_rect.encoder import Encoder, l1_penalty
@@ -107,7 +108,9 @@ class TimedSparseMLP(SparseMLP):
             self.seconds = time.perf_counter() - self.start
 
 
-def lightning_epoch(images, labels, batch_size: int, monitor: bool, accelerator: str, fit_defaults: bool = True) -> float:
+def lightning_epoch(
+    images, labels, batch_size: int, monitor: bool, accelerator: str, fit_defaults: bool = True
+) -> float:
     """``fit_defaults=False``: the Trainer alone, with no logger, callback or checkpoint (Lightning's floor)."""
     torch.manual_seed(0)
     dm = SyntheticMNIST(images, labels, batch_size)
@@ -116,10 +119,19 @@ def lightning_epoch(images, labels, batch_size: int, monitor: bool, accelerator:
         callbacks = [SparsityMonitor()] if monitor else []
         if fit_defaults:  # exactly what `python -m lightning_rect fit` adds: best/last checkpoint, guard, bar
             callbacks += fit_callbacks(callbacks, model, {})
-        trainer = L.Trainer(max_epochs=1, accelerator=accelerator, devices=1,
-                            logger=CSVLogger(tmp) if fit_defaults else False, callbacks=callbacks, default_root_dir=tmp,
-                            enable_checkpointing=fit_defaults, enable_progress_bar=fit_defaults,
-                            enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=1)
+        trainer = L.Trainer(
+            max_epochs=1,
+            accelerator=accelerator,
+            devices=1,
+            logger=CSVLogger(tmp) if fit_defaults else False,
+            callbacks=callbacks,
+            default_root_dir=tmp,
+            enable_checkpointing=fit_defaults,
+            enable_progress_bar=fit_defaults,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            limit_val_batches=1,
+        )
         with contextlib.redirect_stdout(sys.stderr):  # the progress bar: stdout keeps the table alone
             trainer.fit(model, datamodule=dm)
     return (len(labels) - WARMUP * batch_size) / model.seconds
@@ -135,8 +147,10 @@ def histogram_seconds(repeats: int = 25) -> float:
 
     generator = torch.Generator().manual_seed(0)
     rows = 10_000.0
-    counts = {f"layer_{k}": (torch.randint(0, int(rows) + 1, (size,), generator=generator).double(), rows)
-              for k, size in enumerate(SIZES, start=1)}
+    counts = {
+        f"layer_{k}": (torch.randint(0, int(rows) + 1, (size,), generator=generator).double(), rows)
+        for k, size in enumerate(SIZES, start=1)
+    }
     times = []
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(repeats):
@@ -186,24 +200,33 @@ def main(argv: list[str] | None = None) -> None:
         for repeat in range(args.repeats):
             for name in names[repeat % len(names) :] + names[: repeat % len(names)]:  # rotate the order
                 runs[name].append(loops[name](images, labels, batch_size))
-            print(f"batch {batch_size}, repeat {repeat + 1}/{args.repeats}: "
-                  + ", ".join(f"{name} {runs[name][-1]:.0f}/s" for name in names), file=sys.stderr)
+            print(
+                f"batch {batch_size}, repeat {repeat + 1}/{args.repeats}: "
+                + ", ".join(f"{name} {runs[name][-1]:.0f}/s" for name in names),
+                file=sys.stderr,
+            )
         rows.append((batch_size, runs))
     print()
-    print("| batch | bare loop (samples/s) | lightning_rect + monitor | lightning_rect, no monitor | ratio vs bare "
-          "| monitor cost | Trainer alone (samples/s) | its ratio vs bare |")
+    print(
+        "| batch | bare loop (samples/s) | lightning_rect + monitor | lightning_rect, no monitor | ratio vs bare "
+        "| monitor cost | Trainer alone (samples/s) | its ratio vs bare |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for batch_size, runs in rows:
         med = {name: statistics.median(values) for name, values in runs.items()}
         ratios = [a / b for a, b in zip(runs["lightning"], runs["bare"])]
         monitor = statistics.median(a / b for a, b in zip(runs["lightning"], runs["lightning_no_monitor"]))
         floor = [a / b for a, b in zip(runs["trainer_alone"], runs["bare"])]
-        line = (f"| {batch_size} | {med['bare']:.0f} | {med['lightning']:.0f} | {med['lightning_no_monitor']:.0f} "
-                f"| {statistics.median(ratios):.3f} ({_quartiles(ratios)}) | {100 * (1 - monitor):.1f}% "
-                f"| {med['trainer_alone']:.0f} | {statistics.median(floor):.3f} ({_quartiles(floor)}) |")
+        line = (
+            f"| {batch_size} | {med['bare']:.0f} | {med['lightning']:.0f} | {med['lightning_no_monitor']:.0f} "
+            f"| {statistics.median(ratios):.3f} ({_quartiles(ratios)}) | {100 * (1 - monitor):.1f}% "
+            f"| {med['trainer_alone']:.0f} | {statistics.median(floor):.3f} ({_quartiles(floor)}) |"
+        )
         print(line)
-    print("\n(samples/s: medians over repeats; ratios and monitor cost: medians of the per-repeat ratios,"
-          " in brackets the middle half of the per-repeat ratios)")
+    print(
+        "\n(samples/s: medians over repeats; ratios and monitor cost: medians of the per-repeat ratios,"
+        " in brackets the middle half of the per-repeat ratios)"
+    )
     seconds = histogram_seconds()
     print(f"\nfiring-rate histograms at each validation epoch end: {1000 * seconds:.2f} ms (3 x 1000 units)")
     for batch_size, runs in rows:

@@ -12,10 +12,16 @@ from typing import TYPE_CHECKING
 __version__ = "0.2.0"
 
 #: public name -> the module that defines it
-_EXPORTS = {"ACTIVATIONS": "lightning_rect.activations", "Encoder": "lightning_rect.encoder",
-            "SparseMLP": "lightning_rect.models", "StackedDAE": "lightning_rect.models",
-            "StarRatingMLP": "lightning_rect.models", "NOISE": "lightning_rect.noise",
-            "RECONSTRUCTIONS": "lightning_rect.reconstruction", "Registry": "lightning_rect.registry"}
+_EXPORTS = {
+    "ACTIVATIONS": "lightning_rect.activations",
+    "Encoder": "lightning_rect.encoder",
+    "SparseMLP": "lightning_rect.models",
+    "StackedDAE": "lightning_rect.models",
+    "StarRatingMLP": "lightning_rect.models",
+    "NOISE": "lightning_rect.noise",
+    "RECONSTRUCTIONS": "lightning_rect.reconstruction",
+    "Registry": "lightning_rect.registry",
+}
 
 __all__ = ["ACTIVATIONS", "NOISE", "RECONSTRUCTIONS", "Encoder", "Registry", "SparseMLP", "StackedDAE", "StarRatingMLP"]
 assert sorted(__all__) == sorted(_EXPORTS)  # one list, read by tools (ruff, IDEs) as a literal

@@ -65,8 +65,10 @@ def memory_line(err: BaseException, command: str | None) -> str:
     what = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
     limit = address_space_limit()
     if limit is not None:
-        where = (f"this process may use at most {limit / 2**30:.1f} GB of address space (ulimit -v {limit // 1024}), "
-                 "and torch alone maps several GB; raise the limit (ulimit -v unlimited) and run it again")
+        where = (
+            f"this process may use at most {limit / 2**30:.1f} GB of address space (ulimit -v {limit // 1024}), "
+            "and torch alone maps several GB; raise the limit (ulimit -v unlimited) and run it again"
+        )
     else:
         where = "free some memory (or use smaller hidden_sizes, batch_size) and run it again"
     doing = f"lightning-rect {command}" if command else "lightning-rect"

@@ -34,8 +34,15 @@ class UnreadableCheckpoint(CheckpointError):
         self.path, self.reason = path, reason
 
 
-def load_checkpoint_file(path: Any, map_location: Any = "cpu", *, what: str = "checkpoint", fix: str = RUN_CHECKPOINT,
-                         lightning: bool = False, mmap: bool = False) -> Any:
+def load_checkpoint_file(
+    path: Any,
+    map_location: Any = "cpu",
+    *,
+    what: str = "checkpoint",
+    fix: str = RUN_CHECKPOINT,
+    lightning: bool = False,
+    mmap: bool = False,
+) -> Any:
     """The checkpoint at ``path`` (with ``lightning``: one with a ``state_dict``), loaded as weights only."""
     if "://" in str(path):
         source = _fetch(str(path), what, fix)
@@ -44,8 +51,12 @@ def load_checkpoint_file(path: Any, map_location: Any = "cpu", *, what: str = "c
         if source.is_dir():
             inside = sorted({*source.glob("*.ckpt"), *source.glob("checkpoints/*.ckpt")})
             shown = ", ".join(str(p.relative_to(source)) for p in inside[:3]) + (" and more" if len(inside) > 3 else "")
-            raise UnreadableCheckpoint(what, path, "is a folder, not a checkpoint file",
-                                       f"pass the .ckpt file inside it ({f'it holds {shown}' if inside else 'none there'})")
+            raise UnreadableCheckpoint(
+                what,
+                path,
+                "is a folder, not a checkpoint file",
+                f"pass the .ckpt file inside it ({f'it holds {shown}' if inside else 'none there'})",
+            )
         if not source.is_file():
             raise UnreadableCheckpoint(what, path, "does not exist", fix)
         if source.stat().st_size == 0:
@@ -55,9 +66,13 @@ def load_checkpoint_file(path: Any, map_location: Any = "cpu", *, what: str = "c
     if isinstance(source, io.BytesIO):
         source.seek(0)
     try:
-        checkpoint = torch.load(source, map_location=map_location, weights_only=True, mmap=mmap and isinstance(source, Path))
+        checkpoint = torch.load(
+            source, map_location=map_location, weights_only=True, mmap=mmap and isinstance(source, Path)
+        )
     except pickle.UnpicklingError:
-        raise UnreadableCheckpoint(what, path, "holds objects that a safe load refuses, so it was not loaded", fix) from None
+        raise UnreadableCheckpoint(
+            what, path, "holds objects that a safe load refuses, so it was not loaded", fix
+        ) from None
     except (zipfile.BadZipFile, RuntimeError, EOFError, ValueError, OSError, KeyError) as err:
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:120]
         raise UnreadableCheckpoint(what, path, f"is unreadable ({type(err).__name__}: {reason})", fix) from None
@@ -114,11 +129,15 @@ def read_pretrained(path: Any, mmap: bool = False) -> dict:
     checkpoint = load_checkpoint_file(path, what="pretrained checkpoint", fix=PRETRAINED, lightning=True, mmap=mmap)
     model = checkpoint.get(MODEL_KEY)
     if model != "StackedDAE":
-        raise CheckpointError(f"pretrained checkpoint {str(path)!r} was written by {model or 'an unknown model'}, "
-                              f"not by StackedDAE; {PRETRAINED}")
+        raise CheckpointError(
+            f"pretrained checkpoint {str(path)!r} was written by {model or 'an unknown model'}, "
+            f"not by StackedDAE; {PRETRAINED}"
+        )
     if bad := nonfinite_weights(checkpoint["state_dict"]):
-        raise CheckpointError(f"pretrained checkpoint {str(path)!r} holds NaN or infinite weights ({bad[0][1]} in "
-                              f"{bad[0][0]}): its pre-training diverged; {PRETRAINED} that finished with finite values")
+        raise CheckpointError(
+            f"pretrained checkpoint {str(path)!r} holds NaN or infinite weights ({bad[0][1]} in "
+            f"{bad[0][0]}): its pre-training diverged; {PRETRAINED} that finished with finite values"
+        )
     return checkpoint
 
 
@@ -129,12 +148,18 @@ def load_pretrained_encoder(encoder: Encoder, path: str | Path, activation: str)
     theirs = [hparams.get("in_features"), *hparams.get("hidden_sizes", [])]
     ours = [encoder.in_features, *encoder.hidden_sizes]
     if theirs != ours:
-        raise CheckpointError(f"layer sizes differ: checkpoint {str(path)!r} has {theirs} (input, hidden...), this model "
-                              f"has {ours}; use the same hidden_sizes and data set as the pre-training run")
+        raise CheckpointError(
+            f"layer sizes differ: checkpoint {str(path)!r} has {theirs} (input, hidden...), this model "
+            f"has {ours}; use the same hidden_sizes and data set as the pre-training run"
+        )
     if hparams.get("activation") != activation:
-        raise CheckpointError(f"activation differs: checkpoint has {hparams.get('activation')!r}, this model has "
-                              f"{activation!r}; fine-tune with the activation that was pre-trained")
+        raise CheckpointError(
+            f"activation differs: checkpoint has {hparams.get('activation')!r}, this model has "
+            f"{activation!r}; fine-tune with the activation that was pre-trained"
+        )
     state = {k.removeprefix("encoder."): v for k, v in checkpoint["state_dict"].items() if k.startswith("encoder.")}
     missing, unexpected = encoder.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise CheckpointError(f"{str(path)!r}: encoder weights do not match (missing {missing}, unexpected {unexpected})")
+        raise CheckpointError(
+            f"{str(path)!r}: encoder weights do not match (missing {missing}, unexpected {unexpected})"
+        )

@@ -57,15 +57,18 @@ def available_memory() -> int | None:
     return min(found) if found else None
 
 
-def check_model_fits_in_memory(hidden_sizes: list[int], in_features: int, num_classes: int = 1,
-                               what: str = "model.init_args.hidden_sizes") -> None:
+def check_model_fits_in_memory(
+    hidden_sizes: list[int], in_features: int, num_classes: int = 1, what: str = "model.init_args.hidden_sizes"
+) -> None:
     """Refuse, before any weight is allocated, a net of fully connected layers ``in_features -> hidden_sizes
     -> num_classes`` whose training needs more memory than is available (a typo such as 2000000000 units)."""
     sizes = [int(in_features), *map(int, hidden_sizes), max(int(num_classes), 1)]
     parameters = sum(a * b + b for a, b in pairwise(sizes))
     needed, available = parameters * TRAINING_BYTES_PER_PARAMETER, available_memory()
     if available is not None and needed > available:
-        raise ConfigError(f"{what}={list(hidden_sizes)}: a net of these sizes on {in_features} inputs has "
-                          f"{parameters:,} parameters and needs about {needed / 2**30:,.1f} GB to train, more than the "
-                          f"{available / 2**30:,.1f} GB of memory available; use smaller hidden_sizes (the paper's "
-                          "nets have 1000 units a layer)")
+        raise ConfigError(
+            f"{what}={list(hidden_sizes)}: a net of these sizes on {in_features} inputs has "
+            f"{parameters:,} parameters and needs about {needed / 2**30:,.1f} GB to train, more than the "
+            f"{available / 2**30:,.1f} GB of memory available; use smaller hidden_sizes (the paper's "
+            "nets have 1000 units a layer)"
+        )

@@ -22,16 +22,18 @@ class HiddenLayer(nn.Module):
     """Linear -> activation -> optional sign flip -> division by a fixed scale.
 
     ``output_scale`` is 1 unless pre-training fixed it: a ``scaled_sigmoid`` reconstruction (see
-    ``lightning_rect.reconstruction``) or ``StackedDAE(rescale=True)`` divides each layer's outputs by
-    their largest value on the training set before the next layer trains. It is saved as the layer's extra state, so it travels with
-    the checkpoint and fine-tuning sees the same values the next layer was pre-trained on; being a
-    Python number, the common case (1) costs no tensor operation at all. The saved state is a
-    0-dim tensor, as exporters expect of every ``state_dict`` entry (the legacy ONNX exporter
-    calls ``.detach()`` on each); checkpoints of older versions hold ``{"output_scale": x}``.
+    ``lightning_rect.reconstruction``) or ``StackedDAE(rescale=True)`` divides each layer's outputs
+    by their largest value on the training set before the next layer trains. It is saved as the
+    layer's extra state, so it travels with the checkpoint and fine-tuning sees the same values the
+    next layer was pre-trained on; being a Python number, the common case (1) costs no tensor
+    operation at all. The saved state is a 0-dim tensor, as exporters expect of every ``state_dict``
+    entry (the legacy ONNX exporter calls ``.detach()`` on each); checkpoints of older versions hold
+    ``{"output_scale": x}``.
     """
 
-    def __init__(self, in_features: int, out_features: int, activation: str, activation_args: dict | None,
-                 sign_flip: bool) -> None:
+    def __init__(
+        self, in_features: int, out_features: int, activation: str, activation_args: dict | None, sign_flip: bool
+    ) -> None:
         super().__init__()
         self.linear = nn.Linear(in_features, out_features)
         self.activation = build_activation(activation, activation_args)
@@ -84,8 +86,14 @@ class Encoder(nn.Module):
     for sparsity, so no term needs a second forward pass.
     """
 
-    def __init__(self, in_features: int, hidden_sizes: Sequence[int], activation: str = "rectifier",
-                 activation_args: dict | None = None, sign_flip: bool = False) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        hidden_sizes: Sequence[int],
+        activation: str = "rectifier",
+        activation_args: dict | None = None,
+        sign_flip: bool = False,
+    ) -> None:
         super().__init__()
         check_sizes(in_features, hidden_sizes)
         sizes = [in_features, *hidden_sizes]
@@ -133,8 +141,12 @@ class Encoder(nn.Module):
 
 
 @torch.no_grad()
-def dead_fractions(encoder: Encoder, inputs: Iterable[torch.Tensor], depth: int | None = None,
-                   reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> list[float]:
+def dead_fractions(
+    encoder: Encoder,
+    inputs: Iterable[torch.Tensor],
+    depth: int | None = None,
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> list[float]:
     """Fraction of each of the first ``depth`` layers' units that output 0 on every input batch.
 
     ``reduce`` sums the per-unit counts over processes (``lambda t: strategy.reduce(t, reduce_op="sum")``

@@ -33,13 +33,17 @@ CAUSES = {
 }
 
 
-def storage_error(path: str | os.PathLike, err: OSError, elsewhere: str = "write it to another folder",
-                  kept: str = "") -> StorageError:
+def storage_error(
+    path: str | os.PathLike, err: OSError, elsewhere: str = "write it to another folder", kept: str = ""
+) -> StorageError:
     """``err`` as one line: ``cannot write <path>: <cause>; [<kept>; ]<fix>``; ``elsewhere``: how to write elsewhere."""
     cause = CAUSES.get(err.errno) or (err.strerror or str(err)).lower()
     folder = Path(path).parent
-    fix = (f"free some space on the disk of {folder}, or {elsewhere}" if err.errno in (errno.ENOSPC, errno.EDQUOT)
-           else f"make {folder} writable, or {elsewhere}")
+    fix = (
+        f"free some space on the disk of {folder}, or {elsewhere}"
+        if err.errno in (errno.ENOSPC, errno.EDQUOT)
+        else f"make {folder} writable, or {elsewhere}"
+    )
     return StorageError(f"cannot write {path}: {cause}; {kept + '; ' if kept else ''}{fix}")
 
 
@@ -55,8 +59,11 @@ def os_error_in(err: BaseException | None) -> OSError | None:
 
 
 @contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "wb", elsewhere: str = "write it to another folder") -> Iterator[IO]:
-    """``with atomic_write(path) as file: ...``: ``path`` holds what was written once the block ends, or is unchanged."""
+def atomic_write(
+    path: str | os.PathLike, mode: str = "wb", elsewhere: str = "write it to another folder"
+) -> Iterator[IO]:
+    """``with atomic_write(path) as file: ...``: ``path`` holds what was written once the block ends,
+    or is unchanged."""
     path, tmp = Path(path), None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -91,7 +98,9 @@ def write_atomically(path: str | os.PathLike, data: str | bytes, elsewhere: str 
         file.write(data)
 
 
-def move_into_place(src: str | os.PathLike, dest: str | os.PathLike, elsewhere: str = "write it to another folder") -> None:
+def move_into_place(
+    src: str | os.PathLike, dest: str | os.PathLike, elsewhere: str = "write it to another folder"
+) -> None:
     """Rename a finished file (such as a download's ``.part``) to ``dest``, durably; one line if that fails."""
     try:
         with open(src, "rb+") as file:

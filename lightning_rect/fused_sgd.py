@@ -106,38 +106,54 @@ def check_trainer(model, params: Iterable[nn.Parameter]) -> InPlaceSGD:
     params = list(params)
     strategy = trainer.strategy
     if not isinstance(strategy, SingleDeviceStrategy) or trainer.world_size > 1:
-        _refuse(f"the strategy is {type(strategy).__name__} with {trainer.world_size} process(es) and fused_sgd "
-                "updates the weights inside backward, before gradients could be reduced across processes; train on one "
-                "device (strategy: auto, devices: 1)")
+        _refuse(
+            f"the strategy is {type(strategy).__name__} with {trainer.world_size} process(es) and fused_sgd "
+            "updates the weights inside backward, before gradients could be reduced across processes; train on one "
+            "device (strategy: auto, devices: 1)"
+        )
     if trainer.precision != "32-true":
-        _refuse(f"precision is {trainer.precision!r} and fused_sgd applies unscaled float32 gradients as backward makes "
-                "them; use precision: 32-true")
+        _refuse(
+            f"precision is {trainer.precision!r} and fused_sgd applies unscaled float32 gradients as backward makes "
+            "them; use precision: 32-true"
+        )
     if trainer.accumulate_grad_batches != 1:
-        _refuse(f"accumulate_grad_batches is {trainer.accumulate_grad_batches} and fused_sgd updates the weights at every "
-                "backward, so no gradient is accumulated; set it to 1 (or raise the data's batch_size)")
+        _refuse(
+            f"accumulate_grad_batches is {trainer.accumulate_grad_batches} and fused_sgd updates the weights at every "
+            "backward, so no gradient is accumulated; set it to 1 (or raise the data's batch_size)"
+        )
     if trainer.gradient_clip_val:
-        _refuse(f"gradient_clip_val is {trainer.gradient_clip_val} and fused_sgd makes no gradient tensor to clip; "
-                "leave gradient clipping off")
+        _refuse(
+            f"gradient_clip_val is {trainer.gradient_clip_val} and fused_sgd makes no gradient tensor to clip; "
+            "leave gradient clipping off"
+        )
     if not model.automatic_optimization:
-        _refuse("the model uses manual optimization and fused_sgd steps inside every backward; use automatic optimization")
+        _refuse(
+            "the model uses manual optimization and fused_sgd steps inside every backward; use automatic optimization"
+        )
     optimizers = trainer.optimizers
     if len(optimizers) != 1 or type(optimizers[0]) is not torch.optim.SGD:
         names = ", ".join(type(o).__name__ for o in optimizers) or "none"
-        _refuse(f"the optimizer is {names} and fused_sgd performs exactly one plain torch.optim.SGD; use the model's own "
-                "optimizer: sgd (a learning-rate scheduler is fine)")
+        _refuse(
+            f"the optimizer is {names} and fused_sgd performs exactly one plain torch.optim.SGD; use the model's own "
+            "optimizer: sgd (a learning-rate scheduler is fine)"
+        )
     optimizer = optimizers[0]
     for index, group in enumerate(optimizer.param_groups):
         extra = {key: group.get(key) for key in ("momentum", "weight_decay", "nesterov", "maximize") if group.get(key)}
         if extra:
             settings = ", ".join(f"{key}={value}" for key, value in extra.items())
-            _refuse(f"SGD param group {index} has {settings} and fused_sgd performs plain SGD only (no momentum, weight "
-                    "decay, nesterov or maximize); set them to 0/false")
+            _refuse(
+                f"SGD param group {index} has {settings} and fused_sgd performs plain SGD only (no momentum, weight "
+                "decay, nesterov or maximize); set them to 0/false"
+            )
     held = {id(p) for group in optimizer.param_groups for p in group["params"]}
     names = {id(p): name for name, p in model.named_parameters()}
     missing = [names.get(id(p), "?") for p in params if p.requires_grad and id(p) not in held]
     if missing:
-        _refuse(f"parameter {missing[0]} is not in the optimizer, so plain SGD would not train it but fused_sgd would; "
-                "give the optimizer every parameter (or set requires_grad=False on it)")
+        _refuse(
+            f"parameter {missing[0]} is not in the optimizer, so plain SGD would not train it but fused_sgd would; "
+            "give the optimizer every parameter (or set requires_grad=False on it)"
+        )
     return InPlaceSGD(trainer, optimizer, params)
 
 

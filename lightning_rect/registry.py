@@ -93,15 +93,25 @@ class Registry(Generic[T]):
             self._entries[name] = obj
             return
         if held is not None and origin == "plugin":
-            warnings.warn(f"{self.kind} plugin {_entry_point(self.entry_point_group, plugin)} is not used: {name!r} "
-                          f"is already {self._describe(name)}; rename the entry point", RuntimeWarning, stacklevel=4)
+            warnings.warn(
+                f"{self.kind} plugin {_entry_point(self.entry_point_group, plugin)} is not used: {name!r} "
+                f"is already {self._describe(name)}; rename the entry point",
+                RuntimeWarning,
+                stacklevel=4,
+            )
             return
         if held is not None and self._origins[name] != "plugin":
-            raise ConfigError(f"{self.kind} {name!r} is already registered by {self._describe(name)}; "
-                              f"register {_qualname(obj)} under another name")
+            raise ConfigError(
+                f"{self.kind} {name!r} is already registered by {self._describe(name)}; "
+                f"register {_qualname(obj)} under another name"
+            )
         if held is not None:  # user code over a plugin's entry: the user's code is what they asked for
-            warnings.warn(f"{self.kind} {name!r} registered by user code ({_qualname(obj)}) takes the place of "
-                          f"{self._describe(name)}", RuntimeWarning, stacklevel=3)
+            warnings.warn(
+                f"{self.kind} {name!r} registered by user code ({_qualname(obj)}) takes the place of "
+                f"{self._describe(name)}",
+                RuntimeWarning,
+                stacklevel=3,
+            )
         self._entries[name], self._origins[name] = obj, origin
         if plugin is not None:
             self._plugins[name] = plugin
@@ -113,18 +123,27 @@ class Registry(Generic[T]):
         for ep in entry_points(group=self.entry_point_group):
             if ep.name in self._broken:
                 continue
-            if ep.name in self._entries and self._origins[ep.name] != "plugin" \
-                    and ep.value.replace(":", ".") != _qualname(self._entries[ep.name]):
+            if (
+                ep.name in self._entries
+                and self._origins[ep.name] != "plugin"
+                and ep.value.replace(":", ".") != _qualname(self._entries[ep.name])
+            ):
                 # Said without importing the plugin: the entry in place wins anyway.
                 if self._origins[ep.name] == "built-in":
-                    warnings.warn(f"{self.kind} plugin {_entry_point(self.entry_point_group, ep)} is not used: "
-                                  f"{ep.name!r} is {self._describe(ep.name)}; rename the entry point",
-                                  RuntimeWarning, stacklevel=3)
+                    warnings.warn(
+                        f"{self.kind} plugin {_entry_point(self.entry_point_group, ep)} is not used: "
+                        f"{ep.name!r} is {self._describe(ep.name)}; rename the entry point",
+                        RuntimeWarning,
+                        stacklevel=3,
+                    )
                 else:
                     user = _qualname(self._entries[ep.name])
-                    warnings.warn(f"{self.kind} {ep.name!r} registered by user code ({user}) takes the place of the "
-                                  f"plugin entry point {_entry_point(self.entry_point_group, ep)}",
-                                  RuntimeWarning, stacklevel=3)
+                    warnings.warn(
+                        f"{self.kind} {ep.name!r} registered by user code ({user}) takes the place of the "
+                        f"plugin entry point {_entry_point(self.entry_point_group, ep)}",
+                        RuntimeWarning,
+                        stacklevel=3,
+                    )
                 continue
             try:
                 obj = ep.load()
@@ -148,7 +167,9 @@ class Registry(Generic[T]):
             return self._entries[name]
         except KeyError:
             if name in self._broken:
-                raise ConfigError(f"{self.kind} {name!r} is a plugin that failed to load: {self._broken[name]}") from None
+                raise ConfigError(
+                    f"{self.kind} {name!r} is a plugin that failed to load: {self._broken[name]}"
+                ) from None
             raise ConfigError(self._unknown(name)) from None
 
     def _unknown(self, name: str) -> str:
@@ -157,11 +178,16 @@ class Registry(Generic[T]):
         close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
         guess = f" (did you mean {close[0]!r}?)" if close else ""
         owner = _public_name(self) or "registry"
-        plugin = (f", or declare an entry point (group {self.entry_point_group}) in an installed package"
-                  if self.entry_point_group else "")
-        return (f"unknown {self.kind} {name!r}{guess}; valid {self.kind} names: {', '.join(names)}; to add one, "
-                f"register it in your own module with @{owner}.register({name!r}) and import that module first "
-                f"(on the command line: --import your_module){plugin}")
+        plugin = (
+            f", or declare an entry point (group {self.entry_point_group}) in an installed package"
+            if self.entry_point_group
+            else ""
+        )
+        return (
+            f"unknown {self.kind} {name!r}{guess}; valid {self.kind} names: {', '.join(names)}; to add one, "
+            f"register it in your own module with @{owner}.register({name!r}) and import that module first "
+            f"(on the command line: --import your_module){plugin}"
+        )
 
     def build(self, name: str, **kwargs: Any) -> Any:
         """Instantiate the entry ``name`` with keyword arguments; bad arguments name the entry."""

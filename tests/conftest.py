@@ -22,10 +22,21 @@ def run_cli(tmp_path):
     import subprocess
 
     def run(*args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
-        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1",
-                    **(env or {})}  # one torch thread, as in this process
-        return subprocess.run([sys.executable, "-m", "lightning_rect", *args], cwd=tmp_path, capture_output=True,
-                              text=True, timeout=timeout, env=full_env)
+        full_env = {
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "WANDB_MODE": "disabled",
+            "OMP_NUM_THREADS": "1",
+            **(env or {}),
+        }  # one torch thread, as in this process
+        return subprocess.run(
+            [sys.executable, "-m", "lightning_rect", *args],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=full_env,
+        )
 
     return run
 
@@ -72,8 +83,14 @@ class FinishedRun:
 
 
 #: The shared run: the digits config with one layer of 16 units, 2 epochs (about 3 s in-process).
-FINISHED_RUN_ARGS = ("fit", "--config", str(ROOT / "configs" / "digits.yaml"), "--model.init_args.hidden_sizes=[16]",
-                     "--trainer.max_epochs=2", "--trainer.enable_progress_bar=false")
+FINISHED_RUN_ARGS = (
+    "fit",
+    "--config",
+    str(ROOT / "configs" / "digits.yaml"),
+    "--model.init_args.hidden_sizes=[16]",
+    "--trainer.max_epochs=2",
+    "--trainer.enable_progress_bar=false",
+)
 
 
 @pytest.fixture(scope="session")

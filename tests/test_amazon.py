@@ -11,13 +11,19 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import ROOT
-from lightning import Trainer
-
 from helpers.amazon_corpus import write_synthetic_corpus
 from helpers.threads import one_torch_thread
-from lightning_rect.data.amazon import (AmazonReviewsDataModule, SparseRows, encode_reviews, most_frequent,
-                                        parse_line, vocab_from_checkpoint)
-from lightning_rect.data.amazon import corpus
+from lightning import Trainer
+
+from lightning_rect.data.amazon import (
+    AmazonReviewsDataModule,
+    SparseRows,
+    corpus,
+    encode_reviews,
+    most_frequent,
+    parse_line,
+    vocab_from_checkpoint,
+)
 from lightning_rect.data.amazon.corpus import split_indices
 from lightning_rect.errors import ConfigError, DataFileError
 from lightning_rect.models import SparseMLP, StarRatingMLP
@@ -64,8 +70,16 @@ def polarity(root: Path, **kwargs) -> AmazonReviewsDataModule:
 
 
 def fit(model, dm, root: Path, epochs: int, ckpt_path: Path | None = None) -> Trainer:
-    trainer = Trainer(max_epochs=epochs, logger=False, enable_checkpointing=True, default_root_dir=str(root),
-                      enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", devices=1)
+    trainer = Trainer(
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=True,
+        default_root_dir=str(root),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        devices=1,
+    )
     with one_torch_thread():
         trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
     return trainer
@@ -100,8 +114,14 @@ def test_most_frequent_orders_by_document_frequency_then_alphabet():
 
 def test_vocabulary_is_the_training_reviews_most_frequent_features(acl):
     dm = polarity(acl)
-    assert dm.summary == {"train_reviews": 8, "val_reviews": 1, "test_reviews": 1, "unlabeled_reviews": 2,
-                          "unlabeled_duplicates_dropped": 0, "malformed_skipped": 0}
+    assert dm.summary == {
+        "train_reviews": 8,
+        "val_reviews": 1,
+        "test_reviews": 1,
+        "unlabeled_reviews": 2,
+        "unlabeled_duplicates_dropped": 0,
+        "malformed_skipped": 0,
+    }
     training = [LABELED[i] for i in SPLIT["train"]] + UNLABELED  # unlabeled count even when not included
     df = Counter(f for line in training for f in features(line))
     expected = sorted(df, key=lambda f: (-df[f], f))[:6]
@@ -134,9 +154,16 @@ def test_inputs_are_binary_presence_vectors_and_labels_map(acl):
 def test_star_labels_and_unlabeled_reviews(tmp_path):
     write(tmp_path / "processed_stars/dvd/all_balanced.review", STARS)
     write(tmp_path / "processed_acl/dvd/unlabeled.review", UNLABELED)
-    dm = AmazonReviewsDataModule(str(tmp_path), domains="dvd", task="stars", vocab_size=20, val_fraction=0.25,
-                                 test_fraction=0.25, include_unlabeled=True,
-                                 unlabeled_files=["processed_acl/{domain}/unlabeled.review"])
+    dm = AmazonReviewsDataModule(
+        str(tmp_path),
+        domains="dvd",
+        task="stars",
+        vocab_size=20,
+        val_fraction=0.25,
+        test_fraction=0.25,
+        include_unlabeled=True,
+        unlabeled_files=["processed_acl/{domain}/unlabeled.review"],
+    )
     assert dm.num_classes == 5 and dm.input_size == 20
     dm.setup()
     x, y = dm.splits["train"]
@@ -175,9 +202,15 @@ def test_sparse_rows_select_and_densify_like_a_dense_matrix():
 
 
 # -- malformed lines ------------------------------------------------------------------------------
-@pytest.mark.parametrize("bad, problem", [("great:1 fun:2", "no '#label#"), ("great fun:2 #label#:negative", "'great'"),
-                                          ("great:x #label#:negative", "not a positive integer"),
-                                          ("great:1 #label#:3.0", "not 'positive' or 'negative'")])
+@pytest.mark.parametrize(
+    "bad, problem",
+    [
+        ("great:1 fun:2", "no '#label#"),
+        ("great fun:2 #label#:negative", "'great'"),
+        ("great:x #label#:negative", "not a positive integer"),
+        ("great:1 #label#:3.0", "not 'positive' or 'negative'"),
+    ],
+)
 def test_malformed_line_names_file_and_line(acl, bad, problem):
     path = acl / "processed_acl/books/negative.review"
     write(path, NEGATIVE[:2] + [bad] + NEGATIVE[2:])
@@ -187,14 +220,18 @@ def test_malformed_line_names_file_and_line(acl, bad, problem):
     assert str(path) in message and "line 3" in message and problem in message and "skip_malformed" in message
 
 
-@pytest.mark.parametrize("damage, problem", [
-    (lambda data: data[: data.index(b"#label#:negative", 40) + 9], "line 2: the file ends in the middle of a "
-                                                                     "review (...'awful:1 boring:1 #label#:n'): it "
-                                                                     "is truncated"),
-    (lambda data: data[: data.rindex(b" ")], "line 5: the file ends in the middle of a review"),
-    (lambda data: __import__("gzip").compress(data), "line 1: binary data, not review lines"),
-    (lambda data: data[:30] + bytes(64) + data[30:], "line 1: binary data, not review lines"),
-])
+@pytest.mark.parametrize(
+    "damage, problem",
+    [
+        (
+            lambda data: data[: data.index(b"#label#:negative", 40) + 9],
+            "line 2: the file ends in the middle of a review (...'awful:1 boring:1 #label#:n'): it is truncated",
+        ),
+        (lambda data: data[: data.rindex(b" ")], "line 5: the file ends in the middle of a review"),
+        (lambda data: __import__("gzip").compress(data), "line 1: binary data, not review lines"),
+        (lambda data: data[:30] + bytes(64) + data[30:], "line 1: binary data, not review lines"),
+    ],
+)
 def test_damaged_review_file_is_named_with_the_fix(acl, damage, problem):
     path = acl / "processed_acl/books/negative.review"
     path.write_bytes(damage(path.read_bytes()))
@@ -248,8 +285,9 @@ def test_reviews_too_few_for_a_split_are_refused_naming_the_sizes(tmp_path):
     with pytest.raises(DataFileError) as err:
         polarity(tmp_path, val_fraction=0.1, test_fraction=0.3)
     message = str(err.value)
-    assert "\n" not in message and message.startswith("AmazonReviewsDataModule: the val split is empty "
-                                                      "(train 2, val 0, test 1 examples, from "), message
+    assert "\n" not in message and message.startswith(
+        "AmazonReviewsDataModule: the val split is empty (train 2, val 0, test 1 examples, from "
+    ), message
     assert f"{tmp_path}: processed_acl/books/positive.review, processed_acl/books/negative.review" in message
 
 
@@ -283,8 +321,11 @@ def test_vocab_from_a_hostile_or_foreign_file_is_refused_in_one_line(tmp_path):
 
 def test_no_unsafe_load_anywhere_in_the_package():
     """Every ``torch.load`` of the package keeps the safe default; none passes ``weights_only=False``."""
-    offenders = [str(path.relative_to(ROOT)) for path in (ROOT / "lightning_rect").rglob("*.py")
-                 if re.search(r"weights_only\s*=\s*False", path.read_text())]
+    offenders = [
+        str(path.relative_to(ROOT))
+        for path in (ROOT / "lightning_rect").rglob("*.py")
+        if re.search(r"weights_only\s*=\s*False", path.read_text())
+    ]
     assert offenders == []
 
 
@@ -378,8 +419,9 @@ def test_expected_stars_and_rmse_by_hand():
 
 @pytest.mark.slow  # two 6-epoch Trainer runs: 1 to 3 s
 def test_rectifier_nets_learn_a_synthetic_corpus_and_checkpoint_keeps_vocab(tmp_path):
-    root = write_synthetic_corpus(tmp_path, reviews_per_class=200, unlabeled_reviews=50, background_size=400,
-                                  features_per_review=30, noise=0.1)
+    root = write_synthetic_corpus(
+        tmp_path, reviews_per_class=200, unlabeled_reviews=50, background_size=400, features_per_review=30, noise=0.1
+    )
     common = dict(data_dir=str(root), domains=["books"], vocab_size=300, batch_size=10)
     torch.manual_seed(0)
     dm = AmazonReviewsDataModule(task="polarity", **common)
@@ -404,8 +446,15 @@ def test_configs_build_the_amazon_data_and_models(tmp_path):
 
     write_synthetic_corpus(tmp_path, reviews_per_class=5, unlabeled_reviews=5)
     for name, model_class, classes in (("amazon_polarity", SparseMLP, 2), ("amazon_stars", StarRatingMLP, 5)):
-        cli = RectCLI(run=False, args=["--config", str(ROOT / "configs" / f"{name}.yaml"),
-                                       f"--data.init_args.data_dir={tmp_path}", "--model.init_args.hidden_sizes=[8]",
-                                       "--trainer.logger=false"])
+        cli = RectCLI(
+            run=False,
+            args=[
+                "--config",
+                str(ROOT / "configs" / f"{name}.yaml"),
+                f"--data.init_args.data_dir={tmp_path}",
+                "--model.init_args.hidden_sizes=[8]",
+                "--trainer.logger=false",
+            ],
+        )
         assert type(cli.model) is model_class and isinstance(cli.datamodule, AmazonReviewsDataModule)
         assert cli.model.hparams.in_features == 5000 and cli.model.hparams.num_classes == classes

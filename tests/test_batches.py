@@ -3,11 +3,11 @@
 from pathlib import Path
 
 import torch
+from helpers.threads import one_torch_thread
 from lightning import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader
 
-from helpers.threads import one_torch_thread
 from lightning_rect.callbacks.sparsity import padded_rows
 from lightning_rect.data.base import InMemoryDataModule, fixed_split, labeled_subset
 from lightning_rect.data.batches import Affine, EpochShuffle, in_memory_loader
@@ -131,9 +131,17 @@ class FirstBatchRecorder(LightningModule):
 def fit_recording(root: Path, max_epochs: int, ckpt_path: Path | None = None) -> dict[int, list[int]]:
     model = FirstBatchRecorder()
     every_epoch = ModelCheckpoint(dirpath=root, filename="{epoch}", save_top_k=-1)
-    trainer = Trainer(max_epochs=max_epochs, accelerator="cpu", devices=1, logger=False, limit_val_batches=0,
-                      enable_progress_bar=False, enable_model_summary=False, callbacks=[every_epoch],
-                      default_root_dir=root)
+    trainer = Trainer(
+        max_epochs=max_epochs,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        limit_val_batches=0,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[every_epoch],
+        default_root_dir=root,
+    )
     with one_torch_thread():
         trainer.fit(model, datamodule=IndexedExamples(), ckpt_path=ckpt_path)
     return model.first_batch

@@ -76,12 +76,16 @@ def test_each_validation_dataloader_is_measured_and_logged_on_its_own():
     dm.setup("fit")
     x, y = dm.splits["val"]
     shifted = (y + 1) % 10  # other labels, other error
-    loaders = [DataLoader(TensorDataset(x, y), batch_size=64), DataLoader(TensorDataset(torch.zeros_like(x), shifted),
-                                                                          batch_size=64)]
+    loaders = [
+        DataLoader(TensorDataset(x, y), batch_size=64),
+        DataLoader(TensorDataset(torch.zeros_like(x), shifted), batch_size=64),
+    ]
     results = L.Trainer(callbacks=[SparsityMonitor()], **QUIET).validate(model, loaders, verbose=False)
     with torch.no_grad():
-        errors = [(model(inputs).argmax(1) != labels).float().mean().item()
-                  for inputs, labels in ((x, y), (torch.zeros_like(x), shifted))]
+        errors = [
+            (model(inputs).argmax(1) != labels).float().mean().item()
+            for inputs, labels in ((x, y), (torch.zeros_like(x), shifted))
+        ]
         sparsity = [(model.encoder(inputs)[0] == 0).float().mean().item() for inputs in (x, torch.zeros_like(x))]
     for i in (0, 1):
         assert results[i][f"val/err/dataloader_idx_{i}"] == pytest.approx(errors[i]), i
@@ -102,8 +106,11 @@ def test_the_papers_learning_rate_grid_is_defined_once():
     from lightning_rect.grid import PAPER_LRS
     from lightning_rect.reproduce import budgets
 
-    defined = [str(path.relative_to(ROOT)) for path in sorted((ROOT / "lightning_rect").rglob("*.py"))
-               if re.search(r"^\s*PAPER_LRS\s*[:=]", path.read_text(), re.MULTILINE)]
+    defined = [
+        str(path.relative_to(ROOT))
+        for path in sorted((ROOT / "lightning_rect").rglob("*.py"))
+        if re.search(r"^\s*PAPER_LRS\s*[:=]", path.read_text(), re.MULTILINE)
+    ]
     assert defined == ["lightning_rect/grid.py"]
     assert budgets.PAPER_LRS is divergence.PAPER_LRS is PAPER_LRS == (0.1, 0.01, 0.001, 0.0001)
 
@@ -174,7 +181,9 @@ def test_the_library_does_not_import_pytorch_lightning():
     import subprocess
     import sys
 
-    code = ("import sys, lightning_rect, lightning_rect.callbacks, lightning_rect.models; "
-            "print('pytorch_lightning' in sys.modules)")
+    code = (
+        "import sys, lightning_rect, lightning_rect.callbacks, lightning_rect.models; "
+        "print('pytorch_lightning' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "False", out.stderr[-2000:]

@@ -1,8 +1,7 @@
 import json
-
-import pytest
 from pathlib import Path
 
+import pytest
 from conftest import ROOT
 
 DIGITS = str(ROOT / "configs" / "digits.yaml")
@@ -58,10 +57,13 @@ def test_unknown_activation_exits_before_training_with_valid_names(cli_in_proces
     assert not (tmp_path / "runs").exists()  # stopped before anything was built or written
 
 
-@pytest.mark.parametrize("override,expected", [
-    ("--model.init_args.reconstruction=mse", "unknown reconstruction 'mse'; valid reconstruction names: linear,"),
-    ("--model.init_args.noise=gaussian", "unknown noise 'gaussian'; valid noise names: masking, salt_and_pepper"),
-])
+@pytest.mark.parametrize(
+    "override,expected",
+    [
+        ("--model.init_args.reconstruction=mse", "unknown reconstruction 'mse'; valid reconstruction names: linear,"),
+        ("--model.init_args.noise=gaussian", "unknown noise 'gaussian'; valid noise names: masking, salt_and_pepper"),
+    ],
+)
 def test_unknown_registry_names_in_pretraining(cli_in_process, override, expected):
     code, stderr = cli_in_process("fit", "--config", str(ROOT / "configs" / "digits_pretrain.yaml"), override)
     assert code == 2
@@ -76,8 +78,13 @@ def test_misspelled_key_gets_the_parser_error(cli_in_process):
 
 
 def test_missing_mnist_is_one_line(cli_in_process, tmp_path):
-    code, stderr = cli_in_process("fit", "--config", DIGITS, "--data=lightning_rect.data.MNISTDataModule",
-                                  f"--data.data_dir={tmp_path / 'nowhere'}")
+    code, stderr = cli_in_process(
+        "fit",
+        "--config",
+        DIGITS,
+        "--data=lightning_rect.data.MNISTDataModule",
+        f"--data.data_dir={tmp_path / 'nowhere'}",
+    )
     assert code == 2
     assert "MNIST files not found in" in stderr and "download" in stderr
     assert "Traceback" not in stderr
@@ -91,17 +98,24 @@ def test_validate_subcommand_still_works(tmp_path, monkeypatch, capsys):
     assert "val/err" in capsys.readouterr().out
 
 
-def test_predict_writes_each_test_examples_class_into_the_run_folder_and_says_where(finished_run, cli_in_process,
-                                                                                   tmp_path):
+def test_predict_writes_each_test_examples_class_into_the_run_folder_and_says_where(
+    finished_run, cli_in_process, tmp_path
+):
     import torch
 
     from lightning_rect import SparseMLP
     from lightning_rect.data import DigitsDataModule
     from lightning_rect.models.batch import split_batch
 
-    code, out, stderr = with_stdout(cli_in_process, "predict", "--config", DIGITS,
-                                    "--model.init_args.hidden_sizes=[16]", f"--ckpt_path={finished_run.checkpoint}",
-                                    "--trainer.enable_progress_bar=false")
+    code, out, stderr = with_stdout(
+        cli_in_process,
+        "predict",
+        "--config",
+        DIGITS,
+        "--model.init_args.hidden_sizes=[16]",
+        f"--ckpt_path={finished_run.checkpoint}",
+        "--trainer.enable_progress_bar=false",
+    )
     assert code == 0, stderr[-2000:]
     path = Path("runs", "digits", "version_0", "predictions.pt")
     assert f"predictions (300 examples, int64 tensor of shape [300]) -> {path}" in out
@@ -117,21 +131,37 @@ def test_predict_writes_each_test_examples_class_into_the_run_folder_and_says_wh
 
 
 def test_fast_dev_run_runs_a_batch_of_fit_and_test_and_writes_no_run(cli_in_process, tmp_path):
-    code, stderr = cli_in_process("fit", "--config", DIGITS, "--trainer.fast_dev_run=true",
-                                  "--model.init_args.hidden_sizes=[8]", "--trainer.enable_progress_bar=false")
+    code, stderr = cli_in_process(
+        "fit",
+        "--config",
+        DIGITS,
+        "--trainer.fast_dev_run=true",
+        "--model.init_args.hidden_sizes=[8]",
+        "--trainer.enable_progress_bar=false",
+    )
     assert code == 0, stderr[-2000:]
     assert "Traceback" not in stderr
     [note] = [line for line in stderr.splitlines() if line.startswith("fast_dev_run:")]
-    assert note == ("fast_dev_run: fit and test ran 1 batch each as a check; nothing was written (no run folder, "
-                    "checkpoint or results.json)")
+    assert note == (
+        "fast_dev_run: fit and test ran 1 batch each as a check; nothing was written (no run folder, "
+        "checkpoint or results.json)"
+    )
     assert not (tmp_path / "runs").exists()
     assert not [p for p in tmp_path.rglob("*") if p.suffix == ".ckpt" or p.name in ("results.json", "config.yaml")]
     assert list(tmp_path.iterdir()) == []  # nor firing_rates.json through fast_dev_run's stand-in logger
 
 
 def test_a_fit_without_a_logger_gets_a_run_folder_of_its_own(cli_in_process, tmp_path):
-    args = ["fit", "--config", DIGITS, "--trainer.logger=false", "--model.init_args.hidden_sizes=[8]",
-            "--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--trainer.enable_progress_bar=false"]
+    args = [
+        "fit",
+        "--config",
+        DIGITS,
+        "--trainer.logger=false",
+        "--model.init_args.hidden_sizes=[8]",
+        "--trainer.max_epochs=1",
+        "--trainer.limit_train_batches=2",
+        "--trainer.enable_progress_bar=false",
+    ]
     code, out, stderr = with_stdout(cli_in_process, *args)
     assert code == 0, stderr[-2000:]
     run = Path("runs", "sparsemlp_digits", "version_0")
@@ -194,16 +224,25 @@ def test_an_activation_registered_in_ones_own_module_is_used_with_import(cli_in_
 
     path = user_module("my_acts", tmp_path / "elsewhere" if how == "file" else tmp_path)
     spec = str(path) if how == "file" else "my_acts"
-    code, stderr = cli_in_process("fit", "--import", spec, "--config", DIGITS, "--trainer.fast_dev_run=true",
-                                  "--model.init_args.hidden_sizes=[8]", "--model.init_args.activation=my_swish",
-                                  "--trainer.enable_progress_bar=false")
+    code, stderr = cli_in_process(
+        "fit",
+        "--import",
+        spec,
+        "--config",
+        DIGITS,
+        "--trainer.fast_dev_run=true",
+        "--model.init_args.hidden_sizes=[8]",
+        "--model.init_args.activation=my_swish",
+        "--trainer.enable_progress_bar=false",
+    )
     assert code == 0, stderr[-2000:]
     calls = sys.modules["my_acts"].CALLS
     assert len(calls) >= 2 and all(shape[-1] == 8 for shape in calls)  # the 8 hidden units, in fit and test
 
 
-def test_without_import_the_unknown_name_says_how_to_add_it_and_a_missing_module_is_one_line(cli_in_process,
-                                                                                              user_module):
+def test_without_import_the_unknown_name_says_how_to_add_it_and_a_missing_module_is_one_line(
+    cli_in_process, user_module
+):
     user_module("my_acts")
     code, stderr = cli_in_process("fit", "--config", DIGITS, "--model.init_args.activation=my_swish")
     assert code == 2
@@ -218,9 +257,15 @@ def test_without_import_the_unknown_name_says_how_to_add_it_and_a_missing_module
 
 
 def test_data_modules_have_short_names_like_models(cli_in_process):
-    code, stderr = cli_in_process("fit", "--model=SparseMLP", "--data=DigitsDataModule", "--trainer.fast_dev_run=true",
-                                  "--model.init_args.hidden_sizes=[8]", "--trainer.enable_progress_bar=false",
-                                  "--trainer.logger=false")
+    code, stderr = cli_in_process(
+        "fit",
+        "--model=SparseMLP",
+        "--data=DigitsDataModule",
+        "--trainer.fast_dev_run=true",
+        "--model.init_args.hidden_sizes=[8]",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.logger=false",
+    )
     assert code == 0, stderr[-2000:]
 
 
@@ -235,10 +280,19 @@ def test_help_mentions_reproduce_and_configs(capsys):
 
 
 def test_lr_scheduler_from_the_command_line_changes_the_learning_rate(cli_in_process, no_summary_figures, tmp_path):
-    code, stderr = cli_in_process("fit", "--config", DIGITS, "--trainer.max_epochs=3", "--model.init_args.hidden_sizes=[16]",
-                                  "--trainer.enable_progress_bar=false", "--trainer.limit_train_batches=5",
-                                  "--lr_scheduler=StepLR", "--lr_scheduler.step_size=1", "--lr_scheduler.gamma=0.1",
-                                  "--trainer.callbacks+=LearningRateMonitor")
+    code, stderr = cli_in_process(
+        "fit",
+        "--config",
+        DIGITS,
+        "--trainer.max_epochs=3",
+        "--model.init_args.hidden_sizes=[16]",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.limit_train_batches=5",
+        "--lr_scheduler=StepLR",
+        "--lr_scheduler.step_size=1",
+        "--lr_scheduler.gamma=0.1",
+        "--trainer.callbacks+=LearningRateMonitor",
+    )
     assert code == 0, stderr[-2000:]
     [metrics] = list((tmp_path / "runs" / "digits").glob("version_*/metrics.csv"))
     import csv
@@ -282,8 +336,15 @@ def test_a_plain_lightning_cli_links_the_sizes_with_link_data_sizes(tmp_path, mo
     monkeypatch.setattr(sys, "argv", sys.argv[:1])
     cli = PlainCLI(SparseMLP, DigitsDataModule, run=False, args=["--model.hidden_sizes=[8]", "--trainer.logger=false"])
     assert (cli.model.hparams.in_features, cli.model.hparams.num_classes) == (64, 10)
-    cli = PlainCLI(run=False, args=["--model=SparseMLP", "--data=DigitsDataModule", "--model.init_args.hidden_sizes=[8]",
-                                    "--trainer.logger=false"])  # subclass mode
+    cli = PlainCLI(
+        run=False,
+        args=[
+            "--model=SparseMLP",
+            "--data=DigitsDataModule",
+            "--model.init_args.hidden_sizes=[8]",
+            "--trainer.logger=false",
+        ],
+    )  # subclass mode
     assert (cli.model.hparams.in_features, cli.model.hparams.num_classes) == (64, 10)
 
 
@@ -296,7 +357,9 @@ def test_fit_draws_lightnings_progress_bar_every_50_batches_unless_switched_off(
     model = SparseMLP(64, 10, [8])
     [bar] = [cb for cb in fit_callbacks([], model, {}) if isinstance(cb, TQDMProgressBar)]
     assert type(bar) is TQDMProgressBar and bar.refresh_rate == 50
-    assert not [cb for cb in fit_callbacks([], model, {"enable_progress_bar": False}) if isinstance(cb, TQDMProgressBar)]
+    assert not [
+        cb for cb in fit_callbacks([], model, {"enable_progress_bar": False}) if isinstance(cb, TQDMProgressBar)
+    ]
     own = TQDMProgressBar(refresh_rate=7)
     assert not [cb for cb in fit_callbacks([own], model, {}) if isinstance(cb, TQDMProgressBar)]  # the config's is kept
 
@@ -308,12 +371,16 @@ def test_fit_draws_lightnings_progress_bar_every_50_batches_unless_switched_off(
 def checksums(folder: Path) -> dict[str, str]:
     import hashlib
 
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*"))
-            if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_test_with_a_runs_own_config_naming_its_version_writes_a_new_version_and_leaves_the_run_alone(
-        finished_run, cli_in_process, tmp_path):
+    finished_run, cli_in_process, tmp_path
+):
     """Issue 32 item 3: a config that names a run's folder (a fixed ``version``; an absolute ``save_dir``, as in a
     copied run folder) made ``test`` write into that run (metrics.csv 121 rows -> 1, its config.yaml replaced)."""
     import shutil
@@ -328,8 +395,9 @@ def test_test_with_a_runs_own_config_naming_its_version_writes_a_new_version_and
     best = next((run / "checkpoints").glob("best-*.ckpt"))
     before = checksums(run)
 
-    code, stderr = cli_in_process("test", "--config", "old.yaml", f"--ckpt_path={best}",
-                                  "--trainer.enable_progress_bar=false")
+    code, stderr = cli_in_process(
+        "test", "--config", "old.yaml", f"--ckpt_path={best}", "--trainer.enable_progress_bar=false"
+    )
     assert code == 0, stderr[-2000:]
     assert checksums(run) == before  # not one file of the run changed
     assert f"note: {run} holds the files of an earlier run, so this test writes into a new version folder" in stderr
@@ -364,8 +432,13 @@ def test_what_fit_adds_to_the_config_is_said_once_and_kept_above_the_saved_confi
     said = [line for line in finished_run.stdout.splitlines() if line.startswith("fit adds to the config: ")]
     assert len(said) == 1
     added = said[0].removeprefix("fit adds to the config: ").split(", ")
-    for name in ("DivergenceGuard", "Timer", "ModelCheckpoint(best-{epoch} on val/err)", "ModelCheckpoint(last)",
-                 "AtomicCheckpointIO"):
+    for name in (
+        "DivergenceGuard",
+        "Timer",
+        "ModelCheckpoint(best-{epoch} on val/err)",
+        "ModelCheckpoint(last)",
+        "AtomicCheckpointIO",
+    ):
         assert name in added
     saved = (finished_run.folder / "config.yaml").read_text()
     assert saved.splitlines()[0] == f"# {ADDED_NOTE}: {', '.join(added)}"
@@ -384,9 +457,15 @@ def test_under_a_2gb_address_space_limit_the_command_says_so_in_one_line(tmp_pat
     def limit():
         resource.setrlimit(resource.RLIMIT_AS, (2 * 2**30, 2 * 2**30))
 
-    proc = subprocess.run([sys.executable, "-m", "lightning_rect", "fit", "--config", "configs/digits.yaml"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=120, preexec_fn=limit,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "lightning_rect", "fit", "--config", "configs/digits.yaml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=limit,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "ran out of memory" in lines[0] and "ulimit -v" in lines[0], proc.stderr[-2000:]
@@ -400,8 +479,9 @@ def test_results_json_names_the_version_and_the_commit_that_wrote_it(finished_ru
 
     results = json.loads((finished_run.folder / "results.json").read_text())
     assert results["lightning_rect"] == lightning_rect.__version__
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(lightning_rect.__file__).parent, capture_output=True,
-                          text=True)
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=Path(lightning_rect.__file__).parent, capture_output=True, text=True
+    )
     if head.returncode == 0:  # a checkout: its commit, marked when files differ from it
         assert results["git_commit"].removesuffix("+dirty") == head.stdout.strip()
     else:

@@ -35,11 +35,19 @@ TIMEOUT = 480
 
 def build_and_install(root: Path) -> Path:
     wheels, site = root / "wheels", root / "site"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels),
-                    str(ROOT)], check=True, timeout=300, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels), str(ROOT)],
+        check=True,
+        timeout=300,
+        capture_output=True,
+    )
     [wheel] = list(wheels.glob("lightning_rect-*.whl"))
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
-                   check=True, timeout=300, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
+        check=True,
+        timeout=300,
+        capture_output=True,
+    )
     return site
 
 
@@ -56,19 +64,31 @@ def outcomes(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("compat")
     site = build_and_install(root)
     wandb_dir = root / "wandb_home"  # W&B's settings and caches: nothing read from or written to home
-    env = {**os.environ, "PYTHONPATH": str(site), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
-           "WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_CONFIG_DIR": str(wandb_dir),
-           "WANDB_CACHE_DIR": str(wandb_dir), "WANDB_DATA_DIR": str(wandb_dir)}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(site),
+        "OMP_NUM_THREADS": "1",
+        "PYTHONUNBUFFERED": "1",
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+        "WANDB_CONFIG_DIR": str(wandb_dir),
+        "WANDB_CACHE_DIR": str(wandb_dir),
+        "WANDB_DATA_DIR": str(wandb_dir),
+    }
     launches = {}
     try:
         for group in ("spawn", "ddp", "single"):  # the longest first
             folder = root / group
             (folder / "user").mkdir(parents=True)
             log = (folder / "log.txt").open("w")
-            process = subprocess.Popen(launch_command(group, folder / "out.json"), cwd=folder / "user",
-                                       env={**env, "COMPAT_WORKDIR": str(folder / "cells"),
-                                            "COMPAT_SHARED": str(folder / "shared")},
-                                       stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            process = subprocess.Popen(
+                launch_command(group, folder / "out.json"),
+                cwd=folder / "user",
+                env={**env, "COMPAT_WORKDIR": str(folder / "cells"), "COMPAT_SHARED": str(folder / "shared")},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
             launches[group] = (process, log, folder)
         deadline = time.monotonic() + TIMEOUT
         for process, _, _ in launches.values():

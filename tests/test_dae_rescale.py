@@ -19,10 +19,17 @@ def rescaled(tmp_path_factory) -> tuple[StackedDAE, DigitsDataModule, L.Trainer]
 def fit_dae(tmp_path, rescale: bool) -> tuple[StackedDAE, DigitsDataModule, L.Trainer]:
     torch.manual_seed(0)
     data = DigitsDataModule(batch_size=50)
-    dae = StackedDAE(in_features=64, hidden_sizes=[24, 16], activation="rectifier", epochs_per_layer=1, lr=0.05,
-                     rescale=rescale)
-    trainer = L.Trainer(max_epochs=2, default_root_dir=tmp_path, logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, num_sanity_val_steps=0)
+    dae = StackedDAE(
+        in_features=64, hidden_sizes=[24, 16], activation="rectifier", epochs_per_layer=1, lr=0.05, rescale=rescale
+    )
+    trainer = L.Trainer(
+        max_epochs=2,
+        default_root_dir=tmp_path,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
     trainer.fit(dae, datamodule=data)
     return dae, data, trainer
 

@@ -23,18 +23,29 @@ import numpy as np
 import pytest
 import torch
 import yaml
-
 from helpers.bad_data import gzip_with_zeros, peak_memory_of
-from helpers.image_files import (CIFAR_PER_BATCH, CIFAR_TEST, EMNIST_TEST, EMNIST_TRAIN, MNIST_TEST, MNIST_TRAIN,
-                                 truncate, write_cifar, write_emnist, write_idx, write_mnist)
+from helpers.image_files import (
+    CIFAR_PER_BATCH,
+    CIFAR_TEST,
+    EMNIST_TEST,
+    EMNIST_TRAIN,
+    MNIST_TEST,
+    MNIST_TRAIN,
+    truncate,
+    write_cifar,
+    write_emnist,
+    write_idx,
+    write_mnist,
+)
 from helpers.norb_files import PAIRS_PER_FILE, write_binary_matrix, write_norb
 from helpers.threads import one_torch_thread
+
 from lightning_rect.data import CIFAR10DataModule, MNISTDataModule, NISTPDataModule, NORBDataModule
-from lightning_rect.reproduce.catalog import CATALOG
 from lightning_rect.data.formats import BinaryMatrix, read_binary_matrix
 from lightning_rect.data.nistp import CyclingSampler, eval_sources
 from lightning_rect.data.norb import VARIANTS, subsample
 from lightning_rect.errors import ConfigError, DataFileError
+from lightning_rect.reproduce.catalog import CATALOG
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -84,15 +95,18 @@ def test_cifar10_missing_files(tmp_path):
     assert str(tmp_path / "cifar-10-batches-py") in str(err.value)
 
 
-@pytest.mark.parametrize("damage, problem", [
-    (lambda data: data[:500], "is truncated"),
-    (lambda data: b"", "is empty"),
-    (lambda data: b"hello, this is not a pickle\n", "is not a pickle"),
-    (lambda data: b"<!DOCTYPE html><html>403 Forbidden</html>", "looks like an HTML page"),
-    (lambda data: gzip.compress(data), "is a gzip file, not a pickle"),
-    (lambda data: bytes(len(data)), "starts with zero bytes"),
-    (lambda data: pickle.dumps([1, 2, 3], protocol=2), "not a dict"),
-])
+@pytest.mark.parametrize(
+    "damage, problem",
+    [
+        (lambda data: data[:500], "is truncated"),
+        (lambda data: b"", "is empty"),
+        (lambda data: b"hello, this is not a pickle\n", "is not a pickle"),
+        (lambda data: b"<!DOCTYPE html><html>403 Forbidden</html>", "looks like an HTML page"),
+        (lambda data: gzip.compress(data), "is a gzip file, not a pickle"),
+        (lambda data: bytes(len(data)), "starts with zero bytes"),
+        (lambda data: pickle.dumps([1, 2, 3], protocol=2), "not a dict"),
+    ],
+)
 def test_cifar10_damaged_pickle_is_named_with_the_fix(tmp_path, damage, problem):
     write_cifar(tmp_path)
     batch = tmp_path / "cifar-10-batches-py" / "data_batch_3"
@@ -217,7 +231,10 @@ def test_norb_variants_and_sizes_sharing_a_cache_dir_each_get_their_own_data(tmp
     for dm in (jittered, small, small16):  # every cache is built before any is read
         dm.prepare_data()
     assert sorted(p.name for p in shared.iterdir()) == [
-        "norb_cache_32x32.pt", "smallnorb_cache_16x16.pt", "smallnorb_cache_32x32.pt"]
+        "norb_cache_32x32.pt",
+        "smallnorb_cache_16x16.pt",
+        "smallnorb_cache_32x32.pt",
+    ]
     for dm in (jittered, small, small16):
         dm.setup()
 
@@ -260,8 +277,11 @@ def test_small_norb(tmp_path):
 
 
 def test_norb_missing_and_damaged_files(tmp_path):
-    with pytest.raises(DataFileError, match=r"norb-5x46789x9x18x6x2x108x108-training-01-dat\.mat.*"
-                                            r"cs\.nyu\.edu/~ylclab/data/norb-v1\.0/") as err:
+    with pytest.raises(
+        DataFileError,
+        match=r"norb-5x46789x9x18x6x2x108x108-training-01-dat\.mat.*"
+        r"cs\.nyu\.edu/~ylclab/data/norb-v1\.0/",
+    ) as err:
         NORBDataModule(data_dir=str(tmp_path)).prepare_data()
     assert str((tmp_path / "norb").resolve()) in str(err.value)
     with pytest.raises(DataFileError, match=r"norb-v1\.0-small"):
@@ -379,11 +399,16 @@ def test_mnist_reads_idx_files_plain_or_gzipped(tmp_path):
     write_mnist(tmp_path)
     dm = MNISTDataModule(data_dir=str(tmp_path), val_size=6)
     dm.setup()
-    assert {name: len(y) for name, (_, y) in dm.splits.items()} == {"train": MNIST_TRAIN - 6, "val": 6,
-                                                                    "test": MNIST_TEST}
+    assert {name: len(y) for name, (_, y) in dm.splits.items()} == {
+        "train": MNIST_TRAIN - 6,
+        "val": 6,
+        "test": MNIST_TEST,
+    }
     x, y = dm.splits["train"]
     assert x.dtype == torch.uint8 and x.shape == (MNIST_TRAIN - 6, 28, 28) and y.dtype == torch.int64
-    assert x[:, 0, 0].tolist() == list(range(MNIST_TRAIN - 6)) and y.tolist() == [k % 10 for k in range(MNIST_TRAIN - 6)]
+    assert x[:, 0, 0].tolist() == list(range(MNIST_TRAIN - 6)) and y.tolist() == [
+        k % 10 for k in range(MNIST_TRAIN - 6)
+    ]
     assert dm.splits["val"][0][:, 0, 0].tolist() == list(range(MNIST_TRAIN - 6, MNIST_TRAIN))  # the file's last images
     raw = tmp_path / "MNIST" / "raw"
     for path in raw.iterdir():  # only the .gz files, as downloaded
@@ -395,17 +420,26 @@ def test_mnist_reads_idx_files_plain_or_gzipped(tmp_path):
     assert torch.equal(gzipped.splits["val"][0], dm.splits["val"][0])
 
 
-@pytest.mark.parametrize("name, damage, problem", [
-    ("train-images-idx3-ubyte", lambda data: data[:-100], "is truncated: its header announces a uint8 array of "
-                                                          "shape (30, 28, 28)"),
-    ("train-images-idx3-ubyte", lambda data: data[:10], "is truncated: its header needs 16 bytes"),
-    ("t10k-labels-idx1-ubyte", lambda data: b"", "is truncated: it holds 0 bytes"),
-    ("t10k-images-idx3-ubyte", lambda data: struct.pack(">I", 0x801) + data[4:],
-     "has the wrong magic number 0x00000801"),
-    ("train-labels-idx1-ubyte", lambda data: b"<html>404 Not Found</html>", "it is not an IDX file"),
-    ("train-labels-idx1-ubyte", lambda data: data + b"\x00" * 7, "7 bytes longer than its header announces"),
-    ("t10k-labels-idx1-ubyte", lambda data: data[:8] + bytes([12]) + data[9:], "holds label 12 outside 0..9"),
-])
+@pytest.mark.parametrize(
+    "name, damage, problem",
+    [
+        (
+            "train-images-idx3-ubyte",
+            lambda data: data[:-100],
+            "is truncated: its header announces a uint8 array of shape (30, 28, 28)",
+        ),
+        ("train-images-idx3-ubyte", lambda data: data[:10], "is truncated: its header needs 16 bytes"),
+        ("t10k-labels-idx1-ubyte", lambda data: b"", "is truncated: it holds 0 bytes"),
+        (
+            "t10k-images-idx3-ubyte",
+            lambda data: struct.pack(">I", 0x801) + data[4:],
+            "has the wrong magic number 0x00000801",
+        ),
+        ("train-labels-idx1-ubyte", lambda data: b"<html>404 Not Found</html>", "it is not an IDX file"),
+        ("train-labels-idx1-ubyte", lambda data: data + b"\x00" * 7, "7 bytes longer than its header announces"),
+        ("t10k-labels-idx1-ubyte", lambda data: data[:8] + bytes([12]) + data[9:], "holds label 12 outside 0..9"),
+    ],
+)
 def test_mnist_damaged_file_is_named_with_the_fix(tmp_path, name, damage, problem):
     write_mnist(tmp_path)
     path = tmp_path / "MNIST" / "raw" / name
@@ -420,8 +454,11 @@ def test_mnist_images_and_labels_of_different_downloads(tmp_path):
     write_mnist(tmp_path)
     raw = tmp_path / "MNIST" / "raw"
     write_idx(raw / "t10k-labels-idx1-ubyte", np.zeros(MNIST_TEST + 1, dtype=np.uint8))
-    with pytest.raises(DataFileError, match=rf"holds {MNIST_TEST} images but .*t10k-labels-idx1-ubyte holds "
-                                            rf"{MNIST_TEST + 1} labels.*{FIX}"):
+    with pytest.raises(
+        DataFileError,
+        match=rf"holds {MNIST_TEST} images but .*t10k-labels-idx1-ubyte holds "
+        rf"{MNIST_TEST + 1} labels.*{FIX}",
+    ):
         MNISTDataModule(data_dir=str(tmp_path)).setup()
 
 
@@ -436,17 +473,30 @@ def idx_header(*shape: int) -> bytes:
     return struct.pack(f">I{len(shape)}I", 0x0800 | len(shape), *shape)
 
 
-@pytest.mark.parametrize("name, header, problem", [
-    # the stream goes on past the 30 images its header announces: read up to there, then one byte more
-    ("train-images-idx3-ubyte", idx_header(MNIST_TRAIN, 28, 28), "holds more data than its header announces"),
-    # a header announcing more images than the published file holds (2.4 GB): refused before any data is read
-    ("train-images-idx3-ubyte", idx_header(3_000_000, 28, 28), "announces 3,000,000 entries in its header, more "
-                                                               "than the 60,000"),
-    ("t10k-images-idx3-ubyte", idx_header(MNIST_TEST, 32, 32), "announces entries of shape (32, 32) in its header, "
-                                                               "not (28, 28)"),
-    ("t10k-labels-idx1-ubyte", idx_header(2**32 - 1), "announces 4,294,967,295 entries in its header, more than the "
-                                                      "10,000"),
-], ids=["stream-goes-on", "too-many-images", "wrong-image-shape", "too-many-labels"])
+@pytest.mark.parametrize(
+    "name, header, problem",
+    [
+        # the stream goes on past the 30 images its header announces: read up to there, then one byte more
+        ("train-images-idx3-ubyte", idx_header(MNIST_TRAIN, 28, 28), "holds more data than its header announces"),
+        # a header announcing more images than the published file holds (2.4 GB): refused before any data is read
+        (
+            "train-images-idx3-ubyte",
+            idx_header(3_000_000, 28, 28),
+            "announces 3,000,000 entries in its header, more than the 60,000",
+        ),
+        (
+            "t10k-images-idx3-ubyte",
+            idx_header(MNIST_TEST, 32, 32),
+            "announces entries of shape (32, 32) in its header, not (28, 28)",
+        ),
+        (
+            "t10k-labels-idx1-ubyte",
+            idx_header(2**32 - 1),
+            "announces 4,294,967,295 entries in its header, more than the 10,000",
+        ),
+    ],
+    ids=["stream-goes-on", "too-many-images", "wrong-image-shape", "too-many-labels"],
+)
 def test_mnist_gzip_whose_header_lies_is_refused_within_bounded_memory(tmp_path, name, header, problem):
     """A 16 KB .gz of 16 MB of zeros behind a lying header; before, the reader decompressed it whole (a
     2 MB file raised peak memory to 5 GB)."""
@@ -468,8 +518,10 @@ def test_norb_cat_gzip_whose_header_lies_is_refused_within_bounded_memory(tmp_pa
     cat = tmp_path / "norb" / f"{spec['train'][3]}-cat.mat"
     cat.unlink()
     lying = cat.with_name(cat.name + ".gz")
-    for count, problem in ((2**31 - 1, "announces 2,147,483,647 entries in its header, more than the 29,160"),
-                           (NORB_PER_TRAIN_FILE, "holds more data than its header announces")):
+    for count, problem in (
+        (2**31 - 1, "announces 2,147,483,647 entries in its header, more than the 29,160"),
+        (NORB_PER_TRAIN_FILE, "holds more data than its header announces"),
+    ):
         gzip_with_zeros(lying, struct.pack("<iI3i", 0x1E3D4C54, 1, count, 1, 1), BOMB)
         err, peak = peak_memory_of(lambda: NORBDataModule(data_dir=str(tmp_path), val_size=12).prepare_data())
         assert isinstance(err, DataFileError), err
@@ -527,7 +579,8 @@ def empty_norb_test_files(root: Path) -> None:
 def empty_cifar_training_batches(root: Path) -> None:
     for i in range(1, 6):
         (root / "cifar-10-batches-py" / f"data_batch_{i}").write_bytes(
-            pickle.dumps({b"data": np.zeros((0, 3072), dtype=np.uint8), b"labels": []}, protocol=2))
+            pickle.dumps({b"data": np.zeros((0, 3072), dtype=np.uint8), b"labels": []}, protocol=2)
+        )
 
 
 def empty_emnist_test_files(root: Path) -> None:
@@ -536,15 +589,30 @@ def empty_emnist_test_files(root: Path) -> None:
     write_idx(raw / "emnist-byclass-test-labels-idx1-ubyte", np.zeros(0, dtype=np.uint8))
 
 
-@pytest.mark.parametrize("write, empty, make, names", [
-    (write_cifar, empty_cifar_training_batches, lambda d: CIFAR10DataModule(data_dir=d, val_size=8),
-     ("the train split is empty (train 0, val 8, test 12 examples", "cifar-10-batches-py")),
-    (write_norb, empty_norb_test_files, lambda d: NORBDataModule(data_dir=d, val_size=12),
-     ("the test split is empty (train 48, val 12, test 0 examples", "norb_cache_32x32.pt")),
-    # before: a ZeroDivisionError while drawing the evaluation sets
-    (write_emnist, empty_emnist_test_files, lambda d: NISTPDataModule(data_dir=d, val_size=30, test_size=20),
-     ("emnist-byclass-test-images-idx3-ubyte holds no images, so validation and test would be empty",)),
-])
+@pytest.mark.parametrize(
+    "write, empty, make, names",
+    [
+        (
+            write_cifar,
+            empty_cifar_training_batches,
+            lambda d: CIFAR10DataModule(data_dir=d, val_size=8),
+            ("the train split is empty (train 0, val 8, test 12 examples", "cifar-10-batches-py"),
+        ),
+        (
+            write_norb,
+            empty_norb_test_files,
+            lambda d: NORBDataModule(data_dir=d, val_size=12),
+            ("the test split is empty (train 48, val 12, test 0 examples", "norb_cache_32x32.pt"),
+        ),
+        # before: a ZeroDivisionError while drawing the evaluation sets
+        (
+            write_emnist,
+            empty_emnist_test_files,
+            lambda d: NISTPDataModule(data_dir=d, val_size=30, test_size=20),
+            ("emnist-byclass-test-images-idx3-ubyte holds no images, so validation and test would be empty",),
+        ),
+    ],
+)
 def test_a_data_set_that_leaves_a_split_empty_is_refused_naming_the_sizes(tmp_path, write, empty, make, names):
     write(tmp_path)
     empty(tmp_path)
@@ -573,10 +641,19 @@ def test_any_module_with_an_empty_split_stops_the_fit_before_training(tmp_path):
 
     model = SparseMLP(in_features=64, num_classes=10, hidden_sizes=[8])
     before = [p.detach().clone() for p in model.parameters()]
-    trainer = Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                      enable_model_summary=False, default_root_dir=tmp_path)
-    with pytest.raises(DataFileError, match=r"^NoValidation: the val split is empty \(train 1197, val 0, test 300 "
-                                            r"examples, from NoValidation\)"):
+    trainer = Trainer(
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    with pytest.raises(
+        DataFileError,
+        match=r"^NoValidation: the val split is empty \(train 1197, val 0, test 300 "
+        r"examples, from NoValidation\)",
+    ):
         trainer.fit(model, datamodule=NoValidation())
     assert trainer.global_step == 0 and all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
@@ -603,8 +680,9 @@ def test_every_config_belongs_to_one_data_set_of_the_table():
     assert set(owners.values()) == {1}
 
 
-@pytest.mark.parametrize("dataset, config_name", [(name, config) for name, facts in CATALOG.items()
-                                                  for config in facts.configs])
+@pytest.mark.parametrize(
+    "dataset, config_name", [(name, config) for name, facts in CATALOG.items() for config in facts.configs]
+)
 def test_configs_agree_with_the_table_and_their_module(dataset, config_name):
     """Each config names a data module and only arguments it takes; the module reads the folders the
     table names, and a pre-training config reconstructs as the table says (nothing is loaded here)."""
@@ -647,12 +725,20 @@ def test_nistp_stream_trains_under_lightning(emnist_dir, tmp_path):
 
     torch.manual_seed(0)
     dm = NISTPDataModule(data_dir=emnist_dir, train_size=400, val_size=20, test_size=10, chunk_size=100)
-    model = SparseMLP(in_features=dm.input_size, num_classes=dm.num_classes, hidden_sizes=[64], l1=0.0, lr=0.01,
-                      optimizer="adam")
+    model = SparseMLP(
+        in_features=dm.input_size, num_classes=dm.num_classes, hidden_sizes=[64], l1=0.0, lr=0.01, optimizer="adam"
+    )
     record = FirstBatchAndLosses()
-    trainer = Trainer(max_epochs=6, accelerator="cpu", logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
-                      callbacks=[record])
+    trainer = Trainer(
+        max_epochs=6,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        callbacks=[record],
+    )
     with one_torch_thread():
         trainer.fit(model, datamodule=dm)
     assert trainer.global_step == 6 * 40  # 6 epochs x ceil(400 / 10) batches

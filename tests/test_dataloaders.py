@@ -11,17 +11,23 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from helpers.amazon_corpus import write_synthetic_corpus
+from helpers.image_files import write_cifar, write_emnist, write_mnist
+from helpers.norb_files import write_norb
+from helpers.threads import one_torch_thread
 from lightning import Fabric, LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.tuner import Tuner
 from torch.utils.data import DataLoader
 
-from helpers.amazon_corpus import write_synthetic_corpus
-from helpers.image_files import write_cifar, write_emnist, write_mnist
-from helpers.norb_files import write_norb
-from helpers.threads import one_torch_thread
-from lightning_rect.data import (AmazonReviewsDataModule, CIFAR10DataModule, DigitsDataModule, MNISTDataModule,
-                                 NISTPDataModule, NORBDataModule)
+from lightning_rect.data import (
+    AmazonReviewsDataModule,
+    CIFAR10DataModule,
+    DigitsDataModule,
+    MNISTDataModule,
+    NISTPDataModule,
+    NORBDataModule,
+)
 from lightning_rect.data.base import InMemoryDataModule
 from lightning_rect.data.batches import EpochShuffle
 
@@ -146,7 +152,8 @@ def test_overfit_batches_trains_nistp_on_the_same_distorted_batches_every_epoch(
 
     with one_torch_thread(), pytest.warns(UserWarning, match="turning off the train dataloader shuffling"):
         Trainer(max_epochs=2, overfit_batches=2, accelerator="cpu", devices=1, callbacks=[Inputs()], **QUIET).fit(
-            model, datamodule=nistp(tmp_path))
+            model, datamodule=nistp(tmp_path)
+        )
     assert len(seen[0]) == len(seen[1]) == 2
     assert all(torch.equal(a, b) for a, b in zip(seen[0], seen[1]))
 
@@ -192,7 +199,8 @@ def written(folder: Path) -> list[tuple[list[int], list[int]]]:
 def test_a_prediction_writer_gets_the_batch_indices(tmp_path):
     with one_torch_thread():
         Trainer(accelerator="cpu", devices=1, callbacks=[IndicesWriter(tmp_path)], **QUIET).predict(
-            Recorder(), datamodule=Indexed(), return_predictions=False)
+            Recorder(), datamodule=Indexed(), return_predictions=False
+        )
     rows = written(tmp_path)
     assert [indices for indices, _ in rows] == [list(range(i, min(i + 6, 40))) for i in range(0, 40, 6)]
     assert all(indices == labels for indices, labels in rows)  # the indices name the examples predicted
@@ -203,11 +211,13 @@ def test_batch_size_tuner_stops_at_the_size_of_the_data_set(tmp_path):
     """The tuner reads ``len(loader.dataset)`` and stops doubling once the batch holds the data set;
     before, it could not tell the size and doubled until ``max_trials``."""
     dm = Indexed(n=40)
-    trainer = Trainer(max_epochs=1, accelerator="cpu", devices=1, limit_val_batches=0, default_root_dir=tmp_path,
-                      **QUIET)  # the tuner's temporary checkpoint goes to default_root_dir
+    trainer = Trainer(
+        max_epochs=1, accelerator="cpu", devices=1, limit_val_batches=0, default_root_dir=tmp_path, **QUIET
+    )  # the tuner's temporary checkpoint goes to default_root_dir
     with one_torch_thread():
-        size = Tuner(trainer).scale_batch_size(Recorder(), datamodule=dm, mode="power", init_val=10,
-                                               steps_per_trial=1, max_trials=8)
+        size = Tuner(trainer).scale_batch_size(
+            Recorder(), datamodule=dm, mode="power", init_val=10, steps_per_trial=1, max_trials=8
+        )
     assert size == dm.batch_size == 40  # 10, 20, 40: the whole data set in one batch
 
 
@@ -223,11 +233,11 @@ def test_ddp_spawn_keeps_the_modules_sharding_and_counts_each_evaluation_example
     trainer.fit(Recorder(), datamodule=Indexed(n=n, batch_size=4, eval_batch_size=6))
     metrics = {k: v.item() for k, v in trainer.callback_metrics.items()}
     assert metrics["train_n"] == 2 * 21  # each process's padded half, not a quarter
-    assert (metrics["val_n"], metrics["val_sum"], metrics["val_sq"]) == (
-        n, sum(range(n)), sum(i * i for i in range(n)))
+    assert (metrics["val_n"], metrics["val_sum"], metrics["val_sq"]) == (n, sum(range(n)), sum(i * i for i in range(n)))
 
     Trainer(callbacks=[IndicesWriter(tmp_path)], **ddp).predict(
-        Recorder(), datamodule=Indexed(n=n, eval_batch_size=6), return_predictions=False)
+        Recorder(), datamodule=Indexed(n=n, eval_batch_size=6), return_predictions=False
+    )
     rows = written(tmp_path)
     assert sorted(i for indices, _ in rows for i in indices) == list(range(n))
     assert all(indices == labels for indices, labels in rows)
@@ -250,9 +260,13 @@ def test_inputs_far_out_of_range_stop_the_fit_at_setup_with_the_split_named(mode
     from lightning_rect.errors import DataFileError
 
     net = SparseMLP(64, 10, [8]) if model == "SparseMLP" else StackedDAE(64, [8], epochs_per_layer=1)
-    trainer = Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                      enable_model_summary=False)
-    with pytest.raises(DataFileError, match=r"PoisonedDigits: 50 train input value\(s\) are not finite or exceed "
-                                            r"1e\+06 in magnitude \(largest finite one 3e\+38"):
+    trainer = Trainer(
+        max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False
+    )
+    with pytest.raises(
+        DataFileError,
+        match=r"PoisonedDigits: 50 train input value\(s\) are not finite or exceed "
+        r"1e\+06 in magnitude \(largest finite one 3e\+38",
+    ):
         trainer.fit(net, datamodule=PoisonedDigits())
     assert trainer.global_step == 0  # refused before any step, not "diverged" after some

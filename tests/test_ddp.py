@@ -13,24 +13,35 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import ROOT
 from lightning import Trainer
-
-import torch
 
 from lightning_rect import SparseMLP, StackedDAE
 from lightning_rect.callbacks import SparsityMonitor
 from lightning_rect.data import DigitsDataModule
 
-DDP = ["--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp",
-       "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+DDP = [
+    "--trainer.accelerator=cpu",
+    "--trainer.devices=2",
+    "--trainer.strategy=ddp",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+]
 #: One intra-op thread per process: two processes share the test machine's cores.
 ENV = {"OMP_NUM_THREADS": "1"}
 
 
 def single_process(stage: str, model, datamodule, monitor: SparsityMonitor | None = None) -> dict[str, float]:
-    trainer = Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False, callbacks=[monitor or SparsityMonitor()])
+    trainer = Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[monitor or SparsityMonitor()],
+    )
     run = trainer.validate if stage == "val" else trainer.test
     [metrics] = run(model, datamodule=datamodule, verbose=False)
     return metrics
@@ -48,8 +59,16 @@ def logged_row(metrics_csv: Path, epoch: int, key: str) -> dict[str, float]:
 
 @pytest.mark.slow
 def test_two_cpu_processes_match_one_process_on_the_same_checkpoint(run_cli, tmp_path):
-    proc = run_cli("fit", "--config", str(ROOT / "configs" / "digits.yaml"), *DDP, "--trainer.max_epochs=2",
-                   "--model.init_args.hidden_sizes=[64,32]", env=ENV, timeout=240)
+    proc = run_cli(
+        "fit",
+        "--config",
+        str(ROOT / "configs" / "digits.yaml"),
+        *DDP,
+        "--trainer.max_epochs=2",
+        "--model.init_args.hidden_sizes=[64,32]",
+        env=ENV,
+        timeout=240,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     # Rank 0 alone writes and prints the results.
     assert proc.stdout.count("results (SparseMLP on DigitsDataModule)") == 1, proc.stdout[-2000:]
@@ -89,11 +108,21 @@ def test_two_cpu_processes_match_one_process_on_the_same_checkpoint(run_cli, tmp
 def test_greedy_pretraining_under_ddp_fixes_the_scale_from_every_ranks_data(run_cli, tmp_path):
     # scaled_sigmoid divides layer 1's outputs by their maximum over the training data of *all*
     # processes; each process sees half of it, so a scale from one rank alone would differ.
-    pretrain_ddp = [a if a != "--trainer.strategy=ddp" else "--trainer.strategy=ddp_find_unused_parameters_true" for a in DDP]
-    proc = run_cli("fit", "--config", str(ROOT / "configs" / "digits_pretrain.yaml"), *pretrain_ddp,
-                   "--trainer.max_epochs=2", "--model.init_args.epochs_per_layer=1",
-                   "--model.init_args.hidden_sizes=[32,16]", "--model.init_args.reconstruction=scaled_sigmoid",
-                   env=ENV, timeout=240)
+    pretrain_ddp = [
+        a if a != "--trainer.strategy=ddp" else "--trainer.strategy=ddp_find_unused_parameters_true" for a in DDP
+    ]
+    proc = run_cli(
+        "fit",
+        "--config",
+        str(ROOT / "configs" / "digits_pretrain.yaml"),
+        *pretrain_ddp,
+        "--trainer.max_epochs=2",
+        "--model.init_args.epochs_per_layer=1",
+        "--model.init_args.hidden_sizes=[32,16]",
+        "--model.init_args.reconstruction=scaled_sigmoid",
+        env=ENV,
+        timeout=240,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("results (StackedDAE on DigitsDataModule)") == 1
     [results_file] = list((tmp_path / "runs" / "digits_pretrain").glob("version_*/results.json"))
@@ -114,9 +143,17 @@ def test_greedy_pretraining_under_ddp_fixes_the_scale_from_every_ranks_data(run_
 def test_plain_ddp_for_pretraining_names_the_strategy_to_use(run_cli):
     # one DDP process is enough: the model is wrapped in DistributedDataParallel all the same
     one_process = [a if a != "--trainer.devices=2" else "--trainer.devices=1" for a in DDP]
-    proc = run_cli("fit", "--config", str(ROOT / "configs" / "digits_pretrain.yaml"), *one_process,
-                   "--trainer.max_epochs=2", "--model.init_args.epochs_per_layer=1", "--model.init_args.hidden_sizes=[8,8]",
-                   env=ENV, timeout=240)
+    proc = run_cli(
+        "fit",
+        "--config",
+        str(ROOT / "configs" / "digits_pretrain.yaml"),
+        *one_process,
+        "--trainer.max_epochs=2",
+        "--model.init_args.epochs_per_layer=1",
+        "--model.init_args.hidden_sizes=[8,8]",
+        env=ENV,
+        timeout=240,
+    )
     assert proc.returncode == 2
     assert "ddp_find_unused_parameters_true" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -143,9 +180,18 @@ def test_sigterm_to_one_rank_stops_every_rank_soon_with_one_line(tmp_path):
 
     from helpers.cli_process import start
 
-    proc = start(tmp_path, "fit", "--config", str(ROOT / "configs" / "digits.yaml"), *DDP, "--trainer.max_epochs=100",
-                 "--trainer.limit_train_batches=200", "--model.init_args.hidden_sizes=[32]",
-                 "--data.init_args.batch_size=1", env=ENV)
+    proc = start(
+        tmp_path,
+        "fit",
+        "--config",
+        str(ROOT / "configs" / "digits.yaml"),
+        *DDP,
+        "--trainer.max_epochs=100",
+        "--trainer.limit_train_batches=200",
+        "--model.init_args.hidden_sizes=[32]",
+        "--data.init_args.batch_size=1",
+        env=ENV,
+    )
     last = tmp_path / "runs" / "digits" / "version_0" / "checkpoints" / "last.ckpt"
     try:
         deadline = time.time() + 240
@@ -166,5 +212,7 @@ def test_sigterm_to_one_rank_stops_every_rank_soon_with_one_line(tmp_path):
     assert took < 60 and not running(rank_1), took
     lines = [line for line in out.splitlines() if line.startswith("stopped by")]
     assert len(lines) == 1 and "Traceback" not in out, out[-3000:]
-    assert lines[0].startswith("stopped by SIGTERM at epoch ") and "resume with: python -m lightning_rect fit" in lines[0]
+    assert (
+        lines[0].startswith("stopped by SIGTERM at epoch ") and "resume with: python -m lightning_rect fit" in lines[0]
+    )
     assert torch.load(last, weights_only=True)["epoch"] >= 0 and not (last.parent.parent / ".lock").exists()

@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT
 
 #: module -> package that provides it, for the failure message
@@ -43,9 +42,12 @@ def require_docs_tools() -> None:
         if not found:
             missing.append(package)
     if missing:
-        pytest.fail(f"the documentation tools are not installed ({', '.join(missing)}): "
-                    f"install the docs extra, pip install -e \".[docs]\" (the test extra includes it), "
-                    f"or run `make test`, which installs the test extra", pytrace=False)
+        pytest.fail(
+            f"the documentation tools are not installed ({', '.join(missing)}): "
+            f'install the docs extra, pip install -e ".[docs]" (the test extra includes it), '
+            f"or run `make test`, which installs the test extra",
+            pytrace=False,
+        )
 
 
 def page_text(path: Path) -> str:
@@ -76,9 +78,21 @@ def site(tmp_path_factory) -> tuple[Path, str, float]:
     report = TABLE1.read_text(encoding="utf-8")  # before the build: the reports may be rewritten meanwhile
     start = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "--config-file", str(ROOT / "mkdocs.yml"),
-         "--site-dir", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "mkdocs",
+            "build",
+            "--strict",
+            "--config-file",
+            str(ROOT / "mkdocs.yml"),
+            "--site-dir",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
         env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
     )
     seconds = time.perf_counter() - start
@@ -144,4 +158,5 @@ def test_list_items_after_a_nested_paragraph_stay_items():
     hook = load_hook()
     github = "- **one**\n\n  more of one.\n- **two**\n- three\n\n```\n- not an item\n```\n"
     assert hook.separate_list_items(github) == (
-        "- **one**\n\n  more of one.\n\n- **two**\n- three\n\n```\n- not an item\n```\n")
+        "- **one**\n\n  more of one.\n\n- **two**\n- three\n\n```\n- not an item\n```\n"
+    )

@@ -16,8 +16,7 @@ import os
 import pytest
 import torch
 
-from lightning_rect.data import AmazonReviewsDataModule, NORBDataModule
-from lightning_rect.data import norb
+from lightning_rect.data import AmazonReviewsDataModule, NORBDataModule, norb
 from lightning_rect.data.amazon import files as amazon_files
 from lightning_rect.data.download import Remote, fetch
 from lightning_rect.errors import DataFileError
@@ -49,11 +48,16 @@ def norb_server(tmp_path, monkeypatch):
     sizes in the checksum table (the published kind), jittered-cluttered without (size and header)."""
     files = {variant: norb_downloads(tmp_path / f"src-{variant}", variant) for variant in norb.VARIANTS}
     prefixes = {"jittered_cluttered": "/norb-v1.0", "small": "/norb-v1.0-small"}
-    with FileServer({k: v for variant in files for k, v in served(prefixes[variant], files[variant]).items()}) as server:
+    with FileServer(
+        {k: v for variant in files for k, v in served(prefixes[variant], files[variant]).items()}
+    ) as server:
         for variant, prefix in prefixes.items():
             monkeypatch.setitem(norb.VARIANTS[variant], "url", f"{server.url}{prefix}/")
-        monkeypatch.setattr(norb, "CHECKSUMS", {name: ("sha256", hashlib.sha256(data).hexdigest(), len(data))
-                                                for name, data in files["small"].items()})
+        monkeypatch.setattr(
+            norb,
+            "CHECKSUMS",
+            {name: ("sha256", hashlib.sha256(data).hexdigest(), len(data)) for name, data in files["small"].items()},
+        )
         server.sources = files
         server.prefixes = prefixes
         yield server
@@ -107,7 +111,11 @@ def test_part_file_of_an_earlier_run_resumes(tmp_path):
         with pytest.raises(DataFileError) as err:
             fetch(remote, tmp_path, attempts=1)
         message = one_line_naming(err, remote.url)
-        assert "30000 bytes received are kept" in message and "rerun with download: true" in message and "curl -L -o" in message
+        assert (
+            "30000 bytes received are kept" in message
+            and "rerun with download: true" in message
+            and "curl -L -o" in message
+        )
         assert leftovers(tmp_path) == ["f.bin.part"]
         # the next run asks only for the rest
         assert fetch(remote, tmp_path).read_bytes() == content
@@ -182,14 +190,21 @@ def test_unverifiable_norb_file_checked_by_size_and_header(tmp_path, norb_server
 @pytest.fixture
 def amazon_server(tmp_path, monkeypatch):
     """processed_acl (with an MD5 in the table) and processed_stars (without) served under /sentiment/."""
-    archives = amazon_archives(tmp_path / "src", domains=("books", "dvd"), reviews_per_class=20,
-                               unlabeled_reviews=20, background_size=200)
+    archives = amazon_archives(
+        tmp_path / "src", domains=("books", "dvd"), reviews_per_class=20, unlabeled_reviews=20, background_size=200
+    )
     with FileServer(served("/sentiment", archives)) as server:
         for folder in ("processed_acl", "processed_stars"):
-            monkeypatch.setitem(amazon_files.ARCHIVES, folder,
-                                {**amazon_files.ARCHIVES[folder], "url": f"{server.url}/sentiment/{folder}.tar.gz"})
-        monkeypatch.setitem(amazon_files.ARCHIVES["processed_acl"], "checksum",
-                            ("md5", hashlib.md5(archives["processed_acl.tar.gz"]).hexdigest()))
+            monkeypatch.setitem(
+                amazon_files.ARCHIVES,
+                folder,
+                {**amazon_files.ARCHIVES[folder], "url": f"{server.url}/sentiment/{folder}.tar.gz"},
+            )
+        monkeypatch.setitem(
+            amazon_files.ARCHIVES["processed_acl"],
+            "checksum",
+            ("md5", hashlib.md5(archives["processed_acl.tar.gz"]).hexdigest()),
+        )
         server.sources = archives
         yield server
 
@@ -206,8 +221,13 @@ def test_amazon_downloads_then_loads(tmp_path, amazon_server):
     stars.prepare_data()
     stars.setup()
     assert set(stars.splits["test"][1].tolist()) <= set(range(5)) and len(stars.splits["train"][1]) > 0
-    assert sorted(p.name for p in data.iterdir()) == ["processed_acl", "processed_acl.tar.gz", "processed_stars",
-                                                      "processed_stars.tar.gz", "vocab"]
+    assert sorted(p.name for p in data.iterdir()) == [
+        "processed_acl",
+        "processed_acl.tar.gz",
+        "processed_stars",
+        "processed_stars.tar.gz",
+        "vocab",
+    ]
     # everything there: no request
     before = len(amazon_server.requests)
     AmazonReviewsDataModule(str(data), domains=("books", "dvd"), download=True).prepare_data()
@@ -284,7 +304,9 @@ def test_download_on_a_full_disk_keeps_the_bytes_and_resumes(tmp_path, monkeypat
         with pytest.raises(StorageError) as err:
             fetch(remote, tmp_path)
         message = str(err.value)
-        assert "\n" not in message and str(tmp_path / "f.bin.part") in message and "no space left on the device" in message
+        assert (
+            "\n" not in message and str(tmp_path / "f.bin.part") in message and "no space left on the device" in message
+        )
         assert "the 30000 bytes received are kept there" in message and "rerun (the download resumes)" in message
         assert len(server.paths_requested("/f.bin")) == 1  # no retry: the network was not the problem
         monkeypatch.undo()  # space freed: the next run asks only for the rest
@@ -292,10 +314,16 @@ def test_download_on_a_full_disk_keeps_the_bytes_and_resumes(tmp_path, monkeypat
         assert server.paths_requested("/f.bin")[-1] == ("bytes=30000-", 206)
 
 
-@pytest.mark.parametrize("code, cause, where", [(errno.ENOSPC, "no space left on the device", "extracting"),
-                                                (errno.EROFS, "the file system is read-only", "temporary folder")])
-def test_unpacking_on_a_full_or_read_only_disk_keeps_the_archive(tmp_path, amazon_server, monkeypatch, code, cause,
-                                                                 where):
+@pytest.mark.parametrize(
+    "code, cause, where",
+    [
+        (errno.ENOSPC, "no space left on the device", "extracting"),
+        (errno.EROFS, "the file system is read-only", "temporary folder"),
+    ],
+)
+def test_unpacking_on_a_full_or_read_only_disk_keeps_the_archive(
+    tmp_path, amazon_server, monkeypatch, code, cause, where
+):
     """Before, the error advised deleting the (good) archive; a read-only folder gave a traceback."""
     import tarfile
     import tempfile
@@ -306,8 +334,9 @@ def test_unpacking_on_a_full_or_read_only_disk_keeps_the_archive(tmp_path, amazo
         raise OSError(code, os.strerror(code), str(data / "processed_stars"))
 
     data = tmp_path / "data"
-    monkeypatch.setattr(*((tarfile.TarFile, "makefile", refuse) if where == "extracting"
-                          else (tempfile, "mkdtemp", refuse)))
+    monkeypatch.setattr(
+        *((tarfile.TarFile, "makefile", refuse) if where == "extracting" else (tempfile, "mkdtemp", refuse))
+    )
     with pytest.raises(StorageError) as err:
         AmazonReviewsDataModule(str(data), task="stars", download=True).prepare_data()
     archive = data / "processed_stars.tar.gz"

@@ -74,8 +74,15 @@ def test_a_pretrained_encoder_becomes_a_plain_sequential_with_its_code(tmp_path)
     encoder = StackedDAE.load_encoder(str(tmp_path / "dae.ckpt"))
     sequential = encoder.to_sequential()
     assert type(sequential) is nn.Sequential
-    assert [type(m).__name__ for m in sequential] == ["Linear", "Rectifier", "SignFlip", "OutputScale",
-                                                      "Linear", "Rectifier", "SignFlip"]
+    assert [type(m).__name__ for m in sequential] == [
+        "Linear",
+        "Rectifier",
+        "SignFlip",
+        "OutputScale",
+        "Linear",
+        "Rectifier",
+        "SignFlip",
+    ]
     x = torch.rand(7, 12)
     assert torch.equal(sequential(x), encoder(x)[-1])
     assert torch.equal(sequential(x), dae(x))

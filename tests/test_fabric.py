@@ -83,11 +83,15 @@ def test_a_fabric_loop_fine_tunes_from_the_pretrained_weights_and_logs_each_data
     for index, name in enumerate(["val", "test"]):  # two validation dataloaders
         vx, vy = data[name]
         for batch, start in enumerate(range(0, len(vy), 128)):
-            wrapped.validation_step((vx[start:start + 128], vy[start:start + 128]), batch, dataloader_idx=index)
+            wrapped.validation_step((vx[start : start + 128], vy[start : start + 128]), batch, dataloader_idx=index)
     wrapped.on_validation_epoch_end()
 
-    assert set(recorder.metrics) == {"val/err/dataloader_idx_0", "val/loss/dataloader_idx_0",
-                                     "val/err/dataloader_idx_1", "val/loss/dataloader_idx_1"}
+    assert set(recorder.metrics) == {
+        "val/err/dataloader_idx_0",
+        "val/loss/dataloader_idx_0",
+        "val/err/dataloader_idx_1",
+        "val/loss/dataloader_idx_1",
+    }
     assert recorder.metrics["val/err/dataloader_idx_0"] == pytest.approx(error_of(model, *data["val"]), abs=1e-6)
     assert recorder.metrics["val/err/dataloader_idx_1"] == pytest.approx(error_of(model, *data["test"]), abs=1e-6)
 
@@ -113,8 +117,10 @@ def test_the_epoch_end_hooks_without_trainer_or_fabric_name_what_to_call():
     model = SparseMLP(64, 10, [16])
     model.on_validation_epoch_start()
     model.validation_step(data["val"], 0)
-    expected = (r"SparseMLP.on_validation_epoch_end logs through a Trainer or Fabric .* call fabric.setup\(model\) "
-                r"first, or .* model.evaluation_results\('val'\)")
+    expected = (
+        r"SparseMLP.on_validation_epoch_end logs through a Trainer or Fabric .* call fabric.setup\(model\) "
+        r"first, or .* model.evaluation_results\('val'\)"
+    )
     with pytest.raises(RuntimeError, match=expected):
         model.on_validation_epoch_end()
     results = model.evaluation_results("val")

@@ -18,8 +18,16 @@ from lightning_rect.data import DigitsDataModule
 from lightning_rect.errors import ConfigError
 from lightning_rect.fused_sgd import InPlaceSGD
 
-QUIET = dict(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-             num_sanity_val_steps=0, limit_val_batches=0, accelerator="cpu", devices=1)
+QUIET = dict(
+    logger=False,
+    enable_checkpointing=False,
+    enable_progress_bar=False,
+    enable_model_summary=False,
+    num_sanity_val_steps=0,
+    limit_val_batches=0,
+    accelerator="cpu",
+    devices=1,
+)
 #: float32 rounding after a few hundred steps: the two paths differ by ~1e-7 (lr 0.1, digits)
 ATOL = 2e-5
 
@@ -80,7 +88,9 @@ def test_stacked_dae_trains_as_plain_sgd_layer_by_layer_with_the_same_noise(tied
     assert_close(plain, fast)
     assert torch.equal(plain._generator.get_state(), fast._generator.get_state())  # noise drawn alike
     # layer 2's weights trained; a tied decoder's share of the encoder weight went through the optimizer
-    assert not torch.equal(fast.encoder.layers[1].linear.weight, dae(True, tied_weights=tied).encoder.layers[1].linear.weight)
+    assert not torch.equal(
+        fast.encoder.layers[1].linear.weight, dae(True, tied_weights=tied).encoder.layers[1].linear.weight
+    )
     untouched = [p for p in fused_params(fast) if not tied or p.dim() == 1]
     assert all(p.grad is None for p in untouched)
 
@@ -150,17 +160,20 @@ class ManualMLP(SparseMLP):
         self.automatic_optimization = False
 
 
-@pytest.mark.parametrize("cls,model_args,trainer_args,reason", [
-    (SparseMLP, {"momentum": 0.9}, {}, "momentum=0.9"),
-    (WeightDecayMLP, {}, {}, "weight_decay=0.0001"),
-    (SparseMLP, {"optimizer": "adam"}, {}, "optimizer is Adam"),
-    (OwnOptimizerMLP, {}, {}, "optimizer is RMSprop"),
-    (HeadOnlyMLP, {}, {}, "encoder.layers.0.linear.weight is not in the optimizer"),
-    (SparseMLP, {}, {"accumulate_grad_batches": 2}, "accumulate_grad_batches is 2"),
-    (SparseMLP, {}, {"gradient_clip_val": 1.0}, "gradient_clip_val is 1.0"),
-    (SparseMLP, {}, {"precision": "bf16-mixed"}, "precision is 'bf16-mixed'"),
-    (ManualMLP, {}, {}, "manual optimization"),
-])
+@pytest.mark.parametrize(
+    "cls,model_args,trainer_args,reason",
+    [
+        (SparseMLP, {"momentum": 0.9}, {}, "momentum=0.9"),
+        (WeightDecayMLP, {}, {}, "weight_decay=0.0001"),
+        (SparseMLP, {"optimizer": "adam"}, {}, "optimizer is Adam"),
+        (OwnOptimizerMLP, {}, {}, "optimizer is RMSprop"),
+        (HeadOnlyMLP, {}, {}, "encoder.layers.0.linear.weight is not in the optimizer"),
+        (SparseMLP, {}, {"accumulate_grad_batches": 2}, "accumulate_grad_batches is 2"),
+        (SparseMLP, {}, {"gradient_clip_val": 1.0}, "gradient_clip_val is 1.0"),
+        (SparseMLP, {}, {"precision": "bf16-mixed"}, "precision is 'bf16-mixed'"),
+        (ManualMLP, {}, {}, "manual optimization"),
+    ],
+)
 def test_what_would_change_the_update_is_refused_in_one_line_at_the_start_of_fit(cls, model_args, trainer_args, reason):
     model = mlp(True, cls, **model_args)
     before = floats(model)

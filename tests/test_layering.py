@@ -47,7 +47,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         path.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == "open":
-                return path[path.index(nxt):] + [nxt]
+                return path[path.index(nxt) :] + [nxt]
             if nxt not in state and (cycle := visit(nxt)):
                 return cycle
         state[node] = "done"
@@ -68,9 +68,11 @@ def test_the_package_import_graph_has_no_cycle():
 
 
 def test_nothing_outside_reproduce_imports_it():
-    offenders = {name: sorted(t for t in targets if t.startswith("lightning_rect.reproduce"))
-                 for name, targets in import_graph().items()
-                 if not name.startswith("lightning_rect.reproduce") and name != ROUTER}
+    offenders = {
+        name: sorted(t for t in targets if t.startswith("lightning_rect.reproduce"))
+        for name, targets in import_graph().items()
+        if not name.startswith("lightning_rect.reproduce") and name != ROUTER
+    }
     assert {k: v for k, v in offenders.items() if v} == {}
 
 
@@ -81,8 +83,9 @@ def is_library(name: str) -> bool:
 def test_the_library_imports_no_application_module():
     graph = import_graph()
     assert "lightning_rect.models.classifier" in graph and "lightning_rect.app.cli" in graph
-    offenders = {name: sorted(t for t in targets if not is_library(t))
-                 for name, targets in graph.items() if is_library(name)}
+    offenders = {
+        name: sorted(t for t in targets if not is_library(t)) for name, targets in graph.items() if is_library(name)
+    }
     assert {k: v for k, v in offenders.items() if v} == {}
 
 
@@ -100,13 +103,22 @@ def used_only_by_reproduce(graph: dict[str, set[str]]) -> list[str]:
         for target in targets:
             importers[target].add(name)
     packages = {name for name in graph if (ROOT / name.replace(".", "/") / "__init__.py").is_file()}
-    return sorted(name for name in graph if is_library(name) and name not in packages and importers[name]
-                  and all(i.startswith("lightning_rect.reproduce") for i in importers[name]))
+    return sorted(
+        name
+        for name in graph
+        if is_library(name)
+        and name not in packages
+        and importers[name]
+        and all(i.startswith("lightning_rect.reproduce") for i in importers[name])
+    )
 
 
 def test_facts_only_the_reproductions_use_live_in_reproduce():
     graph = import_graph()
     assert used_only_by_reproduce(graph) == []
-    planted = {**graph, "lightning_rect.catalog": set(),
-               "lightning_rect.reproduce.budgets": graph["lightning_rect.reproduce.budgets"] | {"lightning_rect.catalog"}}
+    planted = {
+        **graph,
+        "lightning_rect.catalog": set(),
+        "lightning_rect.reproduce.budgets": graph["lightning_rect.reproduce.budgets"] | {"lightning_rect.catalog"},
+    }
     assert used_only_by_reproduce(planted) == ["lightning_rect.catalog"]

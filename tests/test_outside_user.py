@@ -45,8 +45,14 @@ def test_a_step_lr_schedule_changes_the_learning_rate_every_epoch():
             seen.append(trainer.optimizers[0].param_groups[0]["lr"])
 
     model = StepDecayMLP(64, 10, [16], lr=0.1)
-    trainer = L.Trainer(max_epochs=3, limit_train_batches=3, limit_val_batches=1, enable_checkpointing=False,
-                        callbacks=[RecordLR()], **QUIET)
+    trainer = L.Trainer(
+        max_epochs=3,
+        limit_train_batches=3,
+        limit_val_batches=1,
+        enable_checkpointing=False,
+        callbacks=[RecordLR()],
+        **QUIET,
+    )
     trainer.fit(model, datamodule=DigitsDataModule())
     assert seen == pytest.approx([0.1, 0.01, 0.001])
 
@@ -79,8 +85,9 @@ def test_cnn_units_are_channels_and_a_dead_channel_is_counted():
         cnn.conv1.bias[3] = -1.0
     x, y = digits("test")
     monitor = SparsityMonitor(modules=["act1", "act2"])
-    [result] = L.Trainer(callbacks=[monitor], **QUIET).test(cnn, DataLoader(TensorDataset(x, y), batch_size=32),
-                                                            verbose=False)
+    [result] = L.Trainer(callbacks=[monitor], **QUIET).test(
+        cnn, DataLoader(TensorDataset(x, y), batch_size=32), verbose=False
+    )
     with torch.no_grad():
         h1 = cnn.act1(cnn.conv1(x.view(-1, 1, 8, 8)))
     dead_by_hand = (h1 == 0).all(dim=0).all(dim=-1).all(dim=-1).float().mean().item()  # channels 0 everywhere
@@ -109,7 +116,8 @@ def test_a_shared_activation_is_counted_per_call_site():
     model = SharedActivation()
     x, y = digits("test")
     [result] = L.Trainer(callbacks=[SparsityMonitor(modules=["act"])], **QUIET).test(
-        model, DataLoader(TensorDataset(x, y), batch_size=50), verbose=False)
+        model, DataLoader(TensorDataset(x, y), batch_size=50), verbose=False
+    )
     with torch.no_grad():
         h1 = model.act(model.fc1(x))
         h2 = model.act(model.fc2(h1))
@@ -140,8 +148,9 @@ def test_a_fine_tuned_checkpoint_loads_and_tests_after_the_pretraining_file_is_g
         assert torch.equal(a, b)
     # as `test --ckpt_path` does: a model built from the config (pretrained= still set), then the checkpoint
     again = SparseMLP(64, 10, [32, 16], pretrained=str(pretrained))
-    [result] = L.Trainer(**QUIET).test(again, datamodule=DigitsDataModule(), ckpt_path=best.best_model_path,
-                                       verbose=False)
+    [result] = L.Trainer(**QUIET).test(
+        again, datamodule=DigitsDataModule(), ckpt_path=best.best_model_path, verbose=False
+    )
     [expected] = L.Trainer(**QUIET).test(loaded, datamodule=DigitsDataModule(), verbose=False)
     assert result == expected
 
@@ -158,8 +167,14 @@ def test_fine_tuning_starts_from_the_pretrained_encoder(tmp_path):
             seen["weight"] = pl_module.encoder.layers[0].linear.weight.detach().clone()
 
     mlp = SparseMLP(64, 10, [16], pretrained=str(tmp_path / "dae.ckpt"))
-    L.Trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=0, enable_checkpointing=False,
-              callbacks=[FirstWeights()], **QUIET).fit(mlp, datamodule=DigitsDataModule())
+    L.Trainer(
+        max_epochs=1,
+        limit_train_batches=1,
+        limit_val_batches=0,
+        enable_checkpointing=False,
+        callbacks=[FirstWeights()],
+        **QUIET,
+    ).fit(mlp, datamodule=DigitsDataModule())
     assert torch.equal(seen["weight"], dae.encoder.layers[0].linear.weight)
 
 
@@ -254,8 +269,14 @@ def test_a_fine_tuned_model_fitted_again_keeps_its_weights_without_the_pretraini
         def on_train_start(self, trainer, pl_module):
             seen["weight"] = pl_module.encoder.layers[0].linear.weight.detach().clone()
 
-    L.Trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=0, enable_checkpointing=False,
-              callbacks=[FirstWeights()], **QUIET).fit(loaded, datamodule=DigitsDataModule())
+    L.Trainer(
+        max_epochs=1,
+        limit_train_batches=1,
+        limit_val_batches=0,
+        enable_checkpointing=False,
+        callbacks=[FirstWeights()],
+        **QUIET,
+    ).fit(loaded, datamodule=DigitsDataModule())
     assert torch.equal(seen["weight"], mlp.encoder.layers[0].linear.weight)  # the fine-tuned weights, not the DAE's
     assert not torch.equal(seen["weight"], dae.encoder.layers[0].linear.weight)
 
@@ -315,8 +336,11 @@ def test_a_pretrained_encoder_goes_into_ones_own_model(tmp_path):
 def test_a_dae_cut_short_by_max_steps_says_so_before_training():
     dae = StackedDAE(64, 10, [16, 8], epochs_per_layer=2)
     trainer = L.Trainer(max_steps=3, limit_train_batches=2, limit_val_batches=0, enable_checkpointing=False, **QUIET)
-    with pytest.warns(UserWarning, match=r"max_steps=3 stops StackedDAE .*\(2 layers x 4 steps = 8 steps\): layer 1 "
-                                         r"of 2 never finishes .* val/recon stays inf; set trainer.max_steps to 8"):
+    with pytest.warns(
+        UserWarning,
+        match=r"max_steps=3 stops StackedDAE .*\(2 layers x 4 steps = 8 steps\): layer 1 "
+        r"of 2 never finishes .* val/recon stays inf; set trainer.max_steps to 8",
+    ):
         trainer.fit(dae, DataLoader(digits("train")[0][:20], batch_size=10))
 
 
@@ -336,8 +360,9 @@ def test_two_validation_loaders_are_measured_on_their_own():
     loaders = [DataLoader(TensorDataset(x, y), batch_size=100), DataLoader(TensorDataset(blank, y), batch_size=100)]
     results = L.Trainer(callbacks=[SparsityMonitor(modules=["act1"])], **QUIET).validate(model, loaders, verbose=False)
     with torch.no_grad():
-        by_hand = [(model.act1(model.conv1(inputs.view(-1, 1, 8, 8))) == 0).float().mean().item()
-                   for inputs in (x, blank)]
+        by_hand = [
+            (model.act1(model.conv1(inputs.view(-1, 1, 8, 8))) == 0).float().mean().item() for inputs in (x, blank)
+        ]
     assert results[0]["val/sparsity/act1/dataloader_idx_0"] == pytest.approx(by_hand[0], abs=1e-6)
     assert results[1]["val/sparsity/act1/dataloader_idx_1"] == pytest.approx(by_hand[1], abs=1e-6)
     assert by_hand[0] != pytest.approx(by_hand[1])
@@ -372,15 +397,27 @@ def test_torchvision_resnet18_with_shared_inplace_relus_and_checkpointed_blocks(
     values = {}
     for checkpointed in (False, True):
         torch.manual_seed(0)
-        trainer = L.Trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=1, num_sanity_val_steps=0,
-                            enable_checkpointing=False, callbacks=[SparsityMonitor(modules=["ReLU"])], **QUIET)
+        trainer = L.Trainer(
+            max_epochs=1,
+            limit_train_batches=1,
+            limit_val_batches=1,
+            num_sanity_val_steps=0,
+            enable_checkpointing=False,
+            callbacks=[SparsityMonitor(modules=["ReLU"])],
+            **QUIET,
+        )
         trainer.fit(ResNetModule(checkpointed), data, data)
         values[checkpointed] = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    layers = {stage: {k.split("/", 2)[2] for k in values[True] if k.startswith(f"{stage}/sparsity/")}
-              for stage in ("train", "val")}
+    layers = {
+        stage: {k.split("/", 2)[2] for k in values[True] if k.startswith(f"{stage}/sparsity/")}
+        for stage in ("train", "val")
+    }
     # each block's one ReLU module runs twice (after conv1, after the sum), 2 blocks per stage, 4 stages
-    assert layers["train"] == layers["val"] == {"net.relu", "mean"} | {
-        f"net.layer{s}.{b}.relu@{c}" for s in range(1, 5) for b in range(2) for c in (1, 2)}
+    assert (
+        layers["train"]
+        == layers["val"]
+        == {"net.relu", "mean"} | {f"net.layer{s}.{b}.relu@{c}" for s in range(1, 5) for b in range(2) for c in (1, 2)}
+    )
     # Recomputed in backward, the blocks' outputs are not counted twice. (Validation differs: recomputing
     # updates the batch norms' running statistics a second time.)
     train = {k: v for k, v in values[False].items() if k.startswith("train/")}
@@ -418,8 +455,13 @@ def fit_compiled(build, watched: list[str] | None, logged: str, epochs: int = 2)
 
     x, y = digits("train")
     data = DataLoader(TensorDataset(x[:40], y[:40]), batch_size=10)
-    trainer = L.Trainer(max_epochs=epochs, limit_val_batches=1, enable_checkpointing=False,
-                        callbacks=[SparsityMonitor(modules=watched), Frames()], **QUIET)
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        limit_val_batches=1,
+        enable_checkpointing=False,
+        callbacks=[SparsityMonitor(modules=watched), Frames()],
+        **QUIET,
+    )
     trainer.fit(build(counter), data, data)
     assert len(frames) == 4 * epochs and frames[0] > 0 and len(set(frames[2:])) == 1, frames
     assert f"val/sparsity/{logged}" in trainer.callback_metrics and f"train/dead/{logged}" in trainer.callback_metrics
@@ -434,8 +476,12 @@ def test_a_compiled_submodule_compiles_once_and_is_watched_under_its_own_name():
 def test_compiled_models_compile_once():
     fit_compiled(lambda backend: torch.compile(SparseMLP(64, 10, [16, 8], lr=0.1), backend=backend), None, "layer_2")
     # one layer trained for 3 epochs: the step reads the layer, not the epoch counter
-    fit_compiled(lambda backend: torch.compile(StackedDAE(64, 10, [16], epochs_per_layer=3), backend=backend), None,
-                 "layer_1", epochs=3)
+    fit_compiled(
+        lambda backend: torch.compile(StackedDAE(64, 10, [16], epochs_per_layer=3), backend=backend),
+        None,
+        "layer_1",
+        epochs=3,
+    )
 
 
 # ---- DivergenceGuard on a plain DataLoader ----------------------------------------------------
@@ -448,8 +494,13 @@ def test_nan_inputs_in_a_plain_dataloader_are_named_not_the_learning_rate():
     x, y = digits("train")
     x, y = x[:50].clone(), y[:50]
     x[13, 5] = float("nan")  # in batch 1; the guard reads the loss at batch 3, past the bad batch
-    trainer = L.Trainer(max_epochs=1, limit_val_batches=0, enable_checkpointing=False,
-                        callbacks=[DivergenceGuard(check_every_n_steps=4)], **QUIET)
+    trainer = L.Trainer(
+        max_epochs=1,
+        limit_val_batches=0,
+        enable_checkpointing=False,
+        callbacks=[DivergenceGuard(check_every_n_steps=4)],
+        **QUIET,
+    )
     with pytest.raises(NonFiniteInputError) as err:
         trainer.fit(SparseMLP(64, 10, [16]), DataLoader(TensorDataset(x, y), batch_size=10))
     message = str(err.value)
@@ -458,9 +509,13 @@ def test_nan_inputs_in_a_plain_dataloader_are_named_not_the_learning_rate():
 
     val = x[:20].clone()
     val[3, 0] = float("inf")
-    trainer = L.Trainer(max_epochs=1, limit_train_batches=1, enable_checkpointing=False,
-                        callbacks=[DivergenceGuard()], **QUIET)
+    trainer = L.Trainer(
+        max_epochs=1, limit_train_batches=1, enable_checkpointing=False, callbacks=[DivergenceGuard()], **QUIET
+    )
     with pytest.raises(NonFiniteInputError) as err:
-        trainer.fit(SparseMLP(64, 10, [16]), DataLoader(TensorDataset(x[20:], y[20:]), batch_size=10),
-                    DataLoader(TensorDataset(val, y[:20]), batch_size=10))
+        trainer.fit(
+            SparseMLP(64, 10, [16]),
+            DataLoader(TensorDataset(x[20:], y[20:]), batch_size=10),
+            DataLoader(TensorDataset(val, y[:20]), batch_size=10),
+        )
     assert "(the validation dataloader)" in str(err.value) and "training data" not in str(err.value)

@@ -12,9 +12,9 @@ import torch
 import yaml
 from conftest import ROOT
 
-from lightning_rect.callbacks.sparsity import firing_rate_histogram, save_firing_rates
 from lightning_rect.app.plots import draw_summary, load_run, run_labels, write_summary_figure
 from lightning_rect.app.plots.run_folder import Run, RunFolderError, resolve_run_folder
+from lightning_rect.callbacks.sparsity import firing_rate_histogram, save_firing_rates
 
 #: The documented size of summary.png (and of an overlay), width x height in pixels.
 WIDTH, HEIGHT = 1200, 800
@@ -39,13 +39,21 @@ def write_rates(folder: Path, stage: str = "test", nonzero: dict | None = None) 
 
 
 def write_config(folder: Path, l1: float, version: int = 0, **model) -> None:
-    config = {"seed_everything": 0,
-              "trainer": {"max_epochs": 3, "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger",
-                                                      "init_args": {"save_dir": "runs", "name": "digits",
-                                                                    "version": version}}},
-              "model": {"class_path": "lightning_rect.SparseMLP",
-                        "init_args": {"hidden_sizes": [6, 4], "l1": l1, "lr": 0.03, **model}},
-              "data": {"class_path": "lightning_rect.data.DigitsDataModule", "init_args": {"batch_size": 10}}}
+    config = {
+        "seed_everything": 0,
+        "trainer": {
+            "max_epochs": 3,
+            "logger": {
+                "class_path": "lightning.pytorch.loggers.CSVLogger",
+                "init_args": {"save_dir": "runs", "name": "digits", "version": version},
+            },
+        },
+        "model": {
+            "class_path": "lightning_rect.SparseMLP",
+            "init_args": {"hidden_sizes": [6, 4], "l1": l1, "lr": 0.03, **model},
+        },
+        "data": {"class_path": "lightning_rect.data.DigitsDataModule", "init_args": {"batch_size": 10}},
+    }
     (folder / "config.yaml").write_text(yaml.safe_dump(config))
 
 
@@ -56,16 +64,43 @@ def write_mlp_run(folder: Path, l1: float = 0.001, version: int = 0, rates: bool
     for epoch in range(3):
         step = 10 * (epoch + 1) - 1
         sparsity = {f"val/sparsity/layer_{k}": 0.5 + 0.1 * epoch + 0.05 * k + l1 for k in (1, 2)}
-        rows.append({"epoch": epoch, "step": step, "val/loss": 1.0 / (epoch + 1), "val/err": 0.3 - 0.05 * epoch,
-                     **sparsity, "val/sparsity/mean": sum(sparsity.values()) / 2,
-                     "val/dead/layer_1": 0.1 * epoch, "val/dead/layer_2": 0.0, "val/dead/mean": 0.05 * epoch})
-        rows.append({"epoch": epoch, "step": step, "train/loss": 1.5 / (epoch + 1), "train/sparsity/layer_1": 0.5,
-                     "train/sparsity/layer_2": 0.6, "train/sparsity/mean": 0.55})
+        rows.append(
+            {
+                "epoch": epoch,
+                "step": step,
+                "val/loss": 1.0 / (epoch + 1),
+                "val/err": 0.3 - 0.05 * epoch,
+                **sparsity,
+                "val/sparsity/mean": sum(sparsity.values()) / 2,
+                "val/dead/layer_1": 0.1 * epoch,
+                "val/dead/layer_2": 0.0,
+                "val/dead/mean": 0.05 * epoch,
+            }
+        )
+        rows.append(
+            {
+                "epoch": epoch,
+                "step": step,
+                "train/loss": 1.5 / (epoch + 1),
+                "train/sparsity/layer_1": 0.5,
+                "train/sparsity/layer_2": 0.6,
+                "train/sparsity/mean": 0.55,
+            }
+        )
     rows.append({"epoch": 3, "step": 30, "test/err": 0.25, "test/sparsity/mean": 0.7})
     write_metrics(folder / "metrics.csv", rows)
-    results = {"model": "SparseMLP", "data": "DigitsDataModule", "selection_metric": "val/err", "best_val": 0.25,
-               "best_epoch": 1, "epochs": 3, "fit_seconds": 1.0, "checkpoint": None, "test/err": 0.25,
-               "test/sparsity/mean": 0.7}
+    results = {
+        "model": "SparseMLP",
+        "data": "DigitsDataModule",
+        "selection_metric": "val/err",
+        "best_val": 0.25,
+        "best_epoch": 1,
+        "epochs": 3,
+        "fit_seconds": 1.0,
+        "checkpoint": None,
+        "test/err": 0.25,
+        "test/sparsity/mean": 0.7,
+    }
     (folder / "results.json").write_text(json.dumps(results))
     write_config(folder, l1, version)
     if rates:
@@ -79,14 +114,31 @@ def write_dae_run(folder: Path) -> Path:
     rows = []
     for epoch in range(4):
         k = 1 + epoch // 2
-        rows.append({"epoch": epoch, "step": epoch, f"val/pretrain/layer_{k}/recon": 5.0 - epoch,
-                     "val/recon": "inf" if k == 1 else 5.0 - epoch, "val/sparsity/layer_1": 0.4,
-                     **({"val/sparsity/layer_2": 0.6} if k == 2 else {}), "val/dead/layer_1": 0.0})
+        rows.append(
+            {
+                "epoch": epoch,
+                "step": epoch,
+                f"val/pretrain/layer_{k}/recon": 5.0 - epoch,
+                "val/recon": "inf" if k == 1 else 5.0 - epoch,
+                "val/sparsity/layer_1": 0.4,
+                **({"val/sparsity/layer_2": 0.6} if k == 2 else {}),
+                "val/dead/layer_1": 0.0,
+            }
+        )
         rows.append({"epoch": epoch, "step": epoch, f"train/pretrain/layer_{k}/recon": 6.0 - epoch})
     write_metrics(folder / "metrics.csv", rows)
-    (folder / "results.json").write_text(json.dumps({"model": "StackedDAE", "data": "DigitsDataModule",
-                                                     "selection_metric": "val/recon", "best_epoch": 3, "epochs": 4,
-                                                     "test/recon": 2.0}))
+    (folder / "results.json").write_text(
+        json.dumps(
+            {
+                "model": "StackedDAE",
+                "data": "DigitsDataModule",
+                "selection_metric": "val/recon",
+                "best_epoch": 3,
+                "epochs": 4,
+                "test/recon": 2.0,
+            }
+        )
+    )
     write_rates(folder, stage="val")
     # its test runs layer 1 once per evaluated layer: the figure shows the validation epoch instead
     write_rates(folder, stage="test", nonzero={"layer_1@1": [1, 2], "layer_1@2": [3, 4], "layer_2": [5, 6]})
@@ -119,10 +171,19 @@ def test_summary_of_a_hand_written_run_has_every_panel_and_the_documented_size(t
     figure = draw_summary(folder)
     assert pixels(figure) == (WIDTH, HEIGHT)
     found = texts_of(figure)
-    assert {"Learning curves", "Exact sparsity per layer (validation)", "Dead units per layer (validation)"} <= set(found["titles"])
-    assert {"training loss", "validation loss", "validation error", "selected epoch 1", "layer_1", "layer_2"} <= set(found["legend"])
-    assert {"epoch (from 0)", "loss (NLL + L1, nats per example)", "validation error (%)",
-            "units (log scale)", "firing rate (fraction of examples, output ≠ 0)"} <= set(found["labels"])
+    assert {"Learning curves", "Exact sparsity per layer (validation)", "Dead units per layer (validation)"} <= set(
+        found["titles"]
+    )
+    assert {"training loss", "validation loss", "validation error", "selected epoch 1", "layer_1", "layer_2"} <= set(
+        found["legend"]
+    )
+    assert {
+        "epoch (from 0)",
+        "loss (NLL + L1, nats per example)",
+        "validation error (%)",
+        "units (log scale)",
+        "firing rate (fraction of examples, output ≠ 0)",
+    } <= set(found["labels"])
     assert "test error 25.00%" in figure.get_suptitle() and "selected epoch 1 of 0-2" in figure.get_suptitle()
     # layer_1's histogram: the 2 dead units in red left of 0, the others in their bins (log-scaled counts)
     [layer_1] = [ax for ax in figure.get_axes() if ax.get_title().startswith("layer_1")]
@@ -145,8 +206,13 @@ def test_stacked_dae_summary_shows_each_layers_reconstruction_across_its_phases(
     figure = draw_summary(write_dae_run(tmp_path / "dae"))
     found = texts_of(figure)
     assert "Greedy pre-training: reconstruction error per layer" in found["titles"]
-    assert {"layer 1, training", "layer 1, validation", "layer 2, training", "layer 2, validation",
-            "selected epoch 3"} <= set(found["legend"])
+    assert {
+        "layer 1, training",
+        "layer 1, validation",
+        "layer 2, training",
+        "layer 2, validation",
+        "selected epoch 3",
+    } <= set(found["legend"])
     assert {"phase 1:\ntrains layer 1", "phase 2:\ntrains layer 2"} <= set(found["text"])
     assert "Firing rates per layer: the validation set at epoch 2" in [s.get_suptitle() for s in figure.subfigs]
     assert pixels(figure) == (WIDTH, HEIGHT)
@@ -190,27 +256,48 @@ def run_with(folder: str, config: dict | None) -> Run:
 
 
 def test_legend_labels_name_every_differing_setting_and_fall_back_to_folders():
-    base = {"model": {"init_args": {"l1": 0.0, "hidden_sizes": [64], "lr": 0.1}}, "optimizer": None,
-            "trainer": {"logger": {"init_args": {"name": "a"}}}}
-    other = {"model": {"init_args": {"l1": 0.0, "hidden_sizes": [64, 32], "lr": 0.1}}, "optimizer": None,
-             "trainer": {"logger": {"init_args": {"name": "b"}}}}
+    base = {
+        "model": {"init_args": {"l1": 0.0, "hidden_sizes": [64], "lr": 0.1}},
+        "optimizer": None,
+        "trainer": {"logger": {"init_args": {"name": "a"}}},
+    }
+    other = {
+        "model": {"init_args": {"l1": 0.0, "hidden_sizes": [64, 32], "lr": 0.1}},
+        "optimizer": None,
+        "trainer": {"logger": {"init_args": {"name": "b"}}},
+    }
     assert run_labels([run_with("r/a", base), run_with("r/b", other)]) == ["hidden_sizes=[64]", "hidden_sizes=[64, 32]"]
     # only the logger differs: the folders name the runs
-    assert run_labels([run_with("x/v0", base), run_with("x/v1", {**base, "trainer": other["trainer"]})]) == ["x/v0", "x/v1"]
+    assert run_labels([run_with("x/v0", base), run_with("x/v1", {**base, "trainer": other["trainer"]})]) == [
+        "x/v0",
+        "x/v1",
+    ]
     # two keys ending in "lr": the longer names tell them apart
     with_opt = {**base, "optimizer": {"init_args": {"lr": 0.5}}}
-    labels = run_labels([run_with("a/v0", {**base, "optimizer": {"init_args": {"lr": 0.1}}}),
-                         run_with("a/v1", {**with_opt, "model": {"init_args": {**base["model"]["init_args"], "lr": 0.2}}})])
+    labels = run_labels(
+        [
+            run_with("a/v0", {**base, "optimizer": {"init_args": {"lr": 0.1}}}),
+            run_with("a/v1", {**with_opt, "model": {"init_args": {**base["model"]["init_args"], "lr": 0.2}}}),
+        ]
+    )
     assert labels == ["model.lr=0.1, optimizer.lr=0.1", "model.lr=0.2, optimizer.lr=0.5"]
     assert run_labels([run_with("a/v0", base), run_with("a/v1", None)]) == ["a/v0", "a/v1"]  # no config.yaml
     # a class is named by its place; model settings first; at most 4 settings, then a count
-    dae = {"trainer": {"max_epochs": 4}, "model": {"class_path": "lightning_rect.StackedDAE",
-                                                  "init_args": {"hidden_sizes": [16, 8], "noise": "masking", "a": 1, "b": 2}}}
-    mlp = {"trainer": {"max_epochs": 2}, "model": {"class_path": "lightning_rect.SparseMLP",
-                                                  "init_args": {"hidden_sizes": [16], "l1": 0.001}}}
+    dae = {
+        "trainer": {"max_epochs": 4},
+        "model": {
+            "class_path": "lightning_rect.StackedDAE",
+            "init_args": {"hidden_sizes": [16, 8], "noise": "masking", "a": 1, "b": 2},
+        },
+    }
+    mlp = {
+        "trainer": {"max_epochs": 2},
+        "model": {"class_path": "lightning_rect.SparseMLP", "init_args": {"hidden_sizes": [16], "l1": 0.001}},
+    }
     assert [label.replace("\n", " ") for label in run_labels([run_with("d/v0", dae), run_with("d/v1", mlp)])] == [
         "model=StackedDAE, hidden_sizes=[16, 8], noise=masking, a=1, … (+3)",
-        "model=SparseMLP, hidden_sizes=[16], noise=null, a=null, … (+3)"]
+        "model=SparseMLP, hidden_sizes=[16], noise=null, a=null, … (+3)",
+    ]
 
 
 def test_plot_of_a_folder_without_metrics_is_one_line_and_a_folder_of_versions_means_the_newest(tmp_path, capsys):
@@ -250,15 +337,26 @@ def test_a_fit_without_matplotlib_ends_with_results_json_and_a_one_line_note(tmp
 
     monkeypatch.chdir(tmp_path)
     hide_matplotlib(monkeypatch)
-    main(["fit", "--config", str(ROOT / "configs" / "digits.yaml"), "--model.init_args.hidden_sizes=[16]",
-          "--trainer.max_epochs=1", "--trainer.limit_train_batches=5", "--trainer.enable_progress_bar=false",
-          "--trainer.enable_model_summary=false"])
+    main(
+        [
+            "fit",
+            "--config",
+            str(ROOT / "configs" / "digits.yaml"),
+            "--model.init_args.hidden_sizes=[16]",
+            "--trainer.max_epochs=1",
+            "--trainer.limit_train_batches=5",
+            "--trainer.enable_progress_bar=false",
+            "--trainer.enable_model_summary=false",
+        ]
+    )
     [run] = list((tmp_path / "runs" / "digits").glob("version_*"))
     assert (run / "results.json").is_file() and (run / "firing_rates.json").is_file()
     assert not (run / "summary.png").exists()
     notes = [line for line in capsys.readouterr().out.splitlines() if "matplotlib" in line]
-    assert notes == ["matplotlib is not installed, so summary.png was not drawn (results.json is written); "
-                     "install it with: pip install 'lightning-rect[plot]'  (or: pip install matplotlib)"]
+    assert notes == [
+        "matplotlib is not installed, so summary.png was not drawn (results.json is written); "
+        "install it with: pip install 'lightning-rect[plot]'  (or: pip install matplotlib)"
+    ]
 
 
 @pytest.mark.slow  # the session's finished fit (a few seconds, shared)

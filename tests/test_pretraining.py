@@ -127,13 +127,16 @@ def cross_entropy(p):
     return -(TARGET * torch.log(p) + (1 - TARGET) * torch.log(1 - p)).sum().item() / 2
 
 
-@pytest.mark.parametrize("name,expected", [
-    ("softplus", squared_error(torch.log1p(torch.exp(F_PRE)))),
-    ("linear", squared_error(F_PRE)),
-    ("rectifier", squared_error(F_PRE.clamp_min(0))),
-    ("sigmoid", cross_entropy(torch.sigmoid(F_PRE))),
-    ("scaled_sigmoid", cross_entropy(torch.sigmoid(F_PRE))),
-])
+@pytest.mark.parametrize(
+    "name,expected",
+    [
+        ("softplus", squared_error(torch.log1p(torch.exp(F_PRE)))),
+        ("linear", squared_error(F_PRE)),
+        ("rectifier", squared_error(F_PRE.clamp_min(0))),
+        ("sigmoid", cross_entropy(torch.sigmoid(F_PRE))),
+        ("scaled_sigmoid", cross_entropy(torch.sigmoid(F_PRE))),
+    ],
+)
 def test_reconstruction_cost_by_hand(name, expected):
     assert RECONSTRUCTIONS.build(name).cost(F_PRE, TARGET).item() == pytest.approx(expected, rel=1e-5)
 
@@ -144,8 +147,9 @@ def test_reconstruction_cost_by_hand(name, expected):
 def pretrain(epochs_per_layer=3, hidden=(64, 32), **kwargs) -> tuple[StackedDAE, dict]:
     L.seed_everything(0)
     dm = DigitsDataModule(batch_size=20)
-    model = StackedDAE(dm.input_size, dm.num_classes, list(hidden), epochs_per_layer=epochs_per_layer,
-                       **{"lr": 0.01, **kwargs})
+    model = StackedDAE(
+        dm.input_size, dm.num_classes, list(hidden), epochs_per_layer=epochs_per_layer, **{"lr": 0.01, **kwargs}
+    )
     history: dict[str, list[float]] = {}
 
     class Record(L.Callback):
@@ -154,23 +158,31 @@ def pretrain(epochs_per_layer=3, hidden=(64, 32), **kwargs) -> tuple[StackedDAE,
                 if key.startswith("val/pretrain/") and key.endswith(f"layer_{pl_module.current_layer + 1}/recon"):
                     history.setdefault(key, []).append(float(value))
 
-    trainer = L.Trainer(max_epochs=epochs_per_layer * len(hidden), logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, callbacks=[Record()])
+    trainer = L.Trainer(
+        max_epochs=epochs_per_layer * len(hidden),
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[Record()],
+    )
     trainer.fit(model, datamodule=dm)
     return model, history
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("reconstruction,noise,activation", [
-    ("softplus", "masking", "rectifier"),
-    ("linear", "masking", "rectifier"),
-    ("rectifier", "masking", "rectifier"),
-    ("sigmoid", "masking", "tanh"),
-    ("scaled_sigmoid", "salt_and_pepper", "rectifier"),
-])
+@pytest.mark.parametrize(
+    "reconstruction,noise,activation",
+    [
+        ("softplus", "masking", "rectifier"),
+        ("linear", "masking", "rectifier"),
+        ("rectifier", "masking", "rectifier"),
+        ("sigmoid", "masking", "tanh"),
+        ("scaled_sigmoid", "salt_and_pepper", "rectifier"),
+    ],
+)
 def test_every_layers_validation_reconstruction_falls(reconstruction, noise, activation):
-    _, history = pretrain(reconstruction=reconstruction, noise=noise, activation=activation,
-                          higher_noise="masking")
+    _, history = pretrain(reconstruction=reconstruction, noise=noise, activation=activation, higher_noise="masking")
     assert sorted(history) == ["val/pretrain/layer_1/recon", "val/pretrain/layer_2/recon"]
     for key, values in history.items():
         assert len(values) == 3
@@ -247,8 +259,9 @@ def test_a_checkpoint_of_an_older_version_keeps_its_fixed_scale(tmp_path):
     dae, path = save_dae(tmp_path)
     checkpoint = torch.load(path, weights_only=True)
     assert checkpoint["state_dict"]["encoder.layers.0._extra_state"].item() == 3.5
-    checkpoint["state_dict"] = {k: {"output_scale": v.item()} if k.endswith("_extra_state") else v
-                                for k, v in checkpoint["state_dict"].items()}
+    checkpoint["state_dict"] = {
+        k: {"output_scale": v.item()} if k.endswith("_extra_state") else v for k, v in checkpoint["state_dict"].items()
+    }
     torch.save(checkpoint, tmp_path / "older.ckpt")
     mlp = SparseMLP(64, 10, [32, 16], pretrained=str(tmp_path / "older.ckpt"))
     mlp.load_pretrained()
@@ -277,8 +290,9 @@ def test_finetuning_from_pretraining_learns_digits(tmp_path):
     L.seed_everything(0)
     dm = DigitsDataModule(batch_size=10)
     mlp = SparseMLP(64, 10, [128], lr=0.1, pretrained=str(tmp_path / "dae.ckpt"))
-    trainer = L.Trainer(max_epochs=4, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False)
+    trainer = L.Trainer(
+        max_epochs=4, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False
+    )
     trainer.fit(mlp, datamodule=dm)
     result = trainer.test(mlp, datamodule=dm, verbose=False)[0]
     assert result["test/err"] < 0.08
@@ -294,8 +308,15 @@ def test_fine_tuning_from_a_dead_pretrained_layer_warns_with_the_fraction(tmp_pa
     trainer.strategy.connect(dae)
     trainer.save_checkpoint(tmp_path / "dae.ckpt")
     mlp = SparseMLP(64, 10, [16, 8], pretrained=str(tmp_path / "dae.ckpt"))
-    fit = L.Trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=0, logger=False, enable_checkpointing=False,
-                    enable_progress_bar=False, enable_model_summary=False)
+    fit = L.Trainer(
+        max_epochs=1,
+        limit_train_batches=1,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     with pytest.warns(UserWarning, match=r"pre-trained layer_2 from .*dae.ckpt has 100.0% dead units") as caught:
         fit.fit(mlp, datamodule=DigitsDataModule())
     assert not [w for w in caught if "layer_1 from" in str(w.message)]  # the live layer is not named
@@ -318,8 +339,14 @@ def test_each_layers_dead_fraction_is_measured_at_the_end_of_its_own_epochs():
     with torch.no_grad():  # make a quarter of layer 1 dead for sure
         dae.encoder.layers[0].linear.weight[:4].zero_()
         dae.encoder.layers[0].linear.bias[:4] = -1.0
-    trainer = L.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, callbacks=[AfterLayer1()])
+    trainer = L.Trainer(
+        max_epochs=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[AfterLayer1()],
+    )
     trainer.fit(dae, datamodule=dm)
     results = dae.extra_results()
     assert set(results) == {"pretrain/layer_1/dead", "pretrain/layer_2/dead"}
@@ -362,23 +389,33 @@ def breast_cancer_loader(standardize: bool) -> tuple[torch.utils.data.DataLoader
 def fit_warnings(reconstruction: str, standardize: bool, recwarn) -> list[str]:
     loader, _ = breast_cancer_loader(standardize)
     dae = StackedDAE(30, None, [16], reconstruction=reconstruction, epochs_per_layer=1)
-    trainer = L.Trainer(max_epochs=1, limit_train_batches=1, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False)
+    trainer = L.Trainer(
+        max_epochs=1,
+        limit_train_batches=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.fit(dae, train_dataloaders=loader)
     return [str(w.message) for w in recwarn if "StackedDAE: the training inputs" in str(w.message)]
 
 
-@pytest.mark.parametrize("reconstruction,beyond", [("softplus", "below 0"), ("rectifier", "below 0"),
-                                                   ("sigmoid", "below 0 and above 1")])
-def test_standardized_inputs_the_reconstruction_cannot_output_are_named_with_their_range(reconstruction, beyond,
-                                                                                        recwarn):
+@pytest.mark.parametrize(
+    "reconstruction,beyond", [("softplus", "below 0"), ("rectifier", "below 0"), ("sigmoid", "below 0 and above 1")]
+)
+def test_standardized_inputs_the_reconstruction_cannot_output_are_named_with_their_range(
+    reconstruction, beyond, recwarn
+):
     _, x = breast_cancer_loader(standardize=True)
     [message] = fit_warnings(reconstruction, True, recwarn)
     low, high = x.min().item(), x.max().item()
     assert low < -1 and high > 1
     assert f"range over [{low:.4g}, {high:.4g}]" in message
-    assert f"reconstruction '{reconstruction}' outputs values in [0, {'1' if reconstruction == 'sigmoid' else 'inf'}]" \
+    assert (
+        f"reconstruction '{reconstruction}' outputs values in [0, {'1' if reconstruction == 'sigmoid' else 'inf'}]"
         in message
+    )
     assert f"cannot reconstruct the inputs {beyond}" in message and "set reconstruction: linear" in message
     assert "\n" not in message
 
@@ -394,8 +431,15 @@ def test_pretraining_in_double_precision_trains_every_layer_in_float64(rescale):
     layer's dead fraction, the rescaling maximum) read the float32 batches in the model's dtype."""
     L.seed_everything(0)
     dae = StackedDAE(64, 10, [16, 8], epochs_per_layer=1, rescale=rescale)
-    trainer = L.Trainer(max_epochs=2, precision="64-true", logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=2)
+    trainer = L.Trainer(
+        max_epochs=2,
+        precision="64-true",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=2,
+    )
     trainer.fit(dae, datamodule=DigitsDataModule(batch_size=20))
     assert {p.dtype for p in dae.parameters()} == {torch.float64}
     results = dae.extra_results()

@@ -145,9 +145,16 @@ def fitted_dae(tmp_path_factory):
     L.seed_everything(0)
     model = StackedDAE(64, 10, [16, 8], epochs_per_layer=1, lr=0.01)
     logger = CSVLogger(str(tmp))
-    trainer = L.Trainer(max_epochs=2, logger=logger, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, limit_train_batches=5, limit_val_batches=2,
-                        num_sanity_val_steps=0)
+    trainer = L.Trainer(
+        max_epochs=2,
+        logger=logger,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_train_batches=5,
+        limit_val_batches=2,
+        num_sanity_val_steps=0,
+    )
     trainer.fit(model, datamodule=DigitsDataModule(batch_size=20))
     return model, trainer, read_epochs(Path(logger.log_dir) / "metrics.csv"), tmp
 
@@ -301,8 +308,12 @@ def test_protocol_plan_cells_and_needs():
         assert len(runs) == 2 * 4
     rectifier = [s for s in specs if s.cell.activation == "rectifier"]
     fine = [s for s in rectifier if s.phase == "finetune"]
-    assert {(s.cell.pretrained, s.cell.sign_flip) for s in fine} == {(False, False), (False, True), (True, False),
-                                                                    (True, True)}
+    assert {(s.cell.pretrained, s.cell.sign_flip) for s in fine} == {
+        (False, False),
+        (False, True),
+        (True, False),
+        (True, True),
+    }
     pre = [s for s in rectifier if s.phase == "pretrain"]
     flip_pre = {s.id for s in pre if s.settings.get(FLIP) is True}
     plain_pre = {s.id for s in pre if FLIP not in s.settings}
@@ -321,12 +332,15 @@ def test_protocol_plan_cells_and_needs():
     assert len({s.id for s in specs}) == len(specs)
 
 
-@pytest.mark.parametrize("args,option", [(["--lrs", "0"], "--lrs"), (["--lrs", "0.1", "-1"], "--lrs"),
-                                         (["--pretrain-lrs", "0"], "--pretrain-lrs")])
+@pytest.mark.parametrize(
+    "args,option",
+    [(["--lrs", "0"], "--lrs"), (["--lrs", "0.1", "-1"], "--lrs"), (["--pretrain-lrs", "0"], "--pretrain-lrs")],
+)
 def test_non_positive_learning_rates_are_a_one_line_error(args, option, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        reproduce_main(["table1", *args, "--budget", "tiny", "--datasets", "digits", "--dry-run",
-                        "--out", str(tmp_path / "out")])
+        reproduce_main(
+            ["table1", *args, "--budget", "tiny", "--datasets", "digits", "--dry-run", "--out", str(tmp_path / "out")]
+        )
     assert exit_info.value.code == 2
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
@@ -345,8 +359,11 @@ def test_protocol_markdown_has_one_row_per_cell_with_its_numbers():
         winner = 0.1 if i % 2 else 0.01  # which learning rate wins on validation alternates
         for s in (s for s in specs if s.cell == cell):
             best = s.lr == winner
-            results = {"best_val": 0.2 if best else 0.3, "test/err": err if best else 0.9,
-                       "test/sparsity/mean": sparse if best else 0.0}
+            results = {
+                "best_val": 0.2 if best else 0.3,
+                "test/err": err if best else 0.9,
+                "test/sparsity/mean": sparse if best else 0.0,
+            }
             records[s.id] = Record(s, status="done", results=results)
         expected[cell] = (f"{100 * err:.2f}%", f"{100 * sparse:.1f}%", f"{winner:g}")
     for s in specs:
@@ -369,8 +386,10 @@ def test_protocol_markdown_has_one_row_per_cell_with_its_numbers():
         Cell("digits", "rectifier"): ("rectifier, without pre-training", "sign flip off (our default)"),
         Cell("digits", "rectifier", sign_flip=True): ("rectifier, without pre-training", "sign flip on"),
         Cell("digits", "rectifier", pretrained=True): ("rectifier, with pre-training", "sign flip off (our default)"),
-        Cell("digits", "rectifier", pretrained=True, sign_flip=True): ("rectifier, with pre-training",
-                                                                         "sign flip on (the DAE reconstructs abs(h))"),
+        Cell("digits", "rectifier", pretrained=True, sign_flip=True): (
+            "rectifier, with pre-training",
+            "sign flip on (the DAE reconstructs abs(h))",
+        ),
     }
     assert set(labels) == set(finetune_cells)
     for cell, (label, setting) in labels.items():

@@ -66,12 +66,14 @@ def test_entry_point_plugin_is_discovered(tmp_path, monkeypatch):
     """A third-party distribution declares an entry point; the registry finds it without code changes."""
     pkg = tmp_path / "fancy_plugin"
     pkg.mkdir()
-    (pkg / "__init__.py").write_text(textwrap.dedent("""
+    (pkg / "__init__.py").write_text(
+        textwrap.dedent("""
         from torch import nn
         class Cube(nn.Module):
             def forward(self, x):
                 return x ** 3
-    """))
+    """)
+    )
     dist = tmp_path / "fancy_plugin-1.0.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: fancy-plugin\nVersion: 1.0\n")
@@ -207,22 +209,32 @@ def test_user_code_and_a_plugin_of_the_same_name_say_which_one_is_used(plugins):
             return x
 
     registry.register("swish")(Swish)
-    with pytest.warns(RuntimeWarning, match=r"'swish' registered by user code \(.*Swish\) takes the place of the "
-                                            r"plugin entry point `swish = plugin_swish:Plugin`"):
+    with pytest.warns(
+        RuntimeWarning,
+        match=r"'swish' registered by user code \(.*Swish\) takes the place of the "
+        r"plugin entry point `swish = plugin_swish:Plugin`",
+    ):
         assert registry.get("swish") is Swish
 
     # The plugin is loaded first: registering the name in user code says it takes the plugin's place.
     registry = plugins({"mish": SHADOWING_PLUGIN})
     assert registry.get("mish").__name__ == "Plugin"
-    with pytest.warns(RuntimeWarning, match=r"'mish' registered by user code .* takes the place of the plugin entry "
-                                            r"point `mish = plugin_mish:Plugin`"):
+    with pytest.warns(
+        RuntimeWarning,
+        match=r"'mish' registered by user code .* takes the place of the plugin entry "
+        r"point `mish = plugin_mish:Plugin`",
+    ):
         registry.register("mish")(Swish)
     assert registry.get("mish") is Swish
 
 
 def test_user_code_cannot_take_a_built_in_name():
-    with pytest.raises(ConfigError, match=r"^activation 'tanh' is already registered by the built-in "
-                                          r"lightning_rect.activations.Tanh; register .*Mine under another name$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^activation 'tanh' is already registered by the built-in "
+        r"lightning_rect.activations.Tanh; register .*Mine under another name$",
+    ):
+
         class Mine(nn.Module): ...
 
         ACTIVATIONS.register("tanh")(Mine)
@@ -248,8 +260,10 @@ def test_a_near_miss_gets_did_you_mean_and_every_unknown_name_says_how_to_add_on
         ACTIVATIONS.get("rectifer")
     message = str(err.value)
     assert "\n" not in message
-    assert message.startswith("unknown activation 'rectifer' (did you mean 'rectifier'?); valid activation names: "
-                              "rectifier, sharp_softplus, sigmoid, softplus, tanh; ")
+    assert message.startswith(
+        "unknown activation 'rectifer' (did you mean 'rectifier'?); valid activation names: "
+        "rectifier, sharp_softplus, sigmoid, softplus, tanh; "
+    )
     assert "@ACTIVATIONS.register('rectifer')" in message and "--import your_module" in message
     assert "entry point (group lightning_rect.activations)" in message
 
@@ -261,8 +275,11 @@ def test_a_near_miss_gets_did_you_mean_and_every_unknown_name_says_how_to_add_on
 
     with pytest.raises(ConfigError, match=r"^unknown noise 'maskng' \(did you mean 'masking'\?\).*@NOISE\.register"):
         NOISE.get("maskng")
-    with pytest.raises(ConfigError, match=r"^unknown reconstruction 'sigmod' \(did you mean 'sigmoid'\?\).*"
-                                          r"@RECONSTRUCTIONS\.register.*group lightning_rect\.reconstructions"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^unknown reconstruction 'sigmod' \(did you mean 'sigmoid'\?\).*"
+        r"@RECONSTRUCTIONS\.register.*group lightning_rect\.reconstructions",
+    ):
         RECONSTRUCTIONS.get("sigmod")
 
 
@@ -271,6 +288,8 @@ def test_a_registry_of_ones_own_words_the_hint_without_a_package_name():
     reg.register("sprocket")(dict)
     with pytest.raises(ConfigError) as err:
         reg.get("sprockett")
-    assert str(err.value) == ("unknown widget 'sprockett' (did you mean 'sprocket'?); valid widget names: sprocket; "
-                              "to add one, register it in your own module with @registry.register('sprockett') and "
-                              "import that module first (on the command line: --import your_module)")
+    assert str(err.value) == (
+        "unknown widget 'sprockett' (did you mean 'sprocket'?); valid widget names: sprocket; "
+        "to add one, register it in your own module with @registry.register('sprockett') and "
+        "import that module first (on the command line: --import your_module)"
+    )

@@ -9,17 +9,25 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-
 from conftest import ROOT
 from helpers.cli_process import finish
 from helpers.cli_process import start as cli
+
 from lightning_rect import SparseMLP
 from lightning_rect.callbacks import DivergenceGuard
 from lightning_rect.data import DigitsDataModule
 from lightning_rect.errors import CheckpointError, DivergenceError
 
 CONFIGS = ROOT / "configs"
-DETERMINISTIC_KEYS = ("best_val", "best_epoch", "epochs", "test/err", "test/loss", "test/sparsity/mean", "test/dead/mean")
+DETERMINISTIC_KEYS = (
+    "best_val",
+    "best_epoch",
+    "epochs",
+    "test/err",
+    "test/loss",
+    "test/sparsity/mean",
+    "test/dead/mean",
+)
 
 
 def results(cwd: Path, name: str) -> dict:
@@ -51,15 +59,31 @@ def kill_mid_run(cwd: Path, name: str, args: list[str], after_checkpoints: int) 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("config,name,extra", [
-    # the classifier's case, killed at a chosen step: test_resume.test_a_run_killed_in_epoch_1_or_2_...
-    ("digits_pretrain.yaml", "digits_pretrain",
-     ["--model.init_args.hidden_sizes=[256,128]", "--model.init_args.epochs_per_layer=1", "--trainer.max_epochs=2"]),
-])
+@pytest.mark.parametrize(
+    "config,name,extra",
+    [
+        # the classifier's case, killed at a chosen step: test_resume.test_a_run_killed_in_epoch_1_or_2_...
+        (
+            "digits_pretrain.yaml",
+            "digits_pretrain",
+            [
+                "--model.init_args.hidden_sizes=[256,128]",
+                "--model.init_args.epochs_per_layer=1",
+                "--trainer.max_epochs=2",
+            ],
+        ),
+    ],
+)
 def test_killed_run_resumes_to_the_same_weights_and_results(tmp_path, config, name, extra):
     # batch size 1: an epoch lasts about a second even on a quiet machine, so the kill lands in it
-    args = ["fit", "--config", str(CONFIGS / config), "--data.init_args.batch_size=1",
-            "--trainer.enable_progress_bar=false", *extra]
+    args = [
+        "fit",
+        "--config",
+        str(CONFIGS / config),
+        "--data.init_args.batch_size=1",
+        "--trainer.enable_progress_bar=false",
+        *extra,
+    ]
     whole, broken = tmp_path / "whole", tmp_path / "broken"
     whole.mkdir(), broken.mkdir()
     finish(cli(whole, *args))
@@ -83,8 +107,11 @@ def validation_rows(cwd: Path, name: str) -> list[dict]:
     [path] = list((cwd / "runs" / name).glob("version_*/metrics.csv"))
     with open(path, newline="") as file:
         rows = list(csv.DictReader(file))
-    return [{k: v for k, v in row.items() if k == "epoch" or k.startswith("val/")}
-            for row in rows if any(v and k.startswith("val/") for k, v in row.items())]
+    return [
+        {k: v for k, v in row.items() if k == "epoch" or k.startswith("val/")}
+        for row in rows
+        if any(v and k.startswith("val/") for k, v in row.items())
+    ]
 
 
 def test_resume_without_a_previous_run_says_so(cli_in_process):
@@ -132,8 +159,14 @@ def test_divergence_stops_with_step_loss_and_advice_and_keeps_the_last_checkpoin
 
 @pytest.mark.slow
 def test_cli_reports_divergence_in_one_line(cli_in_process):
-    code, stderr = cli_in_process("fit", "--config", str(CONFIGS / "digits.yaml"), "--model.init_args.lr=50",
-                                  "--trainer.max_epochs=2", "--trainer.enable_progress_bar=false")
+    code, stderr = cli_in_process(
+        "fit",
+        "--config",
+        str(CONFIGS / "digits.yaml"),
+        "--model.init_args.lr=50",
+        "--trainer.max_epochs=2",
+        "--trainer.enable_progress_bar=false",
+    )
     assert code == 2
     assert "training diverged" in stderr and "--model.init_args.lr=0.1" in stderr
     assert "Traceback" not in stderr
@@ -151,12 +184,15 @@ def mlp_checkpoint(tmp_path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("make,expected", [
-    (lambda d: d / "missing.ckpt", "does not exist"),
-    (lambda d: (d / "notes.ckpt").write_text("hello") and d / "notes.ckpt", "not a PyTorch checkpoint"),
-    (lambda d: torch.save({"weights": 1}, d / "plain.pt") or d / "plain.pt", "not a Lightning checkpoint"),
-    (mlp_checkpoint, "written by SparseMLP, not by StackedDAE"),
-])
+@pytest.mark.parametrize(
+    "make,expected",
+    [
+        (lambda d: d / "missing.ckpt", "does not exist"),
+        (lambda d: (d / "notes.ckpt").write_text("hello") and d / "notes.ckpt", "not a PyTorch checkpoint"),
+        (lambda d: torch.save({"weights": 1}, d / "plain.pt") or d / "plain.pt", "not a Lightning checkpoint"),
+        (mlp_checkpoint, "written by SparseMLP, not by StackedDAE"),
+    ],
+)
 def test_bad_pretrained_checkpoints_give_one_line_cause_and_fix(tmp_path, make, expected):
     path = make(tmp_path)
     with pytest.raises(CheckpointError, match=expected) as err:
@@ -166,8 +202,9 @@ def test_bad_pretrained_checkpoints_give_one_line_cause_and_fix(tmp_path, make, 
 
 def test_bad_checkpoint_on_the_command_line_is_one_line(cli_in_process, tmp_path):
     (tmp_path / "junk.ckpt").write_bytes(b"\x00" * 100)
-    code, stderr = cli_in_process("fit", "--config", str(CONFIGS / "digits.yaml"),
-                                  f"--model.init_args.pretrained={tmp_path / 'junk.ckpt'}")
+    code, stderr = cli_in_process(
+        "fit", "--config", str(CONFIGS / "digits.yaml"), f"--model.init_args.pretrained={tmp_path / 'junk.ckpt'}"
+    )
     assert code == 2
     assert "not a PyTorch checkpoint" in stderr and "Traceback" not in stderr
 
@@ -175,14 +212,17 @@ def test_bad_checkpoint_on_the_command_line_is_one_line(cli_in_process, tmp_path
 # ---- bad configs ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("override,expected", [
-    ("--model.init_args.l1=-0.5", "l1 must be a finite number >= 0"),
-    ("--model.init_args.l1=.nan", "l1 must be a finite number >= 0"),
-    ("--model.init_args.hidden_sizes=[]", "hidden_sizes must list at least one layer"),
-    ("--data.init_args.labeled_fraction=0", "labeled_fraction must be in (0, 1]"),
-    ("--data.init_args.labeled_fraction=1.5", "labeled_fraction must be in (0, 1]"),
-    ('--model.init_args.activation_args={"a": 0}', "a (sharp_softplus sharpness) must be a finite number > 0"),
-])
+@pytest.mark.parametrize(
+    "override,expected",
+    [
+        ("--model.init_args.l1=-0.5", "l1 must be a finite number >= 0"),
+        ("--model.init_args.l1=.nan", "l1 must be a finite number >= 0"),
+        ("--model.init_args.hidden_sizes=[]", "hidden_sizes must list at least one layer"),
+        ("--data.init_args.labeled_fraction=0", "labeled_fraction must be in (0, 1]"),
+        ("--data.init_args.labeled_fraction=1.5", "labeled_fraction must be in (0, 1]"),
+        ('--model.init_args.activation_args={"a": 0}', "a (sharp_softplus sharpness) must be a finite number > 0"),
+    ],
+)
 def test_bad_config_values_are_refused_at_start(cli_in_process, override, expected):
     args = ["fit", "--config", str(CONFIGS / "digits.yaml"), override]
     if "activation_args" in override:
@@ -195,8 +235,9 @@ def test_bad_config_values_are_refused_at_start(cli_in_process, override, expect
 
 @pytest.mark.parametrize("level", ["1.0", "-0.1"])
 def test_noise_level_outside_range_is_refused_at_start(cli_in_process, level):
-    code, stderr = cli_in_process("fit", "--config", str(CONFIGS / "digits_pretrain.yaml"),
-                                  f"--model.init_args.noise_level={level}")
+    code, stderr = cli_in_process(
+        "fit", "--config", str(CONFIGS / "digits_pretrain.yaml"), f"--model.init_args.noise_level={level}"
+    )
     assert code == 2
     assert "noise_level must be in [0, 1)" in stderr
 
@@ -213,8 +254,14 @@ def test_last_checkpoint_follows_the_last_epoch_even_without_a_new_best(tmp_path
 
     L.seed_everything(0)
     model = SparseMLP(64, 10, [16], lr=1e-12)  # validation error never changes: epoch 0 stays the best
-    trainer = L.Trainer(max_epochs=3, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                        default_root_dir=tmp_path, callbacks=fit_callbacks([], model, {"enable_progress_bar": False}))
+    trainer = L.Trainer(
+        max_epochs=3,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        callbacks=fit_callbacks([], model, {"enable_progress_bar": False}),
+    )
     best = selection_checkpoint(trainer, model)
     trainer.fit(model, datamodule=DigitsDataModule(batch_size=50))
     assert Path(best.best_model_path).name == "best-epoch=0.ckpt"
@@ -247,15 +294,25 @@ def test_a_remote_checkpoint_is_read_as_weights_only(cli_in_process, tmp_path):
     torch.save({"state_dict": {}, "payload": RunsCode(marker)}, evil)
     good = mlp_checkpoint(tmp_path).read_bytes()  # SparseMLP(64, 10, [32])
     with FileServer({"/evil.ckpt": evil.getvalue(), "/good.ckpt": good}) as server:
-        code, stderr = cli_in_process("fit", "--config", str(CONFIGS / "digits.yaml"), f"--ckpt_path={server.url}/evil.ckpt")
+        code, stderr = cli_in_process(
+            "fit", "--config", str(CONFIGS / "digits.yaml"), f"--ckpt_path={server.url}/evil.ckpt"
+        )
         assert code == 2 and not marker.exists()
         [line] = [line for line in stderr.splitlines() if line.startswith("error:")]
         assert f"{server.url}/evil.ckpt" in line and "a safe load refuses" in line and "weights_only" not in line
-        code, stderr = cli_in_process("test", "--config", str(CONFIGS / "digits.yaml"), f"--ckpt_path={server.url}/good.ckpt",
-                                      "--model.init_args.hidden_sizes=[32]", "--trainer.enable_progress_bar=false",
-                                      "--trainer.logger=false")
+        code, stderr = cli_in_process(
+            "test",
+            "--config",
+            str(CONFIGS / "digits.yaml"),
+            f"--ckpt_path={server.url}/good.ckpt",
+            "--model.init_args.hidden_sizes=[32]",
+            "--trainer.enable_progress_bar=false",
+            "--trainer.logger=false",
+        )
         assert code == 0, stderr[-2000:]
-        code, stderr = cli_in_process("test", "--config", str(CONFIGS / "digits.yaml"), f"--ckpt_path={server.url}/gone.ckpt")
+        code, stderr = cli_in_process(
+            "test", "--config", str(CONFIGS / "digits.yaml"), f"--ckpt_path={server.url}/gone.ckpt"
+        )
         assert code == 2 and f"--ckpt_path '{server.url}/gone.ckpt' does not exist" in stderr
     assert not marker.exists()
 
@@ -265,6 +322,7 @@ def test_a_remote_checkpoint_is_read_as_weights_only(cli_in_process, tmp_path):
 
 def test_a_full_disk_while_saving_firing_rates_is_one_line_naming_the_file(tmp_path, monkeypatch):
     from helpers.disk_faults import FullDisk
+
     from lightning_rect.callbacks.sparsity import save_firing_rates
     from lightning_rect.errors import StorageError
 
@@ -272,7 +330,9 @@ def test_a_full_disk_while_saving_firing_rates_is_one_line_naming_the_file(tmp_p
     FullDisk().install(monkeypatch)
     with pytest.raises(StorageError) as err:
         save_firing_rates(path, "val", {}, {}, epoch=0, global_step=10)
-    assert str(err.value).startswith(f"cannot write {path}: no space left on the device;") and "\n" not in str(err.value)
+    assert str(err.value).startswith(f"cannot write {path}: no space left on the device;") and "\n" not in str(
+        err.value
+    )
     assert list(path.parent.iterdir()) == []  # neither the file nor a temporary one
 
 
@@ -283,9 +343,16 @@ def test_ctrl_c_while_summary_png_is_drawn_is_one_line_and_keeps_results(cli_in_
         raise KeyboardInterrupt
 
     monkeypatch.setattr(summary, "draw_summary", interrupted)
-    code, stderr = cli_in_process("fit", "--config", str(CONFIGS / "digits.yaml"), "--model.init_args.hidden_sizes=[8]",
-                                  "--trainer.max_epochs=1", "--trainer.limit_train_batches=5",
-                                  "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false")
+    code, stderr = cli_in_process(
+        "fit",
+        "--config",
+        str(CONFIGS / "digits.yaml"),
+        "--model.init_args.hidden_sizes=[8]",
+        "--trainer.max_epochs=1",
+        "--trainer.limit_train_batches=5",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+    )
     run = tmp_path / "runs" / "digits" / "version_0"
     assert code == 130 and "Traceback" not in stderr
     assert stderr.strip().splitlines()[-1].startswith("interrupted while drawing summary.png;")
@@ -294,12 +361,21 @@ def test_ctrl_c_while_summary_png_is_drawn_is_one_line_and_keeps_results(cli_in_
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, times, code", [("SIGTERM", 1, 143), ("SIGINT", 2, 130)], ids=["sigterm", "ctrl-c-twice"])
+@pytest.mark.parametrize(
+    "name, times, code", [("SIGTERM", 1, 143), ("SIGINT", 2, 130)], ids=["sigterm", "ctrl-c-twice"]
+)
 def test_a_stop_signal_ends_the_fit_with_one_line_and_the_run_resumes(tmp_path, cli_in_process, name, times, code):
     """A real process: SIGTERM, or Ctrl-C pressed twice (the second must neither kill it half-way nor add a
     traceback), ends it with 128 + the signal's number and one line naming the command that resumes it."""
-    args = ["fit", "--config", str(CONFIGS / "digits.yaml"), "--model.init_args.hidden_sizes=[64]",
-            "--data.init_args.batch_size=1", "--trainer.max_epochs=2", "--trainer.enable_progress_bar=false"]
+    args = [
+        "fit",
+        "--config",
+        str(CONFIGS / "digits.yaml"),
+        "--model.init_args.hidden_sizes=[64]",
+        "--data.init_args.batch_size=1",
+        "--trainer.max_epochs=2",
+        "--trainer.enable_progress_bar=false",
+    ]
     proc = cli(tmp_path, *args)
     last = tmp_path / "runs" / "digits" / "version_0" / "checkpoints" / "last.ckpt"
     deadline = time.time() + 180
@@ -326,20 +402,30 @@ def test_a_stop_signal_ends_the_fit_with_one_line_and_the_run_resumes(tmp_path, 
 
 
 def signal_at(name: str, step: int) -> str:
-    return f'--trainer.callbacks+={{"class_path": "helpers.signals.SignalAt", "init_args": {{"signal": "{name}", ' \
-           f'"step": {step}}}}}'
+    return (
+        f'--trainer.callbacks+={{"class_path": "helpers.signals.SignalAt", "init_args": {{"signal": "{name}", '
+        f'"step": {step}}}}}'
+    )
 
 
 @pytest.mark.parametrize("name, code", [("SIGINT", 130), ("SIGHUP", 129)])
 def test_ctrl_c_or_a_hangup_mid_epoch_keeps_the_last_checkpoint_says_how_to_resume_and_releases_the_lock(
-        cli_in_process, tmp_path, name, code):
+    cli_in_process, tmp_path, name, code
+):
     """Issue 32 item 9: Ctrl-C exited 1 with Lightning's line alone, SIGHUP died silently with the lock held."""
     import shlex
 
     if signal.getsignal(getattr(signal, name)) not in (signal.SIG_DFL, signal.default_int_handler):
         pytest.skip(f"{name} is handled or ignored in this process (nohup?)")
-    args = ["fit", "--config", str(CONFIGS / "digits.yaml"), "--model.init_args.hidden_sizes=[8]",
-            "--trainer.max_epochs=2", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+    args = [
+        "fit",
+        "--config",
+        str(CONFIGS / "digits.yaml"),
+        "--model.init_args.hidden_sizes=[8]",
+        "--trainer.max_epochs=2",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+    ]
     handler = signal.getsignal(getattr(signal, name))
     got, stderr = cli_in_process(*args, signal_at(name, 150))  # 120 steps an epoch: in epoch 1
     assert got == code, stderr[-3000:]
@@ -347,8 +433,12 @@ def test_ctrl_c_or_a_hangup_mid_epoch_keeps_the_last_checkpoint_says_how_to_resu
     [line] = [line for line in stderr.splitlines() if line.startswith("stopped")]
     run = tmp_path / "runs" / "digits" / "version_0"
     assert line.startswith(f"stopped by {name} at epoch 1 step 15"), line
-    assert f"the last checkpoint {Path('runs/digits/version_0/checkpoints/last.ckpt')} is whole; resume with: " \
-           "lightning-rect fit --config " in line and "Traceback" not in stderr
+    assert (
+        f"the last checkpoint {Path('runs/digits/version_0/checkpoints/last.ckpt')} is whole; resume with: "
+        "lightning-rect fit --config "
+        in line
+        and "Traceback" not in stderr
+    )
     assert not (run / ".lock").exists() and not (run / "results.json").exists()
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 0
     resume = shlex.split(line.partition("resume with: lightning-rect ")[2])
@@ -359,13 +449,22 @@ def test_ctrl_c_or_a_hangup_mid_epoch_keeps_the_last_checkpoint_says_how_to_resu
 
 
 def test_a_stop_before_the_first_checkpoint_leaves_no_run_folder(cli_in_process, tmp_path):
-    args = ["fit", "--config", str(CONFIGS / "digits.yaml"), "--model.init_args.hidden_sizes=[8]",
-            "--trainer.max_epochs=2", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+    args = [
+        "fit",
+        "--config",
+        str(CONFIGS / "digits.yaml"),
+        "--model.init_args.hidden_sizes=[8]",
+        "--trainer.max_epochs=2",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+    ]
     got, stderr = cli_in_process(*args, signal_at("SIGINT", 30))
     assert got == 130, stderr[-3000:]
     [line] = [line for line in stderr.splitlines() if line.startswith("stopped")]
-    assert line.startswith("stopped by SIGINT at epoch 0 step 31, before its first checkpoint: nothing can be resumed; "
-                           "its run folder was removed; run the command again: lightning-rect fit --config "), line
+    assert line.startswith(
+        "stopped by SIGINT at epoch 0 step 31, before its first checkpoint: nothing can be resumed; "
+        "its run folder was removed; run the command again: lightning-rect fit --config "
+    ), line
     assert not list((tmp_path / "runs" / "digits").glob("version_*"))
 
 

@@ -12,14 +12,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import ROOT
 
 import lightning_rect
-from conftest import ROOT
-from lightning_rect.reproduce import main
-from lightning_rect.reproduce import paper
+from lightning_rect.reproduce import inputs as inputs_module
+from lightning_rect.reproduce import main, paper
 from lightning_rect.reproduce.budgets import BUDGETS, DATASETS
 from lightning_rect.reproduce.experiments import EXPERIMENTS, Context
-from lightning_rect.reproduce import inputs as inputs_module
 from lightning_rect.reproduce.inputs import INPUTS_FILE
 from lightning_rect.reproduce.plan import Cell, early_stopping
 from lightning_rect.reproduce.runner import Options, Runner, available_cores, log_dir, run_dir
@@ -203,18 +202,21 @@ def test_every_budget_covers_every_data_set():
         for dataset in DATASETS:
             for mapping in (budget.finetune_epochs, budget.pretrain_epochs_per_layer):
                 assert dataset in mapping or "*" in mapping, (budget.name, dataset)
-    for dataset, facts in DATASETS.items():
+    for facts in DATASETS.values():
         assert (ROOT / "configs" / facts.config).is_file()
         assert (ROOT / "configs" / facts.pretrain_config).is_file(), facts.pretrain_config
         assert (ROOT / "configs" / facts.semi_config).is_file()
 
 
-@pytest.mark.parametrize("args, message", [
-    (["table1", "--parallel", str(available_cores() + 1)], "more runs than cores"),
-    (["table1", "--parallel", "2", "--in-process"], "one run at a time"),
-    (["table1", "--datasets", "imagenet"], "unknown data set 'imagenet'; choose from digits, mnist"),
-    (["table1", "--shard", "3/3"], "--shard 3/3"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["table1", "--parallel", str(available_cores() + 1)], "more runs than cores"),
+        (["table1", "--parallel", "2", "--in-process"], "one run at a time"),
+        (["table1", "--datasets", "imagenet"], "unknown data set 'imagenet'; choose from digits, mnist"),
+        (["table1", "--shard", "3/3"], "--shard 3/3"),
+    ],
+)
 def test_bad_arguments_are_one_line_errors(args, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(args)
@@ -226,9 +228,12 @@ def test_paper_numbers_are_those_of_docs_paper_md():
     """``paper.TABLE1`` is the Table 1 of docs/paper.md#results-to-compare-against."""
     paper_md = ROOT / "docs" / "paper.md"
     rows = re.findall(r"^\|[^|\n]*\| ([\d.]+)% \| ([\d.]+)% \| ([\d.]+)% \| ([\d.]+)% \|$", paper_md.read_text(), re.M)
-    ours = [paper.TABLE1[(activation, pre)] for pre in (True, False) for activation in ("rectifier", "tanh", "softplus")]
-    assert [[float(v) for v in row] for row in rows[:6]] == [[t[d] for d in ("mnist", "cifar10", "nistp", "norb")]
-                                                             for t in ours]
+    ours = [
+        paper.TABLE1[(activation, pre)] for pre in (True, False) for activation in ("rectifier", "tanh", "softplus")
+    ]
+    assert [[float(v) for v in row] for row in rows[:6]] == [
+        [t[d] for d in ("mnist", "cifar10", "nistp", "norb")] for t in ours
+    ]
 
 
 def test_reports_name_run_folders_relative_to_the_working_directory(tmp_path, monkeypatch):
@@ -240,9 +245,16 @@ def test_reports_name_run_folders_relative_to_the_working_directory(tmp_path, mo
     assert shown(elsewhere) == elsewhere  # outside the working directory: left as it is
 
 
-@pytest.mark.parametrize("experiment, folder", [("table1", "table1/grid"), ("l1_sweep", "l1_sweep"),
-                                                ("sharpness", "sharpness"), ("semi_supervised", "semi_supervised"),
-                                                ("protocol", "protocol")])
+@pytest.mark.parametrize(
+    "experiment, folder",
+    [
+        ("table1", "table1/grid"),
+        ("l1_sweep", "l1_sweep"),
+        ("sharpness", "sharpness"),
+        ("semi_supervised", "semi_supervised"),
+        ("protocol", "protocol"),
+    ],
+)
 def test_committed_reports_are_what_their_runs_json_gives(experiment, folder, tmp_path, monkeypatch, capsys):
     """The committed reports are current: rewriting them from their runs.json (--report-only, in a
     copy laid out as in the repository) gives the same Markdown, epochs numbered from 0."""
@@ -269,8 +281,9 @@ KEPT = ("spec.json", "inputs.json", "version_0/results.json", "version_0/config.
 
 
 @pytest.mark.parametrize("experiment", ["pretraining", "table1"])
-def test_paper_budget_reports_are_rewritten_from_the_committed_run_files_alone(experiment, tmp_path, monkeypatch,
-                                                                                  capsys):
+def test_paper_budget_reports_are_rewritten_from_the_committed_run_files_alone(
+    experiment, tmp_path, monkeypatch, capsys
+):
     """A fresh clone's `reproduce <experiment> --report-only` (the budget and command from runs.json)
     rewrites the committed report byte for byte from the run files the repository keeps, training nothing."""
     committed = ROOT / "reproductions" / experiment
@@ -302,11 +315,22 @@ class FakeFit:
         (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
         checkpoint = folder / "checkpoints" / "best-epoch=0.ckpt"
         checkpoint.write_text("fake")
-        results = {"model": "SparseMLP", "data": "fake", "selection_metric": "val/err", "best_val": 0.1,
-                   "best_epoch": 0, "epochs": 1, "fit_seconds": 0.0, "checkpoint": str(checkpoint),
-                   "test/err": 0.1, "test/sparsity/mean": 0.5}
+        results = {
+            "model": "SparseMLP",
+            "data": "fake",
+            "selection_metric": "val/err",
+            "best_val": 0.1,
+            "best_epoch": 0,
+            "epochs": 1,
+            "fit_seconds": 0.0,
+            "checkpoint": str(checkpoint),
+            "test/err": 0.1,
+            "test/sparsity/mean": 0.5,
+        }
         (folder / "results.json").write_text(json.dumps(results))
-        (folder / "metrics.csv").write_text("epoch,step,val/err,test/err,test/sparsity/mean\n0,9,0.1,,\n0,10,,0.1,0.5\n")
+        (folder / "metrics.csv").write_text(
+            "epoch,step,val/err,test/err,test/sparsity/mean\n0,9,0.1,,\n0,10,,0.1,0.5\n"
+        )
         self.trained.append(record.spec.id)
         return True, None
 
@@ -324,8 +348,9 @@ def fake_fit(monkeypatch):
     # runs.json and the Markdown as always, without the experiment's figure (about 1 s each time; the
     # end-to-end test checks it)
     write_reports = command.write_reports
-    monkeypatch.setattr(command, "write_reports",
-                        lambda *args, **kwargs: write_reports(*args, **{**kwargs, "plot": False}))
+    monkeypatch.setattr(
+        command, "write_reports", lambda *args, **kwargs: write_reports(*args, **{**kwargs, "plot": False})
+    )
     return fit
 
 
@@ -369,12 +394,23 @@ def test_the_same_files_elsewhere_are_reused_and_changed_files_train_again(fake_
 
 
 def test_edited_config_or_changed_numerics_train_again_a_new_version_does_not_and_digits_ignore_the_data_dir(
-        fake_fit, tmp_path, monkeypatch, capsys):
+    fake_fit, tmp_path, monkeypatch, capsys
+):
     configs, out = tmp_path / "configs", tmp_path / "out"
     configs.mkdir()
     shutil.copy(ROOT / "configs" / "digits.yaml", configs / "digits.yaml")
-    args = ["sharpness", "--datasets", "digits", "--budget", "tiny", "--in-process", "--out", str(out),
-            "--configs", str(configs)]
+    args = [
+        "sharpness",
+        "--datasets",
+        "digits",
+        "--budget",
+        "tiny",
+        "--in-process",
+        "--out",
+        str(out),
+        "--configs",
+        str(configs),
+    ]
     main(args)
     runs = len(fake_fit.trained)  # a = 1, 3 and the rectifier with and without L1
     assert runs == 4
@@ -410,7 +446,8 @@ def test_edited_config_or_changed_numerics_train_again_a_new_version_does_not_an
 
 
 def test_a_half_done_run_resumes_on_the_same_inputs_and_says_why_it_starts_again_on_others(
-        fake_fit, tmp_path, monkeypatch, capsys):
+    fake_fit, tmp_path, monkeypatch, capsys
+):
     out = tmp_path / "out"
     args = ["sharpness", "--datasets", "digits", "--budget", "tiny", "--in-process", "--out", str(out)]
     main(args)
@@ -423,8 +460,14 @@ def test_a_half_done_run_resumes_on_the_same_inputs_and_says_why_it_starts_again
         fake_fit.resumed = []
 
     seen = []
-    monkeypatch.setattr(Runner, "_attempt", lambda self, record, pretrained, resume, tag: (
-        seen.append(resume), fake_fit(self, record, pretrained, resume, tag))[1])
+    monkeypatch.setattr(
+        Runner,
+        "_attempt",
+        lambda self, record, pretrained, resume, tag: (
+            seen.append(resume),
+            fake_fit(self, record, pretrained, resume, tag),
+        )[1],
+    )
     half_done()
     main(args)
     assert seen[-1] is not None and seen[-1].name == "last.ckpt"  # same inputs: goes on from it
@@ -436,7 +479,9 @@ def test_a_half_done_run_resumes_on_the_same_inputs_and_says_why_it_starts_again
     main(args)
     printed = capsys.readouterr().out
     assert seen[-1] is None
-    assert re.search(r"its checkpoint is not resumed, the code trains it differently: .*; starting again", printed), printed
+    assert re.search(r"its checkpoint is not resumed, the code trains it differently: .*; starting again", printed), (
+        printed
+    )
 
 
 def test_fine_tuning_trains_again_with_its_pretraining(fake_fit, tmp_path):
@@ -470,7 +515,9 @@ def test_a_lost_pretraining_checkpoint_trains_again_only_for_unfinished_fine_tun
     shutil.rmtree(run_dir(tmp_path, dependent))  # one fine-tuning run still to do
     records = Runner(Options(out=tmp_path, configs_dir=ROOT / "configs")).prepare(specs)
     assert {i for i, r in records.items() if r.status == "pending"} == {tanh_pretrain.id, dependent.id}
-    assert records[tanh_pretrain.id].changed == ["its checkpoint is gone and an unfinished fine-tuning run starts from it"]
+    assert records[tanh_pretrain.id].changed == [
+        "its checkpoint is gone and an unfinished fine-tuning run starts from it"
+    ]
     trained_before = len(fake_fit.trained)
     Runner(Options(out=tmp_path, configs_dir=ROOT / "configs")).execute(records)
     assert fake_fit.trained[trained_before:] == [tanh_pretrain.id, dependent.id]
@@ -561,8 +608,9 @@ def test_the_paper_budget_fine_tunes_mnist_with_early_stopping_on_a_narrowed_gri
         assert "trainer.callbacks+" not in spec.settings
     cifar = [s for s in specs if s.dataset == "cifar10"]  # the configs as written, the whole grid
     assert {s.lr for s in cifar} == {0.1, 0.01, 0.001, 0.0001}
-    assert not any("trainer.callbacks+" in s.settings or "trainer.max_epochs" in s.settings
-                   for s in cifar if s.phase == "finetune")
+    assert not any(
+        "trainer.callbacks+" in s.settings or "trainer.max_epochs" in s.settings for s in cifar if s.phase == "finetune"
+    )
     report = "\n".join(table1.markdown({s.id: Record(s) for s in mnist}, ["mnist"]))
     assert "Learning rates searched: pre-training 0.01; fine-tuning 0.1, 0.03, 0.01" in report
     assert "Pre-training on MNIST: the protocol the configs carry" in report
@@ -574,11 +622,15 @@ def test_the_paper_budget_fine_tunes_mnist_with_early_stopping_on_a_narrowed_gri
 
 def test_early_stopping_is_added_only_where_the_config_has_none_and_never_contradicts_it(tmp_path):
     ctx = Context(BUDGETS["paper"], tmp_path)
-    (tmp_path / "plain.yaml").write_text("trainer:\n  callbacks:\n    - class_path: lightning_rect.callbacks.SparsityMonitor\n")
+    (tmp_path / "plain.yaml").write_text(
+        "trainer:\n  callbacks:\n    - class_path: lightning_rect.callbacks.SparsityMonitor\n"
+    )
     added = early_stopping(ctx, "plain.yaml", 7)["trainer.callbacks+"]
     assert added["class_path"].endswith("EarlyStopping") and added["init_args"]["patience"] == 7
-    (tmp_path / "other.yaml").write_text("trainer:\n  callbacks:\n    - class_path: lightning.pytorch.callbacks.EarlyStopping\n"
-                                         "      init_args: {monitor: val/err, mode: min, patience: 3}\n")
+    (tmp_path / "other.yaml").write_text(
+        "trainer:\n  callbacks:\n    - class_path: lightning.pytorch.callbacks.EarlyStopping\n"
+        "      init_args: {monitor: val/err, mode: min, patience: 3}\n"
+    )
     with pytest.raises(ValueError, match="other.yaml stops early with .*patience.*3.*make them agree"):
         early_stopping(ctx, "other.yaml", 10)
 
@@ -591,7 +643,8 @@ def test_seeded_protocols_are_repeated_in_cells_of_their_own_with_their_own_pret
     by_id = {spec.id: spec for spec in specs}
     seeded = [spec for spec in specs if spec.cell.seed is not None]
     assert {(s.cell.variant, s.cell.seed) for s in seeded if s.phase == "finetune"} == {
-        (tag, seed) for tag in SEEDED for seed in SEEDS}
+        (tag, seed) for tag in SEEDED for seed in SEEDS
+    }
     for spec in seeded:
         assert spec.settings["seed_everything"] == spec.cell.seed
         if spec.phase == "finetune":
@@ -612,7 +665,8 @@ def test_seeded_protocols_are_repeated_in_cells_of_their_own_with_their_own_pret
 
 
 def test_a_pretraining_run_stopped_while_it_trains_again_for_its_checkpoint_keeps_its_finished_runs(
-        fake_fit, tmp_path, monkeypatch):
+    fake_fit, tmp_path, monkeypatch
+):
     """The DAE trains again only for its checkpoint; stopped half-way (no results.json yet), the next
     invocation still reuses the fine-tuning runs that had finished from it and trains only the rest."""
     specs = plan_table1(tmp_path, budget="paper")  # 4 fine-tuning rates per DAE
@@ -653,14 +707,19 @@ def damage(folder: Path, how: str) -> Path:
     return results if how != "inputs a list" else folder.parent / INPUTS_FILE
 
 
-@pytest.mark.parametrize("how, problem", [
-    ("truncated", "is not valid JSON"), ("a list", "holds a JSON list, not an object"),
-    ("a string for a number", "best_val is '0.1', not a number"),
-    ("test error edited", "test/err is 0.005, but metrics.csv logged 0.1"),
-    ("inputs a list", "holds a JSON list, not the object a record of a run's inputs is"),
-])
+@pytest.mark.parametrize(
+    "how, problem",
+    [
+        ("truncated", "is not valid JSON"),
+        ("a list", "holds a JSON list, not an object"),
+        ("a string for a number", "best_val is '0.1', not a number"),
+        ("test error edited", "test/err is 0.005, but metrics.csv logged 0.1"),
+        ("inputs a list", "holds a JSON list, not the object a record of a run's inputs is"),
+    ],
+)
 def test_a_damaged_run_file_is_one_line_and_the_run_is_neither_reported_retrained_nor_deleted(
-        fake_fit, tmp_path, monkeypatch, capsys, how, problem):
+    fake_fit, tmp_path, monkeypatch, capsys, how, problem
+):
     out = tmp_path / "t1"
     args = ["table1", "--datasets", "digits", "--budget", "tiny", "--out", str(out)]
     main([*args, "--in-process"])

@@ -21,7 +21,9 @@ def test_a_second_reproduce_into_the_same_folder_is_refused_in_one_line(tmp_path
             main(["l1_sweep", "--datasets", "digits", "--budget", "tiny", "--in-process", "--out", str(out)])
     assert stopped.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: the reproduction output folder") and f"pid {os.getpid()}" in err[0]
+    assert (
+        len(err) == 1 and err[0].startswith("error: the reproduction output folder") and f"pid {os.getpid()}" in err[0]
+    )
     assert sorted(p.name for p in out.iterdir()) == []  # nothing written (the lock file went with the lock)
 
 
@@ -30,10 +32,30 @@ def test_sigterm_stops_the_children_lets_them_save_and_exits_143(tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "disabled"}
     # digits at the small budget: 10 fine-tuning epochs per run, a few seconds each; two runs at once
-    proc = subprocess.Popen([sys.executable, "-m", "lightning_rect", "reproduce", "l1_sweep", "--datasets", "digits",
-                             "--budget", "small", "--parallel", "2", "--threads", "1", "--out", str(out)],
-                            cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "lightning_rect",
+            "reproduce",
+            "l1_sweep",
+            "--datasets",
+            "digits",
+            "--budget",
+            "small",
+            "--parallel",
+            "2",
+            "--threads",
+            "1",
+            "--out",
+            str(out),
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     seen = []
     for line in proc.stdout:  # wait for a run's second epoch: it has a checkpoint to keep
         seen.append(line)

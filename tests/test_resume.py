@@ -18,20 +18,24 @@ import lightning as L
 import pytest
 import torch
 import yaml
-
 from conftest import ROOT
 from helpers.cli_process import finish, start
 from helpers.disk_faults import FullDisk
+
 from lightning_rect import SparseMLP, StackedDAE
 from lightning_rect.app.checkpoint_io import AtomicCheckpointIO
+from lightning_rect.app.loggers import CSVLogger
 from lightning_rect.checkpoint import load_checkpoint_file
 from lightning_rect.errors import CheckpointError, StorageError
-from lightning_rect.app.loggers import CSVLogger
 
 DIGITS = str(ROOT / "configs" / "digits.yaml")
 #: 12 steps per epoch, a second or two per fit in-process
-TINY = ["--model.init_args.hidden_sizes=[16]", "--data.init_args.batch_size=100", "--trainer.enable_progress_bar=false",
-        "--trainer.enable_model_summary=false"]
+TINY = [
+    "--model.init_args.hidden_sizes=[16]",
+    "--data.init_args.batch_size=100",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+]
 
 
 def error_lines(stderr: str) -> list[str]:
@@ -39,8 +43,11 @@ def error_lines(stderr: str) -> list[str]:
 
 
 def checksums(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def metric_rows(run: Path) -> list[dict[str, str]]:
@@ -69,8 +76,9 @@ def fit_time(checkpoint: dict) -> float:
 # ---- atomic checkpoints ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("code,cause", [(errno.ENOSPC, "no space left"), (errno.EROFS, "read-only"),
-                                        (errno.EACCES, "permission denied")])
+@pytest.mark.parametrize(
+    "code,cause", [(errno.ENOSPC, "no space left"), (errno.EROFS, "read-only"), (errno.EACCES, "permission denied")]
+)
 def test_a_failed_write_keeps_the_previous_checkpoint_and_leaves_no_temporary_file(tmp_path, monkeypatch, code, cause):
     elsewhere = tmp_path / "tmpdir"  # $TMPDIR: never used, the temporary file lives next to the target
     elsewhere.mkdir()
@@ -107,13 +115,16 @@ class NotAWeight:
     pass
 
 
-@pytest.mark.parametrize("make,expected", [
-    (lambda d: d / "missing.ckpt", "does not exist"),
-    (lambda d: d, "is a folder"),
-    (lambda d: file_with(d / "empty.ckpt", b""), "is empty"),
-    (lambda d: file_with(d / "junk.ckpt", b"\x00" * 100), "not a PyTorch checkpoint"),
-    (lambda d: torch.save({"x": NotAWeight()}, d / "object.ckpt") or d / "object.ckpt", "a safe load refuses"),
-])
+@pytest.mark.parametrize(
+    "make,expected",
+    [
+        (lambda d: d / "missing.ckpt", "does not exist"),
+        (lambda d: d, "is a folder"),
+        (lambda d: file_with(d / "empty.ckpt", b""), "is empty"),
+        (lambda d: file_with(d / "junk.ckpt", b"\x00" * 100), "not a PyTorch checkpoint"),
+        (lambda d: torch.save({"x": NotAWeight()}, d / "object.ckpt") or d / "object.ckpt", "a safe load refuses"),
+    ],
+)
 def test_unreadable_checkpoints_are_one_line_without_unsafe_advice(tmp_path, make, expected):
     path = make(tmp_path)
     with pytest.raises(CheckpointError, match=expected) as err:
@@ -136,7 +147,10 @@ def test_the_history_is_kept_up_to_the_resumed_step_and_a_cut_off_row_is_dropped
     resumed.log_metrics({"val/err": 0.25, "epoch": 2, "train/loss": 1.0}, step=29)
     rows = metric_rows(Path(resumed.log_dir))
     assert [(r["epoch"], r["step"], r["val/err"], r["train/loss"]) for r in rows] == [
-        ("0", "9", "0.5", ""), ("1", "19", "0.4", ""), ("2", "29", "0.25", "1.0")]
+        ("0", "9", "0.5", ""),
+        ("1", "19", "0.4", ""),
+        ("2", "29", "0.25", "1.0"),
+    ]
 
 
 def test_a_new_writer_in_another_process_of_the_run_keeps_the_runs_rows(tmp_path):
@@ -272,9 +286,11 @@ def test_a_finished_run_or_an_older_checkpoint_resumes_in_a_new_folder_and_says_
     assert code == 0, stderr[-2000:]
     [note] = [line for line in stderr.splitlines() if line.startswith("note: ")]
     last = run / "checkpoints" / "last.ckpt"
-    assert note == (f"note: best-epoch=0.ckpt is not the newest checkpoint of {run} (last.ckpt is), so the resume "
-                    f"starts a new run folder and leaves that one as it is; --ckpt_path {last} continues that run in "
-                    "place")
+    assert note == (
+        f"note: best-epoch=0.ckpt is not the newest checkpoint of {run} (last.ckpt is), so the resume "
+        f"starts a new run folder and leaves that one as it is; --ckpt_path {last} continues that run in "
+        "place"
+    )
     assert not (run / "results.json").exists() and (run.parent / "version_1" / "results.json").is_file()
 
     finished = run.parent / "version_1"
@@ -282,8 +298,10 @@ def test_a_finished_run_or_an_older_checkpoint_resumes_in_a_new_folder_and_says_
     code, _, stderr = fit("--trainer.max_epochs=3", f"--ckpt_path={finished / 'checkpoints' / 'last.ckpt'}")
     assert code == 0, stderr[-2000:]
     [note] = [line for line in stderr.splitlines() if line.startswith("note: ")]
-    assert note == (f"note: {finished} is a finished run (it has results.json), so the resume starts a new run folder "
-                    "and leaves that one as it is")
+    assert note == (
+        f"note: {finished} is a finished run (it has results.json), so the resume starts a new run folder "
+        "and leaves that one as it is"
+    )
     assert checksums(finished) == before and (run.parent / "version_2" / "results.json").is_file()
 
 
@@ -302,7 +320,8 @@ def test_a_full_disk_ends_in_one_line_with_the_previous_checkpoint_whole(fit, tm
 
 
 def test_a_disk_that_fills_while_epoch_0s_last_ckpt_is_written_resumes_from_its_whole_best_checkpoint(
-        fit, tmp_path, monkeypatch):
+    fit, tmp_path, monkeypatch
+):
     """Epoch 0 writes best-epoch=0.ckpt whole, then the disk is full for last.ckpt: ``--ckpt_path last``
     resumes from the best checkpoint (the same epoch), not 'stopped before its first checkpoint'."""
     with monkeypatch.context() as patch:
@@ -314,8 +333,10 @@ def test_a_disk_that_fills_while_epoch_0s_last_ckpt_is_written_resumes_from_its_
 
     code, out, stderr = fit("--trainer.max_epochs=2", "--ckpt_path", "last")
     assert code == 0, stderr[-2000:]
-    assert f"resuming from {Path('runs') / 'digits' / 'version_0' / 'checkpoints' / 'best-epoch=0.ckpt'} (its " \
-           "last.ckpt was never written whole)" in out
+    assert (
+        f"resuming from {Path('runs') / 'digits' / 'version_0' / 'checkpoints' / 'best-epoch=0.ckpt'} (its "
+        "last.ckpt was never written whole)" in out
+    )
     results = json.loads((folder.parent / "results.json").read_text())
     assert results["epochs"] == 2 and epochs_with(metric_rows(folder.parent), "val/err") == [0, 1]
 
@@ -330,12 +351,19 @@ def saved(model: L.LightningModule, path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("make,expected", [
-    (lambda d: saved(StackedDAE(64, hidden_sizes=[16]), d / "dae.ckpt"),
-     ["holds a StackedDAE checkpoint but the config trains a SparseMLP", "--model.init_args.pretrained="]),
-    (lambda d: saved(SparseMLP(64, 10, [32], l1=0.5), d / "mlp.ckpt"),
-     ["hidden_sizes=[32] -> [16]", "l1=0.5 -> 0.001", "may change only lr"]),
-])
+@pytest.mark.parametrize(
+    "make,expected",
+    [
+        (
+            lambda d: saved(StackedDAE(64, hidden_sizes=[16]), d / "dae.ckpt"),
+            ["holds a StackedDAE checkpoint but the config trains a SparseMLP", "--model.init_args.pretrained="],
+        ),
+        (
+            lambda d: saved(SparseMLP(64, 10, [32], l1=0.5), d / "mlp.ckpt"),
+            ["hidden_sizes=[32] -> [16]", "l1=0.5 -> 0.001", "may change only lr"],
+        ),
+    ],
+)
 def test_a_checkpoint_that_does_not_fit_the_config_is_refused_in_one_line(fit, tmp_path, make, expected):
     path = make(tmp_path)
     code, _, stderr = fit(f"--ckpt_path={path}")
@@ -424,15 +452,25 @@ def test_two_fits_of_one_config_started_together_get_a_run_folder_each(tmp_path)
         results = json.loads((run / "results.json").read_text())
         assert Path(results["checkpoint"]).parent == tmp_path / "runs" / "digits" / run.name / "checkpoints"
         assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
-            f"best-epoch={results['best_epoch']}.ckpt", "last.ckpt"]  # nobody else's, no -v1 copies
+            f"best-epoch={results['best_epoch']}.ckpt",
+            "last.ckpt",
+        ]  # nobody else's, no -v1 copies
         assert epochs_with(metric_rows(run), "val/err") == [0, 1]
 
 
 # ---- kill -9 -------------------------------------------------------------------------------------
 
 #: 120 steps per epoch; three epochs
-KILL_ARGS = ["fit", "--config", DIGITS, "--model.init_args.hidden_sizes=[64,64]", "--data.init_args.batch_size=10",
-             "--trainer.max_epochs=3", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+KILL_ARGS = [
+    "fit",
+    "--config",
+    DIGITS,
+    "--model.init_args.hidden_sizes=[64,64]",
+    "--data.init_args.batch_size=10",
+    "--trainer.max_epochs=3",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+]
 STEPS_PER_EPOCH = 120
 #: A callback the killed runs load from tmp_path: SIGKILL to itself when a given training step starts.
 KILLER = """
@@ -475,7 +513,9 @@ def test_a_run_killed_in_epoch_1_or_2_resumes_to_the_same_weights_and_history(un
     ours = torch.load(last, weights_only=True)["state_dict"]
     reference = torch.load(uninterrupted / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     assert ours.keys() == reference.keys()
-    assert all(torch.equal(ours[k], reference[k]) if torch.is_tensor(ours[k]) else ours[k] == reference[k] for k in ours)
+    assert all(
+        torch.equal(ours[k], reference[k]) if torch.is_tensor(ours[k]) else ours[k] == reference[k] for k in ours
+    )
     rows, reference_rows = metric_rows(run), metric_rows(uninterrupted)
     assert epochs_with(rows, "val/err") == epochs_with(rows, "train/loss") == [0, 1, 2]
     for key in ("val/err", "val/loss", "train/loss"):
@@ -485,8 +525,9 @@ def test_a_run_killed_in_epoch_1_or_2_resumes_to_the_same_weights_and_history(un
 
 
 #: Every checkpoint write pauses 2 s half-way (a test-only plugin: helpers/disk_faults.py).
-SLOW_WRITES = ["--trainer.plugins=" + json.dumps({"class_path": "helpers.disk_faults.SlowCheckpointIO",
-                                                  "init_args": {"pause": 2}})]
+SLOW_WRITES = [
+    "--trainer.plugins=" + json.dumps({"class_path": "helpers.disk_faults.SlowCheckpointIO", "init_args": {"pause": 2}})
+]
 
 
 @pytest.mark.slow

@@ -12,8 +12,14 @@ from torch.utils.data import DataLoader, TensorDataset
 from lightning_rect import SparseMLP, StackedDAE
 from lightning_rect.activations import Rectifier, SharpSoftplus, Sigmoid, Softplus, Tanh
 from lightning_rect.callbacks import SparsityMonitor
-from lightning_rect.callbacks.sparsity import (RATES_FILE, UnitCounter, firing_rate_histogram, is_nonnegative,
-                                                log_firing_rate_histograms, save_firing_rates)
+from lightning_rect.callbacks.sparsity import (
+    RATES_FILE,
+    UnitCounter,
+    firing_rate_histogram,
+    is_nonnegative,
+    log_firing_rate_histograms,
+    save_firing_rates,
+)
 from lightning_rect.data import DigitsDataModule
 from lightning_rect.errors import ConfigError
 
@@ -66,14 +72,20 @@ def batches():
 def expected():
     # layer 1: zeros 3+3+... count: b1 has 5 zeros of 8, b2 has 3 zeros of 8 -> 8/16
     # layer 2 sees columns 0-1: b1 4 zeros of 4, b2 3 zeros of 4 -> 7/8; unit 0 dead, unit 1 alive
-    return {"test/sparsity/layer_1": 0.5, "test/dead/layer_1": 0.25,
-            "test/sparsity/layer_2": 7 / 8, "test/dead/layer_2": 0.5,
-            "test/sparsity/mean": (0.5 + 7 / 8) / 2, "test/dead/mean": 0.375}
+    return {
+        "test/sparsity/layer_1": 0.5,
+        "test/dead/layer_1": 0.25,
+        "test/sparsity/layer_2": 7 / 8,
+        "test/dead/layer_2": 0.5,
+        "test/sparsity/mean": (0.5 + 7 / 8) / 2,
+        "test/dead/mean": 0.375,
+    }
 
 
 def test_exact_values_on_hand_built_activations():
-    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False,
-                        callbacks=[SparsityMonitor()])
+    trainer = L.Trainer(
+        logger=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[SparsityMonitor()]
+    )
     result = trainer.test(HandBuilt(), dataloaders=Loader(batches()), verbose=False)[0]
     for key, value in expected().items():
         assert result[key] == pytest.approx(value), key
@@ -105,13 +117,26 @@ class PlainUserModel(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.05)
 
 
-@pytest.mark.parametrize("modules,expected", [
-    (["torch.nn.ReLU"], ["net.1"]), (["net.3"], ["net.3"]), (["Tanh"], ["net.3"]), (["ReLU", "net.3"], ["net.1", "net.3"]),
-])
+@pytest.mark.parametrize(
+    "modules,expected",
+    [
+        (["torch.nn.ReLU"], ["net.1"]),
+        (["net.3"], ["net.3"]),
+        (["Tanh"], ["net.3"]),
+        (["ReLU", "net.3"], ["net.1", "net.3"]),
+    ],
+)
 def test_user_layers_are_logged_under_their_module_names_and_hooks_are_removed(modules, expected):
     model = PlainUserModel()
-    trainer = L.Trainer(max_epochs=1, limit_train_batches=5, limit_val_batches=2, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, callbacks=[SparsityMonitor(modules=modules)])
+    trainer = L.Trainer(
+        max_epochs=1,
+        limit_train_batches=5,
+        limit_val_batches=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        callbacks=[SparsityMonitor(modules=modules)],
+    )
     trainer.fit(model, datamodule=DigitsDataModule(batch_size=16))
     logged = {k.removeprefix("val/sparsity/") for k in trainer.callback_metrics if k.startswith("val/sparsity/")}
     assert logged == {*expected, "mean"}
@@ -126,8 +151,9 @@ def test_a_model_without_sparsity_modules_must_name_its_hidden_activations():
 
 
 def test_an_entry_that_matches_nothing_is_an_error_even_beside_one_that_matches():
-    trainer = L.Trainer(max_epochs=1, logger=False, enable_progress_bar=False,
-                        callbacks=[SparsityMonitor(modules=["net.1", "net.9"])])
+    trainer = L.Trainer(
+        max_epochs=1, logger=False, enable_progress_bar=False, callbacks=[SparsityMonitor(modules=["net.1", "net.9"])]
+    )
     with pytest.raises(ConfigError, match=r"\['net.9'\] match no module of PlainUserModel"):
         trainer.fit(PlainUserModel(), datamodule=DigitsDataModule())
 
@@ -139,8 +165,15 @@ def test_mid_epoch_validation_leaves_the_training_counts_whole():
     def run(val_check_interval):
         L.seed_everything(0)
         model = SparseMLP(64, 10, [32, 16], lr=0.05)
-        trainer = L.Trainer(max_epochs=2, val_check_interval=val_check_interval, logger=False, enable_checkpointing=False,
-                            enable_progress_bar=False, enable_model_summary=False, callbacks=[SparsityMonitor()])
+        trainer = L.Trainer(
+            max_epochs=2,
+            val_check_interval=val_check_interval,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            callbacks=[SparsityMonitor()],
+        )
         trainer.fit(model, datamodule=DigitsDataModule(batch_size=10))
         return {k: float(v) for k, v in trainer.callback_metrics.items()}
 
@@ -154,8 +187,14 @@ def fit_digits(activation, l1):
     L.seed_everything(0)
     dm = DigitsDataModule(batch_size=10)
     model = SparseMLP(64, 10, [256, 256], activation=activation, l1=l1, lr=0.05)
-    trainer = L.Trainer(max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, callbacks=[SparsityMonitor()])
+    trainer = L.Trainer(
+        max_epochs=3,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[SparsityMonitor()],
+    )
     trainer.fit(model, datamodule=dm)
     trained = dict(trainer.callback_metrics)  # trainer.test replaces callback_metrics
     return trainer.test(model, datamodule=dm, verbose=False)[0], trained
@@ -178,8 +217,9 @@ def test_l1_adds_exact_zeros_and_tanh_has_none():
 def test_works_on_stacked_dae_layer_by_layer():
     L.seed_everything(0)
     model = StackedDAE(64, 10, [32, 16], epochs_per_layer=1)
-    trainer = L.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        callbacks=[SparsityMonitor()])
+    trainer = L.Trainer(
+        max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False, callbacks=[SparsityMonitor()]
+    )
     trainer.fit(model, datamodule=DigitsDataModule(batch_size=20))
     assert "val/sparsity/layer_2" in trainer.callback_metrics
     assert 0 < trainer.callback_metrics["val/sparsity/layer_1"] < 1
@@ -211,11 +251,21 @@ def test_counter_without_abs_matches_count_nonzero_on_rectifier_outputs():
     assert torch.equal(counter.counts, expected.double())
 
 
-@pytest.mark.parametrize("module,nonnegative", [
-    (Rectifier(), True), (Softplus(), True), (Sigmoid(), True), (SharpSoftplus(3.0), True),
-    (nn.ReLU(), True), (nn.Sigmoid(), True), (Tanh(), False), (nn.Tanh(), False), (nn.LeakyReLU(), False),
-    (nn.GELU(), False),
-])
+@pytest.mark.parametrize(
+    "module,nonnegative",
+    [
+        (Rectifier(), True),
+        (Softplus(), True),
+        (Sigmoid(), True),
+        (SharpSoftplus(3.0), True),
+        (nn.ReLU(), True),
+        (nn.Sigmoid(), True),
+        (Tanh(), False),
+        (nn.Tanh(), False),
+        (nn.LeakyReLU(), False),
+        (nn.GELU(), False),
+    ],
+)
 def test_which_activations_skip_the_abs(module, nonnegative):
     assert is_nonnegative(module) is nonnegative
     # the claim must hold: no negative output on inputs of either sign
@@ -243,8 +293,9 @@ def test_a_layer_dead_for_the_whole_epoch_is_warned_about_once():
 
 
 def test_partly_dead_layers_are_not_warned_about(recwarn):
-    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False,
-                        callbacks=[SparsityMonitor()])
+    trainer = L.Trainer(
+        logger=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[SparsityMonitor()]
+    )
     trainer.test(HandBuilt(), dataloaders=Loader(batches()), verbose=False)  # layers 25% and 50% dead
     assert not [w for w in recwarn if "every unit of layer" in str(w.message)]
 
@@ -288,7 +339,9 @@ def test_firing_rate_histogram_is_the_hand_count_of_each_units_nonzero_fraction(
 def test_a_rate_on_a_bin_edge_lands_in_the_bin_it_opens():
     # 7 of 20 examples = 0.35 exactly: bin 7, although 0.35 in float32 is just below it
     histogram = firing_rate_histogram(torch.tensor([7.0, 0.0, 20.0, 1.0]), 20, bins=20)
-    assert histogram.counts[7] == 1 and histogram.counts[0] == 1 and histogram.counts[19] == 1 and histogram.counts[1] == 1
+    assert (
+        histogram.counts[7] == 1 and histogram.counts[0] == 1 and histogram.counts[19] == 1 and histogram.counts[1] == 1
+    )
     assert histogram.dead == 1 and histogram.units == 4
 
 
@@ -320,8 +373,9 @@ def test_histograms_go_to_wandb_as_wandb_histograms_and_the_rates_file_is_writte
     import wandb
 
     logger = RecordingWandbLogger(tmp_path)
-    trainer = L.Trainer(logger=logger, enable_progress_bar=False, enable_model_summary=False,
-                        callbacks=[SparsityMonitor()])
+    trainer = L.Trainer(
+        logger=logger, enable_progress_bar=False, enable_model_summary=False, callbacks=[SparsityMonitor()]
+    )
     trainer.test(HandBuilt(), dataloaders=Loader(batches()), verbose=False)
     logged = [c.args[0] for c in logger.run.log.call_args_list if "test/firing_rate/layer_1" in c.args[0]]
     assert len(logged) == 1
@@ -337,15 +391,21 @@ def test_histograms_go_to_wandb_as_wandb_histograms_and_the_rates_file_is_writte
     assert not (tmp_path / RATES_FILE).exists()
     saved = json.loads((tmp_path / "proj" / "run-1" / RATES_FILE).read_text())
     assert saved["bins"] == 20 and set(saved) == {"format", "bins", "test"}
-    assert saved["test"]["layers"]["layer_1"] == {"rows": 4, "nonzero": [0, 1, 4, 3],
-                                                  "histogram": hand_histogram(x)[0], "dead": 1}
+    assert saved["test"]["layers"]["layer_1"] == {
+        "rows": 4,
+        "nonzero": [0, 1, 4, 3],
+        "histogram": hand_histogram(x)[0],
+        "dead": 1,
+    }
 
 
 def test_tensorboard_gets_the_same_bins_and_other_loggers_nothing(tmp_path):
     tensorboard, csv_logger = RecordingTensorBoardLogger(), CSVLogger(tmp_path)
     nonzero = torch.tensor([0.0, 1.0, 4.0, 3.0])
     histogram = firing_rate_histogram(nonzero, 4)
-    log_firing_rate_histograms([csv_logger, tensorboard], "val", {"layer_1": histogram}, {"layer_1": (nonzero, 4.0)}, 12)
+    log_firing_rate_histograms(
+        [csv_logger, tensorboard], "val", {"layer_1": histogram}, {"layer_1": (nonzero, 4.0)}, 12
+    )
     [call] = tensorboard.writer.add_histogram_raw.call_args_list
     assert call.args == ("val/firing_rate/layer_1",)
     assert call.kwargs["bucket_counts"] == list(histogram.counts) and call.kwargs["num"] == 4
@@ -423,9 +483,15 @@ def fit_user_model(mode: str) -> dict[str, float]:
     torch.manual_seed(0)
     model = TwoLayerUserModel(mode)
     x, y = torch.rand(40, 64) - 0.3, torch.randint(0, 10, (40,))
-    trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, num_sanity_val_steps=0,
-                        callbacks=[SparsityMonitor(modules=["body.1", "body.3"])])
+    trainer = L.Trainer(
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=[SparsityMonitor(modules=["body.1", "body.3"])],
+    )
     loader = DataLoader(TensorDataset(x, y), batch_size=10)
     trainer.fit(model, loader, loader)
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
@@ -434,8 +500,9 @@ def fit_user_model(mode: str) -> dict[str, float]:
 @pytest.mark.parametrize("mode", ["checkpoint", "reentrant", "twice"])
 def test_layers_are_the_same_in_every_stage_however_often_a_step_runs_them(mode):
     plain, result = fit_user_model("plain"), fit_user_model(mode)
-    layers = {stage: {k.split("/", 2)[2] for k in result if k.startswith(f"{stage}/sparsity/")}
-              for stage in ("train", "val")}
+    layers = {
+        stage: {k.split("/", 2)[2] for k in result if k.startswith(f"{stage}/sparsity/")} for stage in ("train", "val")
+    }
     assert layers["train"] == layers["val"] == {"body.1", "body.3", "mean"}
     if mode != "twice":  # a recomputation in backward is not counted again: the plain run's values exactly
         for key in ("train/sparsity/body.1", "train/dead/body.3", "train/dead/mean", "val/sparsity/mean"):
@@ -450,11 +517,13 @@ class HandBuiltSeveralLoaders(HandBuilt):
 
 def test_each_test_dataloader_is_counted_and_logged_on_its_own():
     all_zero = [(torch.zeros(2, 4), torch.zeros(2))]
-    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False,
-                        callbacks=[SparsityMonitor()])
+    trainer = L.Trainer(
+        logger=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[SparsityMonitor()]
+    )
     with pytest.warns(UserWarning, match="every unit of layer_1/dataloader_idx_1"):
-        results = trainer.test(HandBuiltSeveralLoaders(), dataloaders=[Loader(batches()), Loader(all_zero)],
-                               verbose=False)
+        results = trainer.test(
+            HandBuiltSeveralLoaders(), dataloaders=[Loader(batches()), Loader(all_zero)], verbose=False
+        )
     for key, value in expected().items():
         assert results[0][f"{key}/dataloader_idx_0"] == pytest.approx(value), key
         assert results[1][f"{key}/dataloader_idx_1"] == pytest.approx(1.0), key  # all zeros, all dead
@@ -469,8 +538,13 @@ def test_a_watched_module_declared_to_return_a_list_is_refused_at_setup():
         def on_train_batch_start(self, *args):
             ran.append(True)
 
-    trainer = L.Trainer(max_epochs=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                        callbacks=[SparsityMonitor(modules=["encoder"]), Steps()])
+    trainer = L.Trainer(
+        max_epochs=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[SparsityMonitor(modules=["encoder"]), Steps()],
+    )
     with pytest.raises(ConfigError) as err:
         trainer.fit(SparseMLP(64, 10, [8, 4]), datamodule=DigitsDataModule())
     message = str(err.value)
@@ -494,12 +568,20 @@ class PairUser(L.LightningModule):
 
 
 def test_a_watched_module_that_returns_a_tuple_is_one_configuration_error_at_its_first_call():
-    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False,
-                        callbacks=[SparsityMonitor(modules=["pair"])])
+    trainer = L.Trainer(
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[SparsityMonitor(modules=["pair"])],
+    )
     with pytest.raises(ConfigError, match=r"^SparsityMonitor: 'pair' \(ReturnsPair\) returned a tuple, not a tensor"):
         trainer.test(PairUser(), dataloaders=Loader(batches()), verbose=False)
-    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False,
-                        callbacks=[SparsityMonitor(modules=["list"])])
+    trainer = L.Trainer(
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[SparsityMonitor(modules=["list"])],
+    )
     with pytest.raises(ConfigError, match=r"'list' \(ModuleList\) is a container that is never called"):
         trainer.test(PairUser(), dataloaders=Loader(batches()), verbose=False)
 
@@ -516,17 +598,25 @@ def test_activations_that_are_never_exactly_zero_are_named_in_a_note(caplog):
             super().__init__()
             self.net = nn.Sequential(nn.Linear(64, 32), nn.GELU(), nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 10))
 
-    trainer = L.Trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=1, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        callbacks=[SparsityMonitor(modules=["net.1", "net.3"])])
+    trainer = L.Trainer(
+        max_epochs=1,
+        limit_train_batches=1,
+        limit_val_batches=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[SparsityMonitor(modules=["net.1", "net.3"])],
+    )
     with caplog.at_level("INFO"):
         trainer.fit(Smooth(), datamodule=DigitsDataModule())
     [note] = [r.getMessage() for r in caplog.records if "almost never output exactly 0" in r.getMessage()]
     assert "net.1 (GELU)" in note and "net.3" not in note
     model = SparseMLP(64, 10, [8], activation="tanh")
     caplog.clear()
-    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False,
-                        callbacks=[SparsityMonitor()])
+    trainer = L.Trainer(
+        logger=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[SparsityMonitor()]
+    )
     with caplog.at_level("INFO"):
         trainer.test(model, dataloaders=Loader([(torch.rand(3, 64), torch.zeros(3).long())]), verbose=False)
     assert any("layer_1 (Tanh) almost never output exactly 0" in r.getMessage() for r in caplog.records)
@@ -560,7 +650,8 @@ def test_the_example_a_distributed_sampler_repeats_is_not_counted():
         sampler = DistributedSampler(dataset, num_replicas=2, rank=1, shuffle=False)
         monitor = SparsityMonitor()
         L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[monitor]).test(
-            Identity(), DataLoader(dataset, batch_size=batch_size, sampler=sampler), verbose=False)
+            Identity(), DataLoader(dataset, batch_size=batch_size, sampler=sampler), verbose=False
+        )
         assert monitor.firing_rate_histograms["test"]["layer_1"].dead == 1, batch_size  # unit 0
         assert monitor.firing_rates["test"]["layer_1"].tolist() == [0.0, 1.0]
     # The data modules' own sampler pads the same way (shuffled training order, seeded).
@@ -570,8 +661,10 @@ def test_the_example_a_distributed_sampler_repeats_is_not_counted():
     assert sampler.padding == 1 and len(order) == 4 and order[-1] == first[0]  # a repeat of process 0's first
     monitor = SparsityMonitor()
     L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[monitor]).test(
-        Identity(), InMemoryBatches(torch.arange(7.0).view(7, 1).repeat(1, 2), torch.zeros(7), 3, sampler),
-        verbose=False)
+        Identity(),
+        InMemoryBatches(torch.arange(7.0).view(7, 1).repeat(1, 2), torch.zeros(7), 3, sampler),
+        verbose=False,
+    )
     counted = monitor.firing_rates["test"]["layer_1"] * 3  # rows: the 3 real examples
     assert counted.tolist() == [float((order[:3] != 0).sum())] * 2
 
@@ -631,10 +724,17 @@ def test_two_monitors_log_their_own_values_under_their_names_and_a_checkpoint_pi
 
     model, values = TwoBranches(), EpochValues()
     alpha, beta = SparsityMonitor(modules=["a"], name="alpha"), SparsityMonitor(modules=["b"], name="beta")
-    best = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="val/sparsity/alpha/mean", mode="max", save_top_k=1,
-                           filename="{epoch}")
-    trainer = L.Trainer(max_epochs=3, num_sanity_val_steps=0, logger=CSVLogger(tmp_path, version=0),
-                        enable_progress_bar=False, enable_model_summary=False, callbacks=[alpha, beta, values, best])
+    best = ModelCheckpoint(
+        dirpath=tmp_path / "ckpt", monitor="val/sparsity/alpha/mean", mode="max", save_top_k=1, filename="{epoch}"
+    )
+    trainer = L.Trainer(
+        max_epochs=3,
+        num_sanity_val_steps=0,
+        logger=CSVLogger(tmp_path, version=0),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[alpha, beta, values, best],
+    )
     trainer.fit(model, branch_data(), branch_data())
     for epoch, logged in enumerate(values.values):
         for name, module, branch in (("alpha", "a", 0), ("beta", "b", 1)):
@@ -666,29 +766,52 @@ def test_two_monitors_that_would_log_the_same_names_are_refused_at_setup_and_a_l
         def on_train_batch_start(self, *args):
             ran.append(True)
 
-    trainer = L.Trainer(max_epochs=1, num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, callbacks=[SparsityMonitor(modules=["a"]),
-                                                               SparsityMonitor(modules=["b"]), Steps()])
+    trainer = L.Trainer(
+        max_epochs=1,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[SparsityMonitor(modules=["a"]), SparsityMonitor(modules=["b"]), Steps()],
+    )
     with pytest.raises(ConfigError) as err:
         trainer.fit(TwoBranches(), branch_data(), branch_data())
     message = str(err.value)
     assert "\n" not in message and "'val/sparsity/mean'" in message and "name=" in message
     assert not ran
     # two per-step monitors that share a layer would both log its train_step names
-    trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, callbacks=[
-                            SparsityMonitor(modules=["a"], train_log_every_n_steps=1, epoch_logs=False),
-                            SparsityMonitor(modules=["b", "a"], train_log_every_n_steps=1, epoch_logs=False), Steps()])
+    trainer = L.Trainer(
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[
+            SparsityMonitor(modules=["a"], train_log_every_n_steps=1, epoch_logs=False),
+            SparsityMonitor(modules=["b", "a"], train_log_every_n_steps=1, epoch_logs=False),
+            Steps(),
+        ],
+    )
     with pytest.raises(ConfigError, match=r"would both log 'train_step/sparsity/a'.*name="):
         trainer.fit(TwoBranches(), branch_data())
     assert not ran
     # A per-epoch monitor and a per-step one (callbacks/sparsity_steps.yaml) share no name: both run,
     # and the per-epoch names are a lone monitor's.
     model = TwoBranches()
-    trainer = L.Trainer(max_epochs=1, num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=1,
-                        callbacks=[SparsityMonitor(modules=["a"]),
-                                   SparsityMonitor(modules=["a"], train_log_every_n_steps=1, epoch_logs=False)])
+    trainer = L.Trainer(
+        max_epochs=1,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+        callbacks=[
+            SparsityMonitor(modules=["a"]),
+            SparsityMonitor(modules=["a"], train_log_every_n_steps=1, epoch_logs=False),
+        ],
+    )
     trainer.fit(model, branch_data(), branch_data())
     logged = set(trainer.callback_metrics)
     assert {"val/sparsity/a", "val/sparsity/mean", "val/dead/mean", "train_step/sparsity/a"} <= logged
@@ -700,8 +823,15 @@ def test_monitors_sharing_the_rates_file_each_replace_only_their_own_layers(tmp_
     histogram = firing_rate_histogram(nonzero, 2)
 
     def save(layers, monitor, step):
-        save_firing_rates(path, "val", {layer: histogram for layer in layers}, {layer: (nonzero, 2.0) for layer in layers},
-                          epoch=0, global_step=step, monitor=monitor)
+        save_firing_rates(
+            path,
+            "val",
+            {layer: histogram for layer in layers},
+            {layer: (nonzero, 2.0) for layer in layers},
+            epoch=0,
+            global_step=step,
+            monitor=monitor,
+        )
         return sorted(json.loads(path.read_text())["val"]["layers"])
 
     assert save(["alpha/a"], "alpha", 10) == ["alpha/a"]
@@ -742,8 +872,12 @@ class FileStoreLogger(Logger):
 def test_firing_rates_go_to_each_runs_own_folder_under_a_logger_without_log_dir(tmp_path):
     store = tmp_path / "mlruns"
     for run_id, shift in (("run1", 0), ("run2", 1)):
-        trainer = L.Trainer(logger=FileStoreLogger(store, run_id), enable_progress_bar=False, enable_model_summary=False,
-                            callbacks=[SparsityMonitor()])
+        trainer = L.Trainer(
+            logger=FileStoreLogger(store, run_id),
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            callbacks=[SparsityMonitor()],
+        )
         data = [(b[0] + shift, b[1]) for b in batches()]  # run2: every output non-zero
         trainer.test(HandBuilt(), dataloaders=Loader(data), verbose=False)
     assert not (store / RATES_FILE).exists()  # never the store's root, which every run shares
@@ -751,8 +885,13 @@ def test_firing_rates_go_to_each_runs_own_folder_under_a_logger_without_log_dir(
     second = json.loads((store / "0" / "run2" / RATES_FILE).read_text())["test"]["layers"]["layer_1"]
     assert first["nonzero"] == [0, 1, 4, 3] and second["nonzero"] == [4, 4, 4, 4]
     # no local store (a tracking server): beside the checkpoints, under the trainer's default_root_dir
-    trainer = L.Trainer(logger=FileStoreLogger(None, "run3"), default_root_dir=tmp_path / "root",
-                        enable_progress_bar=False, enable_model_summary=False, callbacks=[SparsityMonitor()])
+    trainer = L.Trainer(
+        logger=FileStoreLogger(None, "run3"),
+        default_root_dir=tmp_path / "root",
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[SparsityMonitor()],
+    )
     trainer.test(HandBuilt(), dataloaders=Loader(batches()), verbose=False)
     saved = json.loads((tmp_path / "root" / "0" / "run3" / RATES_FILE).read_text())
     assert saved["test"]["layers"]["layer_1"]["nonzero"] == [0, 1, 4, 3]
@@ -781,8 +920,14 @@ class Trained(HandBuilt):
 
 def fit_hand_built(action):
     monitor, mid_fit = SparsityMonitor(), MidFit(action)
-    trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, callbacks=[monitor, mid_fit])
+    trainer = L.Trainer(
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[monitor, mid_fit],
+    )
     trainer.fit(Trained(), Loader(batches()))
     return trainer, monitor, mid_fit.results
 
@@ -826,8 +971,14 @@ def test_a_checkpoint_of_a_fit_with_two_monitors_restores_both(tmp_path):
     def fit(ckpt_path=None):
         monitors = [SparsityMonitor(modules=["a"], name="alpha"), SparsityMonitor(modules=["b"], name="beta")]
         checkpoint = ModelCheckpoint(dirpath=tmp_path, filename="end")
-        trainer = L.Trainer(max_epochs=2, num_sanity_val_steps=0, logger=False, enable_progress_bar=False,
-                            enable_model_summary=False, callbacks=[*monitors, checkpoint])
+        trainer = L.Trainer(
+            max_epochs=2,
+            num_sanity_val_steps=0,
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            callbacks=[*monitors, checkpoint],
+        )
         model = TwoBranches()
         trainer.fit(model, branch_data(), branch_data(), ckpt_path=ckpt_path)
         return model, monitors
@@ -869,9 +1020,16 @@ class ForwardsOutsideSteps(L.Callback):
 def test_forwards_outside_lightnings_steps_are_not_counted():
     def fit(extra):
         L.seed_everything(0)
-        trainer = L.Trainer(max_epochs=2, limit_train_batches=5, limit_val_batches=3, logger=False,
-                            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                            callbacks=[SparsityMonitor(), *extra])
+        trainer = L.Trainer(
+            max_epochs=2,
+            limit_train_batches=5,
+            limit_val_batches=3,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            callbacks=[SparsityMonitor(), *extra],
+        )
         trainer.fit(SparseMLP(64, 10, [32, 16], lr=0.05), datamodule=DigitsDataModule(batch_size=16))
         return {k: float(v) for k, v in trainer.callback_metrics.items() if "/sparsity/" in k or "/dead/" in k}
 

@@ -33,24 +33,34 @@ def replace(path: Path, old: str, new: str) -> None:
 
 
 def weigh_l1_differently(package: Path) -> None:
-    replace(package / "encoder.py", "return sum(h.abs().sum() for h in hidden)",
-            "return 2 * sum(h.abs().sum() for h in hidden)")
+    replace(
+        package / "encoder.py",
+        "return sum(h.abs().sum() for h in hidden)",
+        "return 2 * sum(h.abs().sum() for h in hidden)",
+    )
 
 
 def change_masking_noise(package: Path) -> None:
-    replace(package / "noise.py", "return x * (self._draw(x, generator) >= self.level)",
-            "return x * (self._draw(x, generator) >= 0.5 * self.level)")
+    replace(
+        package / "noise.py",
+        "return x * (self._draw(x, generator) >= self.level)",
+        "return x * (self._draw(x, generator) >= 0.5 * self.level)",
+    )
 
 
 def change_data_order(package: Path) -> None:
-    replace(package / "data" / "batches.py", "self.seed * 1_000_003 + self.epoch", "self.seed * 1_000_003 + self.epoch + 1")
+    replace(
+        package / "data" / "batches.py", "self.seed * 1_000_003 + self.epoch", "self.seed * 1_000_003 + self.epoch + 1"
+    )
 
 
 def rename_and_move(package: Path) -> None:
     """``l1_penalty`` renamed everywhere, and ``noise.py`` moved to ``corruption.py``."""
     for path in package.rglob("*.py"):
         text = path.read_text()
-        changed = re.sub(r"\bl1_penalty\b", "activation_l1", text).replace("lightning_rect.noise", "lightning_rect.corruption")
+        changed = re.sub(r"\bl1_penalty\b", "activation_l1", text).replace(
+            "lightning_rect.noise", "lightning_rect.corruption"
+        )
         if changed != text:
             path.write_text(changed)
     (package / "noise.py").rename(package / "corruption.py")
@@ -67,9 +77,26 @@ CHANGES = {  # change -> the runs it must make stale
 def dry_run(copy: Path) -> subprocess.Popen:
     """``reproduce --dry-run`` of the four runs by the package copy in ``copy`` (run from there, so
     the copy is the one imported) against the repository's committed run files."""
-    command = [sys.executable, "-m", "lightning_rect", "reproduce", "table1", "--budget", "paper", "--datasets", "mnist",
-               "--dry-run", "--only", *RUNS, "--out", str(ROOT / "reproductions" / "table1"),
-               "--configs", str(ROOT / "configs"), "--data-dir", str(DATA)]
+    command = [
+        sys.executable,
+        "-m",
+        "lightning_rect",
+        "reproduce",
+        "table1",
+        "--budget",
+        "paper",
+        "--datasets",
+        "mnist",
+        "--dry-run",
+        "--only",
+        *RUNS,
+        "--out",
+        str(ROOT / "reproductions" / "table1"),
+        "--configs",
+        str(ROOT / "configs"),
+        "--data-dir",
+        str(DATA),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(copy)}
     return subprocess.Popen(command, cwd=copy, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -100,7 +127,9 @@ def test_a_change_to_the_numerics_makes_exactly_the_runs_it_touches_stale_and_a_
         listed = re.findall(r"\s+\[\w[\w ]*\] (\S+)$", output, flags=re.M)
         assert set(listed) == set(RUNS), output[-3000:]
         stale = stale_runs(output)
-        assert set(stale) == expected, f"{change.__name__}: stale {sorted(stale)}, expected {sorted(expected)}\n{output[-3000:]}"
+        assert set(stale) == expected, (
+            f"{change.__name__}: stale {sorted(stale)}, expected {sorted(expected)}\n{output[-3000:]}"
+        )
         assert all("trains it differently" in why for why in stale.values()), stale
         assert f"{len(expected)} stale run(s), 0 damaged" in output
 
@@ -120,7 +149,9 @@ def test_another_float_order_stays_within_the_tolerance_where_float32_would_not(
     from lightning_rect.reproduce.probe import RTOL, effective_config, probe_differences, run_probe
 
     inputs = json.loads((ROOT / "reproductions" / "table1" / "runs" / CONFIGS_DAE / "inputs.json").read_text())
-    config = effective_config(yaml.safe_load((ROOT / "configs" / inputs["config"]["file"]).read_text()), inputs["settings"])
+    config = effective_config(
+        yaml.safe_load((ROOT / "configs" / inputs["config"]["file"]).read_text()), inputs["settings"]
+    )
     assert inputs["probe"]["precision"] == "64-true"
     assert probe_differences(inputs["probe"], run_probe(config, DATA, threads=2)) == []
 

@@ -25,8 +25,19 @@ from lightning_rect.reproduce.sweeps import config_defaults
 
 SWEEPS = sorted((ROOT / "configs" / "sweeps").glob("*.yaml"))
 #: Keys of a W&B sweep configuration and of one of its parameters (W&B's sweep spec).
-SWEEP_KEYS = {"program", "method", "metric", "parameters", "command", "name", "description", "project",
-              "entity", "early_terminate", "run_cap"}
+SWEEP_KEYS = {
+    "program",
+    "method",
+    "metric",
+    "parameters",
+    "command",
+    "name",
+    "description",
+    "project",
+    "entity",
+    "early_terminate",
+    "run_cap",
+}
 PARAM_KEYS = {"value", "values", "probabilities", "distribution", "min", "max", "mu", "sigma", "q"}
 COMMAND_HEAD = ["${env}", "${interpreter}", "-m", "lightning_rect", "fit"]
 RANDOM_SAMPLES = 4
@@ -76,8 +87,8 @@ def agent_args(params: dict[str, Any]) -> list[str]:
 def command_args(sweep: dict, params: dict[str, Any]) -> list[str]:
     """The command's arguments after ``fit``, config files made absolute (the agent runs at the root)."""
     command = sweep["command"]
-    assert command[:len(COMMAND_HEAD)] == COMMAND_HEAD and command[-1] == "${args}", command
-    args, fixed = [], command[len(COMMAND_HEAD):-1]
+    assert command[: len(COMMAND_HEAD)] == COMMAND_HEAD and command[-1] == "${args}", command
+    args, fixed = [], command[len(COMMAND_HEAD) : -1]
     for previous, token in zip([None, *fixed], fixed):
         if previous == "--config":
             assert (ROOT / token).is_file(), f"command names {token}, which does not exist"
@@ -139,8 +150,9 @@ def test_committed_sweeps_are_what_the_plans_write(tmp_path, capsys):
     committed = {path.name: path.read_text() for path in SWEEPS}
     assert sorted(written) == sorted(committed)  # none missing, none left over
     for name, text in written.items():
-        assert committed[name] == text, (f"configs/sweeps/{name} differs from its plan; regenerate it with the "
-                                         "command in its header")
+        assert committed[name] == text, (
+            f"configs/sweeps/{name} differs from its plan; regenerate it with the command in its header"
+        )
 
 
 def flat(tree: dict, prefix: str = "") -> dict[str, Any]:
@@ -158,8 +170,11 @@ def flat(tree: dict, prefix: str = "") -> dict[str, Any]:
 def grid_of(sweep: dict) -> list[dict[str, Any]]:
     """Every combination of the sweep's listed values as flat settings (drawn seeds left out), with
     checkpoints reduced to what the plan says: starts from pre-training or not."""
-    listed = {name: [spec["value"]] if "value" in spec else spec["values"]
-              for name, spec in sweep["parameters"].items() if "value" in spec or "values" in spec}
+    listed = {
+        name: [spec["value"]] if "value" in spec else spec["values"]
+        for name, spec in sweep["parameters"].items()
+        if "value" in spec or "values" in spec
+    }
     rows = []
     for combo in itertools.product(*listed.values()):
         row = {}
@@ -179,12 +194,18 @@ def test_each_sweep_holds_exactly_its_plans_runs():
         plan = experiment.plan(Context(BUDGETS["paper"], ROOT / "configs"), datasets)
         sweeps = experiment.sweeps(plan, datasets)
         # a variant kept for the report (Table 1's former protocol) is not swept
-        assert sorted(s.id for sweep in sweeps for s in sweep.runs) == sorted(s.id for s in plan if s.cell.variant is None)
+        assert sorted(s.id for sweep in sweeps for s in sweep.runs) == sorted(
+            s.id for s in plan if s.cell.variant is None
+        )
         for sweep in sweeps:
             # a setting only some runs give (l1 = 0 for tanh) is the config's value in the others
-            expected = config_defaults([{**flat(s.settings), **({"pretrained": bool(s.needs)} if s.phase == "finetune"
-                                                                else {})} for s in sweep.runs],
-                                       ROOT / "configs" / sweep.runs[0].config)
+            expected = config_defaults(
+                [
+                    {**flat(s.settings), **({"pretrained": bool(s.needs)} if s.phase == "finetune" else {})}
+                    for s in sweep.runs
+                ],
+                ROOT / "configs" / sweep.runs[0].config,
+            )
             found = grid_of(yaml.safe_load((ROOT / "configs" / "sweeps" / sweep.file).read_text()))
             canonical = sorted(json.dumps(row, sort_keys=True) for row in expected)
             assert sorted(json.dumps(row, sort_keys=True) for row in found) == canonical, sweep.file
@@ -212,8 +233,10 @@ def test_every_expanded_command_line_parses_and_instantiates(all_runs):
 @pytest.mark.slow  # builds every run of every sweep (~20 s)
 def test_table1_grid_is_activation_by_pretraining_by_lr(all_runs):
     for data in ("digits", "mnist", "cifar10", "nistp", "norb"):
-        cells = {(c["model.init_args.activation"], c["model.init_args.pretrained"] is not None, c["model.init_args.lr"])
-                 for _, c, _ in all_runs[f"{data}_table1.yaml"]}
+        cells = {
+            (c["model.init_args.activation"], c["model.init_args.pretrained"] is not None, c["model.init_args.lr"])
+            for _, c, _ in all_runs[f"{data}_table1.yaml"]
+        }
         # the paper's grid, except where the paper budget narrows it (MNIST: reproductions/table1/grid)
         lrs = BUDGETS["paper"].phase_lrs.get(data, {}).get("finetune", (0.1, 0.01, 0.001, 0.0001))
         assert cells == set(itertools.product(("rectifier", "tanh", "softplus"), (False, True), lrs)), data
@@ -227,12 +250,19 @@ def test_pretrained_checkpoints_come_from_the_pretraining_sweeps(all_runs):
             if not isinstance(init.model, StackedDAE):
                 continue
             # The CLI tests and hands on the checkpoint of the callback monitoring the selection metric.
-            [export] = [cb.init_args for cb in config["trainer.callbacks"]
-                        if cb.class_path.endswith("ModelCheckpoint") and cb.init_args.monitor == StackedDAE.selection_metric]
+            [export] = [
+                cb.init_args
+                for cb in config["trainer.callbacks"]
+                if cb.class_path.endswith("ModelCheckpoint") and cb.init_args.monitor == StackedDAE.selection_metric
+            ]
             assert export.filename and export.enable_version_counter is False, f"{name}: checkpoint name must be fixed"
             path = str(Path(export.dirpath) / f"{export.filename}.ckpt")
-            produced[path] = (init.model.hparams.activation, init.model.hparams.in_features,
-                              list(init.model.hparams.hidden_sizes))
+            produced[path] = (
+                init.model.hparams.activation,
+                init.model.hparams.in_features,
+                list(init.model.hparams.hidden_sizes),
+            )
+
     # 5 data sets x 3 activations x their learning rates (4, MNIST's narrowed 1), all different files
     # (the semi-supervised sweep's pre-training writes norb's rectifier and tanh ones again: the same runs)
     def lrs(data: str, phase: str) -> int:
@@ -250,14 +280,21 @@ def test_pretrained_checkpoints_come_from_the_pretraining_sweeps(all_runs):
                 # single rate writes it directly
                 data = Path(path).name.split("_")[0]
                 several = lrs(data, "pretrain") > 1
-                candidates = [p for p in produced if (p.startswith(path.removesuffix(".ckpt") + "_lr") if several
-                                                      else p == path)]
-                assert len(candidates) == lrs(data, "pretrain"), f"{name}: no pre-training sweep writes {path} at each rate"
-                wanted = (init.model.hparams.activation, init.model.hparams.in_features,
-                          list(init.model.hparams.hidden_sizes))
+                candidates = [
+                    p for p in produced if (p.startswith(path.removesuffix(".ckpt") + "_lr") if several else p == path)
+                ]
+                assert len(candidates) == lrs(data, "pretrain"), (
+                    f"{name}: no pre-training sweep writes {path} at each rate"
+                )
+                wanted = (
+                    init.model.hparams.activation,
+                    init.model.hparams.in_features,
+                    list(init.model.hparams.hidden_sizes),
+                )
                 for candidate in candidates:
-                    assert produced[candidate] == wanted, \
+                    assert produced[candidate] == wanted, (
                         f"{name}: {candidate} was pre-trained as {produced[candidate]}, used as {wanted}"
+                    )
     # Table 1's, then semi-supervised NORB (2 activations x 5 fractions x 4 rates)
     assert used == sum(3 * lrs(data, "finetune") for data in datasets) + 2 * 5 * 4
 

@@ -17,15 +17,28 @@ DIGITS = str(ROOT / "configs" / "digits.yaml")
 WANDB = str(ROOT / "callbacks" / "wandb.yaml")
 # A fixed CSV version (set before the W&B preset turns the logger into a list), so both runs below
 # use the same log folder.
-ARGS = ["fit", "--config", DIGITS, "--trainer.logger.init_args.version=same", "--config", WANDB,
-        "--trainer.max_epochs=2", "--model.init_args.hidden_sizes=[64]", "--trainer.enable_progress_bar=false"]
+ARGS = [
+    "fit",
+    "--config",
+    DIGITS,
+    "--trainer.logger.init_args.version=same",
+    "--config",
+    WANDB,
+    "--trainer.max_epochs=2",
+    "--model.init_args.hidden_sizes=[64]",
+    "--trainer.enable_progress_bar=false",
+]
 
 
 def wandb_env(tmp_path: Path, mode: str) -> dict[str, str]:
     """W&B's settings and caches inside tmp_path: nothing read from or written to the home folder."""
-    return {"WANDB_MODE": mode, "WANDB_CONFIG_DIR": str(tmp_path / "wandb_config"),
-            "WANDB_CACHE_DIR": str(tmp_path / "wandb_cache"), "WANDB_DATA_DIR": str(tmp_path / "wandb_data"),
-            "WANDB_SILENT": "true"}
+    return {
+        "WANDB_MODE": mode,
+        "WANDB_CONFIG_DIR": str(tmp_path / "wandb_config"),
+        "WANDB_CACHE_DIR": str(tmp_path / "wandb_cache"),
+        "WANDB_DATA_DIR": str(tmp_path / "wandb_data"),
+        "WANDB_SILENT": "true",
+    }
 
 
 @pytest.mark.slow  # two CLI runs that train (about 20 s on 2 shared cores)
@@ -108,8 +121,12 @@ def test_publish_results_without_wandb_logger_does_nothing(tmp_path, results_fil
     import wandb
 
     results, path = results_file
-    trainer = Trainer(logger=CSVLogger(tmp_path / "logs"), default_root_dir=tmp_path, enable_checkpointing=False,
-                      enable_progress_bar=False)
+    trainer = Trainer(
+        logger=CSVLogger(tmp_path / "logs"),
+        default_root_dir=tmp_path,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+    )
     before = files_under(tmp_path)
     publish_results(trainer, results, path)
     assert wandb_calls == []
@@ -124,8 +141,12 @@ def test_publish_results_with_wandb_logger_fills_summary_and_attaches(tmp_path, 
     results, path = results_file
     (tmp_path / "run").mkdir()
     run = FakeRun(tmp_path / "run")
-    trainer = Trainer(logger=[CSVLogger(tmp_path / "logs"), WandbLogger(experiment=run)], default_root_dir=tmp_path,
-                      enable_checkpointing=False, enable_progress_bar=False)
+    trainer = Trainer(
+        logger=[CSVLogger(tmp_path / "logs"), WandbLogger(experiment=run)],
+        default_root_dir=tmp_path,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+    )
     publish_results(trainer, results, path)
     assert wandb_calls == ["attach_file results.json"]
     assert run.summary == {"test/err": 0.1, "best_epoch": 3}  # None values left out
@@ -137,10 +158,22 @@ def test_publish_results_with_wandb_logger_fills_summary_and_attaches(tmp_path, 
 def test_with_wandb_as_the_only_logger_a_runs_files_share_its_own_folder_not_the_shared_root(run_cli, tmp_path):
     """W&B's save_dir is the root all its runs share: results.json, config.yaml and firing_rates.json
     go to the run's own folder, beside its checkpoints."""
-    logger = json.dumps({"class_path": "lightning.pytorch.loggers.WandbLogger",
-                         "init_args": {"offline": True, "save_dir": "runs", "project": "p"}})
-    proc = run_cli("fit", "--config", DIGITS, "--model.init_args.hidden_sizes=[8]", "--trainer.max_epochs=1",
-                   "--trainer.enable_progress_bar=false", f"--trainer.logger={logger}", env=wandb_env(tmp_path, "offline"))
+    logger = json.dumps(
+        {
+            "class_path": "lightning.pytorch.loggers.WandbLogger",
+            "init_args": {"offline": True, "save_dir": "runs", "project": "p"},
+        }
+    )
+    proc = run_cli(
+        "fit",
+        "--config",
+        DIGITS,
+        "--model.init_args.hidden_sizes=[8]",
+        "--trainer.max_epochs=1",
+        "--trainer.enable_progress_bar=false",
+        f"--trainer.logger={logger}",
+        env=wandb_env(tmp_path, "offline"),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     [results] = list((tmp_path / "runs" / "p").glob("*/results.json"))
     folder = results.parent

@@ -33,8 +33,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         with atomic_write(Path(path), elsewhere=ELSEWHERE) as file:
             torch.save(checkpoint, file)
 
-    def load_checkpoint(self, path: Any, map_location: Callable | Any = lambda storage, loc: storage,
-                        weights_only: bool | None = None) -> dict[str, Any]:
+    def load_checkpoint(
+        self, path: Any, map_location: Callable | Any = lambda storage, loc: storage, weights_only: bool | None = None
+    ) -> dict[str, Any]:
         # weights only, whatever the caller asks: a checkpoint that needs more is refused in one line
         return load_checkpoint_file(path, map_location=map_location)
 

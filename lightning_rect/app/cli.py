@@ -35,33 +35,57 @@ from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager, nullcontext, suppress
 from pathlib import Path
 
-from lightning import Callback, LightningModule, Trainer
-from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, ProgressBar, Timer, TQDMProgressBar
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, instantiate_class
-from lightning.pytorch.plugins.io import CheckpointIO
-from lightning.pytorch.utilities import rank_zero_only
-from lightning.pytorch.utilities.model_helpers import is_overridden
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 import torch
 import torch.distributed
+from lightning import Callback, LightningModule, Trainer
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, ProgressBar, Timer, TQDMProgressBar
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, instantiate_class
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.plugins.io import CheckpointIO
+from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch.optim import Optimizer
 
 import lightning_rect.data  # noqa: F401  (data modules by short name: --data=DigitsDataModule)
 import lightning_rect.models  # noqa: F401
 from lightning_rect.app.bundled import resolve_config_args
 from lightning_rect.app.checkpoint_io import AtomicCheckpointIO, latest_checkpoint, writes_last_every_epoch
-from lightning_rect.app.config_files import (ImportGuard, cap_yaml_loading, check_config_files, set_remote_reading)
+from lightning_rect.app.config_files import ImportGuard, cap_yaml_loading, check_config_files, set_remote_reading
 from lightning_rect.app.loggers import claim_run_folder
-from lightning_rect.app.results import (PredictionsFile, provenance, absolute_checkpoint, epoch_of_checkpoint, to_float,
-                                        write_results)
-from lightning_rect.app.resume import (SPECIAL_CKPT_PATHS, RunContinuity, check_checkpoint, check_weights,
-                                       config_filename, keep_out_of_earlier_runs, logger_entries, note_lost_history,
-                                       point_logger_at, remove_untrained_run, resolve_last, resumed_run_folder)
+from lightning_rect.app.results import (
+    PredictionsFile,
+    absolute_checkpoint,
+    epoch_of_checkpoint,
+    provenance,
+    to_float,
+    write_results,
+)
+from lightning_rect.app.resume import (
+    SPECIAL_CKPT_PATHS,
+    RunContinuity,
+    check_checkpoint,
+    check_weights,
+    config_filename,
+    keep_out_of_earlier_runs,
+    logger_entries,
+    note_lost_history,
+    point_logger_at,
+    remove_untrained_run,
+    resolve_last,
+    resumed_run_folder,
+)
 from lightning_rect.app.run_lock import release_held_locks, run_lock
-from lightning_rect.app.user_errors import (MAX_NAME_BYTES, SUBCOMMANDS, Stopped, close_match, one_line, parser_message,
-                                            user_error)
+from lightning_rect.app.user_errors import (
+    MAX_NAME_BYTES,
+    SUBCOMMANDS,
+    Stopped,
+    close_match,
+    one_line,
+    parser_message,
+    user_error,
+)
 from lightning_rect.app.wandb import SaveConfigToWandb, publish_results
 from lightning_rect.callbacks import DivergenceGuard
 from lightning_rect.callbacks.firing_rates import run_folder
@@ -100,8 +124,9 @@ def link_data_sizes(parser: LightningArgumentParser, subclass_mode: bool = True,
     the CLI's ``subclass_mode_model``). ``in_features_check(input_size)``, if given, sees the input size
     before the model is built (and returns it)."""
     model = "model.init_args" if subclass_mode else "model"
-    parser.link_arguments("data.input_size", f"{model}.in_features", compute_fn=in_features_check,
-                          apply_on="instantiate")
+    parser.link_arguments(
+        "data.input_size", f"{model}.in_features", compute_fn=in_features_check, apply_on="instantiate"
+    )
     parser.link_arguments("data.num_classes", f"{model}.num_classes", apply_on="instantiate")
 
 
@@ -164,7 +189,8 @@ class RectCLI(LightningCLI):
         except argparse.ArgumentError as err:
             said = " ".join([*(str(cause) for cause in _causes(err)), *self._given])
             ours = self._guard.refusal_in(said) or next(
-                (cause for cause in _causes(err) if isinstance(cause, LightningRectError)), None)
+                (cause for cause in _causes(err) if isinstance(cause, LightningRectError)), None
+            )
             if ours is not None:
                 raise ours from None
             options = sorted({key for p in self._parsers[1:] or self._parsers for key in p.get_defaults().keys()})
@@ -182,8 +208,9 @@ class RectCLI(LightningCLI):
         config = self.config.get(str(subcommand)) if subcommand else None
         ckpt_path = config.get("ckpt_path") if config is not None else None
         if ckpt_path and str(ckpt_path) not in SPECIAL_CKPT_PATHS:
-            self._checkpoint = check_checkpoint(str(ckpt_path), config, resuming_fit=subcommand == "fit",
-                                                command_line=self._given)
+            self._checkpoint = check_checkpoint(
+                str(ckpt_path), config, resuming_fit=subcommand == "fit", command_line=self._given
+            )
             self._requested_lr = config.get("model.init_args.lr") if subcommand == "fit" else None
         elif subcommand == "fit" and not ckpt_path and config.get("model.init_args.pretrained"):
             read_pretrained(config.get("model.init_args.pretrained"), mmap=True)
@@ -228,8 +255,13 @@ class RectCLI(LightningCLI):
         if folder is not None and logger in (False, []):
             self._run_folder = folder
         elif folder is not None and not point_logger_at(logger, folder):
-            folder, why = None, ("the configured logger keeps no run folder of its own (name "
-                                 "lightning_rect.app.loggers.CSVLogger in trainer.logger to continue the run in place)")
+            folder, why = (
+                None,
+                (
+                    "the configured logger keeps no run folder of its own (name "
+                    "lightning_rect.app.loggers.CSVLogger in trainer.logger to continue the run in place)"
+                ),
+            )
         if rank_zero_only.rank != 0:
             return
         if folder is not None:
@@ -244,8 +276,12 @@ class RectCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs) -> Trainer:
         if self._checkpoint is not None and self.subcommand is not None:  # the model is built by now
-            check_weights(str(self.config[self.subcommand].ckpt_path), self._checkpoint, self.model,
-                          resuming_fit=self.subcommand == "fit")
+            check_weights(
+                str(self.config[self.subcommand].ckpt_path),
+                self._checkpoint,
+                self.model,
+                resuming_fit=self.subcommand == "fit",
+            )
         trainer_config = self.config_init[self.subcommand].trainer if self.subcommand else {}
         if self.subcommand == "fit":
             configured = _as_list(trainer_config.get("callbacks"))
@@ -262,8 +298,8 @@ class RectCLI(LightningCLI):
             kwargs["plugins"] = plugins + [AtomicCheckpointIO()]
         # What runs beyond the config is said once and kept in the run's config.yaml (as a comment, so
         # the file still parses as the config it is).
-        added = [describe(cb) for cb in kwargs.get("callbacks", [])[len(_as_list(trainer_config.get("callbacks"))):]]
-        added += [describe(p) for p in kwargs.get("plugins", [])[len(plugins):]]
+        added = [describe(cb) for cb in kwargs.get("callbacks", [])[len(_as_list(trainer_config.get("callbacks"))) :]]
+        added += [describe(p) for p in kwargs.get("plugins", [])[len(plugins) :]]
         if added:
             if rank_zero_only.rank == 0:
                 print(f"{self.subcommand} adds to the config: {', '.join(added)}")
@@ -271,8 +307,10 @@ class RectCLI(LightningCLI):
         try:
             return super().instantiate_trainer(**kwargs)
         except MisconfigurationException as err:  # Lightning's own word for a setting it refuses
-            raise ConfigError(f"trainer: {one_line(err)}; change that setting (`{self.subcommand} --help` lists "
-                              "the trainer's settings)") from None
+            raise ConfigError(
+                f"trainer: {one_line(err)}; change that setting (`{self.subcommand} --help` lists "
+                "the trainer's settings)"
+            ) from None
 
     def run_folder_without_logger(self, trainer_config) -> Path:
         """Lightning writes a run without a logger into ``default_root_dir`` (checkpoints/, config.yaml, and
@@ -307,14 +345,22 @@ class RectCLI(LightningCLI):
             folder = Path(logger.log_dir) if local else None
             made = folder is not None and (bool(getattr(logger, "claimed", False)) or not folder.exists())
         outcome: dict[str, float] = {}
-        stop = next((cb for cb in trainer.callbacks if isinstance(cb, StopOnSignal)), None) \
-            if self._handle_signals else None
+        stop = (
+            next((cb for cb in trainer.callbacks if isinstance(cb, StopOnSignal)), None)
+            if self._handle_signals
+            else None
+        )
         with ExitStack() as held:
             if folder is not None:
                 held.enter_context(run_lock(folder))
             if stop is not None:  # SIGINT, SIGTERM, SIGHUP: stop at the next batch, say how to resume
-                held.enter_context(stop.handling(trainer, lambda signum, forced: self.stopped_line(signum, forced),
-                                                 ignore_after_stop=self._exits_after_stop))
+                held.enter_context(
+                    stop.handling(
+                        trainer,
+                        lambda signum, forced: self.stopped_line(signum, forced),
+                        ignore_after_stop=self._exits_after_stop,
+                    )
+                )
             try:
                 trainer.fit(model, **kwargs)
                 for run_logger in trainer.loggers:  # what the fit logged stays when ddp_spawn tests in new processes
@@ -322,13 +368,17 @@ class RectCLI(LightningCLI):
                         run_logger.own_rows = True
                 outcome = fit_outcome(trainer)
                 if outcome["global_step"] == 0:
-                    raise ConfigError("the fit ran no training step (see trainer.limit_train_batches, max_steps, "
-                                      "max_time), so there is no result to record; no results.json was written")
+                    raise ConfigError(
+                        "the fit ran no training step (see trainer.limit_train_batches, max_steps, "
+                        "max_time), so there is no result to record; no results.json was written"
+                    )
                 self.test_and_record(model, outcome)
             except BaseException as err:
                 signum = stop.signum if stop is not None else None
                 # a stop signal (here, or on another DDP rank): also a peer's end seen as a collective's error
-                if isinstance(err, SIGTERMException) or (signum is not None and not isinstance(err, LightningRectError)):
+                if isinstance(err, SIGTERMException) or (
+                    signum is not None and not isinstance(err, LightningRectError)
+                ):
                     signum = signum or signal.SIGTERM
                     removed = made and not last_checkpoint_path(trainer) and outcome.get("global_step") is None
                     line = self.stopped_line(signum, removed=removed)
@@ -345,17 +395,24 @@ class RectCLI(LightningCLI):
         trainer = self.trainer
         name = signal.Signals(signum).name
         testing = trainer.state.fn == "test"
-        where = (f"stopped by {name} while testing the selected checkpoint (training had finished)" if testing else
-                 f"stopped by {name} at epoch {trainer.current_epoch} step {trainer.global_step}")
+        where = (
+            f"stopped by {name} while testing the selected checkpoint (training had finished)"
+            if testing
+            else f"stopped by {name} at epoch {trainer.current_epoch} step {trainer.global_step}"
+        )
         if forced:
             where += f" (ended at once: {'a second signal' if stop_count(trainer) > 1 else 'it did not stop in time'})"
         last = last_checkpoint_path(trainer)
         if not last:
             gone = "; its run folder was removed" if removed else ""
-            return (f"{where}, before its first checkpoint: nothing can be resumed{gone}; run the command again: "
-                    f"{self.command_line()}")
-        return (f"{where}; the last checkpoint {portable_path(last)} is whole; resume with: "
-                f"{self.command_line(portable_path(last))}")
+            return (
+                f"{where}, before its first checkpoint: nothing can be resumed{gone}; run the command again: "
+                f"{self.command_line()}"
+            )
+        return (
+            f"{where}; the last checkpoint {portable_path(last)} is whole; resume with: "
+            f"{self.command_line(portable_path(last))}"
+        )
 
     def command_line(self, ckpt_path: str | None = None) -> str:
         """The command as given (without its --ckpt_path), resuming from ``ckpt_path`` when given."""
@@ -404,8 +461,11 @@ class RectCLI(LightningCLI):
         trainer.test(model, datamodule=self.datamodule, verbose=False)
         if trainer.is_global_zero:
             batches = int(trainer.fast_dev_run)
-            print(f"fast_dev_run: fit and test ran {batches} batch{'es' if batches > 1 else ''} each as a check; "
-                  "nothing was written (no run folder, checkpoint or results.json)", file=sys.stderr)
+            print(
+                f"fast_dev_run: fit and test ran {batches} batch{'es' if batches > 1 else ''} each as a check; "
+                "nothing was written (no run folder, checkpoint or results.json)",
+                file=sys.stderr,
+            )
 
     def test_and_record(self, model: LightningModule, outcome: dict[str, float]) -> None:
         trainer = self.trainer
@@ -443,8 +503,11 @@ class RectCLI(LightningCLI):
             try:
                 write_summary_figure(log_dir)  # one line instead if matplotlib is missing
             except KeyboardInterrupt:
-                raise Stopped(f"interrupted while drawing summary.png; {path} is written; draw the figure "
-                              f"with `lightning-rect plot {log_dir}`", signal.SIGINT) from None
+                raise Stopped(
+                    f"interrupted while drawing summary.png; {path} is written; draw the figure "
+                    f"with `lightning-rect plot {log_dir}`",
+                    signal.SIGINT,
+                ) from None
 
 
 def import_user_modules(args: Sequence[str], guard: ImportGuard | None = None) -> Sequence[str]:
@@ -459,8 +522,9 @@ def import_user_modules(args: Sequence[str], guard: ImportGuard | None = None) -
         arg = str(args[i])
         if arg == "--import":
             if i + 1 == len(args) or str(args[i + 1]).startswith("-"):
-                raise ConfigError("--import needs a module: --import my_module (./my_module.py) or --import "
-                                  "path/to/my_module.py")
+                raise ConfigError(
+                    "--import needs a module: --import my_module (./my_module.py) or --import path/to/my_module.py"
+                )
             modules.append(str(args[i + 1]))
             i += 2
             continue
@@ -495,8 +559,10 @@ def import_user_module(spec: str, guard: ImportGuard | None = None) -> None:
     except ModuleNotFoundError as err:
         if err.name is None or not (name == err.name or name.startswith(err.name + ".")):
             raise  # the module was found; something it imports is missing: its own traceback
-        raise ConfigError(f"--import {spec}: no module {name!r} in {folder} or on the Python path; pass a module of "
-                          "the current folder (--import my_module for ./my_module.py) or a .py file's path") from None
+        raise ConfigError(
+            f"--import {spec}: no module {name!r} in {folder} or on the Python path; pass a module of "
+            "the current folder (--import my_module for ./my_module.py) or a .py file's path"
+        ) from None
 
 
 class FitOutcome(Callback):
@@ -514,19 +580,23 @@ class FitOutcome(Callback):
         timer = next((cb for cb in trainer.callbacks if isinstance(cb, Timer)), None)
         if timer is not None:
             values["fit_seconds"] = timer.time_elapsed("train")
-        checkpoint = next((cb for cb in trainer.checkpoint_callbacks if self.metric and cb.monitor == self.metric),
-                          None)
+        checkpoint = next(
+            (cb for cb in trainer.checkpoint_callbacks if self.metric and cb.monitor == self.metric), None
+        )
         if checkpoint is not None and checkpoint.best_model_score is not None:
             values["best_score"] = float(checkpoint.best_model_score)
-        trainer.callback_metrics.update({OUTCOME + k: torch.tensor(float(v), dtype=torch.float64)
-                                         for k, v in values.items()})
+        trainer.callback_metrics.update(
+            {OUTCOME + k: torch.tensor(float(v), dtype=torch.float64) for k, v in values.items()}
+        )
 
 
 def fit_outcome(trainer: Trainer) -> dict[str, float]:
     """What the fit reached (``FitOutcome``; taken out of ``callback_metrics``), else the trainer's own values
     (a fit whose processes ended early, or without ``FitOutcome``)."""
-    found = {key.removeprefix(OUTCOME): float(trainer.callback_metrics.pop(key))
-             for key in [k for k in trainer.callback_metrics if k.startswith(OUTCOME)]}
+    found = {
+        key.removeprefix(OUTCOME): float(trainer.callback_metrics.pop(key))
+        for key in [k for k in trainer.callback_metrics if k.startswith(OUTCOME)]
+    }
     return found if "global_step" in found else {"global_step": trainer.global_step, "epochs": trainer.current_epoch}
 
 
@@ -534,8 +604,12 @@ def quiet_parsers(given: dict | None) -> dict:
     """``parser_kwargs`` whose parsers raise their errors (``parse_arguments`` words them in one line)
     instead of printing the whole usage and exiting."""
     given, quiet = dict(given or {}), {"exit_on_error": False}
-    return {"description": DESCRIPTION, **quiet, **{k: v for k, v in given.items() if k not in SUBCOMMANDS},
-            **{name: {**quiet, **given.get(name, {})} for name in SUBCOMMANDS}}
+    return {
+        "description": DESCRIPTION,
+        **quiet,
+        **{k: v for k, v in given.items() if k not in SUBCOMMANDS},
+        **{name: {**quiet, **given.get(name, {})} for name in SUBCOMMANDS},
+    }
 
 
 class StopOnSignal(Callback):
@@ -678,8 +752,13 @@ class SaveRunConfig(SaveConfigToWandb):
         if not self.already_saved:
             self.config = portable_config(self.config)
         first = trainer.loggers[0] if trainer.loggers else None
-        if first is None or trainer.fast_dev_run or isinstance(first, (CSVLogger, TensorBoardLogger)) \
-                or self.already_saved or not self.save_to_log_dir:
+        if (
+            first is None
+            or trainer.fast_dev_run
+            or isinstance(first, (CSVLogger, TensorBoardLogger))
+            or self.already_saved
+            or not self.save_to_log_dir
+        ):
             super().setup(trainer, pl_module, stage)
             return
         # Another logger first (MLflow, W&B): trainer.log_dir is the root all its runs share, so the
@@ -688,8 +767,13 @@ class SaveRunConfig(SaveConfigToWandb):
         self._log_dir = folder
         if trainer.is_global_zero:
             Path(folder).mkdir(parents=True, exist_ok=True)
-            self.parser.save(self.config, os.path.join(folder, self.config_filename), skip_none=False,
-                             overwrite=self.overwrite, multifile=self.multifile)
+            self.parser.save(
+                self.config,
+                os.path.join(folder, self.config_filename),
+                skip_none=False,
+                overwrite=self.overwrite,
+                multifile=self.multifile,
+            )
             self.save_config(trainer, pl_module, stage)
             self.already_saved = True
         self.already_saved = trainer.strategy.broadcast(self.already_saved)
@@ -724,8 +808,12 @@ def portable_config(config):
     for key in PORTABLE_KEYS:
         with suppress(KeyError, AttributeError, TypeError):
             value = config.get(key)
-            if isinstance(value, (str, os.PathLike)) and value and "://" not in str(value) \
-                    and str(value) not in SPECIAL_CKPT_PATHS:
+            if (
+                isinstance(value, (str, os.PathLike))
+                and value
+                and "://" not in str(value)
+                and str(value) not in SPECIAL_CKPT_PATHS
+            ):
                 config[key] = portable_path(value)
     return config
 
@@ -742,8 +830,10 @@ def scheduler_with_models_optimizer(model: LightningModule, config) -> None:
     def configure_optimizers():
         optimizer = models_own()
         if not isinstance(optimizer, Optimizer):
-            raise ConfigError(f"--lr_scheduler needs {type(model).__name__}.configure_optimizers to return one optimizer; "
-                              "add --optimizer=... as well, or configure the scheduler in the model")
+            raise ConfigError(
+                f"--lr_scheduler needs {type(model).__name__}.configure_optimizers to return one optimizer; "
+                "add --optimizer=... as well, or configure the scheduler in the model"
+            )
         return LightningCLI.configure_optimizers(model, optimizer, instantiate_class(optimizer, scheduler))
 
     model.configure_optimizers = configure_optimizers
@@ -758,19 +848,25 @@ def refuse_bad_trainer_values(trainer_config) -> None:
     for key in ("max_epochs", "max_steps"):
         value = trainer_config.get(key)
         if isinstance(value, int) and not isinstance(value, bool) and value < -1:
-            raise ConfigError(f"trainer.{key}={value}: must be an integer >= 1, or -1 for no limit; "
-                              f"set --trainer.{key}=30, for example")
+            raise ConfigError(
+                f"trainer.{key}={value}: must be an integer >= 1, or -1 for no limit; "
+                f"set --trainer.{key}=30, for example"
+            )
     profiler = trainer_config.get("profiler")
     if isinstance(profiler, str) and profiler.lower() not in PROFILER_NAMES:
-        raise ConfigError(f"trainer.profiler={profiler!r} is not a profiler{close_match(profiler, PROFILER_NAMES)}; "
-                          f"pass one of {', '.join(PROFILER_NAMES)}, or the class_path of a "
-                          "lightning.pytorch.profilers.Profiler such as lightning.pytorch.profilers.SimpleProfiler")
+        raise ConfigError(
+            f"trainer.profiler={profiler!r} is not a profiler{close_match(profiler, PROFILER_NAMES)}; "
+            f"pass one of {', '.join(PROFILER_NAMES)}, or the class_path of a "
+            "lightning.pytorch.profilers.Profiler such as lightning.pytorch.profilers.SimpleProfiler"
+        )
     for _, init_args in logger_entries(trainer_config.get("logger")):
         for key in ("name", "version", "sub_dir"):
             value = init_args.get(key)
             if isinstance(value, str) and len(value.encode()) > MAX_NAME_BYTES:
-                raise ConfigError(f"trainer.logger.init_args.{key} is {len(value.encode())} bytes long, more than the "
-                                  f"{MAX_NAME_BYTES} a folder name may be ({value[:40]}...); shorten it")
+                raise ConfigError(
+                    f"trainer.logger.init_args.{key} is {len(value.encode())} bytes long, more than the "
+                    f"{MAX_NAME_BYTES} a folder name may be ({value[:40]}...); shorten it"
+                )
 
 
 def _causes(err: BaseException | None):
@@ -785,8 +881,10 @@ def refuse_fit_without_training(trainer_config) -> None:
     """``max_epochs=0`` (or ``max_steps=0``) would test and record an untrained net."""
     for key in ("max_epochs", "max_steps"):
         if trainer_config.get(key) == 0:
-            raise ConfigError(f"trainer.{key}=0 trains nothing, so there is no result to record (nothing was written); "
-                              f"set --trainer.{key} to 1 or more, or evaluate a checkpoint with `test --ckpt_path=<.ckpt>`")
+            raise ConfigError(
+                f"trainer.{key}=0 trains nothing, so there is no result to record (nothing was written); "
+                f"set --trainer.{key} to 1 or more, or evaluate a checkpoint with `test --ckpt_path=<.ckpt>`"
+            )
 
 
 def refuse_alike_callbacks(callbacks: list[Callback]) -> None:
@@ -798,11 +896,16 @@ def refuse_alike_callbacks(callbacks: list[Callback]) -> None:
         if not is_overridden("state_dict", instance=callback, parent=Callback):
             continue
         if callback.state_key in seen:
-            hint = ("configs/mnist.yaml already stops early on val/err; keep one, e.g. leave out --config "
-                    "callbacks/early_stopping.yaml" if isinstance(callback, EarlyStopping) else
-                    "keep one: leave out the extra --config or --trainer.callbacks+")
-            raise ConfigError(f"two {type(callback).__name__} callbacks with the same settings ({callback.state_key}): "
-                              f"the configs given together add it twice ({hint})")
+            hint = (
+                "configs/mnist.yaml already stops early on val/err; keep one, e.g. leave out --config "
+                "callbacks/early_stopping.yaml"
+                if isinstance(callback, EarlyStopping)
+                else "keep one: leave out the extra --config or --trainer.callbacks+"
+            )
+            raise ConfigError(
+                f"two {type(callback).__name__} callbacks with the same settings ({callback.state_key}): "
+                f"the configs given together add it twice ({hint})"
+            )
         seen.add(callback.state_key)
 
 
@@ -810,6 +913,7 @@ def fit_callbacks(configured: list[Callback], model: LightningModule, trainer_co
     """What ``fit`` adds unless the config has its own: ``RunContinuity``, ``DivergenceGuard``, a ``Timer`` (its
     state in each checkpoint carries the fit time across a resume), a progress bar redrawn every
     ``PROGRESS_REFRESH_STEPS`` batches, ``best-epoch=N.ckpt`` of ``model.selection_metric``, ``last.ckpt``."""
+
     def missing(kind: type) -> bool:
         return not any(isinstance(cb, kind) for cb in configured)
 

@@ -62,32 +62,42 @@ def check_config_files(args: Sequence[str]) -> None:
             continue  # missing: the parser's own line names it
         size = path.stat().st_size
         if size > MAX_CONFIG_BYTES:
-            raise ConfigTooBig(f"--config {value} is {size / 1e6:.1f} MB, more than the {MAX_CONFIG_BYTES // 1000} KB "
-                               "a config may be; pass a YAML config of a few KB (a data set or a checkpoint is "
-                               "given by its path: data.init_args.data_dir, --ckpt_path)")
+            raise ConfigTooBig(
+                f"--config {value} is {size / 1e6:.1f} MB, more than the {MAX_CONFIG_BYTES // 1000} KB "
+                "a config may be; pass a YAML config of a few KB (a data set or a checkpoint is "
+                "given by its path: data.init_args.data_dir, --ckpt_path)"
+            )
         data = path.read_bytes()
         if data[:4] == b"PK\x03\x04" or b"\x00" in data:
             if data[:4] == b"PK\x03\x04":
-                raise ConfigError(f"--config {value} is a zip archive such as a PyTorch checkpoint, not a YAML config; "
-                                  f"pass a .yaml file (a checkpoint goes in --ckpt_path {value})")
+                raise ConfigError(
+                    f"--config {value} is a zip archive such as a PyTorch checkpoint, not a YAML config; "
+                    f"pass a .yaml file (a checkpoint goes in --ckpt_path {value})"
+                )
             raise ConfigError(f"--config {value} is a binary file, not a YAML config; pass a .yaml text file")
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as err:
-            raise ConfigError(f"--config {value} is not a UTF-8 text file (byte {err.start} is 0x{data[err.start]:02x}); "
-                              "pass a YAML config saved as UTF-8") from None
+            raise ConfigError(
+                f"--config {value} is not a UTF-8 text file (byte {err.start} is 0x{data[err.start]:02x}); "
+                "pass a YAML config saved as UTF-8"
+            ) from None
         check_yaml(text, f"--config {value}")
 
 
 def check_remote(value: str) -> None:
     scheme = value.partition("://")[0].lower()
     if not remote_configs_allowed():
-        raise ConfigError(f"--config {value}: a config from a URL is not read (it could import and run code); "
-                          f"download it, read it, then pass the local file; or set {REMOTE_OPT_IN}=1 to allow "
-                          "https:// configs")
+        raise ConfigError(
+            f"--config {value}: a config from a URL is not read (it could import and run code); "
+            f"download it, read it, then pass the local file; or set {REMOTE_OPT_IN}=1 to allow "
+            "https:// configs"
+        )
     if scheme != "https":
-        raise ConfigError(f"--config {value}: only https:// configs are read (with {REMOTE_OPT_IN}=1), never "
-                          f"{scheme}://; download it and pass the local file")
+        raise ConfigError(
+            f"--config {value}: only https:// configs are read (with {REMOTE_OPT_IN}=1), never "
+            f"{scheme}://; download it and pass the local file"
+        )
 
 
 def check_yaml(text: str, what: str) -> None:
@@ -151,8 +161,10 @@ def capped_loader(what: str = "a YAML value", base: type | None = None) -> type:
         def __init__(self, stream) -> None:
             size = len(stream) if isinstance(stream, (str, bytes)) else 0
             if size > MAX_CONFIG_BYTES:
-                raise ConfigTooBig(f"{what} is {size / 1e6:.1f} MB of YAML, more than the {MAX_CONFIG_BYTES // 1000} KB "
-                                   "a config may be; pass a config of a few KB")
+                raise ConfigTooBig(
+                    f"{what} is {size / 1e6:.1f} MB of YAML, more than the {MAX_CONFIG_BYTES // 1000} KB "
+                    "a config may be; pass a config of a few KB"
+                )
             super().__init__(stream)
 
         def get_single_data(self):
@@ -160,9 +172,11 @@ def capped_loader(what: str = "a YAML value", base: type | None = None) -> type:
             if node is None:
                 return None
             if expanded_size(node, MAX_YAML_NODES) > MAX_YAML_NODES:
-                raise ConfigTooBig(f"{what}: its YAML aliases (*name) expand to more than {MAX_YAML_NODES} values "
-                                   "(an alias bomb, or an alias inside itself), so it was not read; write the values "
-                                   "out, or use fewer aliases")
+                raise ConfigTooBig(
+                    f"{what}: its YAML aliases (*name) expand to more than {MAX_YAML_NODES} values "
+                    "(an alias bomb, or an alias inside itself), so it was not read; write the values "
+                    "out, or use fewer aliases"
+                )
             return self.construct_document(node)
 
     _LOADERS[(base, what)] = CappedLoader
@@ -188,7 +202,9 @@ def set_remote_reading() -> None:
     try:
         from jsonargparse import set_parsing_settings
 
-        set_parsing_settings(config_read_mode_fsspec_enabled=remote_configs_allowed(), config_read_mode_urls_enabled=False)
+        set_parsing_settings(
+            config_read_mode_fsspec_enabled=remote_configs_allowed(), config_read_mode_urls_enabled=False
+        )
     except (ImportError, TypeError, ValueError):  # pragma: no cover - older jsonargparse
         pass
 
@@ -228,7 +244,9 @@ class ImportGuard(importlib.abc.MetaPathFinder):
         refused = RefusedImport(
             f"{fullname} ({origin}) is a module of {where}, and a config or option names it (class_path "
             f"{fullname}.*); it was not imported: code of the working folder runs only when named on the command "
-            f"line with --import {fullname}", name=fullname)
+            f"line with --import {fullname}",
+            name=fullname,
+        )
         self.refused.append(refused)
         raise refused
 

@@ -35,10 +35,21 @@ class CSVLogger(LightningCSVLogger):
     in the folder's ``metrics.csv`` are this run's, kept when a writer starts (always so in a folder it claimed).
     """
 
-    def __init__(self, save_dir: Any, name: str | None = "lightning_logs", version: int | str | None = None,
-                 prefix: str = "", flush_logs_every_n_steps: int = 100) -> None:
-        super().__init__(save_dir=save_dir, name=name, version=version, prefix=prefix,
-                         flush_logs_every_n_steps=flush_logs_every_n_steps)
+    def __init__(
+        self,
+        save_dir: Any,
+        name: str | None = "lightning_logs",
+        version: int | str | None = None,
+        prefix: str = "",
+        flush_logs_every_n_steps: int = 100,
+    ) -> None:
+        super().__init__(
+            save_dir=save_dir,
+            name=name,
+            version=version,
+            prefix=prefix,
+            flush_logs_every_n_steps=flush_logs_every_n_steps,
+        )
         self._fixed = version is not None
         self._claimed_version: int | str | None = None
         self.claimed = False
@@ -80,8 +91,9 @@ class CSVLogger(LightningCSVLogger):
     def continue_history(self, step: int) -> None:
         """Resume: log again the earlier rows of steps <= ``step`` (those after it are logged again by the fit)."""
         writer = self.experiment
-        kept = [{k: v for k, v in row.items() if v != ""} for row in self._earlier or []
-                if int(float(row["step"])) <= step]
+        kept = [
+            {k: v for k, v in row.items() if v != ""} for row in self._earlier or [] if int(float(row["step"])) <= step
+        ]
         writer.metrics[:0] = kept
         self._earlier = []
         self.save()
@@ -92,16 +104,25 @@ class CSVLogger(LightningCSVLogger):
         try:
             self.save()  # every row on disk as soon as it is logged: a kill loses none
         except OSError as err:
-            raise storage_error(os.path.join(self.log_dir, ExperimentWriter.NAME_METRICS_FILE), err,
-                                "write the run elsewhere (--trainer.logger.init_args.save_dir=...)") from None
+            raise storage_error(
+                os.path.join(self.log_dir, ExperimentWriter.NAME_METRICS_FILE),
+                err,
+                "write the run elsewhere (--trainer.logger.init_args.save_dir=...)",
+            ) from None
 
 
 def claim_run_folder(root: str | os.PathLike) -> str:
     """A new ``root/version_N`` (one past the highest there), made here: ``mkdir``, which one process alone
     wins, as ``CSVLogger`` claims its version. For a run without a logger (``trainer.logger=false``)."""
-    existing = [int(d.name.removeprefix("version_")) for d in os.scandir(root) if d.is_dir()
-                and d.name.startswith("version_") and d.name.removeprefix("version_").isdigit()] \
-        if os.path.isdir(root) else []
+    existing = (
+        [
+            int(d.name.removeprefix("version_"))
+            for d in os.scandir(root)
+            if d.is_dir() and d.name.startswith("version_") and d.name.removeprefix("version_").isdigit()
+        ]
+        if os.path.isdir(root)
+        else []
+    )
     version = max(existing, default=-1) + 1
     while True:
         try:

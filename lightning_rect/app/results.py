@@ -34,12 +34,18 @@ def provenance() -> dict[str, str | None]:
     commit = None
     try:
         # a checkout that tracks these very files (not a wheel installed in a venv inside some repository)
-        tracked = subprocess.run(["git", "ls-files", "--error-unmatch", "__init__.py"], cwd=here, capture_output=True,
-                                 text=True, timeout=10)
+        tracked = subprocess.run(
+            ["git", "ls-files", "--error-unmatch", "__init__.py"], cwd=here, capture_output=True, text=True, timeout=10
+        )
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
         if tracked.returncode == 0 and head.returncode == 0:
-            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "."], cwd=here,
-                                   capture_output=True, text=True, timeout=10)
+            dirty = subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no", "--", "."],
+                cwd=here,
+                capture_output=True,
+                text=True,
+                timeout=10,
+            )
             commit = head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         pass
@@ -77,10 +83,15 @@ def format_summary(results: dict, path: Path) -> str:
         rmse = f"   test RMSE: {results['test/rmse']:.4f}" if "test/rmse" in results else ""
         lines.append(f"  test error: {pct('test/err')}{rmse}   test sparsity: {pct('test/sparsity/mean')}")
     else:
-        lines.append("  test: " + ", ".join(f"{k}={v:.4g}" for k, v in results.items()
-                                           if k.startswith("test/") and isinstance(v, float)))
-    dead = [f"layer {k.split('/')[1].removeprefix('layer_')} {100 * v:.1f}%" for k, v in results.items()
-            if k.startswith("pretrain/layer_") and k.endswith("/dead") and isinstance(v, float)]
+        lines.append(
+            "  test: "
+            + ", ".join(f"{k}={v:.4g}" for k, v in results.items() if k.startswith("test/") and isinstance(v, float))
+        )
+    dead = [
+        f"layer {k.split('/')[1].removeprefix('layer_')} {100 * v:.1f}%"
+        for k, v in results.items()
+        if k.startswith("pretrain/layer_") and k.endswith("/dead") and isinstance(v, float)
+    ]
     if dead:
         lines.append("  dead units after each layer's pre-training: " + ", ".join(dead))
     return "\n".join(lines)
@@ -119,8 +130,15 @@ class PredictionsFile(Callback):
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._outputs = {}
 
-    def on_predict_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
-                             batch_idx: int, dataloader_idx: int = 0) -> None:
+    def on_predict_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         # kept here rather than read back from trainer.predict: under ddp_spawn that returns nothing
         self._outputs.setdefault(dataloader_idx, []).append(_to_cpu(outputs))
 
@@ -153,16 +171,21 @@ def _to_cpu(value: Any) -> Any:
 
 def _joined(outputs: list[Any]) -> Any:
     """The batches' tensors as one tensor (one row per example), when they join; else the list."""
-    if outputs and all(isinstance(o, torch.Tensor) and o.dim() > 0 for o in outputs) \
-            and len({o.shape[1:] for o in outputs}) == 1:
+    if (
+        outputs
+        and all(isinstance(o, torch.Tensor) and o.dim() > 0 for o in outputs)
+        and len({o.shape[1:] for o in outputs}) == 1
+    ):
         return torch.cat(outputs)
     return outputs
 
 
 def _describe(predictions: Any) -> str:
     if isinstance(predictions, torch.Tensor):
-        return f"{len(predictions)} examples, {str(predictions.dtype).removeprefix('torch.')} tensor of shape " \
-               f"{list(predictions.shape)}"
+        return (
+            f"{len(predictions)} examples, {str(predictions.dtype).removeprefix('torch.')} tensor of shape "
+            f"{list(predictions.shape)}"
+        )
     return f"a list of {len(predictions)}"
 
 

@@ -24,9 +24,9 @@ import yaml
 from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.trainer.states import TrainerFn
 
+from lightning_rect.app.results import RESULTS_FILE
 from lightning_rect.checkpoint import MODEL_KEY, load_checkpoint_file, nonfinite_weights
 from lightning_rect.errors import CheckpointError
-from lightning_rect.app.results import RESULTS_FILE
 
 #: Model settings a resume may change: applied to the restored optimizer (``RunContinuity``).
 APPLIED_ON_RESUME = ("lr",)
@@ -72,8 +72,10 @@ def keep_out_of_earlier_runs(logger_config: Any, command: str) -> list[str]:
         folder = Path(init_args["save_dir"]) / name / (version if isinstance(version, str) else f"version_{version}")
         if folder.is_dir() and any(folder.iterdir()):
             init_args["version"] = None
-            notes.append(f"note: {folder} holds the files of an earlier run, so this {command} writes into a new "
-                         f"version folder beside it and leaves that run as it is")
+            notes.append(
+                f"note: {folder} holds the files of an earlier run, so this {command} writes into a new "
+                f"version folder beside it and leaves that run as it is"
+            )
     return notes
 
 
@@ -85,28 +87,42 @@ def unfinished_run(root: Path) -> Path:
     unfinished = [p for p in found if not (p.parent.parent / RESULTS_FILE).exists()]
     if unfinished:
         return unfinished[-1]
-    others = sorted((p for p in root.glob("version_*/checkpoints/*.ckpt")
-                     if not (p.parent.parent / RESULTS_FILE).exists() and whole_checkpoint(p)),
-                    key=lambda p: p.stat().st_mtime)
+    others = sorted(
+        (
+            p
+            for p in root.glob("version_*/checkpoints/*.ckpt")
+            if not (p.parent.parent / RESULTS_FILE).exists() and whole_checkpoint(p)
+        ),
+        key=lambda p: p.stat().st_mtime,
+    )
     if others:
         return others[-1]
     # a run killed before its first epoch ended has neither: nothing of it can be resumed
-    stopped = sorted((d for d in root.glob("version_*") if d.is_dir() and not (d / RESULTS_FILE).exists()),
-                     key=lambda d: d.stat().st_mtime)
+    stopped = sorted(
+        (d for d in root.glob("version_*") if d.is_dir() and not (d / RESULTS_FILE).exists()),
+        key=lambda d: d.stat().st_mtime,
+    )
     early = f"; {stopped[-1]} stopped before its first checkpoint, so it cannot be resumed" if stopped else ""
-    where = (f"every run under {root} with a last.ckpt has finished ({found[-1].parent.parent / RESULTS_FILE} exists)"
-             if found else f"no last.ckpt under {root}/version_*/checkpoints")
-    raise CheckpointError(f"--ckpt_path last: {where}{early}; nothing to resume and nothing was changed; "
-                          "run without --ckpt_path to start a new run")
+    where = (
+        f"every run under {root} with a last.ckpt has finished ({found[-1].parent.parent / RESULTS_FILE} exists)"
+        if found
+        else f"no last.ckpt under {root}/version_*/checkpoints"
+    )
+    raise CheckpointError(
+        f"--ckpt_path last: {where}{early}; nothing to resume and nothing was changed; "
+        "run without --ckpt_path to start a new run"
+    )
 
 
 def resolve_last(logger_config: Any) -> str:
     """Path of the checkpoint to resume; sets the configured logger's ``version`` to that run's."""
     found = run_root(logger_config)
     if found is None:
-        raise CheckpointError("--ckpt_path last needs a logger with a save_dir in the config (e.g. trainer.logger: "
-                              "CSVLogger with save_dir and name, as in configs/*.yaml) to know where the runs are; "
-                              "or pass the .ckpt path itself")
+        raise CheckpointError(
+            "--ckpt_path last needs a logger with a save_dir in the config (e.g. trainer.logger: "
+            "CSVLogger with save_dir and name, as in configs/*.yaml) to know where the runs are; "
+            "or pass the .ckpt path itself"
+        )
     init_args, root = found
     last = unfinished_run(root)
     version = last.parent.parent.name.removeprefix("version_")
@@ -141,8 +157,10 @@ def resumed_run_folder(ckpt_path: str) -> tuple[Path | None, str | None]:
     newer = [p for p in path.parent.glob("*.ckpt") if p.stat().st_mtime > path.stat().st_mtime]
     if newer:
         newest = max(newer, key=lambda p: p.stat().st_mtime)
-        return None, (f"{path.name} is not the newest checkpoint of {folder} ({newest.name} is), {keep}; "
-                      f"--ckpt_path {newest} continues that run in place")
+        return None, (
+            f"{path.name} is not the newest checkpoint of {folder} ({newest.name} is), {keep}; "
+            f"--ckpt_path {newest} continues that run in place"
+        )
     return folder, None
 
 
@@ -189,8 +207,9 @@ class CheckpointFacts:
 EVALUATION_MAY_CHANGE = ("lr", "momentum", "optimizer", "fused_sgd", *UNUSED_ON_RESUME)
 
 
-def check_checkpoint(path: str, fit_config: Any, resuming_fit: bool, command_line: list[str] | tuple = ()) \
-        -> CheckpointFacts:
+def check_checkpoint(
+    path: str, fit_config: Any, resuming_fit: bool, command_line: list[str] | tuple = ()
+) -> CheckpointFacts:
     """Refuse, in one line, a checkpoint that another model kind wrote, one whose weights are not finite, one
     whose settings differ from those given on the command line (``validate``/``test``/``predict``, which
     take the checkpoint's), or (for ``fit``) one whose model settings differ from the config's in anything
@@ -204,48 +223,71 @@ def check_checkpoint(path: str, fit_config: Any, resuming_fit: bool, command_lin
     if bad := nonfinite_weights(state):
         key, count = bad[0]
         more = f" and {len(bad) - 1} more tensors" if len(bad) > 1 else ""
-        raise CheckpointError(f"--ckpt_path {path} holds NaN or infinite weights ({count} in {key}{more}): it was "
-                              "saved after training diverged, so nothing can be resumed or evaluated from it; pass an "
-                              "earlier checkpoint of that run (its best-epoch=<N>.ckpt), or start a new run with a "
-                              "lower learning rate")
+        raise CheckpointError(
+            f"--ckpt_path {path} holds NaN or infinite weights ({count} in {key}{more}): it was "
+            "saved after training diverged, so nothing can be resumed or evaluated from it; pass an "
+            "earlier checkpoint of that run (its best-epoch=<N>.ckpt), or start a new run with a "
+            "lower learning rate"
+        )
     theirs = checkpoint.get(MODEL_KEY) or _class_name(hparams.get("_class_path"))
     if ours and theirs and ours != theirs:
-        hint = (f"; to start a {ours} from this pre-trained {theirs}, drop --ckpt_path and pass "
-                f"--model.init_args.pretrained={path}" if theirs == "StackedDAE" else
-                f"; resume it with the config of the {theirs} run that wrote it")
-        raise CheckpointError(f"--ckpt_path {path} holds a {theirs} checkpoint but the config trains a {ours}: "
-                              f"a checkpoint resumes only the model kind that wrote it{hint}")
+        hint = (
+            f"; to start a {ours} from this pre-trained {theirs}, drop --ckpt_path and pass "
+            f"--model.init_args.pretrained={path}"
+            if theirs == "StackedDAE"
+            else f"; resume it with the config of the {theirs} run that wrote it"
+        )
+        raise CheckpointError(
+            f"--ckpt_path {path} holds a {theirs} checkpoint but the config trains a {ours}: "
+            f"a checkpoint resumes only the model kind that wrote it{hint}"
+        )
     if model_config is None:
         return facts
     if not resuming_fit:
         refuse_changed_on_command_line(path, hparams, model_config, command_line)
         return facts
     init_args = _plain(model_config.get("init_args")) or {}
-    changed = [f"{k}={_show(hparams[k])} -> {_show(init_args[k])}" for k in init_args.keys()
-               if k in hparams and not k.startswith("_") and k not in APPLIED_ON_RESUME + UNUSED_ON_RESUME
-               and _plain(hparams[k]) != _plain(init_args[k])]
+    changed = [
+        f"{k}={_show(hparams[k])} -> {_show(init_args[k])}"
+        for k in init_args.keys()
+        if k in hparams
+        and not k.startswith("_")
+        and k not in APPLIED_ON_RESUME + UNUSED_ON_RESUME
+        and _plain(hparams[k]) != _plain(init_args[k])
+    ]
     changed += changed_sections(Path(path), fit_config)
     if changed:
         raise CheckpointError(
             f"--ckpt_path {path}: the config changes what the checkpoint was trained with ({'; '.join(changed)}); "
             f"a resume may change only {', '.join(APPLIED_ON_RESUME)} (applied from the checkpoint's step on): "
-            "drop the other changes, or start a new run without --ckpt_path")
+            "drop the other changes, or start a new run without --ckpt_path"
+        )
     return facts
 
 
 def refuse_changed_on_command_line(path: str, hparams: dict, model_config: Any, command_line) -> None:
     """validate/test/predict build the model the checkpoint was trained as (LightningCLI puts its settings
     over the config's): a model setting given on the command line that differs would be dropped silently."""
-    given = {m.group(1) for arg in command_line
-             if (m := re.match(r"--model\.(?:init_args\.)?([A-Za-z_]\w*)(?:=|$)", str(arg)))}
+    given = {
+        m.group(1)
+        for arg in command_line
+        if (m := re.match(r"--model\.(?:init_args\.)?([A-Za-z_]\w*)(?:=|$)", str(arg)))
+    }
     init_args = _plain(model_config.get("init_args")) or {}
-    changed = [f"{k}={_show(init_args[k])} on the command line, {_show(hparams[k])} in the checkpoint" for k in
-               sorted(given) if k in init_args and k in hparams and k not in EVALUATION_MAY_CHANGE
-               and _plain(hparams[k]) != _plain(init_args[k])]
+    changed = [
+        f"{k}={_show(init_args[k])} on the command line, {_show(hparams[k])} in the checkpoint"
+        for k in sorted(given)
+        if k in init_args
+        and k in hparams
+        and k not in EVALUATION_MAY_CHANGE
+        and _plain(hparams[k]) != _plain(init_args[k])
+    ]
     if changed:
-        raise CheckpointError(f"--ckpt_path {path} was trained with other model settings ({'; '.join(changed)}): its "
-                              "weights fit only the model it was trained as, so the checkpoint's settings are used; "
-                              "drop those options, or pass a checkpoint trained with them")
+        raise CheckpointError(
+            f"--ckpt_path {path} was trained with other model settings ({'; '.join(changed)}): its "
+            "weights fit only the model it was trained as, so the checkpoint's settings are used; "
+            "drop those options, or pass a checkpoint trained with them"
+        )
 
 
 def check_weights(path: str, facts: CheckpointFacts, model: Any, resuming_fit: bool) -> None:
@@ -255,8 +297,11 @@ def check_weights(path: str, facts: CheckpointFacts, model: Any, resuming_fit: b
     from lightning_rect.models.classifier import PRETRAINED_LOADED_KEY
 
     ours = _shapes(model.state_dict())
-    problems = [f"{k} is {list(facts.shapes[k])} in the checkpoint, {list(ours[k])} in the model" for k in ours
-                if facts.shapes.get(k) is not None and ours[k] is not None and facts.shapes[k] != ours[k]]
+    problems = [
+        f"{k} is {list(facts.shapes[k])} in the checkpoint, {list(ours[k])} in the model"
+        for k in ours
+        if facts.shapes.get(k) is not None and ours[k] is not None and facts.shapes[k] != ours[k]
+    ]
     if getattr(model, "strict_loading", True):
         missing = [k for k in ours if k not in facts.shapes and k.rpartition(".")[2] != PRETRAINED_LOADED_KEY]
         extra = [k for k in facts.shapes if k not in ours]
@@ -265,14 +310,18 @@ def check_weights(path: str, facts: CheckpointFacts, model: Any, resuming_fit: b
     if problems:
         sizes = getattr(model, "hparams", {}).get("hidden_sizes")
         built = f"{type(model).__name__}{f' with hidden_sizes={list(sizes)}' if sizes is not None else ''}"
-        raise CheckpointError(f"--ckpt_path {path} does not fit the model its settings build ({built}): "
-                              f"{_few(problems, 3)}; the checkpoint is damaged or was written by other code; pass a "
-                              "checkpoint written by a fit of this model (model settings such as hidden_sizes given "
-                              "on the command line must match the checkpoint's)")
+        raise CheckpointError(
+            f"--ckpt_path {path} does not fit the model its settings build ({built}): "
+            f"{_few(problems, 3)}; the checkpoint is damaged or was written by other code; pass a "
+            "checkpoint written by a fit of this model (model settings such as hidden_sizes given "
+            "on the command line must match the checkpoint's)"
+        )
     if resuming_fit and not facts.optimizer_state:
-        raise CheckpointError(f"--ckpt_path {path} holds no optimizer state (written with save_weights_only, or cut "
-                              "down), so a fit cannot resume from it; evaluate it with `test --ckpt_path`, or start "
-                              f"a new run from its weights (a StackedDAE's: --model.init_args.pretrained={path})")
+        raise CheckpointError(
+            f"--ckpt_path {path} holds no optimizer state (written with save_weights_only, or cut "
+            "down), so a fit cannot resume from it; evaluate it with `test --ckpt_path`, or start "
+            f"a new run from its weights (a StackedDAE's: --model.init_args.pretrained={path})"
+        )
 
 
 def _shapes(state: dict) -> dict[str, tuple[int, ...] | None]:
@@ -287,11 +336,16 @@ def _few(items: list[str], n: int = 4) -> str:
 def check_data_sizes(path: str, hparams: dict, model: Any) -> None:
     """The sizes the CLI links from the data (``in_features``, ``num_classes``) must be the checkpoint's."""
     ours = getattr(model, "hparams", {})
-    changed = [f"{k}={hparams[k]} -> {ours[k]}" for k in ("in_features", "num_classes")
-               if k in hparams and k in ours and hparams[k] != ours[k]]
+    changed = [
+        f"{k}={hparams[k]} -> {ours[k]}"
+        for k in ("in_features", "num_classes")
+        if k in hparams and k in ours and hparams[k] != ours[k]
+    ]
     if changed:
-        raise CheckpointError(f"--ckpt_path {path} was trained on data of another shape ({'; '.join(changed)}); "
-                              "use the data set it was trained on")
+        raise CheckpointError(
+            f"--ckpt_path {path} was trained on data of another shape ({'; '.join(changed)}); "
+            "use the data set it was trained on"
+        )
 
 
 def changed_sections(path: Path, fit_config: Any) -> list[str]:
@@ -302,8 +356,11 @@ def changed_sections(path: Path, fit_config: Any) -> list[str]:
         return []
     if path.parent.name != "checkpoints" or not isinstance(first, dict):
         return []
-    return [f"{key} {_show(first.get(key))} -> {_show(fit_config.get(key))}" for key in ("optimizer", "lr_scheduler")
-            if _plain(first.get(key)) != _plain(fit_config.get(key))]
+    return [
+        f"{key} {_show(first.get(key))} -> {_show(fit_config.get(key))}"
+        for key in ("optimizer", "lr_scheduler")
+        if _plain(first.get(key)) != _plain(fit_config.get(key))
+    ]
 
 
 def _class_name(class_path: Any) -> str | None:
@@ -365,8 +422,10 @@ class RunContinuity(Callback):
             return
         apply_learning_rate(trainer, float(old), float(new))
         if trainer.is_global_zero:
-            print(f"resumed at step {self.resumed_step}: learning rate changed from {old:g} to {new:g}; "
-                  "the restored optimizer now uses the new value")
+            print(
+                f"resumed at step {self.resumed_step}: learning rate changed from {old:g} to {new:g}; "
+                "the restored optimizer now uses the new value"
+            )
         for logger in trainer.loggers:
             logger.log_metrics({"resume/lr_before": float(old), "resume/lr": float(new)}, step=self.resumed_step)
 
@@ -375,9 +434,11 @@ def note_lost_history(logger_config: Any) -> None:
     """Resuming with Lightning's own ``CSVLogger``: say, in one line, that its ``metrics.csv`` starts afresh."""
     for logger in logger_config if isinstance(logger_config, list) else [logger_config]:
         if str(getattr(logger, "class_path", "")) in LIGHTNINGS_CSV_LOGGER:
-            print(f"note: {logger.class_path} deletes the run's metrics.csv on a resume, so the rows before the "
-                  "checkpoint are lost; name lightning_rect.app.loggers.CSVLogger in trainer.logger to keep them",
-                  file=sys.stderr)
+            print(
+                f"note: {logger.class_path} deletes the run's metrics.csv on a resume, so the rows before the "
+                "checkpoint are lost; name lightning_rect.app.loggers.CSVLogger in trainer.logger to keep them",
+                file=sys.stderr,
+            )
 
 
 def apply_learning_rate(trainer: Trainer, old: float, new: float) -> None:

@@ -30,7 +30,8 @@ class FolderInUse(LightningRectError):
 
 @contextmanager
 def run_lock(folder: str | os.PathLike, what: str = "run folder") -> Iterator[Path]:
-    """Hold ``folder``'s lock for the block (the folder is made if needed); ``FolderInUse`` if another process has it."""
+    """Hold ``folder``'s lock for the block (the folder is made if needed); ``FolderInUse`` if another
+    process has it."""
     path = Path(folder) / LOCK_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     while True:
@@ -40,8 +41,10 @@ def run_lock(folder: str | os.PathLike, what: str = "run folder") -> Iterator[Pa
         except BlockingIOError:
             holder = os.read(fd, 2000).decode(errors="replace").strip() or "another process"
             os.close(fd)
-            raise FolderInUse(f"the {what} {folder} is in use by {holder}; nothing was changed; wait until it ends "
-                              "(or stop it), then run this again") from None
+            raise FolderInUse(
+                f"the {what} {folder} is in use by {holder}; nothing was changed; wait until it ends "
+                "(or stop it), then run this again"
+            ) from None
         except OSError as err:  # a file system without locks: go on unguarded, and say so
             print(f"note: {folder} cannot be locked ({err.strerror}); run one process at a time in it", file=sys.stderr)
             break
@@ -54,8 +57,11 @@ def run_lock(folder: str | os.PathLike, what: str = "run folder") -> Iterator[Pa
     try:
         command = " ".join(sys.argv)[:300]
         os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')} "
-                     f"({command})\n".encode())
+        os.write(
+            fd,
+            f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')} "
+            f"({command})\n".encode(),
+        )
         _HELD.add(path)
         yield Path(folder)
     finally:

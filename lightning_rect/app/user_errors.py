@@ -45,12 +45,15 @@ LONGEST_LINE = 1500
 def one_line(message: object) -> str:
     """``message`` on one line: its lines joined with "; ", each value over ``LONGEST_WORD`` characters cut
     (``...`` and its length), the line kept under ``LONGEST_LINE`` characters (its start and its end)."""
-    text = re.sub(rf"\S{{{LONGEST_WORD + 1},}}",
-                  lambda m: f"{m.group(0)[:LONGEST_WORD]}...({len(m.group(0))} characters)", str(message))
+    text = re.sub(
+        rf"\S{{{LONGEST_WORD + 1},}}",
+        lambda m: f"{m.group(0)[:LONGEST_WORD]}...({len(m.group(0))} characters)",
+        str(message),
+    )
     line = "; ".join(part.strip() for part in text.splitlines() if part.strip())
     if len(line) > LONGEST_LINE:
         cut = len(line) - LONGEST_LINE
-        line = f"{line[:LONGEST_LINE * 2 // 3]} ... ({cut} characters left out) ... {line[-LONGEST_LINE // 3:]}"
+        line = f"{line[: LONGEST_LINE * 2 // 3]} ... ({cut} characters left out) ... {line[-LONGEST_LINE // 3 :]}"
     return line
 
 
@@ -69,8 +72,11 @@ def user_error(err: BaseException) -> LightningRectError | None:
         found = ConfigError(long_name_message(str(too_long.filename or "a path")))
     unwritable = next((c for c in chain if isinstance(c, OSError) and c.errno in CAUSES), None)
     if found is None and unwritable is not None:  # a folder the run cannot make (read-only, full, no permission)
-        found = storage_error(unwritable.filename or "a file", unwritable, "point trainer.logger.init_args.save_dir "
-                              "(and trainer.default_root_dir) at a folder on another disk")
+        found = storage_error(
+            unwritable.filename or "a file",
+            unwritable,
+            "point trainer.logger.init_args.save_dir (and trainer.default_root_dir) at a folder on another disk",
+        )
     return found
 
 
@@ -78,8 +84,10 @@ def long_name_message(path: str) -> str:
     """A path with a part longer than file systems allow (255 bytes): which part, and the fix."""
     parts = [part for part in Path(path).parts if len(part.encode()) > MAX_NAME_BYTES]
     part = parts[0] if parts else Path(path).name
-    return (f"cannot make {path}: its part {part!r} is {len(part.encode())} bytes, more than the {MAX_NAME_BYTES} a "
-            "file or folder name may be; shorten it (the run's name: trainer.logger.init_args.name)")
+    return (
+        f"cannot make {path}: its part {part!r} is {len(part.encode())} bytes, more than the {MAX_NAME_BYTES} a "
+        "file or folder name may be; shorten it (the run's name: trainer.logger.init_args.name)"
+    )
 
 
 def _chain(err: BaseException | None) -> Iterator[BaseException]:
@@ -110,7 +118,9 @@ def parser_message(err: BaseException, options: Sequence[str], args: Sequence[st
     key = ".".join(keys)
     configs = [value for name, value in _options(args) if name == "config"]
 
-    if yaml_error := next((c for c in chain if type(c).__module__.startswith("yaml") and hasattr(c, "problem_mark")), None):
+    if yaml_error := next(
+        (c for c in chain if type(c).__module__.startswith("yaml") and hasattr(c, "problem_mark")), None
+    ):
         return _yaml_message(yaml_error, configs)
     if match := re.search(r"Option '([^']+)' is not accepted|does not accept option '([^']+)'", leaf):
         name = match.group(1) or match.group(2)
@@ -130,15 +140,19 @@ def parser_message(err: BaseException, options: Sequence[str], args: Sequence[st
         if value is None:
             value = next((m.group(1) for c in chain if (m := re.search(r"Given value: (.*)", str(c)))), "?")
         if "dot import path" in hint:
-            return (f"{key}: {value!r} is not a class this package knows{close_match(value, _class_names())}; "
-                    "pass a class name such as SparseMLP or DigitsDataModule, or a full import path")
+            return (
+                f"{key}: {value!r} is not a class this package knows{close_match(value, _class_names())}; "
+                "pass a class name such as SparseMLP or DigitsDataModule, or a full import path"
+            )
         choices = re.findall(r"'([^']*)'", hint) if "Literal" in hint else []
         wanted = "one of " + ", ".join(choices) if choices else re.sub(r"<class '([^']+)'>", r"\1", hint)
         wanted = TYPE_NAMES.get(wanted, wanted)
         return f"{key or 'value'}: expected {wanted}, got {value}{close_match(value, choices)}"
     if key == "config" or leaf.startswith("File does not exist"):
-        return (f"--config: {leaf[0].lower() + leaf[1:]}; pass a YAML file, or the name of a bundled config such as "
-                "configs/digits.yaml (`lightning-rect configs .` writes them out)")
+        return (
+            f"--config: {leaf[0].lower() + leaf[1:]}; pass a YAML file, or the name of a bundled config such as "
+            "configs/digits.yaml (`lightning-rect configs .` writes them out)"
+        )
     return f"{key}: {leaf}" if key and leaf else one_line(chain[0])
 
 
@@ -188,15 +202,19 @@ def _yaml_message(err, configs: Sequence[str]) -> str:
             continue
     mark, context_mark = err.problem_mark, err.context_mark
     opened = f" ({err.context} from line {context_mark.line + 1})" if err.context and context_mark else ""
-    return (f"{where}YAML syntax error at line {mark.line + 1}, column {mark.column + 1}: {err.problem}{opened}; "
-            "fix the brackets, quotes or indentation there")
+    return (
+        f"{where}YAML syntax error at line {mark.line + 1}, column {mark.column + 1}: {err.problem}{opened}; "
+        "fix the brackets, quotes or indentation there"
+    )
 
 
 def _class_names() -> list[str]:
     import lightning_rect.data
     import lightning_rect.models
 
-    return [name for module in (lightning_rect.models, lightning_rect.data) for name in dir(module) if name[:1].isupper()]
+    return [
+        name for module in (lightning_rect.models, lightning_rect.data) for name in dir(module) if name[:1].isupper()
+    ]
 
 
 def close_match(name: str, valid: Sequence[str]) -> str:

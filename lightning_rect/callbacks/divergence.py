@@ -61,13 +61,19 @@ class DivergenceGuard(Callback):
         if math.isfinite(value):
             self._last_good_step = step
             return
-        seen = ("no finite loss was seen" if self._last_good_step is None
-                else f"last finite loss seen at step {self._last_good_step}")
+        seen = (
+            "no finite loss was seen"
+            if self._last_good_step is None
+            else f"last finite loss seen at step {self._last_good_step}"
+        )
         where = f"the loss was {value} at step {step} (epoch {trainer.current_epoch}; {seen})"
         last = last_checkpoint_path(trainer)
         kept = f"; the last good checkpoint is kept at {last}" if last else ""
-        bad_inputs = (nonfinite_in_training_split(trainer) or nonfinite_in_batches(unchecked, trainer.current_epoch)
-                      or nonfinite_in_batch(batch, "this batch"))
+        bad_inputs = (
+            nonfinite_in_training_split(trainer)
+            or nonfinite_in_batches(unchecked, trainer.current_epoch)
+            or nonfinite_in_batch(batch, "this batch")
+        )
         if bad_inputs:
             raise NonFiniteInputError(
                 f"training stopped: {where} because {bad_inputs}; the learning rate is not the cause: "
@@ -77,13 +83,15 @@ class DivergenceGuard(Callback):
         raise DivergenceError(f"training diverged: {where}; {lr_advice(lr)}{kept}")
 
     @override
-    def on_validation_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch, batch_idx: int,
-                                  dataloader_idx: int = 0) -> None:
+    def on_validation_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
         self._check_eval_batch(trainer, "validation", batch, batch_idx)
 
     @override
-    def on_test_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch, batch_idx: int,
-                            dataloader_idx: int = 0) -> None:
+    def on_test_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
         self._check_eval_batch(trainer, "test", batch, batch_idx)
 
     def _check_eval_batch(self, trainer: Trainer, stage: str, batch, batch_idx: int) -> None:
@@ -105,10 +113,14 @@ def lr_advice(lr: float | None) -> str:
         return f"lower the learning rate (the paper's grid: {grid})"
     lower = [v for v in PAPER_LRS if v < lr * (1 - 1e-9)]
     if lower:
-        return (f"lower the learning rate (model lr is {lr:g}), e.g. --model.init_args.lr={lower[0]:g}, the next "
-                f"value below it in the paper's grid {grid}")
-    return (f"the learning rate {lr:g} is already at or below the paper's grid {grid}: try the grid's values "
-            "(--model.init_args.lr=...) with a smaller l1, and check the data")
+        return (
+            f"lower the learning rate (model lr is {lr:g}), e.g. --model.init_args.lr={lower[0]:g}, the next "
+            f"value below it in the paper's grid {grid}"
+        )
+    return (
+        f"the learning rate {lr:g} is already at or below the paper's grid {grid}: try the grid's values "
+        "(--model.init_args.lr=...) with a smaller l1, and check the data"
+    )
 
 
 def _floating_parts(batch) -> Iterator[tuple[str, torch.Tensor]]:
@@ -149,8 +161,10 @@ def nonfinite_in_batches(counts: list[tuple[int, torch.Tensor]], epoch: int) -> 
         return ""
     shown = ", ".join(str(index) for index, _ in bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
     total = sum(count for _, count in bad)
-    return (f"the inputs of training batch{'es' if len(bad) > 1 else ''} {shown} of epoch {epoch} hold {total} NaN "
-            f"or infinite value{'s' if total > 1 else ''}")
+    return (
+        f"the inputs of training batch{'es' if len(bad) > 1 else ''} {shown} of epoch {epoch} hold {total} NaN "
+        f"or infinite value{'s' if total > 1 else ''}"
+    )
 
 
 def nonfinite_in_training_split(trainer: Trainer) -> str:

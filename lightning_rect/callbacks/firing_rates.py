@@ -84,25 +84,39 @@ def firing_rate_histogram(nonzero: torch.Tensor, rows: float, bins: int = HISTOG
     return FiringRateHistogram(tuple(int(c) for c in counts.tolist()), int((nonzero == 0).sum()))
 
 
-def log_firing_rate_histograms(loggers: Sequence[Logger], stage: str, histograms: Mapping[str, FiringRateHistogram],
-                               counts: Mapping[str, tuple[torch.Tensor, float]], step: int) -> None:
+def log_firing_rate_histograms(
+    loggers: Sequence[Logger],
+    stage: str,
+    histograms: Mapping[str, FiringRateHistogram],
+    counts: Mapping[str, tuple[torch.Tensor, float]],
+    step: int,
+) -> None:
     """``<stage>/firing_rate/<layer>`` to every logger that takes histograms (W&B, TensorBoard);
     the others are skipped. Call on rank 0."""
     for logger in loggers:
         if isinstance(logger, WandbLogger):
             import wandb
 
-            payload = {f"{stage}/firing_rate/{layer}": wandb.Histogram(np_histogram=(list(h.counts), h.edges))
-                       for layer, h in histograms.items()}
+            payload = {
+                f"{stage}/firing_rate/{layer}": wandb.Histogram(np_histogram=(list(h.counts), h.edges))
+                for layer, h in histograms.items()
+            }
             logger.experiment.log({**payload, "trainer/global_step": step})
         elif isinstance(logger, TensorBoardLogger):
             for layer, h in histograms.items():
                 nonzero, rows = counts[layer]
                 rates = nonzero.double() / max(rows, 1.0)
                 logger.experiment.add_histogram_raw(
-                    f"{stage}/firing_rate/{layer}", min=float(rates.min()), max=float(rates.max()), num=h.units,
-                    sum=float(rates.sum()), sum_squares=float((rates * rates).sum()), bucket_limits=h.edges[1:],
-                    bucket_counts=list(h.counts), global_step=step)
+                    f"{stage}/firing_rate/{layer}",
+                    min=float(rates.min()),
+                    max=float(rates.max()),
+                    num=h.units,
+                    sum=float(rates.sum()),
+                    sum_squares=float((rates * rates).sum()),
+                    bucket_limits=h.edges[1:],
+                    bucket_counts=list(h.counts),
+                    global_step=step,
+                )
 
 
 def run_folder(trainer: Trainer) -> str | None:
@@ -129,9 +143,15 @@ def run_folder(trainer: Trainer) -> str | None:
     return trainer.strategy.broadcast(folder)
 
 
-def save_firing_rates(path: Path, stage: str, histograms: Mapping[str, FiringRateHistogram],
-                      counts: Mapping[str, tuple[torch.Tensor, float]], epoch: int, global_step: int,
-                      monitor: str = "") -> None:
+def save_firing_rates(
+    path: Path,
+    stage: str,
+    histograms: Mapping[str, FiringRateHistogram],
+    counts: Mapping[str, tuple[torch.Tensor, float]],
+    epoch: int,
+    global_step: int,
+    monitor: str = "",
+) -> None:
     """Write ``monitor``'s layers into ``stage``'s entry of ``path`` (``RATES_FILE``; format in the
     module docstring), keeping the other stage's entry; written atomically. The layers other monitors
     wrote for the same evaluation (same epoch and step) stay; an older evaluation's are replaced."""
@@ -143,15 +163,26 @@ def save_firing_rates(path: Path, stage: str, histograms: Mapping[str, FiringRat
         saved = {}
     layers, owners = {}, {}
     entry = saved.get(stage)
-    if (isinstance(entry, dict) and (entry.get("epoch"), entry.get("global_step")) == (epoch, global_step)
-            and isinstance(entry.get("layers"), dict) and isinstance(entry.get("monitors"), dict)):
+    if (
+        isinstance(entry, dict)
+        and (entry.get("epoch"), entry.get("global_step")) == (epoch, global_step)
+        and isinstance(entry.get("layers"), dict)
+        and isinstance(entry.get("monitors"), dict)
+    ):
         owners = {owner: names for owner, names in entry["monitors"].items() if owner != monitor}
         kept = {name for names in owners.values() for name in names}
         layers = {layer: value for layer, value in entry["layers"].items() if layer in kept}
-    layers.update({
-        layer: {"rows": int(counts[layer][1]), "nonzero": [int(v) for v in counts[layer][0].tolist()],
-                "histogram": list(h.counts), "dead": h.dead}
-        for layer, h in histograms.items()})
+    layers.update(
+        {
+            layer: {
+                "rows": int(counts[layer][1]),
+                "nonzero": [int(v) for v in counts[layer][0].tolist()],
+                "histogram": list(h.counts),
+                "dead": h.dead,
+            }
+            for layer, h in histograms.items()
+        }
+    )
     owners[monitor] = list(histograms)
     bins = next(iter(histograms.values())).bins if histograms else HISTOGRAM_BINS
     saved.update({"format": 1, "bins": bins})

@@ -82,9 +82,14 @@ from torch.utils.hooks import RemovableHandle
 from typing_extensions import override
 
 from lightning_rect.activations import ACTIVATIONS, output_range
-from lightning_rect.callbacks.firing_rates import (HISTOGRAM_BINS, RATES_FILE, FiringRateHistogram,  # noqa: F401
-                                                   firing_rate_histogram, log_firing_rate_histograms, run_folder,
-                                                   save_firing_rates)
+from lightning_rect.callbacks.firing_rates import (
+    RATES_FILE,
+    FiringRateHistogram,  # noqa: F401
+    firing_rate_histogram,
+    log_firing_rate_histograms,
+    run_folder,
+    save_firing_rates,
+)
 from lightning_rect.errors import ConfigError
 from lightning_rect.metrics import activity_fractions
 
@@ -94,14 +99,30 @@ ACTIVATION_TYPES = (nn.ReLU, nn.Tanh, nn.Softplus, nn.Sigmoid, nn.LeakyReLU, nn.
 NONNEGATIVE_TYPES = (nn.ReLU, nn.ReLU6, nn.Softplus, nn.Sigmoid, nn.Hardsigmoid)
 #: torch modules whose outputs are exactly 0 only for an input of exactly 0, if ever (lightning_rect's
 #: own say so with ``exact_zeros = False``): their exact sparsity is 0 by construction.
-NEVER_ZERO_TYPES = (nn.Tanh, nn.Sigmoid, nn.Softplus, nn.GELU, nn.SiLU, nn.ELU, nn.CELU, nn.SELU, nn.Mish,
-                    nn.Softsign, nn.LogSigmoid, nn.LeakyReLU, nn.PReLU, nn.Tanhshrink)
+NEVER_ZERO_TYPES = (
+    nn.Tanh,
+    nn.Sigmoid,
+    nn.Softplus,
+    nn.GELU,
+    nn.SiLU,
+    nn.ELU,
+    nn.CELU,
+    nn.SELU,
+    nn.Mish,
+    nn.Softsign,
+    nn.LogSigmoid,
+    nn.LeakyReLU,
+    nn.PReLU,
+    nn.Tanhshrink,
+)
 #: Containers that hold modules but are never called themselves, so a hook on them never fires.
 UNCALLED_TYPES = (nn.ModuleList, nn.ModuleDict, nn.ParameterList, nn.ParameterDict)
 STAGES = ("train", "val", "test")
-UNDER_FABRIC = ("SparsityMonitor is a lightning.Trainer callback (it counts during the Trainer's stages and "
-                "logs through it), and Fabric runs no stages; fit with lightning.Trainer(callbacks="
-                "[SparsityMonitor(...)]), or count your activations' exact zeros in your Fabric loop")
+UNDER_FABRIC = (
+    "SparsityMonitor is a lightning.Trainer callback (it counts during the Trainer's stages and "
+    "logs through it), and Fabric runs no stages; fit with lightning.Trainer(callbacks="
+    "[SparsityMonitor(...)]), or count your activations' exact zeros in your Fabric loop"
+)
 
 
 class SparsityMonitor(Callback):
@@ -132,12 +153,20 @@ class SparsityMonitor(Callback):
             ``None`` (default): the plain names.
     """
 
-    def __init__(self, modules: Sequence[str] | None = None, unit_dim: int = 1,
-                 train_log_every_n_steps: int | None = None, epoch_logs: bool = True,
-                 histograms: bool = True, name: str | None = None) -> None:
+    def __init__(
+        self,
+        modules: Sequence[str] | None = None,
+        unit_dim: int = 1,
+        train_log_every_n_steps: int | None = None,
+        epoch_logs: bool = True,
+        histograms: bool = True,
+        name: str | None = None,
+    ) -> None:
         if name is not None and (not isinstance(name, str) or not name.strip("/")):
-            raise ConfigError(f"SparsityMonitor: name={name!r} is not a name; give a word such as name='encoder', "
-                              "or leave it out for the plain names")
+            raise ConfigError(
+                f"SparsityMonitor: name={name!r} is not a name; give a word such as name='encoder', "
+                "or leave it out for the plain names"
+            )
         self.name = name.strip("/") if name is not None else None
         self.modules = list(modules) if modules is not None else None
         self.unit_dim = unit_dim
@@ -180,18 +209,21 @@ class SparsityMonitor(Callback):
         named = user_named_modules(pl_module)
         unmatched = [entry for entry in self.modules if not any(_matches(entry, n, m) for n, m in named)]
         if unmatched:
+            examples = [n for n, m in named if isinstance(m, _activation_types())][:4]
             raise ConfigError(
                 f"SparsityMonitor: modules={self.modules}: {unmatched} match no module of {type(pl_module).__name__}; "
-                f"use qualified names from named_modules() (e.g. {[n for n, m in named if isinstance(m, _activation_types())][:4]}) "
+                f"use qualified names from named_modules() (e.g. {examples}) "
                 "or class names such as ReLU"
             )
         watched = [(name, m) for name, m in named if any(_matches(entry, name, m) for entry in self.modules)]
         for name, module in watched:
             problem = static_output_problem(module)
             if problem:
-                raise ConfigError(f"SparsityMonitor: modules={self.modules}: {name!r} ({type(module).__name__}) "
-                                  f"{problem}, not a tensor of (examples, units, ...); "
-                                  f"{_watch_inside(name, module)}")
+                raise ConfigError(
+                    f"SparsityMonitor: modules={self.modules}: {name!r} ({type(module).__name__}) "
+                    f"{problem}, not a tensor of (examples, units, ...); "
+                    f"{_watch_inside(name, module)}"
+                )
         return watched
 
     @property
@@ -199,23 +231,31 @@ class SparsityMonitor(Callback):
     def state_key(self) -> str:
         # Distinct for every pair of monitors that may share a Trainer (see _refuse_shared_names), so
         # each one's state has its own entry in a checkpoint's ``callbacks``.
-        return self._generate_state_key(name=self.name, modules=self.modules, epoch_logs=self.epoch_logs,
-                                        step_logs=bool(self.train_log_every_n_steps))
+        return self._generate_state_key(
+            name=self.name,
+            modules=self.modules,
+            epoch_logs=self.epoch_logs,
+            step_logs=bool(self.train_log_every_n_steps),
+        )
 
     @override
     def state_dict(self) -> dict[str, Any]:
         # Tensors, lists and numbers only: a checkpoint loads with ``weights_only=True``.
-        return {"firing_rates": {stage: dict(rates) for stage, rates in self.firing_rates.items()},
-                "firing_rate_histograms": {
-                    stage: {layer: {"counts": list(h.counts), "dead": h.dead} for layer, h in histograms.items()}
-                    for stage, histograms in self.firing_rate_histograms.items()}}
+        return {
+            "firing_rates": {stage: dict(rates) for stage, rates in self.firing_rates.items()},
+            "firing_rate_histograms": {
+                stage: {layer: {"counts": list(h.counts), "dead": h.dead} for layer, h in histograms.items()}
+                for stage, histograms in self.firing_rate_histograms.items()
+            },
+        }
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.firing_rates = {stage: dict(rates) for stage, rates in state_dict.get("firing_rates", {}).items()}
         self.firing_rate_histograms = {
             stage: {layer: FiringRateHistogram(tuple(h["counts"]), h["dead"]) for layer, h in histograms.items()}
-            for stage, histograms in state_dict.get("firing_rate_histograms", {}).items()}
+            for stage, histograms in state_dict.get("firing_rate_histograms", {}).items()
+        }
 
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
@@ -254,7 +294,8 @@ class SparsityMonitor(Callback):
                 raise ConfigError(
                     f"SparsityMonitor: two SparsityMonitors on this Trainer would both log {shared!r}, which Lightning "
                     "would average into a value neither measured; give each its own name, e.g. "
-                    "SparsityMonitor(modules=[...], name='encoder') logs 'val/sparsity/encoder/mean'")
+                    "SparsityMonitor(modules=[...], name='encoder') logs 'val/sparsity/encoder/mean'"
+                )
 
     def _note_never_zero(self, watched: list[tuple[str, nn.Module]]) -> None:
         smooth = [f"{self._prefix}{name} ({type(m).__name__})" for name, m in watched if not can_output_exact_zeros(m)]
@@ -276,13 +317,16 @@ class SparsityMonitor(Callback):
 
     def _make_hook(self, name: str, nonnegative: bool, per_call_site: bool):
         """The forward hook of watched module ``name``: counts its outputs in the current stage."""
+
         def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
             if self._stage is None or not self._in_step or self._in_backward:  # backward: a recomputation
                 return
             if not isinstance(output, torch.Tensor):
-                raise ConfigError(f"SparsityMonitor: {name!r} ({type(module).__name__}) returned a "
-                                  f"{type(output).__name__}, not a tensor of (examples, units, ...); "
-                                  f"{_watch_inside(name, module)}")
+                raise ConfigError(
+                    f"SparsityMonitor: {name!r} ({type(module).__name__}) returned a "
+                    f"{type(output).__name__}, not a tensor of (examples, units, ...); "
+                    f"{_watch_inside(name, module)}"
+                )
             call = self._calls.get(name, 0) if per_call_site else 0
             self._calls[name] = call + 1 if per_call_site else 1
             if self._padding and output.dim() > 0:  # the sampler's repeated examples end the batch
@@ -324,11 +368,16 @@ class SparsityMonitor(Callback):
             return
         keys = list(counters)
         # One collective for every layer: per-unit counts, then the rows of each layer.
-        flat = torch.cat([counters[k].counts for k in keys]
-                         + [torch.tensor([float(counters[k].rows) for k in keys], device=counters[keys[0]].counts.device,
-                                         dtype=torch.float64)])
+        flat = torch.cat(
+            [counters[k].counts for k in keys]
+            + [
+                torch.tensor(
+                    [float(counters[k].rows) for k in keys], device=counters[keys[0]].counts.device, dtype=torch.float64
+                )
+            ]
+        )
         flat = trainer.strategy.reduce(flat, reduce_op="sum")
-        rows = flat[-len(keys):]
+        rows = flat[-len(keys) :]
         values: dict[str, torch.Tensor] = {}
         rates: dict[str, torch.Tensor] = {}
         unit_counts: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # layer -> (non-zero per unit, rows)
@@ -336,7 +385,7 @@ class SparsityMonitor(Callback):
         offset = 0
         for i, key in enumerate(keys):
             units = counters[key].counts.numel()
-            nonzero = flat[offset:offset + units]
+            nonzero = flat[offset : offset + units]
             offset += units
             loader, name, call = key
             suffix = _loader_suffix(loader)
@@ -359,8 +408,9 @@ class SparsityMonitor(Callback):
         if self.histograms and stage != "train":
             self._firing_rate_histograms(stage, trainer, unit_counts)
 
-    def _firing_rate_histograms(self, stage: str, trainer: Trainer,
-                                unit_counts: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
+    def _firing_rate_histograms(
+        self, stage: str, trainer: Trainer, unit_counts: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    ) -> None:
         """Keep, log (rank 0) and save (rank 0, with a logger) each layer's firing-rate histogram."""
         counts = {layer: (nonzero.cpu(), float(rows)) for layer, (nonzero, rows) in unit_counts.items()}
         histograms = {layer: firing_rate_histogram(nonzero, rows) for layer, (nonzero, rows) in counts.items()}
@@ -369,8 +419,15 @@ class SparsityMonitor(Callback):
             return
         log_firing_rate_histograms(trainer.loggers, stage, histograms, counts, trainer.global_step)
         if self._log_dir is not None:
-            save_firing_rates(Path(self._log_dir) / RATES_FILE, stage, histograms, counts,
-                              epoch=trainer.current_epoch, global_step=trainer.global_step, monitor=self.name or "")
+            save_firing_rates(
+                Path(self._log_dir) / RATES_FILE,
+                stage,
+                histograms,
+                counts,
+                epoch=trainer.current_epoch,
+                global_step=trainer.global_step,
+                monitor=self.name or "",
+            )
 
     def _site_name(self, name: str, call: int) -> str:
         """The reported name of call site ``call`` of module ``name``, after this monitor's name."""
@@ -415,8 +472,9 @@ class SparsityMonitor(Callback):
         running = {}
         for (_, name, call), counter in counters.items():
             layer = self._site_name(name, call)
-            running[f"train_step/sparsity/{layer}"], running[f"train_step/dead/{layer}"] = \
-                activity_fractions(counter.counts, counter.rows)
+            running[f"train_step/sparsity/{layer}"], running[f"train_step/dead/{layer}"] = activity_fractions(
+                counter.counts, counter.rows
+            )
         pl_module.log_dict(running, on_step=True, on_epoch=False)
 
     @override
@@ -432,14 +490,16 @@ class SparsityMonitor(Callback):
             self._start("val")
 
     @override
-    def on_validation_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch, batch_idx: int,
-                                  dataloader_idx: int | None = None) -> None:
+    def on_validation_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch, batch_idx: int, dataloader_idx: int | None = None
+    ) -> None:
         # Lightning passes ``dataloader_idx`` only when there are several dataloaders.
         self._new_batch(trainer, "val", batch_idx, dataloader_idx)
 
     @override
-    def on_validation_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int,
-                                dataloader_idx: int = 0) -> None:
+    def on_validation_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
         self._in_step = False
 
     @override
@@ -455,13 +515,15 @@ class SparsityMonitor(Callback):
         self._start("test")
 
     @override
-    def on_test_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch, batch_idx: int,
-                            dataloader_idx: int | None = None) -> None:
+    def on_test_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch, batch_idx: int, dataloader_idx: int | None = None
+    ) -> None:
         self._new_batch(trainer, "test", batch_idx, dataloader_idx)
 
     @override
-    def on_test_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int,
-                          dataloader_idx: int = 0) -> None:
+    def on_test_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
         self._in_step = False
 
     @override
@@ -513,8 +575,10 @@ class UnitCounter:
     def add(self, output: torch.Tensor) -> None:
         out = output.detach()
         if out.dim() < 2:
-            raise ConfigError(f"SparsityMonitor: a watched module returned a {out.dim()}-d output of shape "
-                              f"{tuple(out.shape)}; watch modules whose outputs are (examples, units, ...)")
+            raise ConfigError(
+                f"SparsityMonitor: a watched module returned a {out.dim()}-d output of shape "
+                f"{tuple(out.shape)}; watch modules whose outputs are (examples, units, ...)"
+            )
         signs = out.sign() if self.nonnegative else out.sign().abs_()
         dim = self.unit_dim % out.dim()
         counts = signs.sum(0) if out.dim() == 2 and dim == 1 else signs.sum([d for d in range(out.dim()) if d != dim])
@@ -604,8 +668,11 @@ def sampler_padding(sampler: object) -> int:
 
 def _stage_dataloader(trainer: Trainer, stage: str, dataloader_idx: int | None) -> object:
     """The dataloader the current batch of ``stage`` comes from (None when it cannot be told)."""
-    loaders = {"train": lambda: trainer.train_dataloader, "val": lambda: trainer.val_dataloaders,
-               "test": lambda: trainer.test_dataloaders}[stage]()
+    loaders = {
+        "train": lambda: trainer.train_dataloader,
+        "val": lambda: trainer.val_dataloaders,
+        "test": lambda: trainer.test_dataloaders,
+    }[stage]()
     if dataloader_idx is None:
         return loaders
     if isinstance(loaders, Mapping):

@@ -10,8 +10,8 @@ import torch.distributed as dist
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader
 
-from lightning_rect.data.batches import BatchTransform, EpochShuffle, in_memory_loader
 from lightning_rect.checks import check_positive_int
+from lightning_rect.data.batches import BatchTransform, EpochShuffle, in_memory_loader
 from lightning_rect.errors import ConfigError, DataFileError
 
 Split = tuple[torch.Tensor, torch.Tensor]
@@ -35,8 +35,9 @@ class InMemoryDataModule(LightningDataModule):
     num_classes: int
     transform: BatchTransform | None = None
 
-    def __init__(self, batch_size: int = 10, eval_batch_size: int = 1000, labeled_fraction: float = 1.0,
-                 seed: int = 0) -> None:
+    def __init__(
+        self, batch_size: int = 10, eval_batch_size: int = 1000, labeled_fraction: float = 1.0, seed: int = 0
+    ) -> None:
         super().__init__()
         check_positive_int("data batch_size", batch_size)
         check_positive_int("data eval_batch_size", eval_batch_size)
@@ -118,10 +119,12 @@ def check_no_empty_split(name: str, splits: dict[str, Split], source: str) -> No
     empty = [split for split, size in sizes.items() if size == 0]
     if empty:
         listed = ", ".join(f"{split} {size}" for split, size in sizes.items())
-        raise DataFileError(f"{name}: the {' and '.join(empty)} split{'s are' if len(empty) > 1 else ' is'} empty "
-                            f"({listed} examples, from {source}): the data holds too few examples for the split "
-                            "settings; if a file is short, delete it, then download or copy it again, else change "
-                            "the settings that size the splits")
+        raise DataFileError(
+            f"{name}: the {' and '.join(empty)} split{'s are' if len(empty) > 1 else ' is'} empty "
+            f"({listed} examples, from {source}): the data holds too few examples for the split "
+            "settings; if a file is short, delete it, then download or copy it again, else change "
+            "the settings that size the splits"
+        )
 
 
 #: Largest input magnitude taken as data: every bundled data set lies within [-1, 1] once scaled,
@@ -143,9 +146,11 @@ def check_finite_inputs(name: str, splits: dict[str, Split], source: str) -> Non
         count = int(bad.sum())
         if count:
             worst = x[bad].abs().max().item() if torch.isfinite(x[bad]).any() else float("nan")
-            raise DataFileError(f"{name}: {count} {split} input value(s) are not finite or exceed {MAX_ABS_INPUT:g} in "
-                                f"magnitude (largest finite one {worst:.3g}; from {source}): the data is damaged or "
-                                "not scaled; check or replace the file before training")
+            raise DataFileError(
+                f"{name}: {count} {split} input value(s) are not finite or exceed {MAX_ABS_INPUT:g} in "
+                f"magnitude (largest finite one {worst:.3g}; from {source}): the data is damaged or "
+                "not scaled; check or replace the file before training"
+            )
 
 
 def labeled_subset(y: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:

@@ -41,8 +41,9 @@ class EpochShuffle(DistributedSampler):
 
     def __init__(self, num_examples: int, shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
         # Only len() of the "dataset" is used: the indices are drawn here, not by torch's sampler.
-        super().__init__(range(num_examples), num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed,
-                         drop_last=False)
+        super().__init__(
+            range(num_examples), num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed, drop_last=False
+        )
         self.num_examples = num_examples
         self.world_size = world_size
         if not shuffle:  # unpadded strided shares: uneven by at most one, together each example once
@@ -98,11 +99,18 @@ def as_is(batch: Batch) -> Batch:
     return batch
 
 
-def in_memory_loader(x, y: torch.Tensor, batch_size: int, sampler: EpochShuffle,
-                     transform: BatchTransform | None = None, drop_last: bool = False) -> DataLoader:
+def in_memory_loader(
+    x,
+    y: torch.Tensor,
+    batch_size: int,
+    sampler: EpochShuffle,
+    transform: BatchTransform | None = None,
+    drop_last: bool = False,
+) -> DataLoader:
     """A ``DataLoader`` yielding ``(transform(x[idx]), y[idx])`` for consecutive chunks of ``sampler``'s indices."""
-    return DataLoader(InMemoryDataset(x, y, transform), batch_size=batch_size, sampler=sampler, drop_last=drop_last,
-                      collate_fn=as_is)
+    return DataLoader(
+        InMemoryDataset(x, y, transform), batch_size=batch_size, sampler=sampler, drop_last=drop_last, collate_fn=as_is
+    )
 
 
 #: The name of the class this module served batches with before; it builds the ``DataLoader`` now.

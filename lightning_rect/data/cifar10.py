@@ -43,8 +43,16 @@ class CIFAR10DataModule(InMemoryDataModule):
         val_size: test images given to validation (the paper: 5,000); the rest are the test set.
     """
 
-    def __init__(self, data_dir: str = "data", download: bool = False, val_size: int = 5000, batch_size: int = 10,
-                 eval_batch_size: int = 1000, labeled_fraction: float = 1.0, seed: int = 0) -> None:
+    def __init__(
+        self,
+        data_dir: str = "data",
+        download: bool = False,
+        val_size: int = 5000,
+        batch_size: int = 10,
+        eval_batch_size: int = 1000,
+        labeled_fraction: float = 1.0,
+        seed: int = 0,
+    ) -> None:
         super().__init__(batch_size, eval_batch_size, labeled_fraction, seed)
         check_positive_int("CIFAR10 val_size", val_size)
         self.data_dir = data_dir
@@ -77,8 +85,9 @@ class CIFAR10DataModule(InMemoryDataModule):
         y = torch.cat([b[1] for b in train])
         test_x, test_y = read_batch(folder / TEST_FILE)
         if self.val_size >= len(test_y):
-            raise ConfigError(f"CIFAR10 val_size={self.val_size} leaves no test images (the test batch "
-                              f"holds {len(test_y)})")
+            raise ConfigError(
+                f"CIFAR10 val_size={self.val_size} leaves no test images (the test batch holds {len(test_y)})"
+            )
         val, test = fixed_split(len(test_y), [self.val_size, len(test_y) - self.val_size], seed=0)
         return {"train": (x, y), "val": (test_x[val], test_y[val]), "test": (test_x[test], test_y[test])}
 
@@ -95,15 +104,26 @@ def read_batch(path: Path) -> Split:
     except OSError as err:
         raise DataFileError(f"cannot read {path}: {err.strerror or err}; {fix}") from err
     if size > MAX_BATCH_BYTES:
-        raise DataFileError(f"{path} is not a CIFAR10 batch: it holds {size:,} bytes, a batch about 31 MB "
-                            f"(10,000 images); {fix}")
+        raise DataFileError(
+            f"{path} is not a CIFAR10 batch: it holds {size:,} bytes, a batch about 31 MB (10,000 images); {fix}"
+        )
     try:
         with open(path, "rb") as f:
             head = f.read(2)
             f.seek(0)
             entry = _ArrayUnpickler(f, encoding="bytes").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError, IndexError,
-            KeyError, struct.error, MemoryError) as err:
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        ImportError,
+        IndexError,
+        KeyError,
+        struct.error,
+        MemoryError,
+    ) as err:
         raise DataFileError(f"{path} {_what_is_wrong(head, err)}; {fix}") from err
     except OSError as err:  # a folder in its place, no permission to read it
         raise DataFileError(f"cannot read {path}: {err.strerror or err}; {fix}") from err
@@ -111,13 +131,17 @@ def read_batch(path: Path) -> Split:
         raise DataFileError(f"{path} is not a CIFAR10 batch: it holds a {type(entry).__name__}, not a dict; {fix}")
     entry = {k.decode() if isinstance(k, bytes) else k: v for k, v in entry.items()}
     if "data" not in entry or "labels" not in entry:
-        raise DataFileError(f"{path} is not a CIFAR10 batch: it lacks the 'data' or 'labels' entry "
-                            f"(keys: {sorted(entry)}; CIFAR100 files use 'fine_labels' and are not supported); {fix}")
+        raise DataFileError(
+            f"{path} is not a CIFAR10 batch: it lacks the 'data' or 'labels' entry "
+            f"(keys: {sorted(entry)}; CIFAR100 files use 'fine_labels' and are not supported); {fix}"
+        )
     data = np.asarray(entry["data"])
     labels = np.asarray(entry["labels"])
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
-        raise DataFileError(f"{path} is not a CIFAR10 batch: 'data' is a {data.dtype} array of shape {data.shape} "
-                            f"with {len(labels)} labels, not uint8 of shape (n, 3072) with n labels; {fix}")
+        raise DataFileError(
+            f"{path} is not a CIFAR10 batch: 'data' is a {data.dtype} array of shape {data.shape} "
+            f"with {len(labels)} labels, not uint8 of shape (n, 3072) with n labels; {fix}"
+        )
     if len(labels) and (labels.min() < 0 or labels.max() > 9):
         raise DataFileError(f"{path} holds labels outside 0..9 (is it a CIFAR100 file?); {fix}")
     return torch.from_numpy(np.ascontiguousarray(data)), torch.from_numpy(labels.astype(np.int64))
@@ -145,11 +169,19 @@ def _what_is_wrong(head: bytes, err: BaseException) -> str:
 class _ArrayUnpickler(pickle.Unpickler):
     """Unpickles dicts, lists and numpy arrays only: a data file cannot make us import and call arbitrary code."""
 
-    _ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
-                ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
-                ("numpy._core.multiarray", "scalar"), ("numpy.core.numeric", "_frombuffer"),
-                ("numpy._core.numeric", "_frombuffer"), ("_codecs", "encode"),
-                ("__builtin__", "bytes"), ("builtins", "bytes")}  # bytes(): how protocol 2 stores b"" (empty arrays)
+    _ALLOWED = {
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),
+        ("_codecs", "encode"),
+        ("__builtin__", "bytes"),
+        ("builtins", "bytes"),
+    }  # bytes(): how protocol 2 stores b"" (empty arrays)
 
     def find_class(self, module: str, name: str):
         if (module, name) not in self._ALLOWED:

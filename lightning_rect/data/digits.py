@@ -13,8 +13,9 @@ DIGITS_SPLIT = {"train": 1197, "val": 300, "test": 300}
 class DigitsDataModule(InMemoryDataModule):
     """8x8 digits, pixel values 0..16 scaled to [0, 1]; 1197 / 300 / 300 examples, 10 classes."""
 
-    def __init__(self, batch_size: int = 10, eval_batch_size: int = 1000, labeled_fraction: float = 1.0,
-                 seed: int = 0) -> None:
+    def __init__(
+        self, batch_size: int = 10, eval_batch_size: int = 1000, labeled_fraction: float = 1.0, seed: int = 0
+    ) -> None:
         super().__init__(batch_size, eval_batch_size, labeled_fraction, seed)
         self.input_size = 64
         self.num_classes = 10

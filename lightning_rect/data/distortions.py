@@ -85,10 +85,13 @@ def warp(x: torch.Tensor, generator: torch.Generator, strength: float, elastic: 
     cos, sin = torch.cos(angle), torch.sin(angle)
     # theta maps output coordinates to input coordinates: rotation @ slant @ diag(scale)
     sx, sy = 1 / (scale * aspect), aspect / scale
-    theta = torch.stack([
-        torch.stack([cos * sx, (cos * slant - sin) * sy, shift_x], dim=-1),
-        torch.stack([sin * sx, (sin * slant + cos) * sy, shift_y], dim=-1),
-    ], dim=1)
+    theta = torch.stack(
+        [
+            torch.stack([cos * sx, (cos * slant - sin) * sy, shift_x], dim=-1),
+            torch.stack([sin * sx, (sin * slant + cos) * sy, shift_y], dim=-1),
+        ],
+        dim=1,
+    )
     grid = F.affine_grid(theta, [n, 1, height, width], align_corners=False)
     field = torch.randn((n, 2, 4, 4), generator=generator, device=device)
     field = F.interpolate(field, size=(height, width), mode="bicubic", align_corners=False)
@@ -119,7 +122,7 @@ def blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """Separable Gaussian blur with one ``sigma`` per image (0: unchanged), as two grouped convolutions."""
     n, _, height, width = x.shape
     offsets = torch.arange(-_BLUR_RADIUS, _BLUR_RADIUS + 1, device=x.device, dtype=x.dtype)
-    kernel = torch.exp(-offsets.view(1, -1) ** 2 / (2 * sigma.clamp(min=1e-3).view(-1, 1) ** 2))
+    kernel = torch.exp(-(offsets.view(1, -1) ** 2) / (2 * sigma.clamp(min=1e-3).view(-1, 1) ** 2))
     kernel = kernel / kernel.sum(dim=1, keepdim=True)
     out = x.reshape(1, n, height, width)
     out = F.conv2d(out, kernel.view(n, 1, 1, -1), padding=(0, _BLUR_RADIUS), groups=n)

@@ -102,8 +102,10 @@ def fetch(remote: Remote, folder: str | os.PathLike, attempts: int = ATTEMPTS, t
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise DataFileError(f"cannot create {folder} for {remote.url} ({err}); make it writable or set "
-                            "data.init_args.data_dir to a writable folder") from err
+        raise DataFileError(
+            f"cannot create {folder} for {remote.url} ({err}); make it writable or set "
+            "data.init_args.data_dir to a writable folder"
+        ) from err
     part = dest.with_name(dest.name + ".part")
     announced: int | None = None
     last_error: BaseException | None = None
@@ -118,24 +120,31 @@ def fetch(remote: Remote, folder: str | os.PathLike, attempts: int = ATTEMPTS, t
         except _WriteFailed as failed:  # the disk, not the network: retrying cannot help
             err = failed.__cause__
             kept = part.stat().st_size if part.is_file() else 0
-            raise StorageError(f"cannot write {part} ({disk_error(err)}: {err.strerror}); the {kept} bytes received "
-                               "are kept there: free space or make the folder writable, then rerun (the download "
-                               "resumes), or set data.init_args.data_dir to another folder") from err
+            raise StorageError(
+                f"cannot write {part} ({disk_error(err)}: {err.strerror}); the {kept} bytes received "
+                "are kept there: free space or make the folder writable, then rerun (the download "
+                "resumes), or set data.init_args.data_dir to another folder"
+            ) from err
         except _NETWORK_ERRORS as err:
             last_error = err
             if isinstance(err, urllib.error.HTTPError) and err.code in (401, 403, 404, 410):
                 break
     if last_error is not None:
-        kept = (f"; the {part.stat().st_size} bytes received are kept in {part} for the next run to resume"
-                if part.is_file() and part.stat().st_size else "")
-        raise DataFileError(f"downloading {remote.url} failed ({_describe(last_error)}){kept}; "
-                            f"{_by_hand(remote, dest)}") from last_error
+        kept = (
+            f"; the {part.stat().st_size} bytes received are kept in {part} for the next run to resume"
+            if part.is_file() and part.stat().st_size
+            else ""
+        )
+        raise DataFileError(
+            f"downloading {remote.url} failed ({_describe(last_error)}){kept}; {_by_hand(remote, dest)}"
+        ) from last_error
     try:
         _verify(remote, part, announced)
     except (CorruptDownload, DataFileError) as err:
         part.unlink(missing_ok=True)
-        raise DataFileError(f"the download of {remote.url} is corrupt ({_one_line(err)}) and was deleted; "
-                            f"{_by_hand(remote, dest)}") from err
+        raise DataFileError(
+            f"the download of {remote.url} is corrupt ({_one_line(err)}) and was deleted; {_by_hand(remote, dest)}"
+        ) from err
     move_into_place(part, dest, elsewhere="set data.init_args.data_dir to a folder on another disk")
     return dest
 
@@ -189,8 +198,18 @@ def _download_to(remote: Remote, part: Path, timeout: float) -> int | None:
         else:
             raise _ResumeFailed(f"unexpected HTTP {status} to a request from byte {offset}")
         try:
-            with open(part, mode) as out, tqdm(total=total, initial=offset, unit="B", unit_scale=True,
-                                               unit_divisor=1024, desc=remote.filename, leave=False) as bar:
+            with (
+                open(part, mode) as out,
+                tqdm(
+                    total=total,
+                    initial=offset,
+                    unit="B",
+                    unit_scale=True,
+                    unit_divisor=1024,
+                    desc=remote.filename,
+                    leave=False,
+                ) as bar,
+            ):
                 while True:
                     block = response.read(CHUNK)
                     if not block:
@@ -291,8 +310,10 @@ def _check_magic(path: Path, magic: bytes, kind: str) -> None:
     with open(path, "rb") as f:
         head = f.read(len(magic))
     if head != magic:
-        raise CorruptDownload(f"it does not start with the {kind} magic bytes (first bytes: {head!r}); "
-                              "the server may have sent an error page")
+        raise CorruptDownload(
+            f"it does not start with the {kind} magic bytes (first bytes: {head!r}); "
+            "the server may have sent an error page"
+        )
 
 
 # -- unpacking -------------------------------------------------------------------------------------
@@ -316,8 +337,10 @@ def unpack_archive(archive: str | os.PathLike, folder: str | os.PathLike) -> lis
         except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError, zlib.error) as err:
             if disk_error(err) is not None and err.filename != str(archive):  # the folder cannot take the files
                 raise _cannot_write(archive, folder, err) from err
-            raise DataFileError(f"cannot unpack {archive} ({_one_line(err)}); delete it and rerun with download: "
-                                "true, or unpack it by hand into " + str(folder)) from err
+            raise DataFileError(
+                f"cannot unpack {archive} ({_one_line(err)}); delete it and rerun with download: "
+                "true, or unpack it by hand into " + str(folder)
+            ) from err
         placed = []
         try:
             for entry in sorted(tmp.iterdir()):
@@ -334,9 +357,11 @@ def _cannot_write(archive: Path, folder: Path, err: OSError) -> StorageError:
     """Unpacking failed on the writing side (full, read-only, no permission): the archive is kept."""
     cause = disk_error(err) or _one_line(err)
     where = f" ({err.filename})" if err.filename else ""
-    return StorageError(f"cannot unpack {archive} into {folder}: {cause}{where}; the archive is kept: free space or "
-                        f"make {folder} writable, then rerun, or unpack it by hand into a folder with room and set "
-                        "data.init_args.data_dir there")
+    return StorageError(
+        f"cannot unpack {archive} into {folder}: {cause}{where}; the archive is kept: free space or "
+        f"make {folder} writable, then rerun, or unpack it by hand into a folder with room and set "
+        "data.init_args.data_dir there"
+    )
 
 
 def _extract(archive: Path, into: Path) -> None:

@@ -85,8 +85,9 @@ class DataStream:
         while filled < nbytes:
             got = self.readinto(view[filled : filled + READ_CHUNK], what)
             if not got:
-                raise DataFileError(f"{self.path} is truncated: the {what} needs {nbytes} bytes but only "
-                                    f"{filled} remain; {self.fix}")
+                raise DataFileError(
+                    f"{self.path} is truncated: the {what} needs {nbytes} bytes but only {filled} remain; {self.fix}"
+                )
             filled += got
         return out
 
@@ -95,11 +96,15 @@ class DataStream:
         try:
             return self._file.readinto(buffer)
         except gzip.BadGzipFile as err:
-            raise DataFileError(f"{self.path} is not a gzip file although its name ends in .gz ({err}); "
-                                "rename it without .gz if it is already uncompressed") from err
+            raise DataFileError(
+                f"{self.path} is not a gzip file although its name ends in .gz ({err}); "
+                "rename it without .gz if it is already uncompressed"
+            ) from err
         except _READ_ERRORS as err:
-            raise DataFileError(f"{self.path} is truncated or corrupt: the gzip stream broke off while "
-                                f"reading the {what} ({err}); {self.fix}") from err
+            raise DataFileError(
+                f"{self.path} is truncated or corrupt: the gzip stream broke off while "
+                f"reading the {what} ({err}); {self.fix}"
+            ) from err
 
     def check_end(self, announced: str) -> None:
         """The stream ends here: one byte more means the file holds more than its header announces
@@ -107,31 +112,47 @@ class DataStream:
         try:
             extra = self._file.read(1)
         except _READ_ERRORS as err:
-            raise DataFileError(f"{self.path} is corrupt: the gzip stream is damaged after the data ({err}); "
-                                f"{self.fix}") from err
+            raise DataFileError(
+                f"{self.path} is corrupt: the gzip stream is damaged after the data ({err}); {self.fix}"
+            ) from err
         if extra:
-            raise DataFileError(f"{self.path} holds more data than its header announces ({announced}): it is not "
-                                f"a valid data file; {self.fix}")
+            raise DataFileError(
+                f"{self.path} holds more data than its header announces ({announced}): it is not "
+                f"a valid data file; {self.fix}"
+            )
 
     def close(self) -> None:
         self._file.close()
 
 
-def check_announced(path: Path, shape: tuple[int, ...], itemsize: int, fix: str, item_shape: tuple[int, ...] | None,
-                    max_items: int | None, kind: str) -> int:
+def check_announced(
+    path: Path,
+    shape: tuple[int, ...],
+    itemsize: int,
+    fix: str,
+    item_shape: tuple[int, ...] | None,
+    max_items: int | None,
+    kind: str,
+) -> int:
     """The data bytes a header announces, once its shape passed the caller's expectations:
     ``item_shape`` (the dimensions after the first) and ``max_items`` (entries along the first
     axis; the data set's published size), and ``MAX_ARRAY_BYTES``."""
     if item_shape is not None and tuple(shape[1:]) != tuple(item_shape):
-        raise DataFileError(f"{path} announces entries of shape {tuple(shape[1:])} in its header, not "
-                            f"{tuple(item_shape)}: it is not a {kind} of this data set, or it is corrupt; {fix}")
+        raise DataFileError(
+            f"{path} announces entries of shape {tuple(shape[1:])} in its header, not "
+            f"{tuple(item_shape)}: it is not a {kind} of this data set, or it is corrupt; {fix}"
+        )
     if max_items is not None and shape and shape[0] > max_items:
-        raise DataFileError(f"{path} announces {shape[0]:,} entries in its header, more than the {max_items:,} a "
-                            f"{kind} of this data set holds: its header is corrupt; {fix}")
+        raise DataFileError(
+            f"{path} announces {shape[0]:,} entries in its header, more than the {max_items:,} a "
+            f"{kind} of this data set holds: its header is corrupt; {fix}"
+        )
     nbytes = int(np.prod(shape, dtype=np.int64)) * itemsize
     if nbytes > MAX_ARRAY_BYTES:
-        raise DataFileError(f"{path} announces an array of shape {shape} ({nbytes:,} bytes) in its header, more than "
-                            f"the {MAX_ARRAY_BYTES:,} any supported data file holds: its header is corrupt; {fix}")
+        raise DataFileError(
+            f"{path} announces an array of shape {shape} ({nbytes:,} bytes) in its header, more than "
+            f"the {MAX_ARRAY_BYTES:,} any supported data file holds: its header is corrupt; {fix}"
+        )
     return nbytes
 
 
@@ -153,8 +174,7 @@ class BinaryMatrix:
         self.rows_read = 0
         try:
             self.dtype, self.shape = self._read_header()
-            check_announced(self.path, self.shape, self.dtype.itemsize, self.fix, None, max_rows,
-                            "binary matrix file")
+            check_announced(self.path, self.shape, self.dtype.itemsize, self.fix, None, max_rows, "binary matrix file")
             if not self.compressed:
                 self._check_length()
         except BaseException:
@@ -167,17 +187,23 @@ class BinaryMatrix:
         magic &= 0xFFFFFFFF
         if magic not in MAGIC_DTYPES:
             known = ", ".join(f"0x{m:08X} ({d.name})" for m, d in MAGIC_DTYPES.items())
-            raise DataFileError(f"{self.path} has the wrong magic number 0x{magic:08X}: it is not a NORB "
-                                f"binary matrix file (expected one of {known}); {self.fix}")
+            raise DataFileError(
+                f"{self.path} has the wrong magic number 0x{magic:08X}: it is not a NORB "
+                f"binary matrix file (expected one of {known}); {self.fix}"
+            )
         if not 1 <= ndim <= _MAX_RANK:
-            raise DataFileError(f"{self.path} has an invalid rank {ndim} in its header (expected 1..{_MAX_RANK}); "
-                                f"the file is corrupt; {self.fix}")
-        dims = struct.unpack(f"<{max(3, ndim)}i",
-                             self._stream.read_exact(4 * max(3, ndim), "header dimensions").tobytes())
+            raise DataFileError(
+                f"{self.path} has an invalid rank {ndim} in its header (expected 1..{_MAX_RANK}); "
+                f"the file is corrupt; {self.fix}"
+            )
+        dims = struct.unpack(
+            f"<{max(3, ndim)}i", self._stream.read_exact(4 * max(3, ndim), "header dimensions").tobytes()
+        )
         shape = tuple(dims[:ndim])
         if any(d < 0 for d in shape):
-            raise DataFileError(f"{self.path} has negative dimensions {shape} in its header: the file is corrupt; "
-                                f"{self.fix}")
+            raise DataFileError(
+                f"{self.path} has negative dimensions {shape} in its header: the file is corrupt; {self.fix}"
+            )
         return MAGIC_DTYPES[magic], shape
 
     @property
@@ -194,12 +220,16 @@ class BinaryMatrix:
     def _check_length(self) -> None:
         actual = self._stream.stored_bytes() - self.header_bytes
         if actual < self.data_bytes:
-            raise DataFileError(f"{self.path} is truncated: its header announces {self._announced()} "
-                                f"({self.data_bytes} bytes of data) but the file holds only {actual}; {self.fix}")
+            raise DataFileError(
+                f"{self.path} is truncated: its header announces {self._announced()} "
+                f"({self.data_bytes} bytes of data) but the file holds only {actual}; {self.fix}"
+            )
         if actual > self.data_bytes:
-            raise DataFileError(f"{self.path} is {actual - self.data_bytes} bytes longer than its header "
-                                f"announces (shape {self.shape}, {self.dtype.name}); it is not a valid binary "
-                                f"matrix file; {self.fix}")
+            raise DataFileError(
+                f"{self.path} is {actual - self.data_bytes} bytes longer than its header "
+                f"announces (shape {self.shape}, {self.dtype.name}); it is not a valid binary "
+                f"matrix file; {self.fix}"
+            )
 
     # -- data -----------------------------------------------------------------------------------
     def read_rows(self, count: int) -> np.ndarray:
@@ -235,8 +265,14 @@ def read_binary_matrix(path: str | os.PathLike, source: str = "", max_rows: int 
 
 # -- IDX (MNIST, EMNIST) --------------------------------------------------------------------------
 #: IDX type codes (third byte of the magic number) -> element type; all multi-byte types big endian.
-IDX_DTYPES = {0x08: np.dtype("u1"), 0x09: np.dtype("i1"), 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
-              0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+IDX_DTYPES = {
+    0x08: np.dtype("u1"),
+    0x09: np.dtype("i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
 
 
 class IdxFile:
@@ -249,8 +285,14 @@ class IdxFile:
     wrong, and ``redownload(source)``.
     """
 
-    def __init__(self, path: str | os.PathLike, ndim: int, source: str = "", item_shape: tuple[int, ...] | None = None,
-                 max_items: int | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        ndim: int,
+        source: str = "",
+        item_shape: tuple[int, ...] | None = None,
+        max_items: int | None = None,
+    ) -> None:
         self.path = Path(path)
         self.fix = redownload(source)
         self._stream = DataStream(self.path, self.fix)
@@ -267,18 +309,24 @@ class IdxFile:
     def _read_header(self, ndim: int) -> tuple[int, ...]:
         head = self._read_head(4)
         if len(head) < 4:
-            raise DataFileError(f"{self.path} is truncated: it holds {len(head)} bytes, not even the 4-byte IDX magic "
-                                f"number; {self.fix}")
+            raise DataFileError(
+                f"{self.path} is truncated: it holds {len(head)} bytes, not even the 4-byte IDX magic "
+                f"number; {self.fix}"
+            )
         magic = struct.unpack(">I", head)[0]
         expected = 0x0800 | ndim
         if magic != expected:
             what = "an IDX file of another kind" if magic >> 16 == 0 and head[2] in IDX_DTYPES else "not an IDX file"
-            raise DataFileError(f"{self.path} has the wrong magic number 0x{magic:08X} (expected 0x{expected:08X}, "
-                                f"uint8 with {ndim} dimension{'s' if ndim > 1 else ''}): it is {what}; {self.fix}")
+            raise DataFileError(
+                f"{self.path} has the wrong magic number 0x{magic:08X} (expected 0x{expected:08X}, "
+                f"uint8 with {ndim} dimension{'s' if ndim > 1 else ''}): it is {what}; {self.fix}"
+            )
         dims = self._read_head(4 * ndim)
         if len(dims) < 4 * ndim:
-            raise DataFileError(f"{self.path} is truncated: its header needs {4 + 4 * ndim} bytes but the file holds "
-                                f"{4 + len(dims)}; {self.fix}")
+            raise DataFileError(
+                f"{self.path} is truncated: its header needs {4 + 4 * ndim} bytes but the file holds "
+                f"{4 + len(dims)}; {self.fix}"
+            )
         return struct.unpack(f">{ndim}I", dims)
 
     def _read_head(self, nbytes: int) -> bytes:
@@ -294,11 +342,15 @@ class IdxFile:
 
     def _check_length(self, actual: int) -> None:
         if actual < self.data_bytes:
-            raise DataFileError(f"{self.path} is truncated: its header announces {self._announced()} "
-                                f"({self.data_bytes} bytes of data) but the file holds only {actual}; {self.fix}")
+            raise DataFileError(
+                f"{self.path} is truncated: its header announces {self._announced()} "
+                f"({self.data_bytes} bytes of data) but the file holds only {actual}; {self.fix}"
+            )
         if actual > self.data_bytes:
-            raise DataFileError(f"{self.path} is {actual - self.data_bytes} bytes longer than its header announces "
-                                f"(shape {self.shape}): it is not a valid IDX file; {self.fix}")
+            raise DataFileError(
+                f"{self.path} is {actual - self.data_bytes} bytes longer than its header announces "
+                f"(shape {self.shape}): it is not a valid IDX file; {self.fix}"
+            )
 
     def read(self) -> np.ndarray:
         """The whole array, exactly as many bytes as the header announces."""
@@ -317,8 +369,13 @@ class IdxFile:
         self.close()
 
 
-def read_idx(path: str | os.PathLike, ndim: int, source: str = "", item_shape: tuple[int, ...] | None = None,
-             max_items: int | None = None) -> np.ndarray:
+def read_idx(
+    path: str | os.PathLike,
+    ndim: int,
+    source: str = "",
+    item_shape: tuple[int, ...] | None = None,
+    max_items: int | None = None,
+) -> np.ndarray:
     """The uint8 array of ``ndim`` dimensions in the IDX file ``path`` (``.gz`` is read compressed);
     see ``IdxFile`` for the checks."""
     with IdxFile(path, ndim, source, item_shape, max_items) as idx:

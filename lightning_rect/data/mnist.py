@@ -40,8 +40,16 @@ class MNISTDataModule(InMemoryDataModule):
         val_size: images at the end of the training file that validate (the paper: 10,000).
     """
 
-    def __init__(self, data_dir: str = "data", download: bool = False, val_size: int = 10_000, batch_size: int = 10,
-                 eval_batch_size: int = 1000, labeled_fraction: float = 1.0, seed: int = 0) -> None:
+    def __init__(
+        self,
+        data_dir: str = "data",
+        download: bool = False,
+        val_size: int = 10_000,
+        batch_size: int = 10,
+        eval_batch_size: int = 1000,
+        labeled_fraction: float = 1.0,
+        seed: int = 0,
+    ) -> None:
         super().__init__(batch_size, eval_batch_size, labeled_fraction, seed)
         check_positive_int("MNIST val_size", val_size)
         self.data_dir = data_dir
@@ -76,14 +84,22 @@ class MNISTDataModule(InMemoryDataModule):
             )
         source = f"set `data.init_args.download: true`, or copy it from {MNIST_URL}"
         (train_x, train_y), (test_x, test_y) = (
-            read_images_and_labels(found[f"{part}-images-idx3-ubyte"], found[f"{part}-labels-idx1-ubyte"], 10, source,
-                                   max_images=MNIST_SIZES[part])
-            for part in ("train", "t10k"))
+            read_images_and_labels(
+                found[f"{part}-images-idx3-ubyte"],
+                found[f"{part}-labels-idx1-ubyte"],
+                10,
+                source,
+                max_images=MNIST_SIZES[part],
+            )
+            for part in ("train", "t10k")
+        )
         if self.val_size >= len(train_y):
-            raise ConfigError(f"MNIST val_size={self.val_size} leaves no training images: "
-                              f"{found['train-images-idx3-ubyte']} holds {len(train_y)} images (the published file "
-                              f"holds {MNIST_SIZES['train']:,}): if it is short, {redownload(source)}; else lower "
-                              "data.init_args.val_size")
+            raise ConfigError(
+                f"MNIST val_size={self.val_size} leaves no training images: "
+                f"{found['train-images-idx3-ubyte']} holds {len(train_y)} images (the published file "
+                f"holds {MNIST_SIZES['train']:,}): if it is short, {redownload(source)}; else lower "
+                "data.init_args.val_size"
+            )
         cut = len(train_y) - self.val_size
         return {
             "train": (train_x[:cut], train_y[:cut]),
@@ -100,19 +116,26 @@ def _idx_file(raw: Path, name: str) -> Path | None:
     return None
 
 
-def read_images_and_labels(images: Path, labels: Path, num_classes: int, source: str, max_images: int,
-                           image_shape: tuple[int, int] = (28, 28)) -> Split:
+def read_images_and_labels(
+    images: Path, labels: Path, num_classes: int, source: str, max_images: int, image_shape: tuple[int, int] = (28, 28)
+) -> Split:
     """uint8 ``(n, rows, cols)`` images and int64 labels from a pair of IDX files; DataFileError naming
     the damaged file and the fix (MNIST and EMNIST share it). Both headers are checked (the image
     shape, at most ``max_images`` entries, as many labels as images) before any data is read."""
-    with IdxFile(images, 3, source, image_shape, max_images) as image_file, \
-            IdxFile(labels, 1, source, None, max_images) as label_file:
+    with (
+        IdxFile(images, 3, source, image_shape, max_images) as image_file,
+        IdxFile(labels, 1, source, None, max_images) as label_file,
+    ):
         if image_file.shape[0] != label_file.shape[0]:
-            raise DataFileError(f"{images} holds {image_file.shape[0]} images but {labels} holds "
-                                f"{label_file.shape[0]} labels: one of them is from another download or damaged; "
-                                f"{redownload(source)} (both files)")
+            raise DataFileError(
+                f"{images} holds {image_file.shape[0]} images but {labels} holds "
+                f"{label_file.shape[0]} labels: one of them is from another download or damaged; "
+                f"{redownload(source)} (both files)"
+            )
         x, y = image_file.read(), label_file.read()
     if len(y) and int(y.max()) >= num_classes:
-        raise DataFileError(f"{labels} holds label {int(y.max())} outside 0..{num_classes - 1}: it is a labels file "
-                            f"of another data set or split; {redownload(source)}")
+        raise DataFileError(
+            f"{labels} holds label {int(y.max())} outside 0..{num_classes - 1}: it is a labels file "
+            f"of another data set or split; {redownload(source)}"
+        )
     return torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))

@@ -41,8 +41,9 @@ from lightning_rect.data.mnist import read_images_and_labels
 from lightning_rect.errors import ConfigError, DataFileError
 
 EMNIST_FOLDER = "EMNIST"
-EMNIST_FILES = [f"emnist-byclass-{part}-{kind}" for part in ("train", "test")
-                for kind in ("images-idx3-ubyte", "labels-idx1-ubyte")]
+EMNIST_FILES = [
+    f"emnist-byclass-{part}-{kind}" for part in ("train", "test") for kind in ("images-idx3-ubyte", "labels-idx1-ubyte")
+]
 #: Characters per byclass file as published: a header announcing more is corrupt (and is not read).
 EMNIST_SIZES = {"train": 697_932, "test": 116_323}
 EMNIST_URL = "https://www.nist.gov/itl/products-and-services/emnist-dataset"
@@ -65,13 +66,28 @@ class NISTPDataModule(InMemoryDataModule):
         distort_device: where training batches are distorted: ``auto`` (the Trainer's device), ``cpu``.
     """
 
-    def __init__(self, data_dir: str = "data", download: bool = False, train_size: int = PAPER_TRAIN_SIZE,
-                 val_size: int = 80_000, test_size: int = 20_000, distortion_strength: float = 1.0,
-                 chunk_size: int = 4096, distort_device: Literal["auto", "cpu"] = "auto", batch_size: int = 10,
-                 eval_batch_size: int = 1000, labeled_fraction: float = 1.0, seed: int = 0) -> None:
+    def __init__(
+        self,
+        data_dir: str = "data",
+        download: bool = False,
+        train_size: int = PAPER_TRAIN_SIZE,
+        val_size: int = 80_000,
+        test_size: int = 20_000,
+        distortion_strength: float = 1.0,
+        chunk_size: int = 4096,
+        distort_device: Literal["auto", "cpu"] = "auto",
+        batch_size: int = 10,
+        eval_batch_size: int = 1000,
+        labeled_fraction: float = 1.0,
+        seed: int = 0,
+    ) -> None:
         super().__init__(batch_size, eval_batch_size, labeled_fraction, seed)
-        for name, value in (("train_size", train_size), ("val_size", val_size), ("test_size", test_size),
-                            ("chunk_size", chunk_size)):
+        for name, value in (
+            ("train_size", train_size),
+            ("val_size", val_size),
+            ("test_size", test_size),
+            ("chunk_size", chunk_size),
+        ):
             check_positive_int(f"NISTP {name}", value)
         if not (isinstance(distortion_strength, (int, float)) and 0 <= distortion_strength <= 2):
             raise ConfigError(f"NISTP distortion_strength must be in [0, 2], got {distortion_strength!r}")
@@ -102,9 +118,11 @@ class NISTPDataModule(InMemoryDataModule):
         train_x, train_y = read_emnist(self.data_dir, train=True)
         test_x, test_y = read_emnist(self.data_dir, train=False)
         if not len(test_y):  # validation and test are drawn from the test characters
-            raise DataFileError(f"{emnist_raw_dir(self.data_dir) / 'emnist-byclass-test-images-idx3-ubyte'} holds no "
-                                f"images, so validation and test would be empty (val_size={self.val_size}, "
-                                f"test_size={self.test_size}); {redownload(EMNIST_SOURCE)}")
+            raise DataFileError(
+                f"{emnist_raw_dir(self.data_dir) / 'emnist-byclass-test-images-idx3-ubyte'} holds no "
+                f"images, so validation and test would be empty (val_size={self.val_size}, "
+                f"test_size={self.test_size}); {redownload(EMNIST_SOURCE)}"
+            )
         sources = eval_sources(len(test_y), self.val_size, self.test_size)
         splits = {"train": (train_x, train_y)}
         for name, idx, stream in (("val", sources[0], _VAL_STREAM), ("test", sources[1], _TEST_STREAM)):
@@ -144,9 +162,13 @@ def read_emnist(data_dir: str, train: bool) -> Split:
             f"{EMNIST_URL} into that folder and gunzip the files."
         )
     part = "train" if train else "test"
-    return read_images_and_labels(raw / f"emnist-byclass-{part}-images-idx3-ubyte",
-                                  raw / f"emnist-byclass-{part}-labels-idx1-ubyte", 62, EMNIST_SOURCE,
-                                  max_images=EMNIST_SIZES[part])
+    return read_images_and_labels(
+        raw / f"emnist-byclass-{part}-images-idx3-ubyte",
+        raw / f"emnist-byclass-{part}-labels-idx1-ubyte",
+        62,
+        EMNIST_SOURCE,
+        max_images=EMNIST_SIZES[part],
+    )
 
 
 def to_float_images(source: torch.Tensor) -> torch.Tensor:
@@ -172,8 +194,10 @@ def eval_sources(num_test: int, val_size: int, test_size: int) -> list[torch.Ten
 def fixed_distortions(source: torch.Tensor, stream: int, strength: float, chunk: int = 8192) -> torch.Tensor:
     """The fixed distorted copy of ``source``: CPU generator seeded by ``(EVAL_SEED, stream)``."""
     generator = torch.Generator().manual_seed(mix_seed(EVAL_SEED, stream))
-    return torch.cat([distort_to_uint8(source[i : i + chunk], generator, strength)
-                      for i in range(0, len(source), chunk)] or [torch.empty(0, 32, 32, dtype=torch.uint8)])
+    return torch.cat(
+        [distort_to_uint8(source[i : i + chunk], generator, strength) for i in range(0, len(source), chunk)]
+        or [torch.empty(0, 32, 32, dtype=torch.uint8)]
+    )
 
 
 def mix_seed(*parts: int) -> int:
@@ -240,8 +264,16 @@ class DistortedStream(Dataset):
     that holds them, distorting each chunk once when positions come in order (the sampler's).
     """
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, sampler: CyclingSampler, transform: BatchTransform,
-                 strength: float, chunk_size: int, device: torch.device) -> None:
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        sampler: CyclingSampler,
+        transform: BatchTransform,
+        strength: float,
+        chunk_size: int,
+        device: torch.device,
+    ) -> None:
         self.x, self.y = x, y
         self.sampler = sampler
         self.transform = transform

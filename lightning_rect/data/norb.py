@@ -75,28 +75,60 @@ VARIANTS = {
 #: published there, so the size checked is the one the server announces). A file missing here is
 #: verified by the announced size and a full read of its gzip stream and binary-matrix header.
 CHECKSUMS: dict[str, tuple[str, str, int | None]] = {
-    "smallnorb-5x46789x9x18x6x2x96x96-training-dat.mat.gz":
-        ("sha256", "5ffd6272a07d32695ee1082a26a41a93a37aab8c28da047f8c34ed348d214873", 131_896_188),
-    "smallnorb-5x46789x9x18x6x2x96x96-training-cat.mat.gz":
-        ("sha256", "2784e542c1922060691090952b6cd6278879a216c90f81476f0f00256d42cdaa", 348),
-    "smallnorb-5x01235x9x18x6x2x96x96-testing-dat.mat.gz":
-        ("sha256", "cf7104eed3e51174d2f65b66d1e5878b9da233b886f161b0d88f4510ba2c7474", 130_799_817),
-    "smallnorb-5x01235x9x18x6x2x96x96-testing-cat.mat.gz":
-        ("sha256", "ecaf6d5bb8c3bc5eab9cf0258f6d2198dd474e016e374836fc097f2e5ff509ff", 347),
-    **{f"norb-5x01235x9x18x6x2x108x108-testing-{name}.mat.gz": ("sha1", digest, None) for name, digest in (
-        ("01-cat", "ba6e05ca90b151997d3fca7082e7a6bd3a470fd4"), ("01-dat", "4a2a765a8a351e0c005aef54cf320ca53b04d50c"),
-        ("02-cat", "13d11d472f26492e2ee68cf1cfccc23e143a97cb"), ("02-dat", "79e037950a5423fb126685705b4dfb874ca471f3"))},
-    **{f"norb-5x46789x9x18x6x2x108x108-training-{name}.mat.gz": ("sha1", digest, None) for name, digest in (
-        ("01-cat", "b9ed38a6af5d9287872ab7064c416fd35dcea79b"), ("01-dat", "38789c74538b0a3f86a4f854f0f0e3482451fd09"),
-        ("02-cat", "192e87e661f29890e0536bc6445b8fa43fbad832"), ("02-dat", "a559ad82aad672ea281db8c437ea89ca6a76a9fa"),
-        ("03-cat", "ca6f995f9f5b39ae614f8a355a70d53bf1ce4dff"), ("03-dat", "4318343182078b87af6e93eb7a1a0d63b55a7af4"),
-        ("04-cat", "2353025bfcf02ec6fd91171fcf1f964c2ff1f00b"), ("04-dat", "32e193bb7234de588b67592ce04c57cb5b36412a"),
-        ("05-cat", "931f63df18ec27e18a3859e35953a6f2a6478b11"), ("05-dat", "0669b2942215f05c33d7be07df352d96b5a4bbe3"),
-        ("06-cat", "48b91f77aa94dfbd04ccf57b753e4cd42d0631cf"), ("06-dat", "779bf6ce2e69cc8cabaf0a1716e6528313c250b0"),
-        ("07-cat", "f29cd673bd9840abf0fecd68a4d328b698f50cfa"), ("07-dat", "ef6410b90cae2d11a4609787806ae44cb2bbe719"),
-        ("08-cat", "d3bc1d9111404d683b8ac6b7adb7e4fa972b765f"), ("08-dat", "73302e20486b64824e29a907ec7a353c14c12215"),
-        ("09-cat", "801d3b16f7813a9e383507a933b1d8a292f3722b"), ("09-dat", "26ad80a8b99283804ab69207f81ff902343037b3"),
-        ("10-cat", "1496bce011b0435da3f54e50560b66abfda9824e"), ("10-dat", "f9d53d3cb99188b085ce304f826c95f1e3dc8e14"))},
+    "smallnorb-5x46789x9x18x6x2x96x96-training-dat.mat.gz": (
+        "sha256",
+        "5ffd6272a07d32695ee1082a26a41a93a37aab8c28da047f8c34ed348d214873",
+        131_896_188,
+    ),
+    "smallnorb-5x46789x9x18x6x2x96x96-training-cat.mat.gz": (
+        "sha256",
+        "2784e542c1922060691090952b6cd6278879a216c90f81476f0f00256d42cdaa",
+        348,
+    ),
+    "smallnorb-5x01235x9x18x6x2x96x96-testing-dat.mat.gz": (
+        "sha256",
+        "cf7104eed3e51174d2f65b66d1e5878b9da233b886f161b0d88f4510ba2c7474",
+        130_799_817,
+    ),
+    "smallnorb-5x01235x9x18x6x2x96x96-testing-cat.mat.gz": (
+        "sha256",
+        "ecaf6d5bb8c3bc5eab9cf0258f6d2198dd474e016e374836fc097f2e5ff509ff",
+        347,
+    ),
+    **{
+        f"norb-5x01235x9x18x6x2x108x108-testing-{name}.mat.gz": ("sha1", digest, None)
+        for name, digest in (
+            ("01-cat", "ba6e05ca90b151997d3fca7082e7a6bd3a470fd4"),
+            ("01-dat", "4a2a765a8a351e0c005aef54cf320ca53b04d50c"),
+            ("02-cat", "13d11d472f26492e2ee68cf1cfccc23e143a97cb"),
+            ("02-dat", "79e037950a5423fb126685705b4dfb874ca471f3"),
+        )
+    },
+    **{
+        f"norb-5x46789x9x18x6x2x108x108-training-{name}.mat.gz": ("sha1", digest, None)
+        for name, digest in (
+            ("01-cat", "b9ed38a6af5d9287872ab7064c416fd35dcea79b"),
+            ("01-dat", "38789c74538b0a3f86a4f854f0f0e3482451fd09"),
+            ("02-cat", "192e87e661f29890e0536bc6445b8fa43fbad832"),
+            ("02-dat", "a559ad82aad672ea281db8c437ea89ca6a76a9fa"),
+            ("03-cat", "ca6f995f9f5b39ae614f8a355a70d53bf1ce4dff"),
+            ("03-dat", "4318343182078b87af6e93eb7a1a0d63b55a7af4"),
+            ("04-cat", "2353025bfcf02ec6fd91171fcf1f964c2ff1f00b"),
+            ("04-dat", "32e193bb7234de588b67592ce04c57cb5b36412a"),
+            ("05-cat", "931f63df18ec27e18a3859e35953a6f2a6478b11"),
+            ("05-dat", "0669b2942215f05c33d7be07df352d96b5a4bbe3"),
+            ("06-cat", "48b91f77aa94dfbd04ccf57b753e4cd42d0631cf"),
+            ("06-dat", "779bf6ce2e69cc8cabaf0a1716e6528313c250b0"),
+            ("07-cat", "f29cd673bd9840abf0fecd68a4d328b698f50cfa"),
+            ("07-dat", "ef6410b90cae2d11a4609787806ae44cb2bbe719"),
+            ("08-cat", "d3bc1d9111404d683b8ac6b7adb7e4fa972b765f"),
+            ("08-dat", "73302e20486b64824e29a907ec7a353c14c12215"),
+            ("09-cat", "801d3b16f7813a9e383507a933b1d8a292f3722b"),
+            ("09-dat", "26ad80a8b99283804ab69207f81ff902343037b3"),
+            ("10-cat", "1496bce011b0435da3f54e50560b66abfda9824e"),
+            ("10-dat", "f9d53d3cb99188b085ce304f826c95f1e3dc8e14"),
+        )
+    },
 }
 CHECKSUM_SOURCES = {"sha256": "tensorflow/datasets (url_checksums/smallnorb.txt)", "sha1": "jaberg/skdata's NORB table"}
 
@@ -118,10 +150,19 @@ class NORBDataModule(InMemoryDataModule):
             checksum, size, header) and a broken download resumes on the next run.
     """
 
-    def __init__(self, data_dir: str = "data", variant: Literal["jittered_cluttered", "small"] = "jittered_cluttered",
-                 image_size: int = 32, val_size: int | None = None, cache_dir: str | None = None,
-                 batch_size: int = 10, eval_batch_size: int = 1000, labeled_fraction: float = 1.0,
-                 seed: int = 0, download: bool = False) -> None:
+    def __init__(
+        self,
+        data_dir: str = "data",
+        variant: Literal["jittered_cluttered", "small"] = "jittered_cluttered",
+        image_size: int = 32,
+        val_size: int | None = None,
+        cache_dir: str | None = None,
+        batch_size: int = 10,
+        eval_batch_size: int = 1000,
+        labeled_fraction: float = 1.0,
+        seed: int = 0,
+        download: bool = False,
+    ) -> None:
         super().__init__(batch_size, eval_batch_size, labeled_fraction, seed)
         self.download = download
         if variant not in VARIANTS:
@@ -151,14 +192,18 @@ class NORBDataModule(InMemoryDataModule):
 
     def load_splits(self) -> dict[str, Split]:
         if not self.cache_path.exists():
-            raise DataFileError(f"NORB cache not found: {self.cache_path.resolve()}; call prepare_data() before "
-                                "setup() (the Trainer does) to build it from the raw files in "
-                                f"{self.raw_dir.resolve()}")
+            raise DataFileError(
+                f"NORB cache not found: {self.cache_path.resolve()}; call prepare_data() before "
+                "setup() (the Trainer does) to build it from the raw files in "
+                f"{self.raw_dir.resolve()}"
+            )
         cache = load_cache(self.cache_path, self.variant, self.image_size)
         x, y = cache["train_x"], cache["train_y"]
         if self.val_size >= len(y):
-            raise ConfigError(f"NORB val_size={self.val_size} leaves no training pairs: the training files "
-                              f"in {self.raw_dir} hold {len(y)} pairs")
+            raise ConfigError(
+                f"NORB val_size={self.val_size} leaves no training pairs: the training files "
+                f"in {self.raw_dir} hold {len(y)} pairs"
+            )
         train, val = fixed_split(len(y), [len(y) - self.val_size, self.val_size], seed=0)
         return {
             "train": (x[train], y[train]),
@@ -186,9 +231,11 @@ def _missing(raw_dir: Path, spec: dict) -> DataFileError:
     stems = [f"{s}-{kind}" for s in spec["train"] + spec["test"] for kind in ("dat", "cat")]
     missing = [s + ".mat" for s in stems if not any((raw_dir / f"{s}{ext}").exists() for ext in (".mat", ".mat.gz"))]
     shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
-    return DataFileError(f"NORB files not found in {raw_dir.resolve()}: missing {shown} (.mat or .mat.gz). "
-                         f"Download the -dat and -cat files from {spec['url']} into that folder "
-                         "(gunzipping is optional), or set data.init_args.download: true.")
+    return DataFileError(
+        f"NORB files not found in {raw_dir.resolve()}: missing {shown} (.mat or .mat.gz). "
+        f"Download the -dat and -cat files from {spec['url']} into that folder "
+        "(gunzipping is optional), or set data.init_args.download: true."
+    )
 
 
 def download_raw(raw_dir: Path, spec: dict) -> None:
@@ -199,9 +246,16 @@ def download_raw(raw_dir: Path, spec: dict) -> None:
             if any((raw_dir / f"{name}{ext}").exists() for ext in (".mat", ".mat.gz")):
                 continue
             algorithm, digest, size = CHECKSUMS.get(f"{name}.mat.gz", (None, None, None))
-            fetch(Remote(url=spec["url"] + f"{name}.mat.gz", checksum=(algorithm, digest) if algorithm else None,
-                         size=size, check=_download_check(kind, spec, full=algorithm is None),
-                         source=CHECKSUM_SOURCES.get(algorithm, "")), raw_dir)
+            fetch(
+                Remote(
+                    url=spec["url"] + f"{name}.mat.gz",
+                    checksum=(algorithm, digest) if algorithm else None,
+                    size=size,
+                    check=_download_check(kind, spec, full=algorithm is None),
+                    source=CHECKSUM_SOURCES.get(algorithm, ""),
+                ),
+                raw_dir,
+            )
 
 
 def _download_check(kind: str, spec: dict, full: bool):
@@ -226,24 +280,30 @@ def _download_check(kind: str, spec: dict, full: bool):
                     raise CorruptDownload("it is truncated inside its header")
                 shape = struct.unpack(f"<{max(3, ndim)}i", dims)[:ndim]
                 if kind == "dat":
-                    ok, what = dtype == np.uint8 and ndim == 4 and shape[1:] == (2, size, size), \
-                        f"uint8 stereo pairs (n, 2, {size}, {size})"
+                    ok, what = (
+                        dtype == np.uint8 and ndim == 4 and shape[1:] == (2, size, size),
+                        f"uint8 stereo pairs (n, 2, {size}, {size})",
+                    )
                 else:
                     ok, what = dtype == np.int32 and ndim == 1, "an int32 label vector"
                 ok = ok and 0 <= shape[0] <= spec["pairs_per_file"]
                 what += f" of at most {spec['pairs_per_file']:,} entries"
                 if not ok:
-                    raise CorruptDownload(f"its header announces a {dtype.name} array of shape {shape}, not {what} "
-                                          f"(a -{kind} file of {spec['folder']})")
+                    raise CorruptDownload(
+                        f"its header announces a {dtype.name} array of shape {shape}, not {what} "
+                        f"(a -{kind} file of {spec['folder']})"
+                    )
                 if full:
                     expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
                     got = 0
                     while got <= expected and (block := f.read(1 << 20)):  # not read on past the header's size
                         got += len(block)
                     if got != expected:
-                        raise CorruptDownload(f"{'it is truncated: ' if got < expected else ''}its header announces "
-                                              f"{expected} bytes of data, the stream holds "
-                                              f"{got if got < expected else 'more'}")
+                        raise CorruptDownload(
+                            f"{'it is truncated: ' if got < expected else ''}its header announces "
+                            f"{expected} bytes of data, the stream holds "
+                            f"{got if got < expected else 'more'}"
+                        )
         except (OSError, EOFError, zlib.error) as err:
             raise CorruptDownload(f"the gzip stream is truncated or damaged ({err})") from err
 
@@ -254,12 +314,19 @@ def build_cache(raw_dir: Path, spec: dict, image_size: int, cache_path: Path) ->
     """Read every raw file, resize the pairs, and save them as uint8 in ``cache_path`` (atomically)."""
     from tqdm.auto import tqdm
 
-    parts = {name: [(find_file(raw_dir, f"{s}-dat", spec), find_file(raw_dir, f"{s}-cat", spec)) for s in spec[name]]
-             for name in ("train", "test")}
+    parts = {
+        name: [(find_file(raw_dir, f"{s}-dat", spec), find_file(raw_dir, f"{s}-cat", spec)) for s in spec[name]]
+        for name in ("train", "test")
+    }
     result = {}
     with ExitStack() as stack:  # closes every opened file, also when a later one turns out damaged
-        opened = {name: [(stack.enter_context(BinaryMatrix(dat, spec["url"], spec["pairs_per_file"])),
-                          labels_of(cat, spec)) for dat, cat in files] for name, files in parts.items()}
+        opened = {
+            name: [
+                (stack.enter_context(BinaryMatrix(dat, spec["url"], spec["pairs_per_file"])), labels_of(cat, spec))
+                for dat, cat in files
+            ]
+            for name, files in parts.items()
+        }
         for files in opened.values():
             for dat, labels in files:
                 check_pairs(dat, labels, spec)
@@ -285,14 +352,18 @@ def build_cache(raw_dir: Path, spec: dict, image_size: int, cache_path: Path) ->
 def labels_of(cat: Path, spec: dict) -> np.ndarray:
     with BinaryMatrix(cat, spec["url"], max_rows=spec["pairs_per_file"]) as matrix:
         if matrix.dtype != np.int32 or len(matrix.shape) != 1:
-            raise DataFileError(f"{cat} should hold a vector of int32 category labels, but holds a "
-                                f"{matrix.dtype.name} array of shape {matrix.shape}: it is not a -cat file; "
-                                f"{redownload(spec['url'])}")
+            raise DataFileError(
+                f"{cat} should hold a vector of int32 category labels, but holds a "
+                f"{matrix.dtype.name} array of shape {matrix.shape}: it is not a -cat file; "
+                f"{redownload(spec['url'])}"
+            )
         labels = matrix.read_all()
     bad = labels[(labels < 0) | (labels >= spec["num_classes"])]
     if len(bad):
-        raise DataFileError(f"{cat} holds label {int(bad[0])} outside 0..{spec['num_classes'] - 1}; "
-                            f"is it a file of the other NORB variant? {redownload(spec['url'])}")
+        raise DataFileError(
+            f"{cat} holds label {int(bad[0])} outside 0..{spec['num_classes'] - 1}; "
+            f"is it a file of the other NORB variant? {redownload(spec['url'])}"
+        )
     return labels
 
 
@@ -300,9 +371,11 @@ def check_pairs(dat: BinaryMatrix, labels: np.ndarray, spec: dict) -> None:
     size = spec["raw_size"]
     expected = (len(labels), 2, size, size)
     if dat.dtype != np.uint8 or dat.shape != expected:
-        raise DataFileError(f"{dat.path} should hold uint8 stereo pairs of shape {expected} (matching its -cat "
-                            f"file), but holds a {dat.dtype.name} array of shape {dat.shape}; "
-                            f"{redownload(spec['url'])}")
+        raise DataFileError(
+            f"{dat.path} should hold uint8 stereo pairs of shape {expected} (matching its -cat "
+            f"file), but holds a {dat.dtype.name} array of shape {dat.shape}; "
+            f"{redownload(spec['url'])}"
+        )
 
 
 def subsample(pairs: torch.Tensor, image_size: int) -> torch.Tensor:
@@ -314,13 +387,19 @@ def subsample(pairs: torch.Tensor, image_size: int) -> torch.Tensor:
 def load_cache(path: Path, variant: str, image_size: int) -> dict:
     try:
         cache = torch.load(path, weights_only=True)
-        ok = (cache.get("version") == CACHE_VERSION and cache.get("image_size") == image_size
-              and cache.get("variant") == VARIANTS[variant]["folder"]
-              and all(k in cache for k in ("train_x", "train_y", "test_x", "test_y")))
+        ok = (
+            cache.get("version") == CACHE_VERSION
+            and cache.get("image_size") == image_size
+            and cache.get("variant") == VARIANTS[variant]["folder"]
+            and all(k in cache for k in ("train_x", "train_y", "test_x", "test_y"))
+        )
     except Exception as err:  # unpickling raises many types; all mean "damaged"
-        raise DataFileError(f"the NORB cache {path} cannot be read ({err}); delete it to rebuild it "
-                            "from the raw files") from err
+        raise DataFileError(
+            f"the NORB cache {path} cannot be read ({err}); delete it to rebuild it from the raw files"
+        ) from err
     if not ok:
-        raise DataFileError(f"the NORB cache {path} is from another version, variant or image size; delete it "
-                            f"to rebuild it for variant {variant!r}, image_size {image_size}")
+        raise DataFileError(
+            f"the NORB cache {path} is from another version, variant or image size; delete it "
+            f"to rebuild it for variant {variant!r}, image_size {image_size}"
+        )
     return cache

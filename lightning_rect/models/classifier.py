@@ -28,7 +28,6 @@ from lightning_rect.fused_sgd import FusedSGDBinding, InPlaceSGD, check_trainer,
 from lightning_rect.metrics import LossAverage
 from lightning_rect.models.batch import labeled_batch, split_batch
 
-
 #: A pre-trained layer with at least this fraction of dead units is warned about.
 DEAD_WARNING = 0.9
 #: ``state_dict`` key (a bool buffer): whether the model's encoder already holds the ``pretrained``
@@ -89,10 +88,21 @@ class SparseMLP(FusedSGDBinding, LightningModule):
 
     selection_metric = "val/err"
 
-    def __init__(self, in_features: int = 784, num_classes: int = 10, hidden_sizes: Sequence[int] = (1000, 1000, 1000),
-                 activation: str = "rectifier", activation_args: dict | None = None, sign_flip: bool = False,
-                 l1: float = 0.001, lr: float = 0.01, optimizer: Literal["sgd", "adam"] = "sgd",
-                 momentum: float = 0.0, pretrained: str | None = None, fused_sgd: bool = False) -> None:
+    def __init__(
+        self,
+        in_features: int = 784,
+        num_classes: int = 10,
+        hidden_sizes: Sequence[int] = (1000, 1000, 1000),
+        activation: str = "rectifier",
+        activation_args: dict | None = None,
+        sign_flip: bool = False,
+        l1: float = 0.001,
+        lr: float = 0.01,
+        optimizer: Literal["sgd", "adam"] = "sgd",
+        momentum: float = 0.0,
+        pretrained: str | None = None,
+        fused_sgd: bool = False,
+    ) -> None:
         super().__init__()
         check_non_negative("l1", l1)
         check_positive("lr", lr)
@@ -152,8 +162,12 @@ class SparseMLP(FusedSGDBinding, LightningModule):
         trainer = self._running_trainer()
         datamodule = getattr(trainer, "datamodule", None)
         if trainer is not None and trainer.state.fn == TrainerFn.FITTING and datamodule is not None:
-            warn_dead_pretrained_layers(self.encoder, datamodule.train_dataloader(), self.hparams.pretrained,
-                                        reduce=lambda t: trainer.strategy.reduce(t, reduce_op="sum"))
+            warn_dead_pretrained_layers(
+                self.encoder,
+                datamodule.train_dataloader(),
+                self.hparams.pretrained,
+                reduce=lambda t: trainer.strategy.reduce(t, reduce_op="sum"),
+            )
 
     def _pretrained_before_first_use(self) -> None:
         # Outside a Trainer (Fabric, plain PyTorch) no stage hook may run: the first forward or step
@@ -212,12 +226,14 @@ class SparseMLP(FusedSGDBinding, LightningModule):
     # -- evaluation: one set of metrics per dataloader ---------------------------------------------
     def evaluation_metrics(self) -> nn.ModuleDict:
         """A fresh set of the metrics of one evaluation dataloader (subclasses add theirs)."""
-        return nn.ModuleDict({"loss": MeanMetric(),
-                              "accuracy": MulticlassAccuracy(self.hparams.num_classes, average="micro")})
+        return nn.ModuleDict(
+            {"loss": MeanMetric(), "accuracy": MulticlassAccuracy(self.hparams.num_classes, average="micro")}
+        )
 
     @torch.compiler.disable  # metric state is Python bookkeeping: traced, it would recompile every step
-    def update_evaluation_metrics(self, metrics: nn.ModuleDict, loss: torch.Tensor, logits: torch.Tensor,
-                                  y: torch.Tensor) -> None:
+    def update_evaluation_metrics(
+        self, metrics: nn.ModuleDict, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor
+    ) -> None:
         metrics["loss"].update(loss, weight=len(y))
         metrics["accuracy"].update(logits, y)
 
@@ -257,7 +273,7 @@ class SparseMLP(FusedSGDBinding, LightningModule):
         logs, for a loop of one's own."""
         batches = self._eval_batches(stage)
         results = {}
-        for index, metrics in enumerate(self.eval_metrics[:len(batches)]):
+        for index, metrics in enumerate(self.eval_metrics[: len(batches)]):
             if not batches[index]:
                 continue
             # Lightning's names for several dataloaders; one dataloader keeps the plain names.
@@ -336,6 +352,10 @@ def _recheck_pretrained(module: SparseMLP, incompatible_keys) -> None:
 def check_num_classes(num_classes: object) -> None:
     if isinstance(num_classes, int) and not isinstance(num_classes, bool) and num_classes >= 1:
         return
-    hint = (" (a StackedDAE checkpoint records none: fine-tune from it with SparseMLP(..., pretrained=<that .ckpt>), "
-            "or load it with StackedDAE.load_from_checkpoint)" if num_classes is None else "")
+    hint = (
+        " (a StackedDAE checkpoint records none: fine-tune from it with SparseMLP(..., pretrained=<that .ckpt>), "
+        "or load it with StackedDAE.load_from_checkpoint)"
+        if num_classes is None
+        else ""
+    )
     raise ConfigError(f"num_classes must be an integer >= 1, got {num_classes!r}{hint}")

@@ -39,9 +39,11 @@ EVAL_NOISE_SEED = 12345
 
 
 #: Why a StackedDAE does not train under Fabric, and what to do instead.
-UNDER_FABRIC = ("StackedDAE trains greedily on a Trainer's epochs (they pick the layer and end the schedule), "
-                "which Fabric does not run; pre-train it with lightning.Trainer().fit, then use its encoder "
-                "under Fabric: SparseMLP(pretrained=<checkpoint>) or StackedDAE.load_encoder(<checkpoint>)")
+UNDER_FABRIC = (
+    "StackedDAE trains greedily on a Trainer's epochs (they pick the layer and end the schedule), "
+    "which Fabric does not run; pre-train it with lightning.Trainer().fit, then use its encoder "
+    "under Fabric: SparseMLP(pretrained=<checkpoint>) or StackedDAE.load_encoder(<checkpoint>)"
+)
 
 
 class StackedDAE(FusedSGDBinding, LightningModule):
@@ -81,13 +83,27 @@ class StackedDAE(FusedSGDBinding, LightningModule):
 
     selection_metric = "val/recon"
 
-    def __init__(self, in_features: int = 784, num_classes: int | None = None,
-                 hidden_sizes: Sequence[int] = (1000, 1000, 1000), activation: str = "rectifier",
-                 activation_args: dict | None = None, sign_flip: bool = False, l1: float = 0.001,
-                 reconstruction: str = "softplus", noise: str = "masking", noise_level: float = 0.25,
-                 noise_args: dict | None = None, higher_noise: str | None = None,
-                 higher_noise_level: float | None = None, tied_weights: bool = False, lr: float = 0.01,
-                 epochs_per_layer: int = 5, rescale: bool = False, fused_sgd: bool = False) -> None:
+    def __init__(
+        self,
+        in_features: int = 784,
+        num_classes: int | None = None,
+        hidden_sizes: Sequence[int] = (1000, 1000, 1000),
+        activation: str = "rectifier",
+        activation_args: dict | None = None,
+        sign_flip: bool = False,
+        l1: float = 0.001,
+        reconstruction: str = "softplus",
+        noise: str = "masking",
+        noise_level: float = 0.25,
+        noise_args: dict | None = None,
+        higher_noise: str | None = None,
+        higher_noise_level: float | None = None,
+        tied_weights: bool = False,
+        lr: float = 0.01,
+        epochs_per_layer: int = 5,
+        rescale: bool = False,
+        fused_sgd: bool = False,
+    ) -> None:
         super().__init__()
         check_non_negative("l1", l1)
         check_positive("lr", lr)
@@ -95,9 +111,14 @@ class StackedDAE(FusedSGDBinding, LightningModule):
         self.save_hyperparameters()
         self.encoder = Encoder(in_features, list(hidden_sizes), activation, activation_args, sign_flip)
         self.reconstruction = RECONSTRUCTIONS.build(reconstruction)
-        self.noises = [NOISE.build(noise, level=noise_level, **(noise_args or {})),
-                       NOISE.build(higher_noise or noise, level=noise_level if higher_noise_level is None else higher_noise_level,
-                                   **({} if higher_noise else (noise_args or {})))]
+        self.noises = [
+            NOISE.build(noise, level=noise_level, **(noise_args or {})),
+            NOISE.build(
+                higher_noise or noise,
+                level=noise_level if higher_noise_level is None else higher_noise_level,
+                **({} if higher_noise else (noise_args or {})),
+            ),
+        ]
         sizes = [in_features, *hidden_sizes]
         if tied_weights:  # only a bias of its own; the weight is the encoder's, transposed
             self.decoder_biases = nn.ParameterList(nn.Parameter(torch.zeros(n)) for n in sizes[:-1])
@@ -146,13 +167,21 @@ class StackedDAE(FusedSGDBinding, LightningModule):
         checkpoint = read_pretrained(path)
         hparams = checkpoint.get("hyper_parameters", {})
         if "in_features" not in hparams or "hidden_sizes" not in hparams:
-            raise CheckpointError(f"pretrained checkpoint {str(path)!r} records no in_features and hidden_sizes; "
-                                  "pass a .ckpt written by a StackedDAE fit")
-        encoder = Encoder(hparams["in_features"], list(hparams["hidden_sizes"]), hparams.get("activation", "rectifier"),
-                          hparams.get("activation_args"), bool(hparams.get("sign_flip", False)))
+            raise CheckpointError(
+                f"pretrained checkpoint {str(path)!r} records no in_features and hidden_sizes; "
+                "pass a .ckpt written by a StackedDAE fit"
+            )
+        encoder = Encoder(
+            hparams["in_features"],
+            list(hparams["hidden_sizes"]),
+            hparams.get("activation", "rectifier"),
+            hparams.get("activation_args"),
+            bool(hparams.get("sign_flip", False)),
+        )
         prefix = "encoder."
-        encoder.load_state_dict({k[len(prefix):]: v for k, v in checkpoint["state_dict"].items()
-                                 if k.startswith(prefix)})
+        encoder.load_state_dict(
+            {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+        )
         return encoder
 
     def on_fit_start(self) -> None:
@@ -245,7 +274,9 @@ class StackedDAE(FusedSGDBinding, LightningModule):
         largest = torch.zeros((), device=self.device)
         for batch in self.trainer.train_dataloader:
             x, _ = split_batch(batch)
-            largest = torch.maximum(largest, self.encoder(x.to(self.device, self.dtype), depth=layer + 1)[-1].abs().max())
+            largest = torch.maximum(
+                largest, self.encoder(x.to(self.device, self.dtype), depth=layer + 1)[-1].abs().max()
+            )
         if self.trainer.world_size > 1:
             largest = self.all_gather(largest).max()
         target.output_scale = largest.item() if largest > 0 else 1.0
@@ -264,12 +295,16 @@ class StackedDAE(FusedSGDBinding, LightningModule):
         """Decoder pre-activation ``f`` for ``layer``'s hidden output ``h``."""
         if self.hparams.tied_weights:
             scale = self.encoder.layers[layer].output_scale  # undo the layer's fixed scale (rescale)
-            return F.linear(h * scale if scale != 1.0 else h, self.encoder.layers[layer].linear.weight.t(),
-                            self.decoder_biases[layer])
+            return F.linear(
+                h * scale if scale != 1.0 else h,
+                self.encoder.layers[layer].linear.weight.t(),
+                self.decoder_biases[layer],
+            )
         return fused_linear(self.decoders[layer], h, self._fused)
 
-    def reconstruction_loss(self, x: torch.Tensor, layer: int, generator: torch.Generator | None
-                            ) -> tuple[torch.Tensor, torch.Tensor]:
+    def reconstruction_loss(
+        self, x: torch.Tensor, layer: int, generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(reconstruction cost, L1 penalty) of ``layer`` on the batch ``x``."""
         clean = self.layer_inputs(x, layer)
         target = self._target(clean, layer)
@@ -302,14 +337,20 @@ class StackedDAE(FusedSGDBinding, LightningModule):
 
     def on_train_epoch_end(self) -> None:
         if self.train_recon.steps:
-            self.log(f"train/pretrain/layer_{self.current_layer + 1}/recon", self.train_recon.pop(), prog_bar=True,
-                     sync_dist=True)
+            self.log(
+                f"train/pretrain/layer_{self.current_layer + 1}/recon",
+                self.train_recon.pop(),
+                prog_bar=True,
+                sync_dist=True,
+            )
         if (self.current_epoch + 1) % self.hparams.epochs_per_layer == 0:  # the layer's last epoch
             layer = self.current_layer
             if self.hparams.rescale:  # before the epoch's checkpoints are written (they run after this hook)
                 self._fix_output_scale(layer)
             self.dead_after_pretraining[f"pretrain/layer_{layer + 1}/dead"] = self._dead_fraction(layer)
-            self.log(f"pretrain/layer_{layer + 1}/dead", self.dead_after_pretraining[f"pretrain/layer_{layer + 1}/dead"])
+            self.log(
+                f"pretrain/layer_{layer + 1}/dead", self.dead_after_pretraining[f"pretrain/layer_{layer + 1}/dead"]
+            )
         if self.current_epoch + 1 >= self.total_epochs:
             self.trainer.should_stop = True  # every layer has had its epochs
 
@@ -386,10 +427,14 @@ class StackedDAE(FusedSGDBinding, LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         written_by = checkpoint.get(MODEL_KEY)
         if written_by not in (None, "StackedDAE"):  # before its weights meet this model's
-            raise CheckpointError(f"this checkpoint was written by {written_by}, not by StackedDAE; load it with "
-                                  f"{written_by}.load_from_checkpoint")
+            raise CheckpointError(
+                f"this checkpoint was written by {written_by}, not by StackedDAE; load it with "
+                f"{written_by}.load_from_checkpoint"
+            )
         # A resume starts from the checkpoint's; testing the best checkpoint right after fit keeps the
         # measurements made since it was saved (e.g. the top layer's, when its best epoch was not its last).
         self.dead_after_pretraining = {**checkpoint.get("dead_after_pretraining", {}), **self.dead_after_pretraining}
-        self.recon_after_pretraining = {**{int(k): v for k, v in checkpoint.get("recon_after_pretraining", {}).items()},
-                                        **self.recon_after_pretraining}
+        self.recon_after_pretraining = {
+            **{int(k): v for k, v in checkpoint.get("recon_after_pretraining", {}).items()},
+            **self.recon_after_pretraining,
+        }

@@ -39,8 +39,9 @@ class StarRatingMLP(SparseMLP):
         return metrics
 
     @torch.compiler.disable  # as the parent's: metric bookkeeping stays out of a compiled graph
-    def update_evaluation_metrics(self, metrics: nn.ModuleDict, loss: torch.Tensor, logits: torch.Tensor,
-                                  y: torch.Tensor) -> None:
+    def update_evaluation_metrics(
+        self, metrics: nn.ModuleDict, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor
+    ) -> None:
         super().update_evaluation_metrics(metrics, loss, logits, y)
         metrics["rmse"].update(expected_stars(logits.detach().float()), (y + 1).float())
 

@@ -17,8 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from lightning_rect.reproduce.catalog import CATALOG, DataSet
 from lightning_rect.grid import PAPER_LRS  # the one definition of the paper's grid
+from lightning_rect.reproduce.catalog import CATALOG, DataSet
 
 #: The paper's softplus sharpness values a; ``math.inf`` stands for the rectifier.
 PAPER_SHARPNESS = (1.0, 1.3, 2.0, 3.0, 6.0, math.inf)
@@ -91,16 +91,28 @@ BUDGETS: dict[str, Budget] = {
     # little about accuracy. Tiny layers, one epoch (20 batches, except on the small digits set).
     "tiny": Budget(
         name="tiny",
-        summary="pipeline check: 1 epoch (at most 20 batches; digits: all), layers of 32 units, no learning-rate search",
+        summary="pipeline check: 1 epoch (at most 20 batches; digits: all), layers of 32 units, "
+        "no learning-rate search",
         finetune_epochs={"*": 1},
         pretrain_epochs_per_layer={"*": 1},
         lrs=None,
-        trainer={"*": {"limit_train_batches": 20, "limit_val_batches": 2, "limit_test_batches": 2,
-                       "num_sanity_val_steps": 0},
-                 # the whole of the small digits set (120 batches) still takes about a second
-                 "digits": {"num_sanity_val_steps": 0},
-                 "nistp": {"limit_train_batches": 20, "limit_val_batches": 2, "limit_test_batches": 2,
-                           "num_sanity_val_steps": 0, "val_check_interval": 1.0}},
+        trainer={
+            "*": {
+                "limit_train_batches": 20,
+                "limit_val_batches": 2,
+                "limit_test_batches": 2,
+                "num_sanity_val_steps": 0,
+            },
+            # the whole of the small digits set (120 batches) still takes about a second
+            "digits": {"num_sanity_val_steps": 0},
+            "nistp": {
+                "limit_train_batches": 20,
+                "limit_val_batches": 2,
+                "limit_test_batches": 2,
+                "num_sanity_val_steps": 0,
+                "val_check_interval": 1.0,
+            },
+        },
         data={"nistp": {"train_size": 1000, "val_size": 200, "test_size": 200}},
         pretrain_data={"nistp": {"train_size": 1000, "val_size": 200, "test_size": 200}},
         hidden_sizes={"*": [32, 32, 32], "norb": [64, 32]},
@@ -120,8 +132,7 @@ BUDGETS: dict[str, Budget] = {
         # digits: 120 steps per epoch; one epoch leaves a rectifier DAE's top layer dead
         pretrain_epochs_per_layer={"*": 1, "digits": 5},
         lrs=None,
-        trainer={"norb": {"limit_train_batches": 0.1, "limit_val_batches": 0.2},
-                 "nistp": {"val_check_interval": 5000}},
+        trainer={"norb": {"limit_train_batches": 0.1, "limit_val_batches": 0.2}, "nistp": {"val_check_interval": 5000}},
         data={"nistp": {"train_size": 300_000, "val_size": 10_000}},
         pretrain_data={"nistp": {"train_size": 100_000, "val_size": 10_000}},
         hidden_sizes=None,
@@ -137,12 +148,11 @@ BUDGETS: dict[str, Budget] = {
     "grid": Budget(
         name="grid",
         summary="paper architectures and learning-rate grid {0.1, 0.01, 0.001, 0.0001} in both phases, "
-                "1 pre-training epoch per layer, 4 fine-tuning epochs",
+        "1 pre-training epoch per layer, 4 fine-tuning epochs",
         finetune_epochs={"*": 4, "norb": 2, "nistp": 1},
         pretrain_epochs_per_layer={"*": 1},
         lrs=PAPER_LRS,
-        trainer={"norb": {"limit_train_batches": 0.1, "limit_val_batches": 0.2},
-                 "nistp": {"val_check_interval": 5000}},
+        trainer={"norb": {"limit_train_batches": 0.1, "limit_val_batches": 0.2}, "nistp": {"val_check_interval": 5000}},
         data={"nistp": {"train_size": 300_000, "val_size": 10_000}},
         pretrain_data={"nistp": {"train_size": 100_000, "val_size": 10_000}},
         hidden_sizes=None,
@@ -157,8 +167,8 @@ BUDGETS: dict[str, Budget] = {
     "paper": Budget(
         name="paper",
         summary="configs as written (MNIST: fine-tuning at most 60 epochs, early stopping on val/err with "
-                "patience 10), learning rates chosen on validation from "
-                "{0.1, 0.01, 0.001, 0.0001} (MNIST's Table 1: narrowed by the grid budget's evidence, 0.03 added)",
+        "patience 10), learning rates chosen on validation from "
+        "{0.1, 0.01, 0.001, 0.0001} (MNIST's Table 1: narrowed by the grid budget's evidence, 0.03 added)",
         finetune_epochs={"*": None},
         pretrain_epochs_per_layer={"*": None},
         lrs=PAPER_LRS,
@@ -166,8 +176,7 @@ BUDGETS: dict[str, Budget] = {
         data={},
         pretrain_data={},
         hidden_sizes=None,
-        l1_grid=(0.0, 0.0001, 0.0002, 0.0003, 0.0005, 0.0007, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005,
-                 0.007, 0.01),
+        l1_grid=(0.0, 0.0001, 0.0002, 0.0003, 0.0005, 0.0007, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.007, 0.01),
         sharpness=PAPER_SHARPNESS,
         fractions=PAPER_FRACTIONS,
         semi_epoch_cap=10,

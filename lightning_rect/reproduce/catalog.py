@@ -19,6 +19,7 @@ from lightning_rect.data.nistp import EMNIST_FOLDER
 from lightning_rect.data.norb import VARIANTS as NORB_VARIANTS
 from lightning_rect.reconstruction import paper_reconstruction
 
+
 @dataclass(frozen=True)
 class DataSet:
     """Facts about one data set.
@@ -80,15 +81,30 @@ CATALOG: dict[str, DataSet] = {
     "mnist": DataSet("MNIST", "mnist.yaml", data_folders=(MNIST_FOLDER,), test_size=10_000),
     "cifar10": DataSet("CIFAR10", "cifar10.yaml", data_folders=(CIFAR_FOLDER,), test_size=5_000),
     "nistp": DataSet("NISTP", "nistp.yaml", data_folders=(EMNIST_FOLDER,), test_size=20_000, stream=True),
-    "norb": DataSet("NORB", "norb.yaml", "norb_semi.yaml", test_size=58_320, reconstruction={"*": "linear"},
-                    data_folders=tuple(variant["folder"] for variant in NORB_VARIANTS.values())),
+    "norb": DataSet(
+        "NORB",
+        "norb.yaml",
+        "norb_semi.yaml",
+        test_size=58_320,
+        reconstruction={"*": "linear"},
+        data_folders=tuple(variant["folder"] for variant in NORB_VARIANTS.values()),
+    ),
     # Not among the paper's image benchmarks: run by their configs, not by `reproduce`. Folders are
     # relative to the Amazon configs' data_dir (data/amazon); the test split depends on the domains.
     # Binary inputs, rectifier layers scaled into [0, 1]: sigmoid reconstruction with cross-entropy.
-    "amazon_polarity": DataSet("Amazon reviews, polarity", "amazon_polarity.yaml", data_folders=("processed_acl",),
-                               reconstruction={"*": "scaled_sigmoid"}, reproduced=False),
+    "amazon_polarity": DataSet(
+        "Amazon reviews, polarity",
+        "amazon_polarity.yaml",
+        data_folders=("processed_acl",),
+        reconstruction={"*": "scaled_sigmoid"},
+        reproduced=False,
+    ),
     # the stars configs pre-train on processed_acl's unlabeled reviews too
-    "amazon_stars": DataSet("Amazon reviews, stars", "amazon_stars.yaml",
-                            data_folders=("processed_stars", "processed_acl"), reconstruction={"*": "scaled_sigmoid"},
-                            reproduced=False),
+    "amazon_stars": DataSet(
+        "Amazon reviews, stars",
+        "amazon_stars.yaml",
+        data_folders=("processed_stars", "processed_acl"),
+        reconstruction={"*": "scaled_sigmoid"},
+        reproduced=False,
+    ),
 }

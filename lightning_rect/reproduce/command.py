@@ -19,8 +19,15 @@ from lightning_rect.reproduce.experiments import EXPERIMENTS, Context
 from lightning_rect.reproduce.plan import RunSpec
 from lightning_rect.reproduce.report import write_reports
 from lightning_rect.reproduce.run_files import RunFileError
-from lightning_rect.reproduce.runner import (CHECKPOINT_GONE, Options, Record, Runner, available_cores, log_dir,
-                                             read_results)
+from lightning_rect.reproduce.runner import (
+    CHECKPOINT_GONE,
+    Options,
+    Record,
+    Runner,
+    available_cores,
+    log_dir,
+    read_results,
+)
 from lightning_rect.reproduce.sweeps import write_sweeps
 
 #: The budget of the runs unless --budget says otherwise.
@@ -52,43 +59,82 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m lightning_rect reproduce",
         description="Rerun one of the paper's experiments and write its table (and figure) beside the paper's numbers.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("experiment", choices=sorted(EXPERIMENTS), help="which table or figure")
-    parser.add_argument("--datasets", nargs="+", metavar="NAME",
-                        help=f"data sets, from {', '.join(DATASETS)} (default: the paper's for the experiment)")
-    parser.add_argument("--budget", choices=list(BUDGETS),
-                        help="tiny: pipeline check; small (default): shortened, ~1 h per data set on 2 CPU cores; "
-                             "grid: the paper's learning-rate grid in both phases with short training; "
-                             "paper (the default with --sweep): full protocol with the learning-rate search")
-    parser.add_argument("--lrs", type=float, nargs="+", metavar="LR",
-                        help="learning rates to try instead of the budget's (both phases), e.g. --lrs 0.1: "
-                             "one rate from the paper's grid for a cheaper run")
-    parser.add_argument("--pretrain-lrs", type=float, nargs="+", metavar="LR",
-                        help="learning rates of the pre-training runs, when they differ from --lrs")
+    parser.add_argument(
+        "--datasets",
+        nargs="+",
+        metavar="NAME",
+        help=f"data sets, from {', '.join(DATASETS)} (default: the paper's for the experiment)",
+    )
+    parser.add_argument(
+        "--budget",
+        choices=list(BUDGETS),
+        help="tiny: pipeline check; small (default): shortened, ~1 h per data set on 2 CPU cores; "
+        "grid: the paper's learning-rate grid in both phases with short training; "
+        "paper (the default with --sweep): full protocol with the learning-rate search",
+    )
+    parser.add_argument(
+        "--lrs",
+        type=float,
+        nargs="+",
+        metavar="LR",
+        help="learning rates to try instead of the budget's (both phases), e.g. --lrs 0.1: "
+        "one rate from the paper's grid for a cheaper run",
+    )
+    parser.add_argument(
+        "--pretrain-lrs",
+        type=float,
+        nargs="+",
+        metavar="LR",
+        help="learning rates of the pre-training runs, when they differ from --lrs",
+    )
     parser.add_argument("--data-dir", type=Path, help="folder holding the data sets (as data.init_args.data_dir)")
-    parser.add_argument("--out", type=Path, help="output folder (default: reproductions/<experiment>; "
-                                                 "with --sweep: configs/sweeps/)")
+    parser.add_argument(
+        "--out", type=Path, help="output folder (default: reproductions/<experiment>; with --sweep: configs/sweeps/)"
+    )
     parser.add_argument("--configs", type=Path, help="folder of the YAML configs (default: the repository's configs/)")
-    parser.add_argument("--parallel", type=int, metavar="N",
-                        help="runs at once, each with cores/N threads (default: one single-thread run per core, "
-                             "which trains faster in all than one run on every core; benchmarks/README.md)")
+    parser.add_argument(
+        "--parallel",
+        type=int,
+        metavar="N",
+        help="runs at once, each with cores/N threads (default: one single-thread run per core, "
+        "which trains faster in all than one run on every core; benchmarks/README.md)",
+    )
     parser.add_argument("--threads", type=int, help="torch threads per run (default: cores / parallel)")
     parser.add_argument("--shard", metavar="I/N", help="run only shard I of N (I = 0..N-1) of the runs to train")
-    parser.add_argument("--in-process", action="store_true",
-                        help="train in this process instead of one child process per run (saves a process start "
-                             "per run; for tiny runs)")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="print the plan, each run's status (stale runs with what changed) and fit command; train nothing")
-    parser.add_argument("--only", nargs="+", metavar="PATTERN",
-                        help="only the runs whose id matches one of these shell patterns (e.g. 'mnist-tanh-*'), "
-                             "with the pre-training runs they start from")
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="train in this process instead of one child process per run (saves a process start "
+        "per run; for tiny runs)",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the plan, each run's status (stale runs with what changed) and fit command; train nothing",
+    )
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        metavar="PATTERN",
+        help="only the runs whose id matches one of these shell patterns (e.g. 'mnist-tanh-*'), "
+        "with the pre-training runs they start from",
+    )
     parser.add_argument("--verbose", action="store_true", help="show everything the runs print, not only progress")
     parser.add_argument("--wandb", metavar="PROJECT", help="also log every run to this W&B project (group: experiment)")
-    parser.add_argument("--sweep", action="store_true",
-                        help="write the plan as W&B sweep files (one per data set and phase) instead of training")
-    parser.add_argument("--report-only", action="store_true",
-                        help="rewrite the report from the finished runs' files in <out>/runs/ (and <out>/runs.json); "
-                             "train nothing")
+    parser.add_argument(
+        "--sweep",
+        action="store_true",
+        help="write the plan as W&B sweep files (one per data set and phase) instead of training",
+    )
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="rewrite the report from the finished runs' files in <out>/runs/ (and <out>/runs.json); train nothing",
+    )
     return parser.parse_args(argv)
 
 
@@ -123,12 +169,16 @@ def check_args(args: argparse.Namespace) -> tuple[list[str], tuple[int, int] | N
     if args.in_process and args.parallel > 1:
         raise UsageError("--in-process runs one run at a time; drop --parallel or --in-process")
     if args.parallel > cores:
-        raise UsageError(f"--parallel {args.parallel} would put more runs than cores ({cores}) on this machine; "
-                         f"runs that share cores train several times slower than one after the other")
+        raise UsageError(
+            f"--parallel {args.parallel} would put more runs than cores ({cores}) on this machine; "
+            f"runs that share cores train several times slower than one after the other"
+        )
     threads = args.threads or max(1, cores // args.parallel)
     if threads * args.parallel > cores:
-        raise UsageError(f"--threads {threads} x --parallel {args.parallel} exceeds the {cores} cores; "
-                         "oversubscribed cores make every run slower")
+        raise UsageError(
+            f"--threads {threads} x --parallel {args.parallel} exceeds the {cores} cores; "
+            "oversubscribed cores make every run slower"
+        )
     return datasets, shard, threads
 
 
@@ -148,7 +198,9 @@ def main(argv: list[str] | None = None) -> None:
         datasets, shard, threads = check_args(args)
         budget = args.budget or DEFAULT_BUDGET
         configs_dir = (args.configs or default_configs_dir()).resolve()
-        specs = EXPERIMENTS[args.experiment].plan(Context(budget_of(budget, args.lrs, args.pretrain_lrs), configs_dir), datasets)
+        specs = EXPERIMENTS[args.experiment].plan(
+            Context(budget_of(budget, args.lrs, args.pretrain_lrs), configs_dir), datasets
+        )
         if args.only:
             specs = only(specs, args.only)
         missing = sorted({s.config for s in specs if not (configs_dir / s.config).is_file()})
@@ -160,12 +212,27 @@ def main(argv: list[str] | None = None) -> None:
 
     out = (args.out or Path("reproductions") / args.experiment).resolve()
     data_dir = args.data_dir.resolve() if args.data_dir else None
-    options = Options(out=out, configs_dir=configs_dir, data_dir=data_dir, in_process=args.in_process,
-                      parallel=args.parallel, threads=threads, shard=shard, verbose=args.verbose,
-                      wandb_project=args.wandb, experiment=args.experiment)
-    meta = {"experiment": args.experiment, "budget": budget, "lrs": args.lrs, "pretrain_lrs": args.pretrain_lrs, "datasets": datasets,
-            "command": "python -m lightning_rect reproduce " + shlex.join(sys.argv[2:] if argv is None else argv),
-            "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    options = Options(
+        out=out,
+        configs_dir=configs_dir,
+        data_dir=data_dir,
+        in_process=args.in_process,
+        parallel=args.parallel,
+        threads=threads,
+        shard=shard,
+        verbose=args.verbose,
+        wandb_project=args.wandb,
+        experiment=args.experiment,
+    )
+    meta = {
+        "experiment": args.experiment,
+        "budget": budget,
+        "lrs": args.lrs,
+        "pretrain_lrs": args.pretrain_lrs,
+        "datasets": datasets,
+        "command": "python -m lightning_rect reproduce " + shlex.join(sys.argv[2:] if argv is None else argv),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
 
     def report(records: dict[str, Record], plot: bool = False) -> dict:
         return write_reports(out, EXPERIMENTS[args.experiment], meta, records, datasets, plot=plot)
@@ -187,8 +254,9 @@ def only(specs: list[RunSpec], patterns: list[str]) -> list[RunSpec]:
     by_id = {s.id: s for s in specs}
     wanted = {s.id for s in specs if any(fnmatch.fnmatchcase(s.id, p) for p in patterns)}
     if not wanted:
-        raise UsageError(f"--only {' '.join(patterns)} matches none of the plan's {len(specs)} runs "
-                         "(--dry-run lists them)")
+        raise UsageError(
+            f"--only {' '.join(patterns)} matches none of the plan's {len(specs)} runs (--dry-run lists them)"
+        )
     todo = list(wanted)
     while todo:
         for need in by_id[todo.pop()].needs:
@@ -201,9 +269,12 @@ def only(specs: list[RunSpec], patterns: list[str]) -> list[RunSpec]:
 def _summary(records, args, budget, datasets, threads, shard, out) -> None:
     counts = _counts(records)
     mode = "in this process" if args.in_process else f"{args.parallel} at a time, {threads} thread(s) each"
-    print(f"{args.experiment} ({budget} budget, {', '.join(datasets)}): {len(records)} runs, "
-          f"{counts.get('pending', 0)} to train ({mode}), {counts.get('reused', 0)} reused"
-          + (f", {counts.get('other shard', 0)} left to other shards" if shard else "") + f"; output in {out}")
+    print(
+        f"{args.experiment} ({budget} budget, {', '.join(datasets)}): {len(records)} runs, "
+        f"{counts.get('pending', 0)} to train ({mode}), {counts.get('reused', 0)} reused"
+        + (f", {counts.get('other shard', 0)} left to other shards" if shard else "")
+        + f"; output in {out}"
+    )
     for record in (r for r in records.values() if r.changed):
         print(f"{record.spec.id} trains again: {'; '.join(record.changed)}")
 
@@ -233,8 +304,9 @@ def _refuse_damaged(records: dict[str, Record]) -> None:
     if damaged:
         for record in damaged:
             print(f"error: {record.error}", file=sys.stderr)
-        print(f"error: {len(damaged)} finished run(s) have damaged files; nothing was trained or changed",
-              file=sys.stderr)
+        print(
+            f"error: {len(damaged)} finished run(s) have damaged files; nothing was trained or changed", file=sys.stderr
+        )
         sys.exit(2)
 
 
@@ -247,9 +319,11 @@ def _run(runner: Runner, specs, args, budget, datasets, threads, shard, out, rep
     except KeyboardInterrupt as stop:
         report(records, plot=True)
         why = "stopped by SIGTERM" if isinstance(stop, Terminated) else "interrupted"
-        print(f"\n{why}; every running run was told to stop and has saved; rerun the same command to go on "
-              f"(finished runs are reused, a stopped run resumes from its last checkpoint). Partial results: {out}",
-              file=sys.stderr)
+        print(
+            f"\n{why}; every running run was told to stop and has saved; rerun the same command to go on "
+            f"(finished runs are reused, a stopped run resumes from its last checkpoint). Partial results: {out}",
+            file=sys.stderr,
+        )
         if isinstance(stop, Terminated):
             raise
         sys.exit(130)
@@ -261,8 +335,11 @@ def _run(runner: Runner, specs, args, budget, datasets, threads, shard, out, rep
             print(f"  {kind}: {path}")
     bad = counts.get("failed", 0) + counts.get("blocked", 0)
     if bad:
-        print(f"{bad} run(s) failed or were blocked; see the status column of {paths['markdown']} "
-              "and each run's output.log", file=sys.stderr)
+        print(
+            f"{bad} run(s) failed or were blocked; see the status column of {paths['markdown']} "
+            "and each run's output.log",
+            file=sys.stderr,
+        )
         sys.exit(1)
 
 
@@ -274,6 +351,7 @@ class Terminated(KeyboardInterrupt):
 def stop_on_sigterm():
     """For the length of the block, SIGTERM raises ``Terminated`` in the main thread, so the runner
     stops its children and waits for them to save instead of dying and orphaning them."""
+
     def handler(signum, frame):
         raise Terminated()
 
@@ -297,8 +375,10 @@ def budget_of(name: str, lrs: list[float] | None, pretrain_lrs: list[float] | No
 def write_sweep_files(args: argparse.Namespace) -> None:
     """``--sweep``: the paper budget's plan as W&B sweep files."""
     if args.budget not in (None, SWEEP_BUDGET):
-        raise UsageError(f"--sweep writes the {SWEEP_BUDGET} budget's grids (the configs as written, the paper's "
-                         "learning rates), for machines that run them in full; drop --budget")
+        raise UsageError(
+            f"--sweep writes the {SWEEP_BUDGET} budget's grids (the configs as written, the paper's "
+            "learning rates), for machines that run them in full; drop --budget"
+        )
     datasets, _, _ = check_args(args)
     configs_dir = (args.configs or default_configs_dir()).resolve()
     experiment = EXPERIMENTS[args.experiment]
@@ -328,16 +408,21 @@ def rewrite_reports(args: argparse.Namespace) -> None:
     meta.update({key: value for key, value in given.items() if value is not None})
     meta.setdefault("experiment", args.experiment)
     meta.setdefault("datasets", list(EXPERIMENTS[args.experiment].default_datasets))
-    meta.setdefault("command", "python -m lightning_rect reproduce " + args.experiment + " (runs collected by --report-only)")
+    meta.setdefault(
+        "command", "python -m lightning_rect reproduce " + args.experiment + " (runs collected by --report-only)"
+    )
     if "budget" not in meta:
         raise UsageError(f"--report-only: no {out / 'runs.json'} says which budget the runs had; pass --budget")
     if meta["budget"] not in BUDGETS:
-        raise UsageError(f"{out / 'runs.json'} names budget {meta['budget']!r}, which does not exist; "
-                         f"pass --budget with one of {', '.join(BUDGETS)}")
+        raise UsageError(
+            f"{out / 'runs.json'} names budget {meta['budget']!r}, which does not exist; "
+            f"pass --budget with one of {', '.join(BUDGETS)}"
+        )
     configs_dir = (args.configs or default_configs_dir()).resolve()
     experiment = EXPERIMENTS[args.experiment]
-    specs = experiment.plan(Context(budget_of(meta["budget"], meta.get("lrs"), meta.get("pretrain_lrs")), configs_dir),
-                            meta["datasets"])
+    specs = experiment.plan(
+        Context(budget_of(meta["budget"], meta.get("lrs"), meta.get("pretrain_lrs")), configs_dir), meta["datasets"]
+    )
     saved_runs = {run["id"]: run for run in saved.get("runs", [])}
     records = {}
     damaged = []
@@ -353,10 +438,16 @@ def rewrite_reports(args: argparse.Namespace) -> None:
         saved = run.get("status")
         recorded = saved in ("done", "reused") or results is None
         status = saved or "pending" if recorded else "done"
-        records[spec.id] = Record(spec, status=status, results=results if results is not None else run.get("results"),
-                                  error=run.get("error"), seconds=run.get("seconds") if recorded else None,
-                                  pretrained_from=run.get("pretrained_from"), command=run.get("command", []),
-                                  log_dir=log_dir(out, spec))
+        records[spec.id] = Record(
+            spec,
+            status=status,
+            results=results if results is not None else run.get("results"),
+            error=run.get("error"),
+            seconds=run.get("seconds") if recorded else None,
+            pretrained_from=run.get("pretrained_from"),
+            command=run.get("command", []),
+            log_dir=log_dir(out, spec),
+        )
     if damaged:
         for line in damaged:
             print(f"error: {line}", file=sys.stderr)
@@ -369,21 +460,33 @@ def rewrite_reports(args: argparse.Namespace) -> None:
 def _check_runs_json(path: Path, saved: object) -> None:
     """runs.json as --report-only reads it: an object whose ``runs`` are objects with an ``id``."""
     if not isinstance(saved, dict):
-        raise UsageError(f"{path} holds a JSON {type(saved).__name__}, not the object runs.json is; "
-                         "restore it from git or delete it (the runs' own files are enough)")
+        raise UsageError(
+            f"{path} holds a JSON {type(saved).__name__}, not the object runs.json is; "
+            "restore it from git or delete it (the runs' own files are enough)"
+        )
     runs = saved.get("runs", [])
     if not isinstance(runs, list) or not all(isinstance(r, dict) and isinstance(r.get("id"), str) for r in runs):
         raise UsageError(f"{path}: 'runs' is not a list of runs with an 'id' each; restore it from git or delete it")
-    for key, kind in (("budget", str), ("datasets", list), ("lrs", (list, type(None))),
-                      ("pretrain_lrs", (list, type(None))), ("experiment", str)):
+    for key, kind in (
+        ("budget", str),
+        ("datasets", list),
+        ("lrs", (list, type(None))),
+        ("pretrain_lrs", (list, type(None))),
+        ("experiment", str),
+    ):
         if key in saved and not isinstance(saved[key], kind):
             raise UsageError(f"{path}: {key!r} is {saved[key]!r}, of the wrong type; restore it from git or delete it")
     for run in runs:
-        for key, kind in (("results", (dict, type(None))), ("seconds", (int, float, type(None))),
-                          ("command", list), ("status", str)):
+        for key, kind in (
+            ("results", (dict, type(None))),
+            ("seconds", (int, float, type(None))),
+            ("command", list),
+            ("status", str),
+        ):
             if key in run and not isinstance(run[key], kind):
-                raise UsageError(f"{path}: run {run['id']}'s {key!r} is of the wrong type; restore it from git or "
-                                 "delete it")
+                raise UsageError(
+                    f"{path}: run {run['id']}'s {key!r} is of the wrong type; restore it from git or delete it"
+                )
 
 
 def _counts(records: dict[str, Record]) -> dict[str, int]:

@@ -41,11 +41,14 @@ _PROBES: dict[str, dict[str, Any]] = {}  # effective config -> probe, within one
 
 def run_inputs(spec: RunSpec, config_path: Path, data_folder: Path | None) -> dict[str, Any]:
     config = effective_config(yaml.safe_load(config_path.read_text()) or {}, spec.settings)
-    return {"lightning_rect": lightning_rect.__version__,
-            "config": {"file": spec.config, "sha1": _sha1(json.dumps(config, sort_keys=True, default=str).encode())},
-            "settings": spec.settings, "needs": list(spec.needs),
-            "data": data_fingerprint(spec.dataset, data_folder),
-            "probe": probe_of(config, data_folder)}
+    return {
+        "lightning_rect": lightning_rect.__version__,
+        "config": {"file": spec.config, "sha1": _sha1(json.dumps(config, sort_keys=True, default=str).encode())},
+        "settings": spec.settings,
+        "needs": list(spec.needs),
+        "data": data_fingerprint(spec.dataset, data_folder),
+        "probe": probe_of(config, data_folder),
+    }
 
 
 def probe_of(config: dict[str, Any], data_folder: Path | None) -> dict[str, Any]:
@@ -117,9 +120,11 @@ def differences(recorded: dict[str, Any] | None, current: dict[str, Any]) -> lis
     old_data = recorded.get("data") if isinstance(recorded.get("data"), dict) else {}
     new_data = current["data"] or {}
     if (old_data.get("files"), old_data.get("sha1")) != (new_data.get("files"), new_data.get("sha1")):
-        changed.append(f"data files in {new_data.get('folder')} differ from those the run read in "
-                       f"{old_data.get('folder')} ({old_data.get('files')} -> {new_data.get('files')} files, "
-                       "or their names or sizes)")
+        changed.append(
+            f"data files in {new_data.get('folder')} differ from those the run read in "
+            f"{old_data.get('folder')} ({old_data.get('files')} -> {new_data.get('files')} files, "
+            "or their names or sizes)"
+        )
     if recorded.get("config") != current["config"]:
         changed.append(f"config {current['config']['file']} edited")
     if recorded.get("settings") != current["settings"] or recorded.get("needs") != current["needs"]:

@@ -86,8 +86,16 @@ class RunSpec:
         return self.cell.phase
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "dataset": self.dataset, "phase": self.phase, "config": self.config,
-                "settings": self.settings, "lr": self.lr, "cell": asdict(self.cell), "needs": list(self.needs)}
+        return {
+            "id": self.id,
+            "dataset": self.dataset,
+            "phase": self.phase,
+            "config": self.config,
+            "settings": self.settings,
+            "lr": self.lr,
+            "cell": asdict(self.cell),
+            "needs": list(self.needs),
+        }
 
 
 @dataclass
@@ -165,8 +173,16 @@ def _activation_settings(activation: str, activation_args: dict | None) -> dict[
     return settings
 
 
-def pretrain_run(ctx: Context, dataset: str, activation: str, lr: float | None, *,
-                 extra: dict[str, Any] | None = None, tag: str = "", cell: Cell | None = None) -> RunSpec:
+def pretrain_run(
+    ctx: Context,
+    dataset: str,
+    activation: str,
+    lr: float | None,
+    *,
+    extra: dict[str, Any] | None = None,
+    tag: str = "",
+    cell: Cell | None = None,
+) -> RunSpec:
     """Greedy layer-wise DAE pre-training on all training inputs (``<dataset>_pretrain.yaml``)."""
     facts = DATASETS[dataset]
     config = facts.pretrain_config
@@ -176,7 +192,9 @@ def pretrain_run(ctx: Context, dataset: str, activation: str, lr: float | None, 
     settings["model.init_args.reconstruction"] = facts.reconstruction_for(activation)
     per_layer = for_dataset(ctx.budget.pretrain_epochs_per_layer, dataset)
     if per_layer is not None:
-        hidden = settings.get("model.init_args.hidden_sizes") or ctx.config_value(config, "model.init_args.hidden_sizes")
+        hidden = settings.get("model.init_args.hidden_sizes") or ctx.config_value(
+            config, "model.init_args.hidden_sizes"
+        )
         if not hidden:
             raise ValueError(f"{config} sets no model.init_args.hidden_sizes; cannot work out trainer.max_epochs")
         settings["model.init_args.epochs_per_layer"] = per_layer
@@ -189,9 +207,18 @@ def pretrain_run(ctx: Context, dataset: str, activation: str, lr: float | None, 
     return RunSpec(ident, cell or Cell(dataset, activation, phase="pretrain"), config, settings, lr_used)
 
 
-def finetune_run(ctx: Context, cell: Cell, lr: float | None, *, needs: tuple[str, ...] = (),
-                 activation_args: dict | None = None, config: str | None = None,
-                 extra: dict[str, Any] | None = None, epochs: int | None = None, tag: str = "") -> RunSpec:
+def finetune_run(
+    ctx: Context,
+    cell: Cell,
+    lr: float | None,
+    *,
+    needs: tuple[str, ...] = (),
+    activation_args: dict | None = None,
+    config: str | None = None,
+    extra: dict[str, Any] | None = None,
+    epochs: int | None = None,
+    tag: str = "",
+) -> RunSpec:
     """Supervised training of ``SparseMLP``, from random weights or (``needs``) from pre-training."""
     dataset = cell.dataset
     config = config or DATASETS[dataset].config
@@ -217,7 +244,9 @@ def early_stopping(ctx: Context, config: str, patience: int) -> dict[str, Any]:
     the config already does so (Lightning refuses two alike ``EarlyStopping`` callbacks), an added
     callback when it has none; a config that stops early otherwise is an error, not a silent change."""
     callbacks = ctx.config_value(config, "trainer.callbacks") or []
-    configured = [c for c in callbacks if isinstance(c, dict) and c.get("class_path") in (EARLY_STOPPING, "EarlyStopping")]
+    configured = [
+        c for c in callbacks if isinstance(c, dict) and c.get("class_path") in (EARLY_STOPPING, "EarlyStopping")
+    ]
     wanted = {"monitor": "val/err", "mode": "min", "patience": patience}
     if not configured:
         return {"trainer.callbacks+": {"class_path": EARLY_STOPPING, "init_args": wanted}}

@@ -3,12 +3,12 @@
 A run is worth reusing only while the code would still train it the same way. The package version
 cannot say that (a change to the loss or the noise keeps it), and a hash of the code says too much
 (a rename changes it). So ``inputs.json`` records what the code *does* with the run's config: the
-model and data module are built from the effective config (the config file with the run's
-settings), seeded as ``fit`` seeds them, and trained for a few steps of ``BATCH_SIZE`` examples on
-a seeded subset of the run's own data, with every layer of a ``StackedDAE`` getting its share; the per-step training losses and the size
-of each parameter's change are kept. A change to the initialisation, the forward pass, the loss,
-the optimizer step, the data order or the preprocessing moves these numbers; a refactor leaves them
-where they were.
+model and data module are built from the effective config (the config file with the run's settings),
+seeded as ``fit`` seeds them, and trained for a few steps of ``BATCH_SIZE`` examples on a seeded
+subset of the run's own data, with every layer of a ``StackedDAE`` getting its share; the per-step
+training losses and the size of each parameter's change are kept. A change to the initialisation,
+the forward pass, the loss, the optimizer step, the data order or the preprocessing moves these
+numbers; a refactor leaves them where they were.
 
 Training is not bit-identical across processors (the order of float additions differs), so probes
 are compared within a tolerance (``RTOL``). In float32 a StackedDAE's top layer amplifies those
@@ -89,7 +89,10 @@ def run_probe(config: dict[str, Any], data_dir: Path | None = None, threads: int
     sections["data"] = {**sections["data"], "init_args": data_args}
     layers = None
     if "epochs_per_layer" in (sections["model"].get("init_args") or {}):  # a StackedDAE: every layer trains
-        sections["model"] = {**sections["model"], "init_args": {**sections["model"]["init_args"], "epochs_per_layer": 1}}
+        sections["model"] = {
+            **sections["model"],
+            "init_args": {**sections["model"]["init_args"], "epochs_per_layer": 1},
+        }
         layers = len(sections["model"]["init_args"].get("hidden_sizes") or [0])
     torch_threads = torch.get_num_threads()
     # One thread whatever the caller runs with, so a probe is repeated exactly on its own machine.
@@ -123,15 +126,30 @@ def _probe(config, parser, sections, layers, L, torch) -> dict[str, Any]:
         trainer_args = {k: v for k, v in (config.get("trainer") or {}).items() if k in NUMERIC_TRAINER_KEYS}
         if trainer_args.get("precision") is None:
             trainer_args["precision"] = PRECISION
-        trainer = L.Trainer(max_epochs=layers or 1, limit_train_batches=STEPS, limit_val_batches=0,
-                            num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
-                            enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", devices=1,
-                            callbacks=[Losses()], **trainer_args)
+        trainer = L.Trainer(
+            max_epochs=layers or 1,
+            limit_train_batches=STEPS,
+            limit_val_batches=0,
+            num_sanity_val_steps=0,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            accelerator="cpu",
+            devices=1,
+            callbacks=[Losses()],
+            **trainer_args,
+        )
         trainer.fit(model, datamodule=data)
-    change = {name: float((p.detach() - start[name]).double().norm()) for name, p in model.named_parameters()
-              if name in start}
-    return {"precision": str(trainer_args["precision"]), "steps": len(losses), "losses": [round(v, 9) for v in losses],
-            "change": {name: round(v, 9) for name, v in sorted(change.items())}}
+    change = {
+        name: float((p.detach() - start[name]).double().norm()) for name, p in model.named_parameters() if name in start
+    }
+    return {
+        "precision": str(trainer_args["precision"]),
+        "steps": len(losses),
+        "losses": [round(v, 9) for v in losses],
+        "change": {name: round(v, 9) for name, v in sorted(change.items())},
+    }
 
 
 def probe_differences(recorded: dict[str, Any] | None, current: dict[str, Any]) -> list[str]:
@@ -139,23 +157,31 @@ def probe_differences(recorded: dict[str, Any] | None, current: dict[str, Any]) 
     if not isinstance(recorded, dict):
         return ["no probe recorded"]
     if recorded.get("precision", "32-true") != current.get("precision", "32-true"):
-        return [f"its probe was recorded in precision {recorded.get('precision', '32-true')}, this version "
-                f"probes in {current.get('precision')}"]
+        return [
+            f"its probe was recorded in precision {recorded.get('precision', '32-true')}, this version "
+            f"probes in {current.get('precision')}"
+        ]
     old_losses, new_losses = recorded.get("losses"), current.get("losses")
     if not isinstance(old_losses, list) or len(old_losses) != len(new_losses):
         return [f"probe ran {len(old_losses) if isinstance(old_losses, list) else '?'} steps, now {len(new_losses)}"]
     for step, (old, new) in enumerate(zip(old_losses, new_losses)):
         if not _close(old, new):
-            return [f"training loss at probe step {step} was {old:.6g}, now {new:.6g} (initialisation, forward, "
-                    "loss, optimizer step, data order or preprocessing changed)"]
+            return [
+                f"training loss at probe step {step} was {old:.6g}, now {new:.6g} (initialisation, forward, "
+                "loss, optimizer step, data order or preprocessing changed)"
+            ]
     old_change, new_change = recorded.get("change") or {}, current.get("change") or {}
     if set(old_change) != set(new_change):
-        return ["the model's parameters are not the ones the run had: "
-                + ", ".join(sorted(set(old_change) ^ set(new_change))[:4])]
+        return [
+            "the model's parameters are not the ones the run had: "
+            + ", ".join(sorted(set(old_change) ^ set(new_change))[:4])
+        ]
     for name in sorted(new_change):
         if not _close(old_change[name], new_change[name]):
-            return [f"the update of {name} over the probe was {old_change[name]:.6g}, now {new_change[name]:.6g} "
-                    "(optimizer step or gradient changed)"]
+            return [
+                f"the update of {name} over the probe was {old_change[name]:.6g}, now {new_change[name]:.6g} "
+                "(optimizer step or gradient changed)"
+            ]
     return []
 
 

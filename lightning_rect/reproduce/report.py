@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lightning_rect.reproduce.catalog import CATALOG
 from lightning_rect.app.plots.summary import PLOT_HINT
 from lightning_rect.files import write_atomically
 from lightning_rect.reproduce import paper
 from lightning_rect.reproduce.budgets import BUDGETS
+from lightning_rect.reproduce.catalog import CATALOG
 from lightning_rect.reproduce.plan import Cell
 from lightning_rect.reproduce.runner import Record, best_of, duration, finite
 
@@ -81,8 +81,9 @@ def diff(ours: float | None, theirs: float | None) -> str:
     return f"{ours - theirs:+.2f}" if ours is not None and theirs is not None else DASH
 
 
-def ours(result: CellResult | None, metric: Callable[[Record | None], float | None] = test_error,
-         digits: int = 2) -> str:
+def ours(
+    result: CellResult | None, metric: Callable[[Record | None], float | None] = test_error, digits: int = 2
+) -> str:
     """Our number for a cell, or "—" with the status of its runs."""
     if result is None:
         return DASH
@@ -106,7 +107,7 @@ def noise_of_difference(dataset: str, a: float, b: float) -> float | None:
 
 
 def compare(dataset: str, a: float | None, b: float | None) -> str | None:
-    """"lower", "higher" or "same" (within the noise of the difference) for errors a against b."""
+    """ "lower", "higher" or "same" (within the noise of the difference) for errors a against b."""
     if a is None or b is None:
         return None
     tolerance = noise_of_difference(dataset, a, b) or 0.0
@@ -119,9 +120,13 @@ def claim(text: str, verdict: str | None, evidence: str) -> str:
 
 
 def claims_heading() -> list[str]:
-    return ["#### The paper's claims against ours", "",
-            "\"Same\" means within two standard deviations of the difference of two test errors on this "
-            "test set (binomial noise; e.g. about 0.25 points near 1.5% on MNIST's 10,000 examples).", ""]
+    return [
+        "#### The paper's claims against ours",
+        "",
+        '"Same" means within two standard deviations of the difference of two test errors on this '
+        "test set (binomial noise; e.g. about 0.25 points near 1.5% on MNIST's 10,000 examples).",
+        "",
+    ]
 
 
 def dataset_heading(dataset: str) -> list[str]:
@@ -168,7 +173,9 @@ def learning_rate_lines(meta: dict[str, Any]) -> list[str]:
         parts.append(f"{phases} " + ", ".join(f"{lr:g}" for lr in meta["lrs"]))
     if meta.get("pretrain_lrs"):
         parts.append("pre-training " + ", ".join(f"{lr:g}" for lr in meta["pretrain_lrs"]))
-    return [f"Learning rates (given on the command line, instead of the budget's): {'; '.join(parts)}.  "] if parts else []
+    return (
+        [f"Learning rates (given on the command line, instead of the budget's): {'; '.join(parts)}.  "] if parts else []
+    )
 
 
 def run_seconds(record: Record) -> float:
@@ -183,11 +190,15 @@ def run_seconds(record: Record) -> float:
 
 def runs_table(records: dict[str, Record], out: Path) -> list[str]:
     chosen = {id(c.chosen) for c in cells(records).values() if c.chosen is not None}
-    lines = ["## Every run", "",
-             "`*`: the run chosen for its cell on validation. Logs, checkpoints and results.json: "
-             f"`{shown(out / 'runs')}/<run>/version_0/`.", "",
-             "| run | status | lr | epochs | best epoch (from 0) | validation | test | sparsity | time |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "## Every run",
+        "",
+        "`*`: the run chosen for its cell on validation. Logs, checkpoints and results.json: "
+        f"`{shown(out / 'runs')}/<run>/version_0/`.",
+        "",
+        "| run | status | lr | epochs | best epoch (from 0) | validation | test | sparsity | time |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for record in records.values():
         res = record.results or {}
         mark = " *" if id(record) in chosen else ""
@@ -201,9 +212,11 @@ def runs_table(records: dict[str, Record], out: Path) -> list[str]:
         status = record.status + (f": {_run_paths_shown(record.error, record.spec.id, out)}" if record.error else "")
         if res.get("copied_from"):  # the same run, finished in another experiment's folder
             status += f" (copied from {res['copied_from']})"
-        lines.append(f"| `{record.spec.id}`{mark} | {status.replace('|', '/')} | {record.spec.lr} | "
-                     f"{res.get('epochs', DASH)} | {best_epoch if best_epoch is not None else DASH} | {val} | {test} | "
-                     f"{pct(sparsity(record), 1)} | {duration(run_seconds(record))} |")
+        lines.append(
+            f"| `{record.spec.id}`{mark} | {status.replace('|', '/')} | {record.spec.lr} | "
+            f"{res.get('epochs', DASH)} | {best_epoch if best_epoch is not None else DASH} | {val} | {test} | "
+            f"{pct(sparsity(record), 1)} | {duration(run_seconds(record))} |"
+        )
     return lines + [""]
 
 
@@ -247,8 +260,14 @@ def notes(out: Path) -> list[str]:
     return ["", path.read_text().rstrip("\n")] if path.is_file() else []
 
 
-def write_reports(out: Path, experiment: Experiment, meta: dict[str, Any], records: dict[str, Record],
-                  datasets: list[str], plot: bool = True) -> dict[str, Path | None]:
+def write_reports(
+    out: Path,
+    experiment: Experiment,
+    meta: dict[str, Any],
+    records: dict[str, Record],
+    datasets: list[str],
+    plot: bool = True,
+) -> dict[str, Path | None]:
     """Write runs.json and the Markdown (always) and the PNG (when ``plot``, the experiment has a
     figure and matplotlib is there)."""
     out.mkdir(parents=True, exist_ok=True)

@@ -29,8 +29,10 @@ class RunFileError(ValueError):
 
     def __init__(self, path: Path, problem: str) -> None:
         self.path = path
-        super().__init__(f"{path}: {problem}; restore it from git (git checkout -- {path}) or delete the run's "
-                         "folder to train the run again")
+        super().__init__(
+            f"{path}: {problem}; restore it from git (git checkout -- {path}) or delete the run's "
+            "folder to train the run again"
+        )
 
 
 def read_results(log_dir: Path) -> dict[str, Any] | None:
@@ -100,19 +102,25 @@ def check_against_metrics(log_dir: Path, results: dict[str, Any]) -> None:
         try:
             per_epoch[int(float(row["epoch"]))] = float(value)
         except (TypeError, ValueError, KeyError):
-            raise RunFileError(path, f"line {number}: epoch {row.get('epoch')!r} or {metric} {value!r} is not a number") from None
+            raise RunFileError(
+                path, f"line {number}: epoch {row.get('epoch')!r} or {metric} {value!r} is not a number"
+            ) from None
     results_path = log_dir / RESULTS_FILE
     best_epoch, best_val = results["best_epoch"], results["best_val"]
     if best_epoch not in per_epoch:
         raise RunFileError(results_path, f"best_epoch is {best_epoch}, but {path.name} has no {metric} for that epoch")
     if not _close(per_epoch[best_epoch], best_val):
-        raise RunFileError(results_path, f"best_val is {best_val!r}, but {path.name} has {metric} "
-                                         f"{per_epoch[best_epoch]!r} at epoch {best_epoch}")
+        raise RunFileError(
+            results_path,
+            f"best_val is {best_val!r}, but {path.name} has {metric} {per_epoch[best_epoch]!r} at epoch {best_epoch}",
+        )
     finite = [v for v in per_epoch.values() if math.isfinite(v)]
     if finite and min(finite) < best_val and not _close(min(finite), best_val):
         lowest = min(per_epoch, key=lambda e: per_epoch[e] if math.isfinite(per_epoch[e]) else math.inf)
-        raise RunFileError(results_path, f"best_val is {best_val!r}, but {path.name} has a lower {metric} "
-                                         f"({per_epoch[lowest]!r}) at epoch {lowest}")
+        raise RunFileError(
+            results_path,
+            f"best_val is {best_val!r}, but {path.name} has a lower {metric} ({per_epoch[lowest]!r}) at epoch {lowest}",
+        )
     tested = [row for row in rows if any(row.get(k) not in (None, "") for k in results if k.startswith("test/"))]
     if not tested:
         raise RunFileError(path, f"has no test row to check {RESULTS_FILE}'s test values against")

@@ -37,15 +37,15 @@ from typing import Any
 
 import yaml
 
+from lightning_rect.app.results import epoch_of_run
+from lightning_rect.app.run_lock import held_by
+from lightning_rect.files import write_atomically
 from lightning_rect.reproduce.budgets import DATASETS
 from lightning_rect.reproduce.inputs import differences, read_inputs, run_inputs, write_inputs
 from lightning_rect.reproduce.plan import RunSpec
 from lightning_rect.reproduce.progress import PREFIX
 from lightning_rect.reproduce.run_files import RunFileError, check_against_metrics
 from lightning_rect.reproduce.run_files import read_results as read_checked_results
-from lightning_rect.app.results import epoch_of_run
-from lightning_rect.app.run_lock import held_by
-from lightning_rect.files import write_atomically
 
 #: glibc malloc settings for the runs' processes (unless the environment sets its own): tensors up to
 #: 16 MiB come from the heap instead of fresh mmaps, and up to 256 MiB of freed heap is kept, so the
@@ -112,10 +112,16 @@ class Record:
         """The record as runs.json keeps it: paths relative to the output folder or to the working folder
         (the repository, for the committed reproductions), so the file reads the same on every machine."""
         error = self.error.replace(f"{Path.cwd()}/", "") if self.error else self.error
-        return {**self.spec.to_json(), "status": self.status, "error": error, "seconds": self.seconds,
-                "pretrained_from": portable_path(self.pretrained_from) if self.pretrained_from else None,
-                "log_dir": log_dir(Path("."), self.spec).as_posix(),
-                "command": portable_command(self.command), "results": portable_results(self.results)}
+        return {
+            **self.spec.to_json(),
+            "status": self.status,
+            "error": error,
+            "seconds": self.seconds,
+            "pretrained_from": portable_path(self.pretrained_from) if self.pretrained_from else None,
+            "log_dir": log_dir(Path("."), self.spec).as_posix(),
+            "command": portable_command(self.command),
+            "results": portable_results(self.results),
+        }
 
 
 def run_dir(out: Path, spec: RunSpec) -> Path:
@@ -278,8 +284,13 @@ class Runner:
                 continue
             if results is not None:
                 record.changed = differences(recorded, self.inputs(spec))
-                retrained = [n for n in spec.needs if n in records and records[n].status != "reused"
-                             and not (run_dir(self.o.out, records[n].spec) / REGENERATING).exists()]
+                retrained = [
+                    n
+                    for n in spec.needs
+                    if n in records
+                    and records[n].status != "reused"
+                    and not (run_dir(self.o.out, records[n].spec) / REGENERATING).exists()
+                ]
                 if retrained and not record.changed:
                     record.changed = ["its pre-training trains again"]
                 if not record.changed:
@@ -327,25 +338,45 @@ class Runner:
         """The ``fit`` command line of a run (what a user or scheduler could run by hand)."""
         # Paths relative to the working folder where they lie in or beside it: the run's saved config.yaml
         # (committed for the reproductions) then names no folder of this machine.
-        args = [sys.executable, "-m", "lightning_rect", "fit", "--config", portable_path(self.o.configs_dir / spec.config)]
+        args = [
+            sys.executable,
+            "-m",
+            "lightning_rect",
+            "fit",
+            "--config",
+            portable_path(self.o.configs_dir / spec.config),
+        ]
         args += [f"--{key}={format_value(value)}" for key, value in spec.settings.items()]
         out_runs = portable_path((self.o.out / "runs").resolve())
-        csv = {"class_path": "lightning_rect.app.loggers.CSVLogger",  # keeps metrics.csv across --ckpt_path
-               "init_args": {"save_dir": str(out_runs), "name": spec.id, "version": 0}}
+        csv = {
+            "class_path": "lightning_rect.app.loggers.CSVLogger",  # keeps metrics.csv across --ckpt_path
+            "init_args": {"save_dir": str(out_runs), "name": spec.id, "version": 0},
+        }
         loggers: Any = csv
         if self.o.wandb_project:
-            loggers = [csv, {"class_path": "lightning.pytorch.loggers.WandbLogger",
-                             "init_args": {"project": self.o.wandb_project, "name": spec.id,
-                                           "group": self.o.experiment, "save_dir": str(out_runs / spec.id)}}]
-        args += [f"--trainer.logger={json.dumps(loggers)}",
-                 # with several loggers Lightning puts checkpoints under default_root_dir
-                 f"--trainer.default_root_dir={out_runs}/{spec.id}",
-                 "--trainer.enable_progress_bar=false",
-                 "--trainer.callbacks+=lightning_rect.reproduce.progress.EpochLine"]
+            loggers = [
+                csv,
+                {
+                    "class_path": "lightning.pytorch.loggers.WandbLogger",
+                    "init_args": {
+                        "project": self.o.wandb_project,
+                        "name": spec.id,
+                        "group": self.o.experiment,
+                        "save_dir": str(out_runs / spec.id),
+                    },
+                },
+            ]
+        args += [
+            f"--trainer.logger={json.dumps(loggers)}",
+            # with several loggers Lightning puts checkpoints under default_root_dir
+            f"--trainer.default_root_dir={out_runs}/{spec.id}",
+            "--trainer.enable_progress_bar=false",
+            "--trainer.callbacks+=lightning_rect.reproduce.progress.EpochLine",
+        ]
         if self.o.data_dir is not None and DATASETS[spec.dataset].uses_data_dir:
             args.append(f"--data.init_args.data_dir={portable_path(self.o.data_dir)}")
         if spec.needs:
-            start = portable_path(pretrained) if pretrained else '<best checkpoint of ' + ', '.join(spec.needs) + '>'
+            start = portable_path(pretrained) if pretrained else "<best checkpoint of " + ", ".join(spec.needs) + ">"
             args.append(f"--model.init_args.pretrained={start}")
         if resume is not None:
             args.append(f"--ckpt_path={portable_path(resume)}")
@@ -471,8 +502,11 @@ class Runner:
             # (the file holds its results until it has new ones)
             (folder / REGENERATING).write_text(json.dumps(record.results) + "\n")
         record.pretrained_from = str(pretrained) if pretrained else None
-        what = f"{spec.dataset} {spec.phase} {spec.cell.activation}" + (
-            " from pre-training" if spec.needs else "") + f" ({spec.id})"
+        what = (
+            f"{spec.dataset} {spec.phase} {spec.cell.activation}"
+            + (" from pre-training" if spec.needs else "")
+            + f" ({spec.id})"
+        )
         self.say(f"{tag} {what}" + (f": resuming from {resume}" if resume else ""))
         started = time.perf_counter()
         ok, error = self._attempt(record, pretrained, resume, tag)
@@ -509,7 +543,9 @@ class Runner:
         (folder / "spec.json").write_text(json.dumps(spec.to_json(), indent=2) + "\n")
         write_inputs(folder, inputs)
 
-    def _attempt(self, record: Record, pretrained: Path | None, resume: Path | None, tag: str) -> tuple[bool, str | None]:
+    def _attempt(
+        self, record: Record, pretrained: Path | None, resume: Path | None, tag: str
+    ) -> tuple[bool, str | None]:
         record.command = self.command(record.spec, pretrained, resume)
         log_path = run_dir(self.o.out, record.spec) / "output.log"
         with open(log_path, "a") as log:
@@ -526,10 +562,22 @@ class Runner:
 
     def _subprocess(self, record: Record, echo: LineEcho) -> int:
         threads = str(self.o.threads)
-        env = {"GLIBC_TUNABLES": MALLOC_TUNABLES, **os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": threads,
-               "MKL_NUM_THREADS": threads}
-        proc = subprocess.Popen(record.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                bufsize=1, env=env, errors="replace")
+        env = {
+            "GLIBC_TUNABLES": MALLOC_TUNABLES,
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "OMP_NUM_THREADS": threads,
+            "MKL_NUM_THREADS": threads,
+        }
+        proc = subprocess.Popen(
+            record.command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            env=env,
+            errors="replace",
+        )
         self._procs[record.spec.id] = proc
         try:
             for line in proc.stdout:
@@ -556,8 +604,12 @@ class Runner:
 
         torch.set_num_threads(self.o.threads)
         # LightningCLI(args=...) warns when sys.argv holds arguments too (ours: the reproduce command).
-        with contextlib.redirect_stdout(echo), contextlib.redirect_stderr(echo), _lightning_logs_to(echo), \
-                _patched_argv([sys.argv[0]]):
+        with (
+            contextlib.redirect_stdout(echo),
+            contextlib.redirect_stderr(echo),
+            _lightning_logs_to(echo),
+            _patched_argv([sys.argv[0]]),
+        ):
             try:
                 RectCLI(args=args)
             except KeyboardInterrupt:
@@ -585,8 +637,12 @@ def _patched_argv(argv: list[str]):
 def _lightning_logs_to(stream):
     """Point Lightning's log handlers (bound to the real stderr when Lightning was imported) at
     ``stream`` for the duration of an in-process run, so its messages land in the run's log."""
-    handlers = {id(h): h for name in ("lightning.pytorch", "lightning.fabric", "lightning")
-                for h in logging.getLogger(name).handlers if isinstance(h, logging.StreamHandler)}
+    handlers = {
+        id(h): h
+        for name in ("lightning.pytorch", "lightning.fabric", "lightning")
+        for h in logging.getLogger(name).handlers
+        if isinstance(h, logging.StreamHandler)
+    }
     # The streams themselves, not setStream's return value: that is None when the stream is unchanged.
     previous = {key: h.stream for key, h in handlers.items()}
     for handler in handlers.values():
@@ -620,7 +676,7 @@ class LineEcho(io.TextIOBase):
         if text.strip():
             self.tail = (self.tail + [text])[-40:]
         if text.startswith(PREFIX):
-            self.runner.say(f"{self.tag} {text[len(PREFIX):]}")
+            self.runner.say(f"{self.tag} {text[len(PREFIX) :]}")
         elif self.runner.o.verbose and text.strip():
             self.runner.say(f"{self.tag}   {text}")
 

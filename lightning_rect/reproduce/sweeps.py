@@ -86,9 +86,16 @@ def starting_checkpoint(spec: RunSpec, checkpoints: dict[str, str]) -> str:
 
 def export_callback(path: str) -> dict[str, Any]:
     """A ModelCheckpoint keeping the best DAE (lowest val/recon) under a fixed name."""
-    return {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-            "init_args": {"monitor": "val/recon", "mode": "min", "dirpath": str(Path(path).parent),
-                          "filename": Path(path).stem, "enable_version_counter": False}}
+    return {
+        "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+        "init_args": {
+            "monitor": "val/recon",
+            "mode": "min",
+            "dirpath": str(Path(path).parent),
+            "filename": Path(path).stem,
+            "enable_version_counter": False,
+        },
+    }
 
 
 def sweep_settings(spec: RunSpec, checkpoints: dict[str, str]) -> dict[str, Any]:
@@ -138,7 +145,7 @@ def parameters(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
     def is_factor(key: str) -> bool:  # every value of key occurs with every combination of the others
         i = keys.index(key)
-        rest = {t[:i] + t[i + 1:] for t in table}
+        rest = {t[:i] + t[i + 1 :] for t in table}
         return len(column(key)) * len(rest) == len(table)
 
     constant = [key for key in keys if len(column(key)) == 1]
@@ -195,18 +202,23 @@ def comment(text: str) -> list[str]:
 def footer(sweep: Sweep, has_fragments: bool) -> str:
     data = ""
     if DATASETS[sweep.dataset].uses_data_dir:
-        data = ("The data are read from data.init_args.data_dir (default: data/, relative to the repository root); "
-                "point it elsewhere with a parameter  data.init_args.data_dir: {value: /path/to/data}  "
-                "(or --data-dir with the command below).\n")
-    fragments = ("; `config` is LightningCLI's --config, given a YAML fragment instead of a file name: it sets "
-                 "several keys together (ones that must change together), after the files")
-    return (data
-            + "Run from the repository root, in the environment where lightning_rect is installed (the agent "
-              "starts `/usr/bin/env python -m lightning_rect fit ...`). Each parameter reaches the command line as "
-              f"--<name>=<value>{fragments if has_fragments else ''}.\n"
-            + f"Written by the command below from the plan in lightning_rect/reproduce/experiments/{sweep.experiment}.py "
-              "(paper budget): change the plan, not this file (tests/test_sweeps.py fails when the two differ).\n"
-            + f"  python -m lightning_rect reproduce {sweep.experiment} --sweep --datasets {sweep.dataset}")
+        data = (
+            "The data are read from data.init_args.data_dir (default: data/, relative to the repository root); "
+            "point it elsewhere with a parameter  data.init_args.data_dir: {value: /path/to/data}  "
+            "(or --data-dir with the command below).\n"
+        )
+    fragments = (
+        "; `config` is LightningCLI's --config, given a YAML fragment instead of a file name: it sets "
+        "several keys together (ones that must change together), after the files"
+    )
+    return (
+        data + "Run from the repository root, in the environment where lightning_rect is installed (the agent "
+        "starts `/usr/bin/env python -m lightning_rect fit ...`). Each parameter reaches the command line as "
+        f"--<name>=<value>{fragments if has_fragments else ''}.\n"
+        + f"Written by the command below from the plan in lightning_rect/reproduce/experiments/{sweep.experiment}.py "
+        "(paper budget): change the plan, not this file (tests/test_sweeps.py fails when the two differ).\n"
+        + f"  python -m lightning_rect reproduce {sweep.experiment} --sweep --datasets {sweep.dataset}"
+    )
 
 
 def config_defaults(rows: list[dict[str, Any]], config_file: Path | None) -> list[dict[str, Any]]:
@@ -238,23 +250,33 @@ def render(sweep: Sweep, plan: list[RunSpec], data_dir: Path | None = None, conf
         params["seed_everything"] = dict(SEEDS)
     if data_dir is not None and DATASETS[sweep.dataset].uses_data_dir:
         params["data.init_args.data_dir"] = {"value": str(data_dir)}
-    body: dict[str, Any] = {"name": sweep.name, "program": "lightning_rect/__main__.py",
-                            "method": "random" if sweep.random_networks else "grid"}
+    body: dict[str, Any] = {
+        "name": sweep.name,
+        "program": "lightning_rect/__main__.py",
+        "method": "random" if sweep.random_networks else "grid",
+    }
     if sweep.random_networks:
         body["run_cap"] = sweep.random_networks
     body["metric"] = {"name": "best_val", "goal": "minimize"}
     body["command"] = [*COMMAND_HEAD, "--config", f"configs/{config}", "--config", "callbacks/wandb.yaml", "${args}"]
     body["parameters"] = params
-    header = (sweep.about.strip("\n") + f"\n  wandb sweep configs/sweeps/{sweep.file}   # then: wandb agent <sweep id>\n"
-              "The metric, best_val, is results.json's best validation score (val/err, or val/recon for "
-              "pre-training), in the run summary; `program` is what W&B records, the command is what runs.\n"
-              + footer(sweep, "config" in params))
+    header = (
+        sweep.about.strip("\n") + f"\n  wandb sweep configs/sweeps/{sweep.file}   # then: wandb agent <sweep id>\n"
+        "The metric, best_val, is results.json's best validation score (val/err, or val/recon for "
+        "pre-training), in the run summary; `program` is what W&B records, the command is what runs.\n"
+        + footer(sweep, "config" in params)
+    )
     text = yaml.dump(body, Dumper=_Dumper, sort_keys=False, width=WIDTH, allow_unicode=True)
     return "\n".join(comment(header)) + "\n" + text
 
 
-def write_sweeps(sweeps: list[Sweep], plan: list[RunSpec], folder: Path, data_dir: Path | None = None,
-                 configs_dir: Path | None = None) -> list[Path]:
+def write_sweeps(
+    sweeps: list[Sweep],
+    plan: list[RunSpec],
+    folder: Path,
+    data_dir: Path | None = None,
+    configs_dir: Path | None = None,
+) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for sweep in sweeps:

@@ -85,15 +85,17 @@ def examples(stage: str, n: int | None = None) -> tuple[torch.Tensor, torch.Tens
 def eval_batches(x: torch.Tensor) -> Iterator[torch.Tensor]:
     """The evaluation batches the data module serves, in order (one process)."""
     for start in range(0, len(x), EVAL_BATCH):
-        yield x[start:start + EVAL_BATCH]
+        yield x[start : start + EVAL_BATCH]
 
 
 @contextlib.contextmanager
 def captured(modules: list[nn.Module]) -> Iterator[list[list[torch.Tensor]]]:
     """The outputs of ``modules`` during the block, every call, per module."""
     outputs: list[list[torch.Tensor]] = [[] for _ in modules]
-    handles = [m.register_forward_hook(lambda mod, args, out, k=k: outputs[k].append(out.detach().float()))
-               for k, m in enumerate(modules)]
+    handles = [
+        m.register_forward_hook(lambda mod, args, out, k=k: outputs[k].append(out.detach().float()))
+        for k, m in enumerate(modules)
+    ]
     try:
         yield outputs
     finally:
@@ -121,8 +123,11 @@ def floats(metrics: dict, prefix: str = "") -> dict[str, float]:
 def assert_values(logged: dict, expected: dict[str, float], what: str = "logged") -> dict[str, float]:
     """Every expected value is there and equal (float32 sums: 1e-5 relative)."""
     logged = {k: float(logged[k]) for k in expected if logged.get(k) is not None}
-    wrong = {k: (logged.get(k), v) for k, v in expected.items()
-             if k not in logged or not math.isclose(logged[k], v, rel_tol=1e-5, abs_tol=1e-6)}
+    wrong = {
+        k: (logged.get(k), v)
+        for k, v in expected.items()
+        if k not in logged or not math.isclose(logged[k], v, rel_tol=1e-5, abs_tol=1e-6)
+    }
     assert not wrong, f"{what} != recount (logged, recount): {wrong}"
     return {k: round(v, 6) for k, v in expected.items()}
 
@@ -174,9 +179,11 @@ class FirstWeights(L.Callback):
     def _first(self, trainer, pl_module, *args) -> None:
         if self.matched is None:
             dae = StackedDAE.load_encoder(self.reference)
-            self.matched = all(torch.equal(ours.linear.weight, theirs.linear.weight)
-                               and torch.equal(ours.linear.bias, theirs.linear.bias)
-                               for ours, theirs in zip(pl_module.encoder.layers, dae.layers))
+            self.matched = all(
+                torch.equal(ours.linear.weight, theirs.linear.weight)
+                and torch.equal(ours.linear.bias, theirs.linear.bias)
+                for ours, theirs in zip(pl_module.encoder.layers, dae.layers)
+            )
 
     on_train_batch_start = on_validation_batch_start = on_test_batch_start = on_predict_batch_start = _first
 
@@ -217,8 +224,9 @@ class Record(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, *args) -> None:
         if self.first_update is None and trainer.global_step == 1:
-            self.first_update = math.sqrt(sum(((p.detach() - b) ** 2).sum().item()
-                                              for p, b in zip(pl_module.parameters(), self.before)))
+            self.first_update = math.sqrt(
+                sum(((p.detach() - b) ** 2).sum().item() for p, b in zip(pl_module.parameters(), self.before))
+            )
 
     def on_validation_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking:
@@ -233,8 +241,10 @@ class Record(L.Callback):
 
     def on_fit_end(self, trainer, pl_module) -> None:
         self.global_step, self.epochs = trainer.global_step, trainer.current_epoch
-        self.checkpoints = {cb.monitor: (cb.best_model_path, None if cb.best_model_score is None
-                                         else float(cb.best_model_score)) for cb in trainer.checkpoint_callbacks}
+        self.checkpoints = {
+            cb.monitor: (cb.best_model_path, None if cb.best_model_score is None else float(cb.best_model_score))
+            for cb in trainer.checkpoint_callbacks
+        }
 
 
 class Part:
@@ -286,8 +296,11 @@ class MLPPart(Part):
     def recount(self, model, stage, n=None, autocast=False):
         x, y = examples(stage, n)
         model.eval()
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast), \
-                captured(model.sparsity_modules()) as outputs:
+        with (
+            torch.no_grad(),
+            torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast),
+            captured(model.sparsity_modules()) as outputs,
+        ):
             logits = torch.cat([model(xb) for xb in eval_batches(x)])
         values = {f"{stage}/err": (logits.argmax(dim=-1) != y).float().mean().item()}
         values.update(activity(stage, {f"layer_{k}": torch.cat(h) for k, h in enumerate(outputs, start=1)}))
@@ -330,13 +343,17 @@ class DAEPart(Part):
         """Reconstruction errors with the evaluation's fixed corruption, batch by batch and layer by layer
         as the steps draw it: validation evaluates the top layer (a finished schedule), test every layer."""
         x, _ = examples(stage, n)
-        layers = list(layers if layers is not None else
-                      [model.num_layers - 1] if stage == "val" else range(model.num_layers))
+        layers = list(
+            layers if layers is not None else [model.num_layers - 1] if stage == "val" else range(model.num_layers)
+        )
         generator = torch.Generator().manual_seed(EVAL_NOISE_SEED)
         totals = dict.fromkeys(layers, 0.0)
         model.eval()
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast), \
-                captured(model.sparsity_modules()) as outputs:
+        with (
+            torch.no_grad(),
+            torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast),
+            captured(model.sparsity_modules()) as outputs,
+        ):
             for xb in eval_batches(x):
                 for layer in layers:
                     cost, _ = model.reconstruction_loss(xb, layer, generator)
@@ -382,8 +399,11 @@ class MonitorPart(Part):
     def recount(self, model, stage, n=None, autocast=False):
         x, _ = examples(stage, n)
         model.eval()
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast), \
-                captured([model.net[1]]) as outputs:
+        with (
+            torch.no_grad(),
+            torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast),
+            captured([model.net[1]]) as outputs,
+        ):
             for xb in eval_batches(x):
                 model(xb)
         return activity(stage, {"net.1": torch.cat(outputs[0])})
@@ -412,8 +432,16 @@ def dae_checkpoint() -> str:
 
 def trainer(**kwargs) -> L.Trainer:
     """A Trainer as the cells use it: one CPU process, 1 epoch of 4 batches, nothing written."""
-    args = dict(accelerator="cpu", devices=1, max_epochs=1, limit_train_batches=4, logger=False,
-                enable_checkpointing=False, default_root_dir=os.getcwd(), **QUIET)
+    args = dict(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=1,
+        limit_train_batches=4,
+        logger=False,
+        enable_checkpointing=False,
+        default_root_dir=os.getcwd(),
+        **QUIET,
+    )
     args.update(kwargs)
     return L.Trainer(**args)
 
@@ -466,8 +494,10 @@ def distributed(part: Part, strategy: str, devices: int = 2, launched: tuple | N
             # those of that corruption, recounted so, as exact as a single process's of its own.
             values = per_process
         else:
-            raise AssertionError(f"{err}; the logged values are those of 2 processes each corrupting its share from "
-                             f"the evaluation seed anew: {all(agrees.values())} ({per_process})") from None
+            raise AssertionError(
+                f"{err}; the logged values are those of 2 processes each corrupting its share from "
+                f"the evaluation seed anew: {all(agrees.values())} ({per_process})"
+            ) from None
     if part.id == "handoff":
         assert float(run.callback_metrics.get(FirstWeights.KEY, 0)) == 1.0, "pre-trained weights at the first step"
         assert bool(model.pretrained_loaded), "the weights came back without the pretrained_loaded flag"
@@ -478,8 +508,9 @@ def distributed(part: Part, strategy: str, devices: int = 2, launched: tuple | N
         with dae_file_moved(part):
             x, _ = examples("test")
             before = part.outputs(model, x)
-            [result] = L.Trainer(accelerator="cpu", devices=1, logger=False, callbacks=part.monitors(),
-                                 **QUIET).test(model, datamodule=datamodule(), verbose=False)
+            [result] = L.Trainer(accelerator="cpu", devices=1, logger=False, callbacks=part.monitors(), **QUIET).test(
+                model, datamodule=datamodule(), verbose=False
+            )
             assert torch.equal(part.outputs(model, x), before)
             values.update(part.check(result, model, "test"))
     return values
@@ -582,8 +613,9 @@ def fit_dae_greedily(part: Part) -> dict:
     assert torch.equal(frozen[1], dae.encoder.layers[0].linear.weight), "layer 1 changed while layer 2 trained"
     values = DAEPart([16, 8]).check(run.callback_metrics, dae, "val", None)
     lower = float(run.callback_metrics["val/pretrain/layer_1/recon"])
-    assert math.isclose(float(run.callback_metrics["val/recon"]), values["val/pretrain/layer_2/recon"] + lower,
-                        rel_tol=1e-5), "val/recon is not layer 2's error plus layer 1's"
+    assert math.isclose(
+        float(run.callback_metrics["val/recon"]), values["val/pretrain/layer_2/recon"] + lower, rel_tol=1e-5
+    ), "val/recon is not layer 2's error plus layer 1's"
     return values
 
 
@@ -602,11 +634,16 @@ def predict(part: Part) -> dict:
     model = part.build()
     callbacks = part.callbacks()
     batches = L.Trainer(accelerator="cpu", devices=1, logger=False, callbacks=callbacks, **QUIET).predict(
-        model, datamodule=datamodule())
+        model, datamodule=datamodule()
+    )
     part.started_right(callbacks)
     x, _ = examples("test")
     predicted, expected = torch.cat(batches), part.predictions(model, x)
-    same = torch.allclose(predicted, expected, atol=1e-6) if predicted.is_floating_point() else torch.equal(predicted, expected)
+    same = (
+        torch.allclose(predicted, expected, atol=1e-6)
+        if predicted.is_floating_point()
+        else torch.equal(predicted, expected)
+    )
     assert same, "predictions differ from the model's outputs"
     return {"predictions": len(predicted)}
 
@@ -631,17 +668,29 @@ def linked_cli(part: Part, *args: str):
                 link_data_sizes(parser, self.subclass_mode_model)
 
     model_class = {"mlp": SparseMLP, "handoff": SparseMLP, "dae": StackedDAE, "monitor": UserNet}[part.id]
-    common = ["--trainer.accelerator=cpu", "--trainer.devices=1", "--trainer.logger=false",
-              "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
-              "--trainer.default_root_dir=.", f"--data.batch_size={BATCH}", f"--data.eval_batch_size={EVAL_BATCH}",
-              f"--model.lr={LR}", "--trainer.callbacks+=lightning_rect.callbacks.SparsityMonitor"]
-    common += {"monitor": ["--trainer.callbacks.modules=[net.1]"], "dae": ["--model.epochs_per_layer=1"],
-               "handoff": [f"--model.pretrained={dae_checkpoint()}"]}.get(part.id, [])
+    common = [
+        "--trainer.accelerator=cpu",
+        "--trainer.devices=1",
+        "--trainer.logger=false",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        "--trainer.default_root_dir=.",
+        f"--data.batch_size={BATCH}",
+        f"--data.eval_batch_size={EVAL_BATCH}",
+        f"--model.lr={LR}",
+        "--trainer.callbacks+=lightning_rect.callbacks.SparsityMonitor",
+    ]
+    common += {
+        "monitor": ["--trainer.callbacks.modules=[net.1]"],
+        "dae": ["--model.epochs_per_layer=1"],
+        "handoff": [f"--model.pretrained={dae_checkpoint()}"],
+    }.get(part.id, [])
     common += [f"--model.hidden_sizes={HIDDEN}"] if part.id != "monitor" else []
     if part.id == "handoff":
         common += ["--trainer.callbacks+=cells.FirstWeights", f"--trainer.callbacks.reference={dae_checkpoint()}"]
-    return LinkedCLI(model_class, DigitsDataModule, args=[args[0], *common, *args[1:]],
-                     save_config_kwargs={"overwrite": True})
+    return LinkedCLI(
+        model_class, DigitsDataModule, args=[args[0], *common, *args[1:]], save_config_kwargs={"overwrite": True}
+    )
 
 
 def lightning_cli(part: Part) -> dict:
@@ -863,12 +912,20 @@ def deterministic_off_before_and_after() -> Iterator[None]:
         torch.use_deterministic_algorithms(False)
 
 
-for _row, _function in [("fast_dev_run", fast_dev_run), ("overfit_batches", overfit_batches),
-                        ("limit_batches", limit_batches), ("limit_train_0", limit_train_0),
-                        ("limit_val_0", limit_val_0), ("val_check_interval", val_check_interval),
-                        ("check_val_every_n_epoch", check_val_every_n_epoch), ("no_sanity", no_sanity),
-                        ("accumulate", accumulate), ("clip", clip), ("bf16", bf16),
-                        ("deterministic", deterministic)]:
+for _row, _function in [
+    ("fast_dev_run", fast_dev_run),
+    ("overfit_batches", overfit_batches),
+    ("limit_batches", limit_batches),
+    ("limit_train_0", limit_train_0),
+    ("limit_val_0", limit_val_0),
+    ("val_check_interval", val_check_interval),
+    ("check_val_every_n_epoch", check_val_every_n_epoch),
+    ("no_sanity", no_sanity),
+    ("accumulate", accumulate),
+    ("clip", clip),
+    ("bf16", bf16),
+    ("deterministic", deterministic),
+]:
     register(_row, _function)
 
 
@@ -895,8 +952,11 @@ def with_logger(part: Part, make_logger: Callable[[], Any], read: Callable[[Any]
     logger = make_logger()
     run, model, callbacks = fit(part, logger=logger)
     values = assert_values(read(logger), part.recount(model, "val"), what="stored by the logger")
-    folder = Path(run.log_dir if getattr(logger, "log_dir", None) else
-                  Path(logger.save_dir) / str(logger.name) / str(logger.version))
+    folder = Path(
+        run.log_dir
+        if getattr(logger, "log_dir", None)
+        else Path(logger.save_dir) / str(logger.name) / str(logger.version)
+    )
     layer = "net.1" if part.id == "monitor" else "layer_1"
     assert rates_file_rows(folder, layer) == len(examples("val")[0]), "firing_rates.json"
     return values
@@ -905,14 +965,17 @@ def with_logger(part: Part, make_logger: Callable[[], Any], read: Callable[[Any]
 def our_csv(part: Part) -> dict:
     from lightning_rect.app.loggers import CSVLogger
 
-    return with_logger(part, lambda: CSVLogger("logs", name="ours"), lambda lg: csv_values(Path(lg.log_dir) / "metrics.csv"))
+    return with_logger(
+        part, lambda: CSVLogger("logs", name="ours"), lambda lg: csv_values(Path(lg.log_dir) / "metrics.csv")
+    )
 
 
 def lightning_csv(part: Part) -> dict:
     from lightning.pytorch.loggers import CSVLogger
 
-    return with_logger(part, lambda: CSVLogger("logs", name="lightning"),
-                       lambda lg: csv_values(Path(lg.log_dir) / "metrics.csv"))
+    return with_logger(
+        part, lambda: CSVLogger("logs", name="lightning"), lambda lg: csv_values(Path(lg.log_dir) / "metrics.csv")
+    )
 
 
 def tensorboard_scalars(log_dir: str) -> dict[str, float]:
@@ -974,8 +1037,9 @@ def wandb_offline(part: Part) -> dict:
     from lightning.pytorch.loggers import WandbLogger
 
     # an absolute save_dir: W&B's service process resolves relative ones from the folder of the first run
-    return with_logger(part, lambda: WandbLogger(save_dir=str(Path.cwd()), offline=True, project="compat"),
-                       wandb_history)
+    return with_logger(
+        part, lambda: WandbLogger(save_dir=str(Path.cwd()), offline=True, project="compat"), wandb_history
+    )
 
 
 def no_logger(part: Part) -> dict:
@@ -986,8 +1050,14 @@ def no_logger(part: Part) -> dict:
     return part.check(run.callback_metrics, model, "val")
 
 
-for _row, _function in [("log_ours", our_csv), ("log_csv", lightning_csv), ("log_tensorboard", tensorboard),
-                        ("log_mlflow", mlflow), ("log_wandb", wandb_offline), ("log_none", no_logger)]:
+for _row, _function in [
+    ("log_ours", our_csv),
+    ("log_csv", lightning_csv),
+    ("log_tensorboard", tensorboard),
+    ("log_mlflow", mlflow),
+    ("log_wandb", wandb_offline),
+    ("log_none", no_logger),
+]:
     register(_row, _function)
 
 
@@ -1009,7 +1079,9 @@ def two_monitors(part: Part) -> dict:
     name = watched_name(part, model)
     kind = type(dict(model.named_modules())[name]).__name__  # the second watches the same layer by class name
     try:
-        trainer(callbacks=part.monitors() + [SparsityMonitor(modules=[kind])]).fit(part.build(), datamodule=datamodule())
+        trainer(callbacks=part.monitors() + [SparsityMonitor(modules=[kind])]).fit(
+            part.build(), datamodule=datamodule()
+        )
         raise AssertionError("two unnamed monitors were not refused")
     except LightningRectError as err:
         assert "give each its own name" in str(err), err
@@ -1021,9 +1093,12 @@ def two_monitors(part: Part) -> dict:
     part.started_right(callbacks)
     recount = part.recount(model, "val")
     layer = "net.1" if part.id == "monitor" else "layer_1"
-    expected = {f"val/sparsity/a/{layer}": recount[f"val/sparsity/{layer}"],
-                f"val/sparsity/b/{name}": recount[f"val/sparsity/{layer}"],
-                f"val/dead/b/{name}": recount[f"val/dead/{layer}"], "val/sparsity/b/mean": recount["val/sparsity/mean"]}
+    expected = {
+        f"val/sparsity/a/{layer}": recount[f"val/sparsity/{layer}"],
+        f"val/sparsity/b/{name}": recount[f"val/sparsity/{layer}"],
+        f"val/dead/b/{name}": recount[f"val/dead/{layer}"],
+        "val/sparsity/b/mean": recount["val/sparsity/mean"],
+    }
     return assert_values(run.callback_metrics, expected)
 
 
@@ -1035,8 +1110,11 @@ def checkpoint_sparsity(part: Part) -> dict:
     logged = [values["val/sparsity/mean"] for values in recorded(callbacks).val_metrics]
     assert len(logged) == 2 and math.isclose(float(best.best_model_score), max(logged), rel_tol=1e-6), logged
     recount = part.recount(part.load(best.best_model_path), "val")
-    return {"best": assert_values({"val/sparsity/mean": best.best_model_score},
-                                  {"val/sparsity/mean": recount["val/sparsity/mean"]})}
+    return {
+        "best": assert_values(
+            {"val/sparsity/mean": best.best_model_score}, {"val/sparsity/mean": recount["val/sparsity/mean"]}
+        )
+    }
 
 
 def early_stopping(part: Part) -> dict:
@@ -1049,8 +1127,11 @@ def early_stopping(part: Part) -> dict:
     return part.check(run.callback_metrics, model, "val")
 
 
-for _row, _function in [("two_monitors", two_monitors), ("checkpoint_sparsity", checkpoint_sparsity),
-                        ("early_stopping", early_stopping)]:
+for _row, _function in [
+    ("two_monitors", two_monitors),
+    ("checkpoint_sparsity", checkpoint_sparsity),
+    ("early_stopping", early_stopping),
+]:
     register(_row, _function)
 
 
@@ -1072,8 +1153,9 @@ def exported_outputs(how: str, model, x: torch.Tensor) -> torch.Tensor:
         buffer = io.BytesIO()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice
-            torch.onnx.export(model, (sample,), buffer, dynamo=False, input_names=["x"],
-                              dynamic_axes={"x": {0: "batch"}})
+            torch.onnx.export(
+                model, (sample,), buffer, dynamo=False, input_names=["x"], dynamic_axes={"x": {0: "batch"}}
+            )
         proto = onnx.load_from_string(buffer.getvalue())
         onnx.checker.check_model(proto)
         return torch.from_numpy(ReferenceEvaluator(proto).run(None, {"x": x.numpy()})[0])
@@ -1186,8 +1268,9 @@ def copies_mid_fit(part: Part) -> dict:
     modules = [start.net[1]] if part.id == "monitor" else start.sparsity_modules()
     with torch.no_grad(), captured(modules) as outputs:
         if part.id == "dae":  # the training step: layer 1 on the corrupted batch, the epoch's generator
-            start.reconstruction_loss(seen["batch"], 0, torch.Generator().manual_seed(
-                (torch.initial_seed() * 7919) % (2**63)))
+            start.reconstruction_loss(
+                seen["batch"], 0, torch.Generator().manual_seed((torch.initial_seed() * 7919) % (2**63))
+            )
         else:
             start(seen["batch"])
     layers = {"net.1" if part.id == "monitor" else "layer_1": torch.cat(outputs[0])}
@@ -1220,10 +1303,18 @@ class CliRun:
         return json.loads((self.folder / "results.json").read_text())
 
 
-CLI_BASE = ["--config", "configs/digits.yaml", f"--model.init_args.hidden_sizes={HIDDEN}",
-            "--trainer.max_epochs=1", "--trainer.limit_train_batches=4", "--trainer.enable_progress_bar=false",
-            "--trainer.enable_model_summary=false", f"--data.init_args.batch_size={BATCH}",
-            f"--data.init_args.eval_batch_size={EVAL_BATCH}", "--trainer.callbacks+=cells.Record"]
+CLI_BASE = [
+    "--config",
+    "configs/digits.yaml",
+    f"--model.init_args.hidden_sizes={HIDDEN}",
+    "--trainer.max_epochs=1",
+    "--trainer.limit_train_batches=4",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+    f"--data.init_args.batch_size={BATCH}",
+    f"--data.init_args.eval_batch_size={EVAL_BATCH}",
+    "--trainer.callbacks+=cells.Record",
+]
 
 
 def cli(command: str, *args: str, base: bool = True, folder: str | Path | None = None) -> CliRun:
@@ -1277,8 +1368,7 @@ def cli_fit() -> dict:
     """metrics.csv's last validation values are those of the last checkpoint's weights."""
     run = cli_base_run()
     model = SparseMLP.load_from_checkpoint(run.folder / "checkpoints" / "last.ckpt", map_location="cpu")
-    return assert_values(csv_values(run.folder / "metrics.csv"), PARTS["mlp"].recount(model, "val"),
-                         what="metrics.csv")
+    return assert_values(csv_values(run.folder / "metrics.csv"), PARTS["mlp"].recount(model, "val"), what="metrics.csv")
 
 
 def cli_evaluate(stage: str) -> dict:
@@ -1319,11 +1409,21 @@ def cli_own_script() -> dict:
     """``RectCLI(SparseMLP, DigitsDataModule)`` in the user's script runs fit as the fit command does."""
     from lightning_rect.app.cli import RectCLI
 
-    args = ["fit", "--seed_everything=0", f"--model.hidden_sizes={HIDDEN}", "--trainer.max_epochs=1",
-            "--trainer.limit_train_batches=4", "--trainer.accelerator=cpu", "--trainer.enable_progress_bar=false",
-            "--trainer.enable_model_summary=false", "--trainer.logger=lightning_rect.app.loggers.CSVLogger",
-            "--trainer.logger.save_dir=runs", "--trainer.callbacks+=lightning_rect.callbacks.SparsityMonitor",
-            f"--data.batch_size={BATCH}", f"--data.eval_batch_size={EVAL_BATCH}"]
+    args = [
+        "fit",
+        "--seed_everything=0",
+        f"--model.hidden_sizes={HIDDEN}",
+        "--trainer.max_epochs=1",
+        "--trainer.limit_train_batches=4",
+        "--trainer.accelerator=cpu",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        "--trainer.logger=lightning_rect.app.loggers.CSVLogger",
+        "--trainer.logger.save_dir=runs",
+        "--trainer.callbacks+=lightning_rect.callbacks.SparsityMonitor",
+        f"--data.batch_size={BATCH}",
+        f"--data.eval_batch_size={EVAL_BATCH}",
+    ]
     with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
         RectCLI(SparseMLP, DigitsDataModule, args=args)
     return results_recount(CliRun(Path.cwd(), "", "", []))
@@ -1334,17 +1434,33 @@ def cli_fabric() -> dict:
     from lightning_rect.app.cli import RectCLI
 
     config = written_configs() / "configs" / "digits.yaml"
-    built = RectCLI(args=["--config", str(config), "--model.init_args.hidden_sizes=[16]",
-                          f"--data.init_args.batch_size={BATCH}", f"--data.init_args.eval_batch_size={EVAL_BATCH}",
-                          "--trainer.logger=false"], run=False)
+    built = RectCLI(
+        args=[
+            "--config",
+            str(config),
+            "--model.init_args.hidden_sizes=[16]",
+            f"--data.init_args.batch_size={BATCH}",
+            f"--data.init_args.eval_batch_size={EVAL_BATCH}",
+            "--trainer.logger=false",
+        ],
+        run=False,
+    )
     recorder = fabric_loop(built.model, built.datamodule)
     expected = {k: v for k, v in PARTS["mlp"].recount(built.model, "val").items() if k in ("val/err",)}
     return assert_values(recorder.metrics, expected)
 
 
-CHECKS.update({"single__cli": cli_single, "fit__cli": cli_fit, "validate__cli": functools.partial(cli_evaluate, "val"),
-               "test__cli": functools.partial(cli_evaluate, "test"), "predict__cli": cli_predict,
-               "lightning_cli__cli": cli_own_script, "fabric__cli": cli_fabric})
+CHECKS.update(
+    {
+        "single__cli": cli_single,
+        "fit__cli": cli_fit,
+        "validate__cli": functools.partial(cli_evaluate, "val"),
+        "test__cli": functools.partial(cli_evaluate, "test"),
+        "predict__cli": cli_predict,
+        "lightning_cli__cli": cli_own_script,
+        "fabric__cli": cli_fabric,
+    }
+)
 
 
 def cli_flag(*args: str, autocast: bool = False, check: Callable[[CliRun], None] | None = None) -> dict:
@@ -1382,6 +1498,7 @@ def same_batches(run: CliRun) -> None:
 def steps_per_epoch(n: int):
     def check(run: CliRun) -> None:
         assert [len(b) for b in run.record.train_batches.values()] == [n]
+
     return check
 
 
@@ -1389,12 +1506,14 @@ def val_runs(n: int, sanity: int | None = None):
     def check(run: CliRun) -> None:
         assert run.record.val_runs == n, run.record.val_runs
         assert sanity is None or run.record.sanity_runs == sanity
+
     return check
 
 
 def global_step(n: int):
     def check(run: CliRun) -> None:
         assert run.record.global_step == n, run.record.global_step
+
     return check
 
 
@@ -1415,28 +1534,37 @@ def cli_deterministic() -> dict:
     return results_recount(second)
 
 
-CHECKS.update({
-    "fast_dev_run__cli": cli_fast_dev_run,
-    "overfit_batches__cli": functools.partial(cli_flag, "--trainer.overfit_batches=2", "--trainer.max_epochs=2",
-                                              check=same_batches),
-    "limit_batches__cli": functools.partial(cli_flag, "--trainer.limit_train_batches=3",
-                                            "--trainer.limit_val_batches=0.5", check=steps_per_epoch(3)),
-    "limit_train_0__cli": functools.partial(cli_flag, "--trainer.limit_train_batches=0"),
-    "limit_val_0__cli": cli_limit_val_0,
-    "val_check_interval__cli": functools.partial(cli_flag, "--trainer.val_check_interval=0.5", check=val_runs(2)),
-    "check_val_every_n_epoch__cli": functools.partial(cli_flag, "--trainer.check_val_every_n_epoch=2",
-                                                      "--trainer.max_epochs=2", check=val_runs(1)),
-    "no_sanity__cli": functools.partial(cli_flag, "--trainer.num_sanity_val_steps=0", check=val_runs(1, sanity=0)),
-    "accumulate__cli": functools.partial(cli_flag, "--trainer.accumulate_grad_batches=2", check=global_step(2)),
-    "clip__cli": functools.partial(cli_flag, f"--trainer.gradient_clip_val={CLIP}", "--trainer.limit_train_batches=1",
-                                   check=clipped),
-    "bf16__cli": functools.partial(cli_flag, "--trainer.precision=bf16-mixed", autocast=True),
-    "deterministic__cli": cli_deterministic,
-})
+CHECKS.update(
+    {
+        "fast_dev_run__cli": cli_fast_dev_run,
+        "overfit_batches__cli": functools.partial(
+            cli_flag, "--trainer.overfit_batches=2", "--trainer.max_epochs=2", check=same_batches
+        ),
+        "limit_batches__cli": functools.partial(
+            cli_flag, "--trainer.limit_train_batches=3", "--trainer.limit_val_batches=0.5", check=steps_per_epoch(3)
+        ),
+        "limit_train_0__cli": functools.partial(cli_flag, "--trainer.limit_train_batches=0"),
+        "limit_val_0__cli": cli_limit_val_0,
+        "val_check_interval__cli": functools.partial(cli_flag, "--trainer.val_check_interval=0.5", check=val_runs(2)),
+        "check_val_every_n_epoch__cli": functools.partial(
+            cli_flag, "--trainer.check_val_every_n_epoch=2", "--trainer.max_epochs=2", check=val_runs(1)
+        ),
+        "no_sanity__cli": functools.partial(cli_flag, "--trainer.num_sanity_val_steps=0", check=val_runs(1, sanity=0)),
+        "accumulate__cli": functools.partial(cli_flag, "--trainer.accumulate_grad_batches=2", check=global_step(2)),
+        "clip__cli": functools.partial(
+            cli_flag, f"--trainer.gradient_clip_val={CLIP}", "--trainer.limit_train_batches=1", check=clipped
+        ),
+        "bf16__cli": functools.partial(cli_flag, "--trainer.precision=bf16-mixed", autocast=True),
+        "deterministic__cli": cli_deterministic,
+    }
+)
 
 
-def cli_logger(*args: str, read: Callable[[CliRun], dict[str, float]], folder_of: Callable[[CliRun], Path] | None = None,
-               ) -> dict:
+def cli_logger(
+    *args: str,
+    read: Callable[[CliRun], dict[str, float]],
+    folder_of: Callable[[CliRun], Path] | None = None,
+) -> dict:
     """``fit`` with another logger: results.json in the run's own folder (with its checkpoints and the
     monitor's rates file), its test values the kept checkpoint's, and the logger holding the validation
     values of the last epoch (the last checkpoint's weights)."""
@@ -1478,21 +1606,39 @@ def wandb_run_history(run: CliRun) -> dict[str, float]:
     return {k: v for k, v in offline.history.items() if isinstance(v, (int, float))}
 
 
-CHECKS.update({
-    "log_ours__cli": cli_our_csv,
-    "log_csv__cli": functools.partial(cli_logger, "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
-                                      "--trainer.logger.save_dir=runs",
-                                      read=lambda run: csv_values(run.folder / "metrics.csv")),
-    "log_tensorboard__cli": functools.partial(cli_logger, "--trainer.logger=lightning.pytorch.loggers.TensorBoardLogger",
-                                              "--trainer.logger.save_dir=runs",
-                                              read=lambda run: tensorboard_scalars(str(run.folder))),
-    "log_mlflow__cli": lambda: os.environ.update(MLFLOW_FILE_STORE) or cli_logger( "--trainer.logger=lightning.pytorch.loggers.MLFlowLogger",
-        "--trainer.logger.experiment_name=compat", "--trainer.logger.tracking_uri=file:./mlruns",
-        read=mlflow_run_metrics),
-    "log_wandb__cli": lambda: cli_logger("--config", "callbacks/wandb.yaml",
-                                         f"--trainer.logger.save_dir={Path.cwd() / 'runs'}", read=wandb_run_history),
-    "log_none__cli": cli_none,
-})
+CHECKS.update(
+    {
+        "log_ours__cli": cli_our_csv,
+        "log_csv__cli": functools.partial(
+            cli_logger,
+            "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
+            "--trainer.logger.save_dir=runs",
+            read=lambda run: csv_values(run.folder / "metrics.csv"),
+        ),
+        "log_tensorboard__cli": functools.partial(
+            cli_logger,
+            "--trainer.logger=lightning.pytorch.loggers.TensorBoardLogger",
+            "--trainer.logger.save_dir=runs",
+            read=lambda run: tensorboard_scalars(str(run.folder)),
+        ),
+        "log_mlflow__cli": lambda: (
+            os.environ.update(MLFLOW_FILE_STORE)
+            or cli_logger(
+                "--trainer.logger=lightning.pytorch.loggers.MLFlowLogger",
+                "--trainer.logger.experiment_name=compat",
+                "--trainer.logger.tracking_uri=file:./mlruns",
+                read=mlflow_run_metrics,
+            )
+        ),
+        "log_wandb__cli": lambda: cli_logger(
+            "--config",
+            "callbacks/wandb.yaml",
+            f"--trainer.logger.save_dir={Path.cwd() / 'runs'}",
+            read=wandb_run_history,
+        ),
+        "log_none__cli": cli_none,
+    }
+)
 
 
 def mlflow_run_metrics(run: CliRun) -> dict[str, float]:
@@ -1506,22 +1652,31 @@ def mlflow_run_metrics(run: CliRun) -> dict[str, float]:
 
 def cli_two_monitors() -> dict:
     """A second, named monitor beside the config's: its values under its name, equal to the first's."""
-    run = cli("fit", "--trainer.callbacks+=lightning_rect.callbacks.SparsityMonitor",
-              "--trainer.callbacks.init_args.name=second",
-              "--trainer.callbacks.init_args.modules=[encoder.layers.0.activation]")
+    run = cli(
+        "fit",
+        "--trainer.callbacks+=lightning_rect.callbacks.SparsityMonitor",
+        "--trainer.callbacks.init_args.name=second",
+        "--trainer.callbacks.init_args.modules=[encoder.layers.0.activation]",
+    )
     values = results_recount(run)
     results = run.results
-    assert math.isclose(results["test/sparsity/second/encoder.layers.0.activation"], results["test/sparsity/layer_1"],
-                        rel_tol=1e-6), results
+    assert math.isclose(
+        results["test/sparsity/second/encoder.layers.0.activation"], results["test/sparsity/layer_1"], rel_tol=1e-6
+    ), results
     return values
 
 
 def cli_checkpoint_sparsity() -> dict:
     """A config's ModelCheckpoint on val/sparsity/mean (mode max) beside the CLI's own on val/err: it keeps
     the sparsest epoch, whose weights recount to its score."""
-    run = cli("fit", "--trainer.max_epochs=2", "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
-              "--trainer.callbacks.init_args.monitor=val/sparsity/mean", "--trainer.callbacks.init_args.mode=max",
-              "--trainer.callbacks.init_args.filename=sparsest")
+    run = cli(
+        "fit",
+        "--trainer.max_epochs=2",
+        "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
+        "--trainer.callbacks.init_args.monitor=val/sparsity/mean",
+        "--trainer.callbacks.init_args.mode=max",
+        "--trainer.callbacks.init_args.filename=sparsest",
+    )
     path, score = run.record.checkpoints["val/sparsity/mean"]
     logged = [values["val/sparsity/mean"] for values in run.record.val_metrics]
     assert math.isclose(score, max(logged), rel_tol=1e-6), (score, logged)
@@ -1533,14 +1688,24 @@ def cli_checkpoint_sparsity() -> dict:
 
 def cli_early_stopping() -> dict:
     """EarlyStopping from the command line with a threshold every value passes: one epoch of 5."""
-    run = cli("fit", "--trainer.max_epochs=5", "--trainer.callbacks+=lightning.pytorch.callbacks.EarlyStopping",
-              "--trainer.callbacks.init_args.monitor=val/err", "--trainer.callbacks.init_args.stopping_threshold=2.0")
+    run = cli(
+        "fit",
+        "--trainer.max_epochs=5",
+        "--trainer.callbacks+=lightning.pytorch.callbacks.EarlyStopping",
+        "--trainer.callbacks.init_args.monitor=val/err",
+        "--trainer.callbacks.init_args.stopping_threshold=2.0",
+    )
     assert run.results["epochs"] == 1, run.results["epochs"]
     return results_recount(run)
 
 
-CHECKS.update({"two_monitors__cli": cli_two_monitors, "checkpoint_sparsity__cli": cli_checkpoint_sparsity,
-               "early_stopping__cli": cli_early_stopping})
+CHECKS.update(
+    {
+        "two_monitors__cli": cli_two_monitors,
+        "checkpoint_sparsity__cli": cli_checkpoint_sparsity,
+        "early_stopping__cli": cli_early_stopping,
+    }
+)
 
 
 def cli_export(how: str) -> dict:
@@ -1574,8 +1739,13 @@ CHECKS["pickle__cli"] = cli_checkpoint_unpickles_safely
 def cli_distributed(strategy: str) -> dict:
     """``fit`` on 2 CPU processes: rank 0 writes results.json, whose test values are the kept checkpoint's
     on the whole test split; metrics.csv keeps the fit's rows and the test's."""
-    run = cli("fit", f"--trainer.strategy={strategy}", "--trainer.accelerator=cpu", "--trainer.devices=2",
-              folder=SHARED / f"cli_{strategy}")
+    run = cli(
+        "fit",
+        f"--trainer.strategy={strategy}",
+        "--trainer.accelerator=cpu",
+        "--trainer.devices=2",
+        folder=SHARED / f"cli_{strategy}",
+    )
     if rank() != 0:
         return {}
     values = results_recount(run)

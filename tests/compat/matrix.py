@@ -45,7 +45,7 @@ COLUMNS = [
 
 ROWS = [
     # strategies (CPU processes: accelerator="cpu")
-    Row("single", "strategy", "one process: fit, then test `ckpt_path=\"best\"`"),
+    Row("single", "strategy", 'one process: fit, then test `ckpt_path="best"`'),
     Row("ddp", "strategy", "`ddp`, 2 processes", launch="ddp"),
     Row("ddp_spawn", "strategy", "`ddp_spawn`, 2 processes", launch="spawn"),
     # entry points
@@ -66,7 +66,7 @@ ROWS = [
     Row("no_sanity", "Trainer flag", "`num_sanity_val_steps=0`"),
     Row("accumulate", "Trainer flag", "`accumulate_grad_batches=2`"),
     Row("clip", "Trainer flag", "`gradient_clip_val`"),
-    Row("bf16", "Trainer flag", "`precision=\"bf16-mixed\"`"),
+    Row("bf16", "Trainer flag", '`precision="bf16-mixed"`'),
     Row("deterministic", "Trainer flag", "`deterministic=True`"),
     # loggers
     Row("log_ours", "logger", "our `CSVLogger` (`lightning_rect.app.loggers`)"),
@@ -77,11 +77,11 @@ ROWS = [
     Row("log_none", "logger", "`logger=False`"),
     # callbacks beside ours
     Row("two_monitors", "callback", "two `SparsityMonitor(name=...)`"),
-    Row("checkpoint_sparsity", "callback", "`ModelCheckpoint(monitor=\"val/sparsity/mean\", mode=\"max\")`"),
+    Row("checkpoint_sparsity", "callback", '`ModelCheckpoint(monitor="val/sparsity/mean", mode="max")`'),
     Row("early_stopping", "callback", "`EarlyStopping`"),
     # taking the network out (CLI: the checkpoint it wrote)
     Row("torch_export", "export", "`torch.export.export`"),
-    Row("jit_trace", "export", "`to_torchscript(method=\"trace\")` (`torch.jit.trace`)"),
+    Row("jit_trace", "export", '`to_torchscript(method="trace")` (`torch.jit.trace`)'),
     Row("onnx", "export", "`torch.onnx.export(dynamo=False)`", needs="onnx"),
     Row("sequential", "export", "a plain `nn.Sequential`"),
     # copies
@@ -89,16 +89,24 @@ ROWS = [
 ]
 
 #: The one-line refusals, as the library words them. Where one names another way, the check runs it.
-DAE_UNDER_DDP = ("StackedDAE trains one layer per step, so under DDP the other layers get no gradient; use "
-                 "--trainer.strategy=ddp_find_unused_parameters_true (configs/presets/ddp_pretrain.yaml)")
-NO_TRAINING_STEP = ("the fit ran no training step (see trainer.limit_train_batches, max_steps, max_time), so there "
-                    "is no result to record; no results.json was written")
-DAE_UNDER_FABRIC = ("StackedDAE trains greedily on a Trainer's epochs (they pick the layer and end the schedule), "
-                    "which Fabric does not run; pre-train it with lightning.Trainer().fit, then use its encoder "
-                    "under Fabric: SparseMLP(pretrained=<checkpoint>) or StackedDAE.load_encoder(<checkpoint>)")
-MONITOR_UNDER_FABRIC = ("SparsityMonitor is a lightning.Trainer callback (it counts during the Trainer's stages and "
-                        "logs through it), and Fabric runs no stages; fit with lightning.Trainer(callbacks="
-                        "[SparsityMonitor(...)]), or count your activations' exact zeros in your Fabric loop")
+DAE_UNDER_DDP = (
+    "StackedDAE trains one layer per step, so under DDP the other layers get no gradient; use "
+    "--trainer.strategy=ddp_find_unused_parameters_true (configs/presets/ddp_pretrain.yaml)"
+)
+NO_TRAINING_STEP = (
+    "the fit ran no training step (see trainer.limit_train_batches, max_steps, max_time), so there "
+    "is no result to record; no results.json was written"
+)
+DAE_UNDER_FABRIC = (
+    "StackedDAE trains greedily on a Trainer's epochs (they pick the layer and end the schedule), "
+    "which Fabric does not run; pre-train it with lightning.Trainer().fit, then use its encoder "
+    "under Fabric: SparseMLP(pretrained=<checkpoint>) or StackedDAE.load_encoder(<checkpoint>)"
+)
+MONITOR_UNDER_FABRIC = (
+    "SparsityMonitor is a lightning.Trainer callback (it counts during the Trainer's stages and "
+    "logs through it), and Fabric runs no stages; fit with lightning.Trainer(callbacks="
+    "[SparsityMonitor(...)]), or count your activations' exact zeros in your Fabric loop"
+)
 
 REFUSED = {
     ("ddp", "dae"): DAE_UNDER_DDP,
@@ -132,8 +140,11 @@ class Cell:
         return self.expected
 
 
-CELLS = [Cell(row, column, f"refused: {REFUSED[row.id, column.id]}" if (row.id, column.id) in REFUSED else WORKS)
-         for row in ROWS for column in COLUMNS]
+CELLS = [
+    Cell(row, column, f"refused: {REFUSED[row.id, column.id]}" if (row.id, column.id) in REFUSED else WORKS)
+    for row in ROWS
+    for column in COLUMNS
+]
 BY_ID = {cell.id: cell for cell in CELLS}
 
 
@@ -144,8 +155,7 @@ def cells_of(launch: str) -> list[Cell]:
 def markdown() -> str:
     """The README's table: one line per row, then the refusals, numbered."""
     notes: list[str] = []
-    lines = ["| | contract | " + " | ".join(c.title for c in COLUMNS) + " |",
-             "|---|---|" + "---|" * len(COLUMNS)]
+    lines = ["| | contract | " + " | ".join(c.title for c in COLUMNS) + " |", "|---|---|" + "---|" * len(COLUMNS)]
     for row in ROWS:
         texts = []
         for column in COLUMNS:

@@ -13,9 +13,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 
-def write_synthetic_corpus(root: str | os.PathLike, domains: Sequence[str] = ("books",), reviews_per_class: int = 200,
-                           unlabeled_reviews: int = 400, background_size: int = 2000, features_per_review: int = 60,
-                           signal_features: int = 4, noise: float = 0.2, seed: int = 0) -> Path:
+def write_synthetic_corpus(
+    root: str | os.PathLike,
+    domains: Sequence[str] = ("books",),
+    reviews_per_class: int = 200,
+    unlabeled_reviews: int = 400,
+    background_size: int = 2000,
+    features_per_review: int = 60,
+    signal_features: int = 4,
+    noise: float = 0.2,
+    seed: int = 0,
+) -> Path:
     """Write ``processed_acl`` and ``processed_stars`` files whose reviews carry their label.
 
     Each review draws ``features_per_review`` background features (Zipf-distributed, every fifth
@@ -33,8 +41,10 @@ def write_synthetic_corpus(root: str | os.PathLike, domains: Sequence[str] = ("b
         return " ".join(f"{f}:{rng.randint(1, 3)}" for f in sorted(features)) + f" #label#:{label}\n"
 
     def polarity(positive: bool) -> str:
-        words = [("good" if positive != (rng.random() < noise) else "bad") + f"_{rng.randrange(20)}"
-                 for _ in range(signal_features)]
+        words = [
+            ("good" if positive != (rng.random() < noise) else "bad") + f"_{rng.randrange(20)}"
+            for _ in range(signal_features)
+        ]
         return line(words, "positive" if positive else "negative")
 
     def stars(rating: int) -> str:
@@ -51,7 +61,8 @@ def write_synthetic_corpus(root: str | os.PathLike, domains: Sequence[str] = ("b
         (acl / "negative.review").write_text("".join(polarity(False) for _ in range(reviews_per_class)))
         (acl / "unlabeled.review").write_text("".join(polarity(rng.random() < 0.5) for _ in range(unlabeled_reviews)))
         (star_dir / "all_balanced.review").write_text(
-            "".join(stars(r) for r in range(1, 6) for _ in range(reviews_per_class)))
+            "".join(stars(r) for r in range(1, 6) for _ in range(reviews_per_class))
+        )
     return root
 
 

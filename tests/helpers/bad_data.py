@@ -17,8 +17,15 @@ from lightning_rect.data.base import Split
 class NaNDigits(DigitsDataModule):
     """The bundled digits with one NaN pixel in example ``example`` of ``split``."""
 
-    def __init__(self, split: Literal["train", "val", "test"] = "train", example: int = 3, batch_size: int = 10,
-                 eval_batch_size: int = 1000, labeled_fraction: float = 1.0, seed: int = 0) -> None:
+    def __init__(
+        self,
+        split: Literal["train", "val", "test"] = "train",
+        example: int = 3,
+        batch_size: int = 10,
+        eval_batch_size: int = 1000,
+        labeled_fraction: float = 1.0,
+        seed: int = 0,
+    ) -> None:
         super().__init__(batch_size, eval_batch_size, labeled_fraction, seed)
         self.split = split
         self.example = example

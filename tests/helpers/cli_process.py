@@ -9,8 +9,14 @@ from pathlib import Path
 def start(cwd: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
     """Start the CLI in ``cwd`` (W&B off, unbuffered); stdout and stderr go to one pipe."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "disabled", **(env or {})}
-    return subprocess.Popen([sys.executable, "-m", "lightning_rect", *args], cwd=cwd, env=full_env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "lightning_rect", *args],
+        cwd=cwd,
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def finish(proc: subprocess.Popen, timeout: float = 300) -> str:

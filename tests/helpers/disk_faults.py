@@ -84,4 +84,4 @@ class SlowCheckpointIO(AtomicCheckpointIO):
             file.write(data[: len(data) // 2])
             file.flush()
             time.sleep(self.pause)
-            file.write(data[len(data) // 2:])
+            file.write(data[len(data) // 2 :])

@@ -26,12 +26,30 @@ def write_cifar(root: Path) -> None:
     for name, n in [(f"data_batch_{i}", CIFAR_PER_BATCH) for i in range(1, 6)] + [("test_batch", CIFAR_TEST)]:
         data = np.random.default_rng(next_id).integers(0, 256, (n, 3072), dtype=np.uint8)
         data[:, 0] = np.arange(next_id, next_id + n)  # red channel, top-left pixel: the example's id
-        entry = {b"batch_label": name.encode(), b"labels": [i % 10 for i in range(n)], b"data": data,
-                 b"filenames": [f"img_{next_id + i}.png".encode() for i in range(n)]}
+        entry = {
+            b"batch_label": name.encode(),
+            b"labels": [i % 10 for i in range(n)],
+            b"data": data,
+            b"filenames": [f"img_{next_id + i}.png".encode() for i in range(n)],
+        }
         (folder / name).write_bytes(pickle.dumps(entry, protocol=2))
         next_id += n
-    meta = {b"label_names": [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse",
-                             b"ship", b"truck"], b"num_cases_per_batch": CIFAR_PER_BATCH, b"num_vis": 3072}
+    meta = {
+        b"label_names": [
+            b"airplane",
+            b"automobile",
+            b"bird",
+            b"cat",
+            b"deer",
+            b"dog",
+            b"frog",
+            b"horse",
+            b"ship",
+            b"truck",
+        ],
+        b"num_cases_per_batch": CIFAR_PER_BATCH,
+        b"num_vis": 3072,
+    }
     (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
 
 

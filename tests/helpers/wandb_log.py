@@ -78,7 +78,7 @@ def _log_records(raw: bytes):
             continue
         _checksum, length, kind = _CHUNK_HEADER.unpack_from(raw, pos)
         start = pos + _CHUNK_HEADER.size
-        chunk = raw[start:start + length]
+        chunk = raw[start : start + length]
         pos = start + length
         if kind == 0 and length == 0:
             continue

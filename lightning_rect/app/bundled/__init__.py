@@ -20,8 +20,11 @@ FOLDERS = ("configs", "callbacks")
 
 def bundled_files() -> dict[str, Path]:
     """``{"configs/digits.yaml": path, "callbacks/wandb.yaml": path, ...}``."""
-    return {f"{folder}/{p.relative_to(ROOT / folder).as_posix()}": p
-            for folder in FOLDERS for p in sorted((ROOT / folder).rglob("*.yaml"))}
+    return {
+        f"{folder}/{p.relative_to(ROOT / folder).as_posix()}": p
+        for folder in FOLDERS
+        for p in sorted((ROOT / folder).rglob("*.yaml"))
+    }
 
 
 def find_bundled(name: str) -> Path | None:
@@ -76,10 +79,14 @@ def write_configs(dest: str | Path) -> tuple[list[Path], list[Path]]:
 def main(argv: list[str]) -> None:
     """``lightning-rect configs [DIR]``."""
     if any(a in ("-h", "--help") for a in argv) or len(argv) > 1:
-        print("usage: lightning-rect configs [DIR]\n\nWrites the bundled configs/ and callbacks/ presets into DIR "
-              "(default: the current folder); files that already exist are kept.")
+        print(
+            "usage: lightning-rect configs [DIR]\n\nWrites the bundled configs/ and callbacks/ presets into DIR "
+            "(default: the current folder); files that already exist are kept."
+        )
         sys.exit(0 if len(argv) <= 1 else 2)
     dest = Path(argv[0] if argv else ".")
     written, kept = write_configs(dest)
-    print(f"wrote {len(written)} files under {dest / 'configs'} and {dest / 'callbacks'}"
-          + (f"; kept {len(kept)} that already existed" if kept else ""))
+    print(
+        f"wrote {len(written)} files under {dest / 'configs'} and {dest / 'callbacks'}"
+        + (f"; kept {len(kept)} that already existed" if kept else "")
+    )

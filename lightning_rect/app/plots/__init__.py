@@ -12,5 +12,17 @@ from lightning_rect.app.plots.compare import Comparison, draw_comparison, run_la
 from lightning_rect.app.plots.run_folder import Run, RunFolderError, load_run
 from lightning_rect.app.plots.summary import DPI, FIGSIZE, draw_summary, save_summary, write_summary_figure
 
-__all__ = ["DPI", "FIGSIZE", "Comparison", "Run", "RunFolderError", "draw_comparison", "draw_summary", "load_run",
-           "run_labels", "save_comparison", "save_summary", "write_summary_figure"]
+__all__ = [
+    "DPI",
+    "FIGSIZE",
+    "Comparison",
+    "Run",
+    "RunFolderError",
+    "draw_comparison",
+    "draw_summary",
+    "load_run",
+    "run_labels",
+    "save_comparison",
+    "save_summary",
+    "write_summary_figure",
+]

@@ -14,21 +14,26 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from lightning_rect.errors import LightningRectError
 from lightning_rect.app.plots.compare import COMPARISON_FILE, save_comparison
 from lightning_rect.app.plots.summary import SUMMARY_FILE, save_summary
+from lightning_rect.errors import LightningRectError
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="lightning-rect plot",
         description="Draw the summary figure of a run folder (runs/<name>/version_N), or one figure overlaying "
-                    "several runs, from the files the run wrote (metrics.csv, results.json, config.yaml, "
-                    "firing_rates.json). Needs matplotlib: pip install 'lightning-rect[plot]'.")
+        "several runs, from the files the run wrote (metrics.csv, results.json, config.yaml, "
+        "firing_rates.json). Needs matplotlib: pip install 'lightning-rect[plot]'.",
+    )
     p.add_argument("folders", nargs="+", metavar="RUN_FOLDER", help="a run folder (or a folder of version_N folders)")
-    p.add_argument("-o", "--output", metavar="OUT.png",
-                   help=f"where to write the figure (default: RUN_FOLDER/{SUMMARY_FILE} for one folder, "
-                        f"./{COMPARISON_FILE} for several)")
+    p.add_argument(
+        "-o",
+        "--output",
+        metavar="OUT.png",
+        help=f"where to write the figure (default: RUN_FOLDER/{SUMMARY_FILE} for one folder, "
+        f"./{COMPARISON_FILE} for several)",
+    )
     return p
 
 

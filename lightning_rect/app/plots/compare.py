@@ -85,15 +85,19 @@ def draw_comparison(folders: Sequence[str | Path | Run]) -> Comparison:
     rates.grid(alpha=0.3)
     legend_ax.axis("off")
     handles, _ = loss.get_legend_handles_labels()
-    legend_ax.legend(handles, labels, loc="center", fontsize=9, title="runs (what differs in config.yaml)",
-                     title_fontsize=9)
+    legend_ax.legend(
+        handles, labels, loc="center", fontsize=9, title="runs (what differs in config.yaml)", title_fontsize=9
+    )
     common = common_title(runs)
     figure.suptitle(f"{len(runs)} runs" + (f" of {common}" if common else ""), fontsize=11)
     return Comparison(figure, labels)
 
 
-METRIC_LABELS = {"val/err": "validation error (%)", "val/rmse": "validation RMSE (stars)",
-                 "val/recon": "reconstruction error per example, summed over layers"}
+METRIC_LABELS = {
+    "val/err": "validation error (%)",
+    "val/rmse": "validation RMSE (stars)",
+    "val/recon": "reconstruction error per example, summed over layers",
+}
 
 
 def training_loss(run: Run) -> tuple[list[int], list[float]]:
@@ -111,8 +115,15 @@ def draw_metric(ax, run: Run, key: str, color: str) -> None:
     ax.plot(epochs, [scale * v for v in values], color=color, marker="o", markersize=3)
     best = run.best_epoch
     if best is not None and best in epochs:
-        ax.plot([best], [scale * values[epochs.index(best)]], marker="*", markersize=14, color=color,
-                markeredgecolor="black", linestyle="none")
+        ax.plot(
+            [best],
+            [scale * values[epochs.index(best)]],
+            marker="*",
+            markersize=14,
+            color=color,
+            markeredgecolor="black",
+            linestyle="none",
+        )
 
 
 def draw_pooled_rates(ax, run: Run, color: str) -> int:
@@ -146,16 +157,24 @@ def run_labels(runs: Sequence[Run]) -> list[str]:
     if len(runs) < 2 or any(r.config is None for r in runs):
         return folders
     flats = [flatten(r.config) for r in runs]
-    keys = sorted({k for flat in flats for k in flat}, key=lambda k: list(flats[0]).index(k) if k in flats[0] else 10**6)
-    differing = [k for k in keys if not k.startswith(IGNORED_PREFIXES)
-                 and len({json.dumps(flat.get(k), sort_keys=True, default=str) for flat in flats}) > 1]
+    keys = sorted(
+        {k for flat in flats for k in flat}, key=lambda k: list(flats[0]).index(k) if k in flats[0] else 10**6
+    )
+    differing = [
+        k
+        for k in keys
+        if not k.startswith(IGNORED_PREFIXES)
+        and len({json.dumps(flat.get(k), sort_keys=True, default=str) for flat in flats}) > 1
+    ]
     if not differing:
         return folders
     differing.sort(key=lambda k: SECTION_ORDER.get(k.split(".")[0], len(SECTION_ORDER)))  # model first
     names = short_names(differing)
     shown, more = differing[:MAX_KEYS], len(differing) - MAX_KEYS
-    labels = [", ".join(f"{names[k]}={format_value(flat.get(k), k)}" for k in shown) + (f", … (+{more})" if more > 0 else "")
-              for flat in flats]
+    labels = [
+        ", ".join(f"{names[k]}={format_value(flat.get(k), k)}" for k in shown) + (f", … (+{more})" if more > 0 else "")
+        for flat in flats
+    ]
     if len(set(labels)) < len(labels):
         labels = [f"{label} ({folder})" for label, folder in zip(labels, folders)]
     return [textwrap.fill(label, LABEL_WIDTH) for label in labels]
@@ -202,7 +221,7 @@ def format_value(value: Any, key: str = "") -> str:
         text = json.dumps(value, default=str)
     else:
         text = str(value)
-    return text if len(text) <= MAX_VALUE_CHARS else "…" + text[-(MAX_VALUE_CHARS - 1):]
+    return text if len(text) <= MAX_VALUE_CHARS else "…" + text[-(MAX_VALUE_CHARS - 1) :]
 
 
 def folder_labels(folders: Sequence[Path]) -> list[str]:

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lightning_rect.errors import LightningRectError
 from lightning_rect.app.results import RESULTS_FILE
+from lightning_rect.errors import LightningRectError
 
 METRICS_FILE = "metrics.csv"
 CONFIG_FILE = "config.yaml"
@@ -57,12 +57,14 @@ class Run:
     def layers(self, stage: str = "val") -> list[str]:
         """Layer names with ``<stage>/sparsity/<layer>`` columns, in natural order (layer_2 < layer_10)."""
         prefix = f"{stage}/sparsity/"
-        names = [k[len(prefix):] for k in self.series if k.startswith(prefix) and k != prefix + "mean"]
+        names = [k[len(prefix) :] for k in self.series if k.startswith(prefix) and k != prefix + "mean"]
         return sorted(names, key=natural_key)
 
     def pretrain_layers(self) -> list[int]:
         """k of every ``train/pretrain/layer_<k>/recon`` or ``val/...`` column (StackedDAE), sorted."""
-        found = {int(m.group(1)) for k in self.series if (m := re.fullmatch(r"(?:train|val)/pretrain/layer_(\d+)/recon", k))}
+        found = {
+            int(m.group(1)) for k in self.series if (m := re.fullmatch(r"(?:train|val)/pretrain/layer_(\d+)/recon", k))
+        }
         return sorted(found)
 
     @property
@@ -85,8 +87,11 @@ class Run:
         each layer once."""
         if not self.rates:
             return None
-        found = [(stage, entry) for stage in ("test", "val")
-                 if isinstance(entry := self.rates.get(stage), dict) and entry.get("layers")]
+        found = [
+            (stage, entry)
+            for stage in ("test", "val")
+            if isinstance(entry := self.rates.get(stage), dict) and entry.get("layers")
+        ]
         once = [(stage, entry) for stage, entry in found if not any("@" in name for name in entry["layers"])]
         return (once or found or [None])[0]
 
@@ -111,14 +116,21 @@ def resolve_run_folder(folder: str | Path) -> Path:
         return max(versions, key=lambda p: int(p.name[8:]))
     if not folder.is_dir():
         raise RunFolderError(f"{folder}: no such folder; give a run folder such as runs/digits/version_0")
-    raise RunFolderError(f"{folder}: no {METRICS_FILE} here or in a version_N folder below; give the folder of "
-                         f"one run (where fit wrote {RESULTS_FILE}), e.g. runs/digits/version_0")
+    raise RunFolderError(
+        f"{folder}: no {METRICS_FILE} here or in a version_N folder below; give the folder of "
+        f"one run (where fit wrote {RESULTS_FILE}), e.g. runs/digits/version_0"
+    )
 
 
 def load_run(folder: str | Path) -> Run:
     folder = resolve_run_folder(folder)
-    return Run(folder=folder, series=read_metrics(folder / METRICS_FILE), results=_read_json(folder / RESULTS_FILE) or {},
-               config=read_config(folder / CONFIG_FILE), rates=_read_json(folder / RATES_FILE))
+    return Run(
+        folder=folder,
+        series=read_metrics(folder / METRICS_FILE),
+        results=_read_json(folder / RESULTS_FILE) or {},
+        config=read_config(folder / CONFIG_FILE),
+        rates=_read_json(folder / RATES_FILE),
+    )
 
 
 def read_metrics(path: Path) -> dict[str, dict[int, float]]:

@@ -28,9 +28,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from lightning_rect.app.plots.run_folder import Run, load_run, natural_key
 from lightning_rect.errors import LightningRectError
 from lightning_rect.files import atomic_write
-from lightning_rect.app.plots.run_folder import Run, load_run, natural_key
 
 #: Figure size in inches and resolution: 12 x 8 in at 100 dpi = 1200 x 800 pixels.
 FIGSIZE = (12.0, 8.0)
@@ -69,8 +69,10 @@ def write_summary_figure(run_dir: str | Path) -> Path | None:
     try:
         path = save_summary(run_dir)
     except MatplotlibMissing:
-        print(f"matplotlib is not installed, so {SUMMARY_FILE} was not drawn (results.json is written); "
-              f"install it with: {PLOT_HINT}")
+        print(
+            f"matplotlib is not installed, so {SUMMARY_FILE} was not drawn (results.json is written); "
+            f"install it with: {PLOT_HINT}"
+        )
         return None
     except Exception as err:  # a figure must never cost a finished run its exit status
         print(f"{SUMMARY_FILE} was not drawn ({type(err).__name__}: {err}); results.json is written", file=sys.stderr)
@@ -97,10 +99,22 @@ def draw_summary(run: Run | str | Path):
     else:
         draw_learning_curves(curves, run)
     stage = "val" if run.layers("val") else "train"
-    draw_per_layer(sparsity, run, stage, "sparsity", f"Exact sparsity per layer ({STAGE_NAMES[stage]})",
-                   "exact zeros (% of the layer's outputs)")
-    draw_per_layer(dead, run, stage, "dead", f"Dead units per layer ({STAGE_NAMES[stage]})",
-                   f"dead units (% of units, 0 on every {STAGE_NAMES[stage]} example)")
+    draw_per_layer(
+        sparsity,
+        run,
+        stage,
+        "sparsity",
+        f"Exact sparsity per layer ({STAGE_NAMES[stage]})",
+        "exact zeros (% of the layer's outputs)",
+    )
+    draw_per_layer(
+        dead,
+        run,
+        stage,
+        "dead",
+        f"Dead units per layer ({STAGE_NAMES[stage]})",
+        f"dead units (% of units, 0 on every {STAGE_NAMES[stage]} example)",
+    )
     draw_histogram_row(bottom, run)
     figure.suptitle(summary_title(run), fontsize=11)
     return figure
@@ -112,15 +126,20 @@ STAGE_NAMES = {"train": "training", "val": "validation", "test": "test"}
 def summary_title(run: Run) -> str:
     parts = [run.title]
     results = run.results
-    for key, name, scale, unit in (("test/err", "test error", 100, "%"), ("test/rmse", "test RMSE", 1, ""),
-                                   ("test/recon", "test reconstruction error", 1, ""),
-                                   ("test/sparsity/mean", "test sparsity", 100, "%")):
+    for key, name, scale, unit in (
+        ("test/err", "test error", 100, "%"),
+        ("test/rmse", "test RMSE", 1, ""),
+        ("test/recon", "test reconstruction error", 1, ""),
+        ("test/sparsity/mean", "test sparsity", 100, "%"),
+    ):
         value = results.get(key)
         if isinstance(value, (int, float)):
             parts.append(f"{name} {scale * value:.{2 if unit else 3}f}{unit}")
     if run.best_epoch is not None:
         epochs = results.get("epochs")
-        parts.append(f"selected epoch {run.best_epoch}" + (f" of 0-{epochs - 1}" if isinstance(epochs, int) and epochs else ""))
+        parts.append(
+            f"selected epoch {run.best_epoch}" + (f" of 0-{epochs - 1}" if isinstance(epochs, int) and epochs else "")
+        )
     return " · ".join(parts) + f"\n{run.folder}"
 
 
@@ -193,13 +212,28 @@ def draw_reconstruction(ax, run: Run) -> None:
             epochs, values = run.curve(f"{stage}/pretrain/layer_{k}/recon")
             phase += epochs
             if epochs:
-                ax.plot(epochs, values, style, color=color, marker="o", markersize=3,
-                        label=f"layer {k}, {STAGE_NAMES[stage]}")
+                ax.plot(
+                    epochs,
+                    values,
+                    style,
+                    color=color,
+                    marker="o",
+                    markersize=3,
+                    label=f"layer {k}, {STAGE_NAMES[stage]}",
+                )
         if phase:
             start, end = min(phase) - 0.5, max(phase) + 0.5
             ax.axvspan(start, end, color=color, alpha=0.07, linewidth=0)
-            ax.text((start + end) / 2, 0.98, f"phase {k}:\ntrains layer {k}", transform=ax.get_xaxis_transform(),
-                    ha="center", va="top", fontsize=7, color=color)
+            ax.text(
+                (start + end) / 2,
+                0.98,
+                f"phase {k}:\ntrains layer {k}",
+                transform=ax.get_xaxis_transform(),
+                ha="center",
+                va="top",
+                fontsize=7,
+                color=color,
+            )
     mark_selected_epoch(ax, run)
     ax.set_ylabel("reconstruction error (summed over inputs, per example)")
     epoch_axis(ax)
@@ -230,19 +264,26 @@ def draw_histogram_row(subfigure, run: Run) -> None:
     final = run.final_rates()
     if final is None:
         subfigure.suptitle("Firing rates per layer", fontsize=10)
-        empty_panel(subfigure.subplots(), "",
-                    "no firing_rates.json in this run folder (a run from before the SparsityMonitor saved firing "
-                    "rates, or one with histograms=False)")
+        empty_panel(
+            subfigure.subplots(),
+            "",
+            "no firing_rates.json in this run folder (a run from before the SparsityMonitor saved firing "
+            "rates, or one with histograms=False)",
+        )
         return
     stage, entry = final
     layers: dict[str, Any] = entry["layers"]
     names = sorted(layers, key=natural_key)
     shown, left_out = names[:MAX_HISTOGRAMS], names[MAX_HISTOGRAMS:]
     bins = int(run.rates.get("bins") or len(layers[names[0]]["histogram"]))
-    where = ("the selected checkpoint on the test set" if stage == "test"
-             else f"the validation set at epoch {entry.get('epoch')}")
-    subfigure.suptitle(f"Firing rates per layer: {where}" + (f" (not shown: {', '.join(left_out)})" if left_out else ""),
-                       fontsize=10)
+    where = (
+        "the selected checkpoint on the test set"
+        if stage == "test"
+        else f"the validation set at epoch {entry.get('epoch')}"
+    )
+    subfigure.suptitle(
+        f"Firing rates per layer: {where}" + (f" (not shown: {', '.join(left_out)})" if left_out else ""), fontsize=10
+    )
     axes = subfigure.subplots(1, len(shown), squeeze=False)[0]
     for i, (ax, name) in enumerate(zip(axes, shown)):
         draw_histogram(ax, name, layers[name], bins, ylabel=i == 0)
@@ -255,10 +296,24 @@ def draw_histogram(ax, layer: str, data: dict[str, Any], bins: int, ylabel: bool
     units = sum(counts)
     width = 1.0 / bins
     alive = [counts[0] - dead, *counts[1:]]
-    ax.bar([b * width for b in range(bins)], alive, width=width, align="edge", color="C0", edgecolor="white",
-           linewidth=0.5, label="units that fire")
-    ax.bar([-width], [dead], width=width, align="edge", color="C3",
-           label=f"dead: {dead} of {units} ({100 * dead / max(units, 1):.1f}%)")
+    ax.bar(
+        [b * width for b in range(bins)],
+        alive,
+        width=width,
+        align="edge",
+        color="C0",
+        edgecolor="white",
+        linewidth=0.5,
+        label="units that fire",
+    )
+    ax.bar(
+        [-width],
+        [dead],
+        width=width,
+        align="edge",
+        color="C3",
+        label=f"dead: {dead} of {units} ({100 * dead / max(units, 1):.1f}%)",
+    )
     log_count_axis(ax, max(counts))
     ax.set_ylim(0.7, max(max(counts), 1) * 2.0)
     ax.set_xlim(-1.3 * width, 1.0)

@@ -24,15 +24,28 @@ class VocabularyCache:
         self.enabled = enabled
 
     @classmethod
-    def for_setting(cls, data_dir: str | Path, task: str, domains: Sequence[str], vocab_size: int,
-                    split: Sequence[float], skip_malformed: bool, files: Sequence[Path],
-                    enabled: bool = True) -> VocabularyCache:
+    def for_setting(
+        cls,
+        data_dir: str | Path,
+        task: str,
+        domains: Sequence[str],
+        vocab_size: int,
+        split: Sequence[float],
+        skip_malformed: bool,
+        files: Sequence[Path],
+        enabled: bool = True,
+    ) -> VocabularyCache:
         root = Path(data_dir)
         key = {
-            "domains": sorted(domains), "vocab_size": vocab_size, "task": task, "split": list(split),
+            "domains": sorted(domains),
+            "vocab_size": vocab_size,
+            "task": task,
+            "split": list(split),
             "skip": skip_malformed,
-            "files": sorted([str(f.relative_to(root) if f.is_relative_to(root) else f), f.stat().st_size,
-                             f.stat().st_mtime_ns] for f in files),
+            "files": sorted(
+                [str(f.relative_to(root) if f.is_relative_to(root) else f), f.stat().st_size, f.stat().st_mtime_ns]
+                for f in files
+            ),
         }
         digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
         return cls(root / "vocab" / f"{task}-{'+'.join(sorted(domains))}-{vocab_size}-{digest}.json", enabled)
@@ -53,5 +66,6 @@ class VocabularyCache:
         try:
             write_atomically(self.path, json.dumps({**about, "vocab": vocab}))  # ranks writing at once: one whole file
         except OSError as err:
-            warnings.warn(f"could not cache the vocabulary in {self.path} ({err}); it will be rebuilt next run",
-                          stacklevel=2)
+            warnings.warn(
+                f"could not cache the vocabulary in {self.path} ({err}); it will be rebuilt next run", stacklevel=2
+            )

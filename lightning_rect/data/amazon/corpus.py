@@ -45,8 +45,14 @@ class Corpus:
         return {name: (rows.remap(table, num_columns), y) for name, (rows, y) in self.splits.items()}
 
 
-def read_corpus(files: Sequence[tuple[list[Path], list[Path]]], label_parser: Callable[[str], int],
-                val_fraction: float, test_fraction: float, split_seed: int, skip_malformed: bool) -> Corpus:
+def read_corpus(
+    files: Sequence[tuple[list[Path], list[Path]]],
+    label_parser: Callable[[str], int],
+    val_fraction: float,
+    test_fraction: float,
+    split_seed: int,
+    skip_malformed: bool,
+) -> Corpus:
     """Read each domain's ``(labeled files, unlabeled files)``, split each domain's labeled reviews,
     drop unlabeled copies of labeled ones (pre-training must never see a val or test review), and
     concatenate the domains."""
@@ -84,5 +90,8 @@ def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int) 
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     n_test, n_val = round(test_fraction * n), round(val_fraction * n)
     n_train = n - n_val - n_test
-    return [order[:n_train].sort().values, order[n_train:n_train + n_val].sort().values,
-            order[n_train + n_val:].sort().values]
+    return [
+        order[:n_train].sort().values,
+        order[n_train : n_train + n_val].sort().values,
+        order[n_train + n_val :].sort().values,
+    ]

@@ -13,8 +13,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from lightning_rect.checks import check_positive_int
 from lightning_rect.data.amazon.cache import VocabularyCache
 from lightning_rect.data.amazon.corpus import Corpus, read_corpus
-from lightning_rect.data.amazon.files import (DEFAULT_FILES, NUM_CLASSES, check_domains, download_archives,
-                                              review_files)
+from lightning_rect.data.amazon.files import DEFAULT_FILES, NUM_CLASSES, check_domains, download_archives, review_files
 from lightning_rect.data.amazon.parse import LABEL_PARSERS, UNLABELED
 from lightning_rect.data.amazon.storage import Densify, SparseRows
 from lightning_rect.data.amazon.vocabulary import most_frequent
@@ -73,13 +72,26 @@ class AmazonReviewsDataModule(InMemoryDataModule):
             ``data_dir``, verify and unpack it; the tarball is kept, a broken download resumes.
     """
 
-    def __init__(self, data_dir: str = "data/amazon", domains: Sequence[str] = ("books",),
-                 task: Literal["polarity", "stars"] = "polarity", vocab_size: int = 5000,
-                 val_fraction: float = 0.1, test_fraction: float = 0.2, split_seed: int = 0,
-                 include_unlabeled: bool = False, labeled_files: Sequence[str] | None = None,
-                 unlabeled_files: Sequence[str] | None = None, skip_malformed: bool = False,
-                 cache_vocab: bool = True, batch_size: int = 10, eval_batch_size: int = 1000,
-                 labeled_fraction: float = 1.0, seed: int = 0, download: bool = False) -> None:
+    def __init__(
+        self,
+        data_dir: str = "data/amazon",
+        domains: Sequence[str] = ("books",),
+        task: Literal["polarity", "stars"] = "polarity",
+        vocab_size: int = 5000,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.2,
+        split_seed: int = 0,
+        include_unlabeled: bool = False,
+        labeled_files: Sequence[str] | None = None,
+        unlabeled_files: Sequence[str] | None = None,
+        skip_malformed: bool = False,
+        cache_vocab: bool = True,
+        batch_size: int = 10,
+        eval_batch_size: int = 1000,
+        labeled_fraction: float = 1.0,
+        seed: int = 0,
+        download: bool = False,
+    ) -> None:
         super().__init__(batch_size, eval_batch_size, labeled_fraction, seed)
         self.download = download
         self.domains = check_domains(domains)
@@ -90,8 +102,10 @@ class AmazonReviewsDataModule(InMemoryDataModule):
             if not (isinstance(value, (int, float)) and 0 < value < 1):
                 raise ConfigError(f"{name} must be in (0, 1), got {value!r}")
         if val_fraction + test_fraction >= 1:
-            raise ConfigError(f"val_fraction + test_fraction must be < 1 to leave training reviews, got "
-                              f"{val_fraction} + {test_fraction}")
+            raise ConfigError(
+                f"val_fraction + test_fraction must be < 1 to leave training reviews, got "
+                f"{val_fraction} + {test_fraction}"
+            )
         self.data_dir = data_dir
         self.task = task
         self.vocab_size = vocab_size
@@ -101,8 +115,9 @@ class AmazonReviewsDataModule(InMemoryDataModule):
         self.labeled_files = tuple(defaults["labeled"] if labeled_files is None else labeled_files)
         self.unlabeled_files = tuple(defaults["unlabeled"] if unlabeled_files is None else unlabeled_files)
         if not self.labeled_files:
-            raise ConfigError("labeled_files must name at least one file template, e.g. "
-                              "'processed_acl/{domain}/positive.review'")
+            raise ConfigError(
+                "labeled_files must name at least one file template, e.g. 'processed_acl/{domain}/positive.review'"
+            )
         self.skip_malformed = skip_malformed
         self.cache_vocab = cache_vocab
         self.input_size = vocab_size
@@ -120,14 +135,22 @@ class AmazonReviewsDataModule(InMemoryDataModule):
 
     def data_source(self) -> str:
         labeled = ", ".join(t.format(domain=d) for d in self.domains for t in self.labeled_files)
-        return (f"the labeled reviews of {Path(self.data_dir).resolve()}: {labeled}; val_fraction {self.val_fraction}, "
-                f"test_fraction {self.test_fraction}")
+        return (
+            f"the labeled reviews of {Path(self.data_dir).resolve()}: {labeled}; val_fraction {self.val_fraction}, "
+            f"test_fraction {self.test_fraction}"
+        )
 
     def load_splits(self) -> dict[str, Split]:
-        files = [(review_files(self.data_dir, self.labeled_files, domain),
-                  review_files(self.data_dir, self.unlabeled_files, domain)) for domain in self.domains]
-        self.corpus = read_corpus(files, LABEL_PARSERS[self.task], self.val_fraction, self.test_fraction,
-                                  self.split_seed, self.skip_malformed)
+        files = [
+            (
+                review_files(self.data_dir, self.labeled_files, domain),
+                review_files(self.data_dir, self.unlabeled_files, domain),
+            )
+            for domain in self.domains
+        ]
+        self.corpus = read_corpus(
+            files, LABEL_PARSERS[self.task], self.val_fraction, self.test_fraction, self.split_seed, self.skip_malformed
+        )
         skipped = self.corpus.skipped
         if skipped.count:
             warnings.warn(f"skipped {skipped.count} malformed review lines (first: {skipped.first})", stacklevel=2)
@@ -136,34 +159,50 @@ class AmazonReviewsDataModule(InMemoryDataModule):
 
         splits = self.corpus.splits
         self.summary = {f"{name}_reviews": len(splits[name][1]) for name in ("train", "val", "test", "unlabeled")}
-        self.summary.update(unlabeled_duplicates_dropped=self.corpus.unlabeled_duplicates,
-                            malformed_skipped=skipped.count)
-        rank_zero_info(f"Amazon reviews ({self.task}, {'+'.join(self.domains)}): " +
-                       ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in self.summary.items()))
+        self.summary.update(
+            unlabeled_duplicates_dropped=self.corpus.unlabeled_duplicates, malformed_skipped=skipped.count
+        )
+        rank_zero_info(
+            f"Amazon reviews ({self.task}, {'+'.join(self.domains)}): "
+            + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in self.summary.items())
+        )
         return self._encode()
 
     def _cached_or_built_vocabulary(self, files: list[Path]) -> list[str]:
-        cache = VocabularyCache.for_setting(self.data_dir, self.task, self.domains, self.vocab_size,
-                                            [self.val_fraction, self.test_fraction, self.split_seed],
-                                            self.skip_malformed, files, enabled=self.cache_vocab)
+        cache = VocabularyCache.for_setting(
+            self.data_dir,
+            self.task,
+            self.domains,
+            self.vocab_size,
+            [self.val_fraction, self.test_fraction, self.split_seed],
+            self.skip_malformed,
+            files,
+            enabled=self.cache_vocab,
+        )
         vocab = cache.read()
         if vocab is None:
-            vocab = most_frequent(self.corpus.training_document_frequency(), list(self.corpus.feature_ids),
-                                  self.vocab_size)
+            vocab = most_frequent(
+                self.corpus.training_document_frequency(), list(self.corpus.feature_ids), self.vocab_size
+            )
             cache.write(vocab, domains=self.domains, task=self.task)
         return vocab
 
     def _encode(self) -> dict[str, Split]:
         """The parsed reviews over ``self.vocab``; unlabeled ones join training if ``include_unlabeled``."""
         if len(self.vocab) < self.vocab_size:
-            warnings.warn(f"the vocabulary holds only {len(self.vocab)} features, fewer than vocab_size="
-                          f"{self.vocab_size}; the remaining inputs are always 0", stacklevel=2)
+            warnings.warn(
+                f"the vocabulary holds only {len(self.vocab)} features, fewer than vocab_size="
+                f"{self.vocab_size}; the remaining inputs are always 0",
+                stacklevel=2,
+            )
         splits = self.corpus.encode(self.vocab, self.vocab_size)
         unlabeled_rows, unlabeled_y = splits.pop("unlabeled")
         if self.include_unlabeled:
             train_rows, train_y = splits["train"]
-            splits["train"] = (SparseRows.cat([train_rows, unlabeled_rows], self.vocab_size),
-                               torch.cat([train_y, unlabeled_y]))
+            splits["train"] = (
+                SparseRows.cat([train_rows, unlabeled_rows], self.vocab_size),
+                torch.cat([train_y, unlabeled_y]),
+            )
         return splits
 
     def labeled_indices(self, y: torch.Tensor) -> torch.Tensor:
@@ -176,16 +215,22 @@ class AmazonReviewsDataModule(InMemoryDataModule):
     def state_dict(self) -> dict:
         if self.vocab is None:
             return {}
-        return {"vocab": list(self.vocab), "task": self.task, "domains": list(self.domains),
-                "vocab_size": self.vocab_size}
+        return {
+            "vocab": list(self.vocab),
+            "task": self.task,
+            "domains": list(self.domains),
+            "vocab_size": self.vocab_size,
+        }
 
     def load_state_dict(self, state_dict: dict) -> None:
         vocab = state_dict.get("vocab")
         if vocab is None or vocab == self.vocab:
             return
         if len(vocab) > self.vocab_size:
-            raise ConfigError(f"the checkpoint's vocabulary has {len(vocab)} features but vocab_size is "
-                              f"{self.vocab_size}; set data.init_args.vocab_size: {state_dict.get('vocab_size')}")
+            raise ConfigError(
+                f"the checkpoint's vocabulary has {len(vocab)} features but vocab_size is "
+                f"{self.vocab_size}; set data.init_args.vocab_size: {state_dict.get('vocab_size')}"
+            )
         # The model's weights belong to the checkpoint's features: encode the reviews with them.
         self.vocab = list(vocab)
         if self.corpus is not None:  # setup() has read the files already: re-encode, don't re-read

@@ -16,10 +16,18 @@ NUM_CLASSES = {"polarity": 2, "stars": 5}
 #: verified by the size the server announces and a full read of the gzipped tar, which must hold
 #: the folder's ``books`` files.
 ARCHIVES = {
-    "processed_acl": {"url": SOURCE_URL + "processed_acl.tar.gz", "checksum": None, "size": None,
-                      "required": ("processed_acl/books/positive.review", "processed_acl/books/negative.review")},
-    "processed_stars": {"url": SOURCE_URL + "processed_stars.tar.gz", "checksum": None, "size": None,
-                        "required": ("processed_stars/books/all_balanced.review",)},
+    "processed_acl": {
+        "url": SOURCE_URL + "processed_acl.tar.gz",
+        "checksum": None,
+        "size": None,
+        "required": ("processed_acl/books/positive.review", "processed_acl/books/negative.review"),
+    },
+    "processed_stars": {
+        "url": SOURCE_URL + "processed_stars.tar.gz",
+        "checksum": None,
+        "size": None,
+        "required": ("processed_stars/books/all_balanced.review",),
+    },
 }
 
 #: File templates per task, relative to ``data_dir``; ``{domain}`` is replaced by each domain.
@@ -52,10 +60,16 @@ def review_files(data_dir: str | Path, templates: Sequence[str], domain: str) ->
     paths = [root / t.format(domain=domain) for t in templates]
     for path in paths:
         if not path.is_file():
-            where = (f"Download {path.relative_to(root).parts[0]}.tar.gz from {SOURCE_URL} and unpack it into "
-                     f"{root.resolve()}" if path.is_relative_to(root) else f"Get the files from {SOURCE_URL}")
-            raise DataFileError(f"Amazon reviews file not found: {path.resolve()}. {where} (or set "
-                                "data.init_args.download: true, or data_dir / labeled_files / unlabeled_files).")
+            where = (
+                f"Download {path.relative_to(root).parts[0]}.tar.gz from {SOURCE_URL} and unpack it into "
+                f"{root.resolve()}"
+                if path.is_relative_to(root)
+                else f"Get the files from {SOURCE_URL}"
+            )
+            raise DataFileError(
+                f"Amazon reviews file not found: {path.resolve()}. {where} (or set "
+                "data.init_args.download: true, or data_dir / labeled_files / unlabeled_files)."
+            )
     return paths
 
 
@@ -70,13 +84,23 @@ def download_archives(data_dir: str | Path, templates: Sequence[str], domains: S
     needed = []
     for template in templates:
         folder = Path(template).parts[0]
-        if folder in ARCHIVES and folder not in needed and any(
-                not (root / template.format(domain=d)).is_file() for d in domains):
+        if (
+            folder in ARCHIVES
+            and folder not in needed
+            and any(not (root / template.format(domain=d)).is_file() for d in domains)
+        ):
             needed.append(folder)
     for folder in needed:
         spec = ARCHIVES[folder]
         checksum = tuple(spec["checksum"]) if spec["checksum"] else None
-        archive = fetch(Remote(url=spec["url"], checksum=checksum, size=spec["size"],
-                               check=partial(check_tar, required=spec["required"]),
-                               by_hand=f"`tar -xzf {root / (folder + '.tar.gz')} -C {root}`"), root)
+        archive = fetch(
+            Remote(
+                url=spec["url"],
+                checksum=checksum,
+                size=spec["size"],
+                check=partial(check_tar, required=spec["required"]),
+                by_hand=f"`tar -xzf {root / (folder + '.tar.gz')} -C {root}`",
+            ),
+            root,
+        )
         unpack_archive(archive, root)

@@ -98,8 +98,14 @@ class SkipReport:
         self.first = self.first or where
 
 
-def read_reviews(path: Path, feature_ids: dict[str, int], label_parser: Callable[[str], int], labeled: bool,
-                 skipped: SkipReport | None, out: ParsedReviews) -> None:
+def read_reviews(
+    path: Path,
+    feature_ids: dict[str, int],
+    label_parser: Callable[[str], int],
+    labeled: bool,
+    skipped: SkipReport | None,
+    out: ParsedReviews,
+) -> None:
     """Append the reviews of ``path`` to ``out``; features new to ``feature_ids`` get the next id.
 
     ``labeled``: the line must carry a valid label; unlabeled files' labels are ignored.
@@ -108,11 +114,15 @@ def read_reviews(path: Path, feature_ids: dict[str, int], label_parser: Callable
     with open(path, encoding="utf-8", errors="replace") as lines:
         for number, line in enumerate(iter(lambda: lines.readline(MAX_LINE_CHARS + 1), ""), 1):
             if len(line) > MAX_LINE_CHARS:
-                raise DataFileError(f"{path}, line {number}: longer than {MAX_LINE_CHARS:,} characters, not a review "
-                                    f"line: the file is damaged or not a review file; {DAMAGED_FIX}")
+                raise DataFileError(
+                    f"{path}, line {number}: longer than {MAX_LINE_CHARS:,} characters, not a review "
+                    f"line: the file is damaged or not a review file; {DAMAGED_FIX}"
+                )
             if "\x00" in line:  # no review line holds a NUL: an archive, or a download that broke off
-                raise DataFileError(f"{path}, line {number}: binary data, not review lines: the file is damaged or "
-                                    f"not a review file (the .tar.gz archive itself?); {DAMAGED_FIX}")
+                raise DataFileError(
+                    f"{path}, line {number}: binary data, not review lines: the file is damaged or "
+                    f"not a review file (the .tar.gz archive itself?); {DAMAGED_FIX}"
+                )
             try:
                 features, raw_label = parse_line(line)
                 if not features and raw_label is None:
@@ -123,12 +133,16 @@ def read_reviews(path: Path, feature_ids: dict[str, int], label_parser: Callable
             except MalformedLine as err:
                 where = f"{path}, line {number}: {err}"
                 if not line.endswith("\n"):  # only the last line can lack its newline
-                    raise DataFileError(f"{path}, line {number}: the file ends in the middle of a review "
-                                        f"(...{line[-30:]!r}): it is truncated; {DAMAGED_FIX}") from None
+                    raise DataFileError(
+                        f"{path}, line {number}: the file ends in the middle of a review "
+                        f"(...{line[-30:]!r}): it is truncated; {DAMAGED_FIX}"
+                    ) from None
                 if skipped is None:
-                    raise DataFileError(f"{where}. Fix or delete that line, or set `data.init_args.skip_malformed: "
-                                        "true` to skip malformed lines (they are counted and reported); if the "
-                                        f"file is damaged, {DAMAGED_FIX}") from None
+                    raise DataFileError(
+                        f"{where}. Fix or delete that line, or set `data.init_args.skip_malformed: "
+                        "true` to skip malformed lines (they are counted and reported); if the "
+                        f"file is damaged, {DAMAGED_FIX}"
+                    ) from None
                 skipped.add(where)
                 continue
             out.indices.extend(feature_ids.setdefault(f, len(feature_ids)) for f in features)

@@ -43,8 +43,9 @@ class SparseRows:
     def cat(cls, parts: Sequence[SparseRows], num_columns: int) -> SparseRows:
         if not parts:
             return cls(torch.zeros(0, dtype=torch.int32), torch.zeros(1, dtype=torch.int64), num_columns)
-        return cls.from_lengths(torch.cat([p.indices for p in parts]), torch.cat([p.lengths() for p in parts]),
-                                num_columns)
+        return cls.from_lengths(
+            torch.cat([p.indices for p in parts]), torch.cat([p.lengths() for p in parts]), num_columns
+        )
 
     def __len__(self) -> int:
         return len(self.offsets) - 1

@@ -37,6 +37,7 @@ def vocab_from_checkpoint(path: str | os.PathLike) -> list[str]:
     state = checkpoint.get(CHECKPOINT_KEY) if isinstance(checkpoint, dict) else None
     vocab = state.get("vocab") if isinstance(state, dict) else None
     if not isinstance(vocab, (list, tuple)) or not all(isinstance(feature, str) for feature in vocab):
-        raise DataFileError(f"{path} holds no Amazon vocabulary: it was not trained with AmazonReviewsDataModule; "
-                            f"{VOCAB_CHECKPOINT}")
+        raise DataFileError(
+            f"{path} holds no Amazon vocabulary: it was not trained with AmazonReviewsDataModule; {VOCAB_CHECKPOINT}"
+        )
     return list(vocab)

@@ -13,8 +13,16 @@ from lightning_rect.reproduce.experiments import l1_sweep, pretraining, protocol
 from lightning_rect.reproduce.experiments.base import Experiment
 from lightning_rect.reproduce.plan import Context
 
-EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (table1.EXPERIMENT, l1_sweep.EXPERIMENT,
-                                                          sharpness.EXPERIMENT, semi_supervised.EXPERIMENT,
-                                                          protocol.EXPERIMENT, pretraining.EXPERIMENT)}
+EXPERIMENTS: dict[str, Experiment] = {
+    e.name: e
+    for e in (
+        table1.EXPERIMENT,
+        l1_sweep.EXPERIMENT,
+        sharpness.EXPERIMENT,
+        semi_supervised.EXPERIMENT,
+        protocol.EXPERIMENT,
+        pretraining.EXPERIMENT,
+    )
+}
 
 __all__ = ["EXPERIMENTS", "Context", "Experiment"]

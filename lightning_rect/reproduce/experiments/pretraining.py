@@ -76,22 +76,47 @@ VARIANTS = (
     Variant("dae10", "DAE as first configured (10 epochs per layer)", pretraining={}),
     # codes rescaled into [0, 1] are far smaller than unscaled ones, so a larger rate is tried too (the
     # authors' library fine-tunes its rescaled nets at 0.1)
-    Variant("dae10_rescale", "DAE with each layer rescaled to max 1 before the next", pretraining=RESCALE,
-            lrs=(0.1, 0.01, 0.03)),
+    Variant(
+        "dae10_rescale",
+        "DAE with each layer rescaled to max 1 before the next",
+        pretraining=RESCALE,
+        lrs=(0.1, 0.01, 0.03),
+    ),
     # the rescaled DAE was best at 0.1, then 0.03, then 0.01: its variants are fine-tuned at 0.1 only
-    Variant("dae30_rescale", "rescaled DAE with 30 epochs per layer", pretraining=RESCALE, epochs_per_layer=30,
-            lrs=(0.1,)),
-    Variant("dae10_rescale_l1pre", "rescaled DAE fine-tuned without L1 (L1 in pre-training only)",
-            pretraining=RESCALE, finetuning=NO_L1, lrs=(0.1,)),
+    Variant(
+        "dae30_rescale", "rescaled DAE with 30 epochs per layer", pretraining=RESCALE, epochs_per_layer=30, lrs=(0.1,)
+    ),
+    Variant(
+        "dae10_rescale_l1pre",
+        "rescaled DAE fine-tuned without L1 (L1 in pre-training only)",
+        pretraining=RESCALE,
+        finetuning=NO_L1,
+        lrs=(0.1,),
+    ),
     Variant("dae30", "DAE with 30 epochs per layer", pretraining={}, epochs_per_layer=30),
-    Variant("dae10_l1pre", "DAE as first configured, fine-tuned without L1 (L1 in pre-training only)", pretraining={},
-            finetuning=NO_L1),
+    Variant(
+        "dae10_l1pre",
+        "DAE as first configured, fine-tuned without L1 (L1 in pre-training only)",
+        pretraining={},
+        finetuning=NO_L1,
+    ),
     # after the seeds chose dae10_l1pre, at its rate: more DAE epochs, and the authors' L1 weight (their
     # library sums a full 0.001 term per layer, where each layer's term weighs l1 / 3 here)
-    Variant("dae30_l1pre", "DAE with 30 epochs per layer, fine-tuned without L1", pretraining={}, epochs_per_layer=30,
-            finetuning=NO_L1, lrs=(0.03,)),
-    Variant("dae10_l1x3_l1pre", "DAE with the authors' full L1 per layer (l1 0.003), fine-tuned without L1",
-            pretraining={"model.init_args.l1": 0.003}, finetuning=NO_L1, lrs=(0.03,)),
+    Variant(
+        "dae30_l1pre",
+        "DAE with 30 epochs per layer, fine-tuned without L1",
+        pretraining={},
+        epochs_per_layer=30,
+        finetuning=NO_L1,
+        lrs=(0.03,),
+    ),
+    Variant(
+        "dae10_l1x3_l1pre",
+        "DAE with the authors' full L1 per layer (l1 0.003), fine-tuned without L1",
+        pretraining={"model.init_args.l1": 0.003},
+        finetuning=NO_L1,
+        lrs=(0.03,),
+    ),
 )
 
 
@@ -103,8 +128,13 @@ def finetune_lrs(ctx: Context, variant: Variant) -> tuple[float | None, ...]:
 def dae_settings(ctx: Context, dataset: str, variant: Variant, seed: int | None = None) -> dict[str, Any]:
     """The settings of a variant's DAE (it must have one); ``seed``: reseeded."""
     layers = len(ctx.config_value(f"{dataset}_pretrain.yaml", "model.init_args.hidden_sizes") or [0] * 3)
-    return {**UNSCALED, **(variant.pretraining or {}), "model.init_args.epochs_per_layer": variant.epochs_per_layer,
-            "trainer.max_epochs": variant.epochs_per_layer * layers, **_reseed(seed)}
+    return {
+        **UNSCALED,
+        **(variant.pretraining or {}),
+        "model.init_args.epochs_per_layer": variant.epochs_per_layer,
+        "trainer.max_epochs": variant.epochs_per_layer * layers,
+        **_reseed(seed),
+    }
 
 
 def finetuning_settings(ctx: Context, dataset: str, variant: Variant, seed: int | None = None) -> dict[str, Any]:
@@ -120,21 +150,38 @@ def _reseed(seed: int | None) -> dict[str, Any]:
     return {"seed_everything": seed} if seed is not None else {}
 
 
-def variant_runs(ctx: Context, dataset: str, variant: Variant, lrs: tuple[float | None, ...],
-                 seed: int | None = None) -> list[RunSpec]:
+def variant_runs(
+    ctx: Context, dataset: str, variant: Variant, lrs: tuple[float | None, ...], seed: int | None = None
+) -> list[RunSpec]:
     """The variant's DAE (if any) and its fine-tuning runs at ``lrs``; ``seed``: both reseeded."""
     runs, needs = [], ()
     if variant.pretraining is not None:
         tag = "_".join(filter(None, [variant.dae, f"seed{seed}" if seed is not None else ""]))
-        dae = pretrain_run(ctx, dataset, "rectifier", PRETRAIN_LR, extra=dae_settings(ctx, dataset, variant, seed),
-                           tag=tag, cell=Cell(dataset, "rectifier", phase="pretrain",
-                                              variant=variant.dae or "configured", seed=seed))
+        dae = pretrain_run(
+            ctx,
+            dataset,
+            "rectifier",
+            PRETRAIN_LR,
+            extra=dae_settings(ctx, dataset, variant, seed),
+            tag=tag,
+            cell=Cell(dataset, "rectifier", phase="pretrain", variant=variant.dae or "configured", seed=seed),
+        )
         runs.append(dae)
         needs = (dae.id,)
     cell = Cell(dataset, "rectifier", pretrained=bool(needs), variant=variant.tag, seed=seed)
     tag = variant.tag + (f"_seed{seed}" if seed is not None else "")
-    runs += [finetune_run(ctx, cell, lr, needs=needs, extra=finetuning_settings(ctx, dataset, variant, seed),
-                          epochs=finetuning_epochs(ctx, dataset), tag=tag) for lr in lrs]
+    runs += [
+        finetune_run(
+            ctx,
+            cell,
+            lr,
+            needs=needs,
+            extra=finetuning_settings(ctx, dataset, variant, seed),
+            epochs=finetuning_epochs(ctx, dataset),
+            tag=tag,
+        )
+        for lr in lrs
+    ]
     return runs
 
 
@@ -142,8 +189,18 @@ VARIANT = {variant.tag: variant for variant in VARIANTS}
 
 #: Training order: the variants that decide the protocol, then the repeats with other seeds, then
 #: the variants the first ones made unlikely to win.
-TRAINING_ORDER = ("random", "dae10", "dae10_rescale", "dae30_rescale", "dae10_rescale_l1pre", "seeds",
-                  "dae30", "dae10_l1pre", "dae30_l1pre", "dae10_l1x3_l1pre")
+TRAINING_ORDER = (
+    "random",
+    "dae10",
+    "dae10_rescale",
+    "dae30_rescale",
+    "dae10_rescale_l1pre",
+    "seeds",
+    "dae30",
+    "dae10_l1pre",
+    "dae30_l1pre",
+    "dae10_l1x3_l1pre",
+)
 
 
 def plan(ctx: Context, datasets: list[str]) -> list[RunSpec]:
@@ -151,8 +208,12 @@ def plan(ctx: Context, datasets: list[str]) -> list[RunSpec]:
     for dataset in datasets:
         for step in TRAINING_ORDER:
             if step == "seeds":
-                specs = [spec for tag, lr in SEEDED.items() for seed in SEEDS
-                         for spec in variant_runs(ctx, dataset, VARIANT[tag], (lr,), seed)]
+                specs = [
+                    spec
+                    for tag, lr in SEEDED.items()
+                    for seed in SEEDS
+                    for spec in variant_runs(ctx, dataset, VARIANT[tag], (lr,), seed)
+                ]
             else:
                 specs = variant_runs(ctx, dataset, VARIANT[step], finetune_lrs(ctx, VARIANT[step]))
             for spec in specs:
@@ -186,20 +247,30 @@ def _val(record: Record | None) -> float | None:
 
 def markdown(records: dict[str, Record], datasets: list[str]) -> list[str]:
     by_cell = cells(records)
-    lines = ["Fine-tuning of every variant: at most " f"{MAX_EPOCHS} epochs, early stopping on val/err with "
-             f"patience {PATIENCE}, the best-validation checkpoint tested; learning rate chosen on validation among "
-             "the rates listed per run below. Pre-training: the rectifier DAE of configs/mnist_pretrain.yaml at lr "
-             f"{PRETRAIN_LR:g} (the rate the grid chose) with the variant's changes.", "",
-             "Fine-tuning rates (with the paper's grid; other budgets use their own): " + "; ".join(
-                 f"{v.title}: {', '.join(f'{lr:g}' for lr in v.lrs)}" for v in VARIANTS) + " (why: the notes below).", ""]
+    lines = [
+        "Fine-tuning of every variant: at most "
+        f"{MAX_EPOCHS} epochs, early stopping on val/err with "
+        f"patience {PATIENCE}, the best-validation checkpoint tested; learning rate chosen on validation among "
+        "the rates listed per run below. Pre-training: the rectifier DAE of configs/mnist_pretrain.yaml at lr "
+        f"{PRETRAIN_LR:g} (the rate the grid chose) with the variant's changes.",
+        "",
+        "Fine-tuning rates (with the paper's grid; other budgets use their own): "
+        + "; ".join(f"{v.title}: {', '.join(f'{lr:g}' for lr in v.lrs)}" for v in VARIANTS)
+        + " (why: the notes below).",
+        "",
+    ]
     for dataset in datasets:
         lines += dataset_heading(dataset)
-        lines += ["| variant | validation error | test error | fine-tuning lr | best epoch (from 0) / epochs | "
-                  "fine-tuning time |", "|---|---|---|---|---|---|"]
+        lines += [
+            "| variant | validation error | test error | fine-tuning lr | best epoch (from 0) / epochs | "
+            "fine-tuning time |",
+            "|---|---|---|---|---|---|",
+        ]
         results = {}
         for variant in VARIANTS:
-            result = by_cell.get(Cell(dataset, "rectifier", pretrained=variant.pretraining is not None,
-                                      variant=variant.tag))
+            result = by_cell.get(
+                Cell(dataset, "rectifier", pretrained=variant.pretraining is not None, variant=variant.tag)
+            )
             chosen = results[variant.tag] = result.chosen if result is not None else None
             if chosen is None:
                 lines.append(f"| {variant.title} | —{result.why_empty() if result else ''} | — | — | — | — |")
@@ -207,8 +278,10 @@ def markdown(records: dict[str, Record], datasets: list[str]) -> list[str]:
             res = chosen.results
             lr = f"{chosen.spec.lr:g}" if chosen.spec.lr is not None else "—"
             time = duration(res["fit_seconds"]) if finite(res.get("fit_seconds")) else "—"
-            lines.append(f"| {variant.title} | {pct(_val(chosen))} | {pct(test_error(chosen))} | {lr} | "
-                         f"{res.get('best_epoch')} / {res.get('epochs')} | {time} |")
+            lines.append(
+                f"| {variant.title} | {pct(_val(chosen))} | {pct(test_error(chosen))} | {lr} | "
+                f"{res.get('best_epoch')} / {res.get('epochs')} | {time} |"
+            )
         lines += [""] + claims(dataset, results, by_cell) + [""] + seed_lines(dataset, by_cell) + [""]
     return lines
 
@@ -218,8 +291,9 @@ def repeats(dataset: str, tag: str, lr: float, by_cell: dict) -> list[Record]:
     variant = VARIANT[tag]
     runs = []
     for seed in (None, *SEEDS):
-        result = by_cell.get(Cell(dataset, "rectifier", pretrained=variant.pretraining is not None, variant=tag,
-                                  seed=seed))
+        result = by_cell.get(
+            Cell(dataset, "rectifier", pretrained=variant.pretraining is not None, variant=tag, seed=seed)
+        )
         runs += [r for r in (result.runs if result else []) if r.finished and r.spec.lr == lr and _val(r) is not None]
     return runs
 
@@ -231,9 +305,15 @@ def spread(values: list[float]) -> str:
 
 
 def seed_lines(dataset: str, by_cell: dict) -> list[str]:
-    lines = ["#### Seeds", "", f"Each protocol again with seeds {', '.join(map(str, SEEDS))} (pre-training and "
-             "fine-tuning reseeded) besides the config's seed 0: mean ± standard deviation (lowest-highest, runs).", "",
-             "| protocol | fine-tuning lr | validation error | test error | seeds finished |", "|---|---|---|---|---|"]
+    lines = [
+        "#### Seeds",
+        "",
+        f"Each protocol again with seeds {', '.join(map(str, SEEDS))} (pre-training and "
+        "fine-tuning reseeded) besides the config's seed 0: mean ± standard deviation (lowest-highest, runs).",
+        "",
+        "| protocol | fine-tuning lr | validation error | test error | seeds finished |",
+        "|---|---|---|---|---|",
+    ]
     means = {}
     for tag, lr in SEEDED.items():
         title = VARIANT[tag].title
@@ -243,8 +323,10 @@ def seed_lines(dataset: str, by_cell: dict) -> list[str]:
             continue
         tests = [test_error(r) for r in runs if test_error(r) is not None]
         means[tag] = sum(tests) / len(tests), len(tests), sum(_val(r) for r in runs) / len(runs)
-        lines.append(f"| {title} | {lr:g} | {spread([_val(r) for r in runs])} | {spread(tests)} | "
-                     f"{len(runs)} of {1 + len(SEEDS)} |")
+        lines.append(
+            f"| {title} | {lr:g} | {spread([_val(r) for r in runs])} | {spread(tests)} | "
+            f"{len(runs)} of {1 + len(SEEDS)} |"
+        )
     lines.append("")
     for tag, (mean, n, val) in means.items():
         if tag == "random":
@@ -252,10 +334,16 @@ def seed_lines(dataset: str, by_cell: dict) -> list[str]:
         title = VARIANT[tag].title
         verdict = ("meets" if mean <= GOAL else "misses") + f" the goal of {GOAL}% or less"
         random = means.get("random")
-        against = (f"; against the random start's {random[0]:.2f}% ({random[1]} seed(s)): {mean - random[0]:+.2f} "
-                   f"points (on validation {val - random[2]:+.2f})" if random else "")
-        lines.append(f"- {title}: mean test error {mean:.2f}% over {n} seed(s), which {verdict}{against}"
-                     + ("." if n == 1 + len(SEEDS) else " (not all seeds have finished)."))
+        against = (
+            f"; against the random start's {random[0]:.2f}% ({random[1]} seed(s)): {mean - random[0]:+.2f} "
+            f"points (on validation {val - random[2]:+.2f})"
+            if random
+            else ""
+        )
+        lines.append(
+            f"- {title}: mean test error {mean:.2f}% over {n} seed(s), which {verdict}{against}"
+            + ("." if n == 1 + len(SEEDS) else " (not all seeds have finished).")
+        )
     return lines
 
 
@@ -274,19 +362,28 @@ def claims(dataset: str, results: dict[str, Record | None], by_cell: dict) -> li
     tag, record = chosen
     title = VARIANT[tag].title
     target = paper.TABLE1[("rectifier", True)].get(dataset)
-    lines.append(f"- Chosen protocol: **{title}** at fine-tuning lr {record.spec.lr:g}: validation "
-                 f"{pct(_val(record))}, test {pct(test_error(record))} (paper, with pre-training: {pct(target)}; "
-                 f"goal: {GOAL}% or less).")
+    lines.append(
+        f"- Chosen protocol: **{title}** at fine-tuning lr {record.spec.lr:g}: validation "
+        f"{pct(_val(record))}, test {pct(test_error(record))} (paper, with pre-training: {pct(target)}; "
+        f"goal: {GOAL}% or less)."
+    )
     seeds = len(repeats(dataset, tag, record.spec.lr, by_cell)) if SEEDED.get(tag) == record.spec.lr else 1
     if seeds < 1 + len(SEEDS):
-        lines.append(f"- Chosen on {seeds} seed(s) of {1 + len(SEEDS)}: one seed's validation error moves by about "
-                     "0.1 point (Seeds below), so its repeats still to run decide.")
+        lines.append(
+            f"- Chosen on {seeds} seed(s) of {1 + len(SEEDS)}: one seed's validation error moves by about "
+            "0.1 point (Seeds below), so its repeats still to run decide."
+        )
     if _val(random) is not None:
         verdict = compare(dataset, _val(record), _val(random))
-        words = {"lower": "beats the random start beyond noise", "same": "is within noise of the random start",
-                 "higher": "is worse than the random start"}[verdict]
-        lines.append(f"- On validation it {words}: {pct(_val(record))} against {pct(_val(random))} "
-                     f"(random start, lr {random.spec.lr:g}; test {pct(test_error(random))}).")
+        words = {
+            "lower": "beats the random start beyond noise",
+            "same": "is within noise of the random start",
+            "higher": "is worse than the random start",
+        }[verdict]
+        lines.append(
+            f"- On validation it {words}: {pct(_val(record))} against {pct(_val(random))} "
+            f"(random start, lr {random.spec.lr:g}; test {pct(test_error(random))})."
+        )
     return lines
 
 
@@ -295,16 +392,24 @@ def plot(plt, records: dict[str, Record], datasets: list[str]):
     fig, axes = plt.subplots(1, len(datasets), figsize=(7 * len(datasets), 4.5), squeeze=False)
     for ax, dataset in zip(axes[0], datasets):
         for variant in VARIANTS:
-            result = by_cell.get(Cell(dataset, "rectifier", pretrained=variant.pretraining is not None,
-                                      variant=variant.tag))
+            result = by_cell.get(
+                Cell(dataset, "rectifier", pretrained=variant.pretraining is not None, variant=variant.tag)
+            )
             curve = validation_curve(result.chosen if result is not None else None)
             if curve:
                 lr = result.chosen.spec.lr
-                ax.plot([e for e, _ in curve], [v for _, v in curve], marker=".", label=f"{variant.title} (lr {lr:g})",
-                        linestyle="--" if variant.tag == "random" else "-")
+                ax.plot(
+                    [e for e, _ in curve],
+                    [v for _, v in curve],
+                    marker=".",
+                    label=f"{variant.title} (lr {lr:g})",
+                    linestyle="--" if variant.tag == "random" else "-",
+                )
         target = paper.TABLE1[("rectifier", True)].get(dataset)
         if target is not None:
-            ax.axhline(target, color="grey", linewidth=0.8, linestyle=":", label=f"paper, with pre-training ({target}%)")
+            ax.axhline(
+                target, color="grey", linewidth=0.8, linestyle=":", label=f"paper, with pre-training ({target}%)"
+            )
         ax.set_title(paper.DATASET_TITLES[dataset])
         ax.set_xlabel("fine-tuning epoch")
         ax.set_ylabel("validation error (%)")
@@ -319,5 +424,12 @@ def sweeps(specs: list[RunSpec], datasets: list[str]) -> list[Sweep]:
     return []  # an investigation, not one of the paper's grids
 
 
-EXPERIMENT = Experiment("pretraining", "Pre-training that earns its place: protocol variants on MNIST",
-                        ("mnist",), plan, markdown, sweeps, plot)
+EXPERIMENT = Experiment(
+    "pretraining",
+    "Pre-training that earns its place: protocol variants on MNIST",
+    ("mnist",),
+    plan,
+    markdown,
+    sweeps,
+    plot,
+)

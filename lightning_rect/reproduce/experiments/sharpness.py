@@ -12,8 +12,19 @@ import math
 from lightning_rect.reproduce import paper
 from lightning_rect.reproduce.experiments.base import Experiment
 from lightning_rect.reproduce.plan import Cell, Context, RunSpec, finetune_run, num
-from lightning_rect.reproduce.report import (cells, claim, claims_heading, compare, dataset_heading, diff, ours, pct,
-                                             sparsity, test_error, value_of)
+from lightning_rect.reproduce.report import (
+    cells,
+    claim,
+    claims_heading,
+    compare,
+    dataset_heading,
+    diff,
+    ours,
+    pct,
+    sparsity,
+    test_error,
+    value_of,
+)
 from lightning_rect.reproduce.runner import Record
 from lightning_rect.reproduce.sweeps import Sweep
 
@@ -29,19 +40,27 @@ def plan(ctx: Context, datasets: list[str]) -> list[RunSpec]:
                 variants = [("sharp_softplus", {"a": a}, f"a{num(a)}", None)]
             for activation, args, tag, l1 in variants:
                 extra = {} if l1 is None else {"model.init_args.l1": l1}
-                runs += [finetune_run(ctx, Cell(dataset, activation, a=a, l1=l1), lr, activation_args=args,
-                                      tag=tag, extra=extra) for lr in ctx.lrs]
+                runs += [
+                    finetune_run(
+                        ctx, Cell(dataset, activation, a=a, l1=l1), lr, activation_args=args, tag=tag, extra=extra
+                    )
+                    for lr in ctx.lrs
+                ]
     return runs
 
 
 def _by_a(records: dict[str, Record], dataset: str, with_l1: bool = False):
     """a -> cell result of a data set, in plan order: the like-with-like sweep (no L1), or
     (``with_l1``) the rectifier with its L1 penalty, as in Table 1."""
+
     def table1_rectifier(cell: Cell) -> bool:
         return math.isinf(cell.a) and cell.l1 is None
 
-    return {cell.a: result for cell, result in cells(records).items()
-            if cell.dataset == dataset and cell.a is not None and table1_rectifier(cell) == with_l1}
+    return {
+        cell.a: result
+        for cell, result in cells(records).items()
+        if cell.dataset == dataset and cell.a is not None and table1_rectifier(cell) == with_l1
+    }
 
 
 def _a_label(a: float) -> str:
@@ -55,14 +74,22 @@ def markdown(records: dict[str, Record], datasets: list[str]) -> list[str]:
         lines += dataset_heading(dataset) + ["| a | paper | ours | diff | exact sparsity |", "|---|---|---|---|---|"]
         for a, result in _by_a(records, dataset).items():
             theirs = reference.get(a)
-            lines.append(f"| {_a_label(a)} | {pct(theirs)} | {ours(result)} | {diff(value_of(result), theirs)} | "
-                         f"{ours(result, sparsity, 1)} |")
+            lines.append(
+                f"| {_a_label(a)} | {pct(theirs)} | {ours(result)} | {diff(value_of(result), theirs)} | "
+                f"{ours(result, sparsity, 1)} |"
+            )
         for a, result in _by_a(records, dataset, with_l1=True).items():
             theirs = reference.get(a)
-            lines.append(f"| rectifier with L1 (Table 1's) | {pct(theirs)} | {ours(result)} | "
-                         f"{diff(value_of(result), theirs)} | {ours(result, sparsity, 1)} |")
-        lines += ["", "No L1 penalty in the sweep (the rectifier with L1 is the last row) and one initialisation "
-                  "for every a (Glorot uniform, gain 1).", ""]
+            lines.append(
+                f"| rectifier with L1 (Table 1's) | {pct(theirs)} | {ours(result)} | "
+                f"{diff(value_of(result), theirs)} | {ours(result, sparsity, 1)} |"
+            )
+        lines += [
+            "",
+            "No L1 penalty in the sweep (the rectifier with L1 is the last row) and one initialisation "
+            "for every a (Glorot uniform, gain 1).",
+            "",
+        ]
         lines += claims_heading() + claims(records, dataset) + [""]
     return lines
 
@@ -82,19 +109,36 @@ def claims(records: dict[str, Record], dataset: str) -> list[str]:
         elif overall == "lower":
             verdict = f"Partly: lower at the end, but it rises beyond noise {len(rises)} time(s) on the way."
         else:
-            verdict = (f"Not supported: the rectifier's error is the same as "
-                       f"a = {finite_a[0]:g}'s (within noise)." if overall == "same" else
-                       f"Not supported: the rectifier's error is higher than a = {finite_a[0]:g}'s.")
-    lines.append(claim("Error falls steadily as a grows, from softplus (a = 1) to the rectifier (paper on NORB: "
-                       "17.68% to 16.40%).", verdict, f"Ours (no L1): {shown}."))
+            verdict = (
+                f"Not supported: the rectifier's error is the same as a = {finite_a[0]:g}'s (within noise)."
+                if overall == "same"
+                else f"Not supported: the rectifier's error is higher than a = {finite_a[0]:g}'s."
+            )
+    lines.append(
+        claim(
+            "Error falls steadily as a grows, from softplus (a = 1) to the rectifier (paper on NORB: "
+            "17.68% to 16.40%).",
+            verdict,
+            f"Ours (no L1): {shown}.",
+        )
+    )
     verdict = None
     rectifier = errors.get(math.inf)
     if rectifier is not None and finite_a and all(errors[a] is not None for a in finite_a):
         best = min(errors[a] for a in finite_a)
-        verdict = {"lower": "Supported.", "same": "Supported within noise (tied with the best a).",
-                   "higher": "Not supported."}[compare(dataset, rectifier, best)]
-    lines.append(claim("The rectifier is best.", verdict, f"Ours: rectifier {pct(rectifier)}, best softplus "
-                       f"{pct(min((errors[a] for a in finite_a if errors[a] is not None), default=None))}."))
+        verdict = {
+            "lower": "Supported.",
+            "same": "Supported within noise (tied with the best a).",
+            "higher": "Not supported.",
+        }[compare(dataset, rectifier, best)]
+    lines.append(
+        claim(
+            "The rectifier is best.",
+            verdict,
+            f"Ours: rectifier {pct(rectifier)}, best softplus "
+            f"{pct(min((errors[a] for a in finite_a if errors[a] is not None), default=None))}.",
+        )
+    )
     return lines
 
 
@@ -127,20 +171,35 @@ def sweeps(specs: list[RunSpec], datasets: list[str]) -> list[Sweep]:
         runs = [s for s in specs if s.dataset == dataset]
         finite = [a for a in dict.fromkeys(s.cell.a for s in runs) if not math.isinf(a)]
         reference = paper.SHARPNESS.get(dataset)
-        errors = (" The paper's test errors: " + ", ".join(f"{e:g}" for e in reference.values()) + "% (rectifier last).") \
-            if reference else ""
-        about = (f"Softplus sharpness on {paper.DATASET_TITLES[dataset]} (the paper's sweep): hidden units "
-                 f"(1/a) softplus(a x) for a in {{{', '.join(f'{a:g}' for a in finite)}}}, which goes from softplus "
-                 f"(a = 1) towards the rectifier, plus the rectifier itself; no pre-training.{errors} Each network "
-                 "at each learning rate; the best validation error per network is its result (group the runs by "
-                 "`config`).\n"
-                 "The network is one `config` fragment (activation and its arguments together) because the "
-                 "rectifier takes no `a`: a grid over activation x a would build invalid rectifiers. In W&B, "
-                 "model.init_args.activation_args.a is a config column for plots against a.")
-        files.append(Sweep(f"{dataset}_sharpness.yaml", f"{dataset} softplus sharpness", about, "sharpness", dataset,
-                           tuple(runs)))
+        errors = (
+            (" The paper's test errors: " + ", ".join(f"{e:g}" for e in reference.values()) + "% (rectifier last).")
+            if reference
+            else ""
+        )
+        about = (
+            f"Softplus sharpness on {paper.DATASET_TITLES[dataset]} (the paper's sweep): hidden units "
+            f"(1/a) softplus(a x) for a in {{{', '.join(f'{a:g}' for a in finite)}}}, which goes from softplus "
+            f"(a = 1) towards the rectifier, plus the rectifier itself; no pre-training.{errors} Each network "
+            "at each learning rate; the best validation error per network is its result (group the runs by "
+            "`config`).\n"
+            "The network is one `config` fragment (activation and its arguments together) because the "
+            "rectifier takes no `a`: a grid over activation x a would build invalid rectifiers. In W&B, "
+            "model.init_args.activation_args.a is a config column for plots against a."
+        )
+        files.append(
+            Sweep(
+                f"{dataset}_sharpness.yaml", f"{dataset} softplus sharpness", about, "sharpness", dataset, tuple(runs)
+            )
+        )
     return files
 
 
-EXPERIMENT = Experiment("sharpness", "Softplus sharpness: test error against a in (1/a) softplus(a x)",
-                        ("norb",), plan, markdown, sweeps, plot)
+EXPERIMENT = Experiment(
+    "sharpness",
+    "Softplus sharpness: test error against a in (1/a) softplus(a x)",
+    ("norb",),
+    plan,
+    markdown,
+    sweeps,
+    plot,
+)
