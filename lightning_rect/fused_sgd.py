@@ -12,7 +12,7 @@ optimizer holds no state, so checkpoints and resuming are those of plain SGD.
 
 Only where that is exactly plain SGD: ``check_trainer`` refuses, in one line at the start of fit,
 whatever would change the update (another optimizer or SGD setting, several processes, gradient
-accumulation or clipping, a precision other than 32-true, manual optimization). Callbacks that read
+accumulation or clipping, a precision other than 32-true or 64-true, manual optimization). Callbacks that read
 the covered weights' gradients (gradient-norm logging) see none. The fused path is taken only
 while its Trainer is training with gradients enabled; evaluation, export, use outside a Trainer and
 code that ``torch.compile`` traces run the plain layers (whose gradients the optimizer then applies).
@@ -30,6 +30,8 @@ from torch import nn
 from lightning_rect.errors import ConfigError
 
 _SWITCH_OFF = "or set the model's fused_sgd: false"
+#: Precisions whose SGD step is plain: no gradient scaling, weights and gradients in one dtype.
+FULL_PRECISIONS = ("32-true", "64-true")
 
 
 class InPlaceSGD:
@@ -111,10 +113,10 @@ def check_trainer(model, params: Iterable[nn.Parameter]) -> InPlaceSGD:
             "updates the weights inside backward, before gradients could be reduced across processes; train on one "
             "device (strategy: auto, devices: 1)"
         )
-    if trainer.precision != "32-true":
+    if trainer.precision not in FULL_PRECISIONS:
         _refuse(
-            f"precision is {trainer.precision!r} and fused_sgd applies unscaled float32 gradients as backward makes "
-            "them; use precision: 32-true"
+            f"precision is {trainer.precision!r} and fused_sgd applies unscaled gradients in the weights' own "
+            "dtype as backward makes them; use precision: 32-true (or 64-true)"
         )
     if trainer.accumulate_grad_batches != 1:
         _refuse(

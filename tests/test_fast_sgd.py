@@ -95,6 +95,17 @@ def test_stacked_dae_trains_as_plain_sgd_layer_by_layer_with_the_same_noise(tied
     assert all(p.grad is None for p in untouched)
 
 
+@pytest.mark.parametrize("model", [mlp, dae])
+def test_in_double_precision_the_fused_update_is_plain_sgd_to_rounding(model):
+    """64-true is plain SGD too (no scaling): what ``reproduce``'s float64 probe relies on."""
+    plain, fast = model(False), model(True)
+    fit(plain, max_epochs=2, limit_train_batches=50, precision="64-true")
+    fit(fast, max_epochs=2, limit_train_batches=50, precision="64-true")
+    assert {p.dtype for p in fast.parameters()} == {torch.float64}
+    assert_close(plain, fast, atol=1e-12)
+    assert all(p.grad is None for p in fused_params(fast) if p.dim() == 1)  # the fused path ran
+
+
 class ScheduledMLP(SparseMLP):
     """The model's own SGD with a per-step StepLR: lr 0.1, then 0.01 from step 15."""
 

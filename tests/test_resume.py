@@ -351,6 +351,41 @@ def saved(model: L.LightningModule, path: Path) -> Path:
     return path
 
 
+def test_a_plain_run_goes_on_with_fused_sgd_to_the_same_weights_within_rounding(fit, tmp_path, monkeypatch):
+    """fused_sgd computes the same step another way, so a resume may switch it on (``reproduce`` does,
+    for runs a plain invocation left half done)."""
+    train = SparseMLP.training_step
+
+    def crashing_step(self, batch, batch_idx):
+        if self.global_step == 15:
+            raise Crash
+        return train(self, batch, batch_idx)
+
+    monkeypatch.setattr(SparseMLP, "training_step", crashing_step)
+    with pytest.raises(Crash):
+        fit("--trainer.max_epochs=3", "--model.init_args.l1=0")
+    monkeypatch.setattr(SparseMLP, "training_step", train)
+    code, out, stderr = fit(
+        "--trainer.max_epochs=3", "--model.init_args.l1=0", "--ckpt_path", "last", "--model.init_args.fused_sgd=true"
+    )
+    assert code == 0, stderr[-2000:]
+    code, _, stderr = fit("--trainer.max_epochs=3", "--model.init_args.l1=0")  # uninterrupted, plain: version_1
+    assert code == 0, stderr[-2000:]
+    runs = tmp_path / "runs" / "digits"
+    resumed, plain = (
+        torch.load(runs / v / "checkpoints" / "last.ckpt", weights_only=True) for v in ("version_0", "version_1")
+    )
+    assert resumed["hyper_parameters"]["fused_sgd"] is True and plain["hyper_parameters"]["fused_sgd"] is False
+    assert resumed["global_step"] == plain["global_step"] == 36
+    worst = max(
+        (resumed["state_dict"][k] - v).abs().max().item()
+        for k, v in plain["state_dict"].items()
+        if v.is_floating_point()
+    )
+    assert worst < 1e-5
+    assert epochs_with(metric_rows(runs / "version_0"), "val/err") == [0, 1, 2]
+
+
 @pytest.mark.parametrize(
     "make,expected",
     [

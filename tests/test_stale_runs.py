@@ -54,6 +54,11 @@ def change_data_order(package: Path) -> None:
     )
 
 
+def break_the_fast_paths_bias_update(package: Path) -> None:
+    """A fault only the in-place SGD step has (``reproduce`` trains and probes with it where it holds)."""
+    replace(package / "fused_sgd.py", "bias.add_(grad_out.sum(0),", "bias.add_(grad_out.mean(0),")
+
+
 def rename_and_move(package: Path) -> None:
     """``l1_penalty`` renamed everywhere, and ``noise.py`` moved to ``corruption.py``."""
     for path in package.rglob("*.py"):
@@ -70,6 +75,7 @@ CHANGES = {  # change -> the runs it must make stale
     weigh_l1_differently: {RECTIFIER_DAE, RECTIFIER_L1},
     change_masking_noise: {TANH_DAE, RECTIFIER_DAE},
     change_data_order: set(RUNS),
+    break_the_fast_paths_bias_update: set(RUNS),  # all four are plain SGD, so on the fast path
     rename_and_move: set(),
 }
 

@@ -5,8 +5,8 @@ what a resumed fit carries over.
 ``checkpoints/last.ckpt`` and no ``results.json``), in its own folder; so does ``--ckpt_path
 <run>/checkpoints/last.ckpt`` (the newest checkpoint of an unfinished run), wherever the folder is now
 (``resumed_run_folder``). A checkpoint of another model
-kind, or a changed model setting other than ``lr`` (or ``optimizer``/``lr_scheduler``), is refused
-before anything is built; a changed ``lr`` is applied, printed and logged (``RunContinuity``).
+kind, or a changed model setting other than ``lr`` (or ``optimizer``/``lr_scheduler``) and
+``fused_sgd``, is refused before anything is built; a changed ``lr`` is applied, printed and logged (``RunContinuity``).
 """
 
 from __future__ import annotations
@@ -33,6 +33,9 @@ APPLIED_ON_RESUME = ("lr",)
 #: Model settings a resume ignores: ``pretrained`` is read only by a fit from scratch; the sizes
 #: linked from the data are not in the config (a mismatch fails when the weights are loaded).
 UNUSED_ON_RESUME = ("pretrained", "in_features", "num_classes")
+#: Model settings that compute the same step another way (the optimizer's state is the same): a run
+#: started plainly may go on with ``fused_sgd`` and back.
+SAME_STEP_ON_RESUME = ("fused_sgd",)
 #: Checkpoint names Lightning resolves itself.
 SPECIAL_CKPT_PATHS = ("last", "best", "hpc", "registry")
 #: The class paths jsonargparse gives Lightning's own CSVLogger.
@@ -204,7 +207,7 @@ class CheckpointFacts:
 
 
 #: Model settings validate/test/predict may set on the command line apart from the checkpoint's.
-EVALUATION_MAY_CHANGE = ("lr", "momentum", "optimizer", "fused_sgd", *UNUSED_ON_RESUME)
+EVALUATION_MAY_CHANGE = ("lr", "momentum", "optimizer", *SAME_STEP_ON_RESUME, *UNUSED_ON_RESUME)
 
 
 def check_checkpoint(
@@ -252,14 +255,15 @@ def check_checkpoint(
         for k in init_args.keys()
         if k in hparams
         and not k.startswith("_")
-        and k not in APPLIED_ON_RESUME + UNUSED_ON_RESUME
+        and k not in APPLIED_ON_RESUME + UNUSED_ON_RESUME + SAME_STEP_ON_RESUME
         and _plain(hparams[k]) != _plain(init_args[k])
     ]
     changed += changed_sections(Path(path), fit_config)
     if changed:
         raise CheckpointError(
             f"--ckpt_path {path}: the config changes what the checkpoint was trained with ({'; '.join(changed)}); "
-            f"a resume may change only {', '.join(APPLIED_ON_RESUME)} (applied from the checkpoint's step on): "
+            f"a resume may change only {', '.join(APPLIED_ON_RESUME)} (applied from the checkpoint's step on) and "
+            f"{', '.join(SAME_STEP_ON_RESUME)}: "
             "drop the other changes, or start a new run without --ckpt_path"
         )
     return facts

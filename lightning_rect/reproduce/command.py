@@ -104,6 +104,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "which trains faster in all than one run on every core; benchmarks/README.md)",
     )
     parser.add_argument("--threads", type=int, help="torch threads per run (default: cores / parallel)")
+    parser.add_argument(
+        "--plain-sgd",
+        action="store_true",
+        help="train every run with autograd's gradients and torch.optim.SGD; by default runs whose update is "
+        "plain SGD take the in-place step (fused_sgd: the same step, rounded differently, faster; "
+        "finished runs are reused either way)",
+    )
     parser.add_argument("--shard", metavar="I/N", help="run only shard I of N (I = 0..N-1) of the runs to train")
     parser.add_argument(
         "--in-process",
@@ -223,6 +230,7 @@ def main(argv: list[str] | None = None) -> None:
         verbose=args.verbose,
         wandb_project=args.wandb,
         experiment=args.experiment,
+        fused_sgd=not args.plain_sgd,
     )
     meta = {
         "experiment": args.experiment,
@@ -269,6 +277,7 @@ def only(specs: list[RunSpec], patterns: list[str]) -> list[RunSpec]:
 def _summary(records, args, budget, datasets, threads, shard, out) -> None:
     counts = _counts(records)
     mode = "in this process" if args.in_process else f"{args.parallel} at a time, {threads} thread(s) each"
+    mode += ", plain SGD" if args.plain_sgd else ", in-place SGD where it holds"
     print(
         f"{args.experiment} ({budget} budget, {', '.join(datasets)}): {len(records)} runs, "
         f"{counts.get('pending', 0)} to train ({mode}), {counts.get('reused', 0)} reused"

@@ -39,15 +39,20 @@ INPUTS_FILE = "inputs.json"
 _PROBES: dict[str, dict[str, Any]] = {}  # effective config -> probe, within one process
 
 
-def run_inputs(spec: RunSpec, config_path: Path, data_folder: Path | None) -> dict[str, Any]:
+def run_inputs(
+    spec: RunSpec, config_path: Path, data_folder: Path | None, execution: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """``execution``: settings of how the run trains, not what (``fast_path.py``): the probe trains with
+    them, the config's fingerprint leaves them out."""
     config = effective_config(yaml.safe_load(config_path.read_text()) or {}, spec.settings)
+    probed = effective_config(config, execution or {})
     return {
         "lightning_rect": lightning_rect.__version__,
         "config": {"file": spec.config, "sha1": _sha1(json.dumps(config, sort_keys=True, default=str).encode())},
         "settings": spec.settings,
         "needs": list(spec.needs),
         "data": data_fingerprint(spec.dataset, data_folder),
-        "probe": probe_of(config, data_folder),
+        "probe": probe_of(probed, data_folder),
     }
 
 

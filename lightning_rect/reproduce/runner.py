@@ -41,8 +41,10 @@ from lightning_rect.app.results import epoch_of_run
 from lightning_rect.app.run_lock import held_by
 from lightning_rect.files import write_atomically
 from lightning_rect.reproduce.budgets import DATASETS
+from lightning_rect.reproduce.fast_path import FUSED_SGD, fused_sgd_holds
 from lightning_rect.reproduce.inputs import differences, read_inputs, run_inputs, write_inputs
 from lightning_rect.reproduce.plan import RunSpec
+from lightning_rect.reproduce.probe import effective_config
 from lightning_rect.reproduce.progress import PREFIX
 from lightning_rect.reproduce.run_files import RunFileError, check_against_metrics
 from lightning_rect.reproduce.run_files import read_results as read_checked_results
@@ -87,6 +89,7 @@ class Options:
     verbose: bool = False
     wandb_project: str | None = None
     experiment: str = ""
+    fused_sgd: bool = True  # the in-place SGD step wherever it holds (fast_path.py); --plain-sgd: off
 
 
 @dataclass
@@ -259,6 +262,7 @@ class Runner:
         self._procs: dict[str, subprocess.Popen] = {}
         self._stopping = False  # told to stop: no retry, no new run
         self._data_dirs: dict[str, Path] = {}
+        self._execution: dict[str, dict[str, Any]] = {}
         # Captured now: while a run trains in this process, sys.stdout is redirected into its log.
         self._console = sys.stdout
 
@@ -332,7 +336,16 @@ class Runner:
         return self._data_dirs[spec.config]
 
     def inputs(self, spec: RunSpec) -> dict[str, Any]:
-        return run_inputs(spec, self.o.configs_dir / spec.config, self.data_dir(spec))
+        return run_inputs(spec, self.o.configs_dir / spec.config, self.data_dir(spec), self.execution(spec))
+
+    def execution(self, spec: RunSpec) -> dict[str, Any]:
+        """Settings of how a run trains, not what (not in its id): the fast SGD step where it holds."""
+        if spec.id not in self._execution:
+            config = effective_config(
+                yaml.safe_load((self.o.configs_dir / spec.config).read_text()) or {}, spec.settings
+            )
+            self._execution[spec.id] = {FUSED_SGD: True} if self.o.fused_sgd and fused_sgd_holds(config) else {}
+        return self._execution[spec.id]
 
     def command(self, spec: RunSpec, pretrained: Path | None = None, resume: Path | None = None) -> list[str]:
         """The ``fit`` command line of a run (what a user or scheduler could run by hand)."""
@@ -346,7 +359,7 @@ class Runner:
             "--config",
             portable_path(self.o.configs_dir / spec.config),
         ]
-        args += [f"--{key}={format_value(value)}" for key, value in spec.settings.items()]
+        args += [f"--{key}={format_value(value)}" for key, value in {**spec.settings, **self.execution(spec)}.items()]
         out_runs = portable_path((self.o.out / "runs").resolve())
         csv = {
             "class_path": "lightning_rect.app.loggers.CSVLogger",  # keeps metrics.csv across --ckpt_path
