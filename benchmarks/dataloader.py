@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import statistics
 import sys
 import time
@@ -39,6 +38,7 @@ from collections.abc import Callable, Iterator
 
 import lightning as L
 import torch
+from measure import machine_load, quartiles
 
 from lightning_rect import SparseMLP
 from lightning_rect.data.base import InMemoryDataModule
@@ -194,18 +194,6 @@ def iterate_batches_per_second(dm: InMemoryDataModule) -> tuple[float, float]:
     return tuple(count / (end - begin) for end, begin in zip(clocks(), start))
 
 
-def _quartiles(values: list[float]) -> str:
-    if len(values) < 2:
-        return "one repeat"
-    low, _, high = statistics.quantiles(values, n=4)
-    return f"{low:.3f}-{high:.3f}"
-
-
-def _load() -> str:
-    one, five, fifteen = os.getloadavg()
-    return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} CPUs"
-
-
 def main(argv: list[str] | None = None) -> dict[str, list[list[float]]]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=9)
@@ -231,7 +219,7 @@ def main(argv: list[str] | None = None) -> dict[str, list[list[float]]]:
             data(kind, args.mlp_steps), TimedSparseMLP(784, 10, args.hidden), args.mlp_steps
         ),
     }
-    print(f"batch {BATCH}, torch threads {torch.get_num_threads()}, {_load()} at the start", file=sys.stderr)
+    print(f"batch {BATCH}, torch threads {torch.get_num_threads()}, {machine_load()} at the start", file=sys.stderr)
     runs: dict[tuple[str, str], list[tuple[float, float]]] = {(name, kind): [] for name in measures for kind in LOADERS}
     kinds = list(LOADERS)
     for repeat in range(args.repeats):
@@ -248,7 +236,7 @@ def main(argv: list[str] | None = None) -> dict[str, list[list[float]]]:
             ),
             file=sys.stderr,
         )
-    print(f"\n{_load()} at the end\n")
+    print(f"\n{machine_load()} at the end\n")
     print(
         "| measurement | old InMemoryBatches, per CPU s | new DataLoader, per CPU s | ratio new/old by CPU time "
         "| ratio new/old by wall time |"
@@ -261,8 +249,8 @@ def main(argv: list[str] | None = None) -> dict[str, list[list[float]]]:
         cpu, wall = ratios[name]
         print(
             f"| {name} | {statistics.median(a for a, _ in old):.0f} | {statistics.median(b for b, _ in new):.0f} "
-            f"| {statistics.median(cpu):.3f} ({_quartiles(cpu)}) "
-            f"| {statistics.median(wall):.3f} ({_quartiles(wall)}) |"
+            f"| {statistics.median(cpu):.3f} ({quartiles(cpu)}) "
+            f"| {statistics.median(wall):.3f} ({quartiles(wall)}) |"
         )
     return ratios
 

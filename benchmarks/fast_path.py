@@ -40,6 +40,8 @@ import subprocess
 import sys
 import time
 
+from measure import machine_load, quartiles, rotated
+
 WARMUP = 10  # batches not timed, in every loop
 SIZES = [784, 1000, 1000, 1000, 10]
 L1, LR = 0.001, 0.01
@@ -226,23 +228,6 @@ def process_seconds(name: str, batch_size: int, steps: int) -> tuple[float, floa
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def _rotated(names: list[str], repeat: int) -> list[str]:
-    k = repeat % len(names)
-    return names[k:] + names[:k]
-
-
-def _quartiles(values: list[float]) -> str:
-    if len(values) < 2:
-        return "one repeat"
-    low, _, high = statistics.quantiles(values, n=4)
-    return f"{low:.2f}-{high:.2f}"
-
-
-def _load() -> str:
-    one, five, _ = os.getloadavg()
-    return f"load average {one:.1f} (1 min), {five:.1f} (5 min) on {os.cpu_count()} cores"
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=7, help="steady-state repeats per batch size")
@@ -278,7 +263,7 @@ def main(argv: list[str] | None = None) -> None:
         logging.getLogger(name).setLevel(logging.ERROR)  # "GPU available: ..." at every fit
     names = ["bare", "plain", "fast"] + (["bare_fused"] if args.bare_fused else [])
     print(
-        f"start: {_load()}; torch threads {torch.get_num_threads()}; GLIBC_TUNABLES="
+        f"start: {machine_load()}; torch threads {torch.get_num_threads()}; GLIBC_TUNABLES="
         f"{os.environ.get('GLIBC_TUNABLES', '(not set)')}",
         file=sys.stderr,
     )
@@ -288,7 +273,7 @@ def main(argv: list[str] | None = None) -> None:
         images, labels = make_data(steps * batch_size)
         runs = {name: ([], [], []) for name in names}  # (per wall second, per CPU second, faults per step)
         for repeat in range(args.repeats):
-            for name in _rotated(names, repeat):
+            for name in rotated(names, repeat):
                 for values, value in zip(runs[name], VARIANTS[name](images, labels, batch_size)):
                     values.append(value)
             loads.append(os.getloadavg()[0])
@@ -304,7 +289,7 @@ def main(argv: list[str] | None = None) -> None:
         process_steps = args.process_steps or (500 if batch_size <= 10 else 100)
         seconds = {name: ([], []) for name in names}  # (wall, CPU)
         for repeat in range(args.process_repeats):
-            for name in _rotated(names, repeat):
+            for name in rotated(names, repeat):
                 for values, value in zip(seconds[name], process_seconds(name, batch_size, process_steps)):
                     values.append(value)
             loads.append(os.getloadavg()[0])
@@ -316,7 +301,7 @@ def main(argv: list[str] | None = None) -> None:
         whole[batch_size] = (seconds, process_steps)
 
     print(
-        f"\nend: {_load()}; 1-minute load average over the run: median {statistics.median(loads):.1f}, "
+        f"\nend: {machine_load()}; 1-minute load average over the run: median {statistics.median(loads):.1f}, "
         f"range {min(loads):.1f}-{max(loads):.1f}; GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '(not set)')}\n"
     )
     others = [n for n in names if n != "bare"]
@@ -356,7 +341,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def _ratio(numerators: list[float], denominators: list[float]) -> str:
     ratios = [a / b for a, b in zip(numerators, denominators)]
-    return f"{statistics.median(ratios):.2f} ({_quartiles(ratios)})"
+    return f"{statistics.median(ratios):.2f} ({quartiles(ratios, digits=2)})"
 
 
 if __name__ == "__main__":

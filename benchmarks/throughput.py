@@ -45,6 +45,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.loggers import CSVLogger
+from measure import quartiles
 
 from lightning_rect import SparseMLP
 from lightning_rect.app.cli import fit_callbacks
@@ -162,13 +163,6 @@ def histogram_seconds(repeats: int = 25) -> float:
     return statistics.median(times)
 
 
-def _quartiles(values: list[float]) -> str:
-    if len(values) < 2:
-        return "one repeat"
-    low, _, high = statistics.quantiles(values, n=4)
-    return f"{low:.3f}-{high:.3f}"
-
-
 def _sync(device) -> None:
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize()
@@ -219,8 +213,8 @@ def main(argv: list[str] | None = None) -> None:
         floor = [a / b for a, b in zip(runs["trainer_alone"], runs["bare"])]
         line = (
             f"| {batch_size} | {med['bare']:.0f} | {med['lightning']:.0f} | {med['lightning_no_monitor']:.0f} "
-            f"| {statistics.median(ratios):.3f} ({_quartiles(ratios)}) | {100 * (1 - monitor):.1f}% "
-            f"| {med['trainer_alone']:.0f} | {statistics.median(floor):.3f} ({_quartiles(floor)}) |"
+            f"| {statistics.median(ratios):.3f} ({quartiles(ratios)}) | {100 * (1 - monitor):.1f}% "
+            f"| {med['trainer_alone']:.0f} | {statistics.median(floor):.3f} ({quartiles(floor)}) |"
         )
         print(line)
     print(
