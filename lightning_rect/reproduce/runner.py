@@ -366,7 +366,7 @@ class Runner:
                         "project": self.o.wandb_project,
                         "name": spec.id,
                         "group": self.o.experiment,
-                        "save_dir": str(out_runs / spec.id),
+                        "save_dir": str(Path(out_runs) / spec.id),
                     },
                 },
             ]
