@@ -41,3 +41,4 @@ docs: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check lightning_rect tests benchmarks
 	$(VENV)/bin/ruff format --check lightning_rect tests benchmarks
+	$(VENV)/bin/mypy

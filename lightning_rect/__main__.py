@@ -50,13 +50,14 @@ def run(command: str | None) -> None:
 def out_of_memory(err: BaseException) -> bool:
     """Whether ``err`` (or what caused it) is the system refusing memory."""
     seen = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        if isinstance(err, MemoryError) or (isinstance(err, OSError) and err.errno == errno.ENOMEM):
+    exc: BaseException | None = err  # err, then what caused it, and so on
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, MemoryError) or (isinstance(exc, OSError) and exc.errno == errno.ENOMEM):
             return True
-        if isinstance(err, (ImportError, OSError, RuntimeError)) and any(w in str(err).lower() for w in OUT_OF_MEMORY):
-            return "cuda" not in str(err).lower()  # a GPU's memory has its own error and fix
-        err = err.__cause__ or err.__context__
+        if isinstance(exc, (ImportError, OSError, RuntimeError)) and any(w in str(exc).lower() for w in OUT_OF_MEMORY):
+            return "cuda" not in str(exc).lower()  # a GPU's memory has its own error and fix
+        exc = exc.__cause__ or exc.__context__
     return False
 
 

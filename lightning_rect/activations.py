@@ -28,6 +28,7 @@ initialisation, also uniform (+-1/sqrt(fan_in)), the same for every network.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -115,6 +116,10 @@ class SignFlip(nn.Module):
     A rectifier's outputs are all >= 0; flipping half of them lets the next layer see inputs whose
     mean can cancel, as with tanh. Zeros stay zeros, so sparsity is unchanged.
     """
+
+    # For type checkers only: a class annotation would also be read by TorchScript, which compiles this module.
+    if TYPE_CHECKING:
+        signs: torch.Tensor  # the buffer registered in __init__
 
     def __init__(self, num_units: int) -> None:
         super().__init__()

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 from lightning import Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lightning_rect.encoder import Encoder
 from lightning_rect.errors import CheckpointError
@@ -44,6 +45,7 @@ def load_checkpoint_file(
     mmap: bool = False,
 ) -> Any:
     """The checkpoint at ``path`` (with ``lightning``: one with a ``state_dict``), loaded as weights only."""
+    source: io.BytesIO | Path
     if "://" in str(path):
         source = _fetch(str(path), what, fix)
     else:
@@ -98,6 +100,8 @@ def last_checkpoint_path(trainer: Trainer) -> str:
     """Path of the newest epoch-end checkpoint of this run written so far, or "": a file that exists in the
     run's own checkpoint folder (a path restored from another run's checkpoint is never named)."""
     for callback in trainer.checkpoint_callbacks:
+        if not isinstance(callback, ModelCheckpoint):  # the Checkpoint base class names no files
+            continue
         path = callback.last_model_path or (callback.best_model_path if callback.monitor is None else "")
         if path and _in_own_folder(path, getattr(callback, "dirpath", None)):
             return path

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 from itertools import pairwise
+from typing import TypeGuard
 
 from lightning_rect.errors import ConfigError
 
@@ -12,7 +13,7 @@ from lightning_rect.errors import ConfigError
 TRAINING_BYTES_PER_PARAMETER = 3 * 4
 
 
-def is_number(value: object) -> bool:
+def is_number(value: object) -> TypeGuard[int | float]:
     """An int or float, not a bool: ``True`` is an int to Python, never a count or a rate in a config."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 

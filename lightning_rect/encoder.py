@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterable, Sequence
-from typing import List, Optional
+from typing import List, Optional, cast
 
 import torch
 from torch import nn
@@ -127,7 +127,7 @@ class Encoder(nn.Module):
         ``nn.Sequential``'s keys (``0.weight``, ``0.bias``, ...): ready for ``torch.onnx.export``,
         ``torch.jit.script`` or loading into the same ``nn.Sequential`` written by hand."""
         modules: list[nn.Module] = []
-        for layer in self.layers:
+        for layer in self.hidden_layers():
             modules += [copy.deepcopy(layer.linear), copy.deepcopy(layer.activation)]
             if layer.sign_flip is not None:
                 modules.append(copy.deepcopy(layer.sign_flip))
@@ -137,7 +137,12 @@ class Encoder(nn.Module):
 
     def activation_modules(self) -> list[nn.Module]:
         """The activation module of each layer, in order: what ``SparsityMonitor`` watches."""
-        return [layer.activation for layer in self.layers]
+        return [layer.activation for layer in self.hidden_layers()]
+
+    def hidden_layers(self) -> list[HiddenLayer]:
+        """``layers`` as the ``HiddenLayer``s they are (``__init__`` builds every one): ``nn.ModuleList``
+        hands its items to a type checker as plain ``nn.Module``s."""
+        return [layer for layer in self.layers if isinstance(layer, HiddenLayer)]
 
 
 @torch.no_grad()
@@ -190,7 +195,9 @@ def l1_penalty(hidden: Sequence[torch.Tensor], num_layers: int | None = None) ->
     (0.003 averaged over 3 layers) gives a sparser network with a higher error: the rows 0.001 and
     0.003 of ``reproductions/l1_sweep/l1_sweep.md``. The library's sum: ``l1 = 0.001 * depth``.
     """
-    return sum(h.abs().sum() for h in hidden) / (hidden[0].shape[0] * (num_layers or len(hidden)))
+    # cast: typeshed's sum() adds its start value, 0, to the result type; ``hidden`` is never empty here
+    total = cast(torch.Tensor, sum(h.abs().sum() for h in hidden))
+    return total / (hidden[0].shape[0] * (num_layers or len(hidden)))
 
 
 def check_sizes(in_features: int, hidden_sizes: Sequence[int]) -> None:

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from glob import escape
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from lightning_rect.errors import LightningRectError, StorageError
 
@@ -37,7 +37,8 @@ def storage_error(
     path: str | os.PathLike, err: OSError, elsewhere: str = "write it to another folder", kept: str = ""
 ) -> StorageError:
     """``err`` as one line: ``cannot write <path>: <cause>; [<kept>; ]<fix>``; ``elsewhere``: how to write elsewhere."""
-    cause = CAUSES.get(err.errno) or (err.strerror or str(err)).lower()
+    known = CAUSES.get(err.errno) if err.errno is not None else None
+    cause = known or (err.strerror or str(err)).lower()
     folder = Path(path).parent
     fix = (
         f"free some space on the disk of {folder}, or {elsewhere}"
@@ -70,7 +71,7 @@ def atomic_write(
         remove_stale_temporaries(path)
         tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, as to any new file
-        text = {} if "b" in mode else {"encoding": "utf-8", "newline": ""}
+        text: dict[str, Any] = {} if "b" in mode else {"encoding": "utf-8", "newline": ""}
         with open(fd, mode, **text) as file:
             with suppress(OSError):  # a file system without locks: only stale temporaries stay
                 fcntl.flock(file.fileno(), fcntl.LOCK_EX)  # in use: remove_stale_temporaries leaves it alone

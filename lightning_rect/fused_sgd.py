@@ -20,7 +20,8 @@ code that ``torch.compile`` traces run the plain layers (whose gradients the opt
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -149,8 +150,8 @@ def check_trainer(model, params: Iterable[nn.Parameter]) -> InPlaceSGD:
                 "decay, nesterov or maximize); set them to 0/false"
             )
     held = {id(p) for group in optimizer.param_groups for p in group["params"]}
-    names = {id(p): name for name, p in model.named_parameters()}
-    missing = [names.get(id(p), "?") for p in params if p.requires_grad and id(p) not in held]
+    name_of = {id(p): name for name, p in model.named_parameters()}
+    missing = [name_of.get(id(p), "?") for p in params if p.requires_grad and id(p) not in held]
     if missing:
         _refuse(
             f"parameter {missing[0]} is not in the optimizer, so plain SGD would not train it but fused_sgd would; "
@@ -163,14 +164,28 @@ def _refuse(reason: str) -> None:
     raise ConfigError(f"fused_sgd cannot run here: {reason}, {_SWITCH_OFF}")
 
 
+class _FusedLayer(Protocol):
+    fused_sgd: InPlaceSGD | None
+
+
+class _LayeredEncoder(Protocol):
+    """What the binding needs of a model's ``Encoder`` (named by its shape: ``encoder`` imports this module)."""
+
+    def hidden_layers(self) -> Sequence[_FusedLayer]: ...
+
+
 class FusedSGDBinding:
     """What both models do with the fast path's state: bind it to their encoder's layers for a fit
     (``_bind_fused_sgd``, from ``on_fit_start``) and unbind it when the fit ends."""
+
+    if TYPE_CHECKING:  # the model's own, set in its __init__
+        encoder: _LayeredEncoder
+        _fused: InPlaceSGD | None
 
     def on_fit_end(self) -> None:
         self._bind_fused_sgd(None)
 
     def _bind_fused_sgd(self, sgd: InPlaceSGD | None) -> None:
         self._fused = sgd
-        for layer in self.encoder.layers:
+        for layer in self.encoder.hidden_layers():
             layer.fused_sgd = sgd

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
+from torchmetrics import Metric
 
 
 def activity_fractions(nonzero: torch.Tensor, rows: int | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -10,6 +12,14 @@ def activity_fractions(nonzero: torch.Tensor, rows: int | torch.Tensor) -> tuple
     sparsity = 1.0 - nonzero.sum() / max(rows * nonzero.numel(), 1)
     dead = (nonzero == 0).double().mean()
     return sparsity.float(), dead.float()
+
+
+def as_metric(module: nn.Module) -> Metric:
+    """``module``, an item of an ``nn.ModuleDict`` or ``nn.ModuleList`` of metrics, as the torchmetrics
+    ``Metric`` it is (the containers hand their items to a type checker as plain ``nn.Module``s)."""
+    if not isinstance(module, Metric):
+        raise TypeError(f"expected a torchmetrics Metric, got {type(module).__name__}")
+    return module
 
 
 class LossAverage:
@@ -34,6 +44,8 @@ class LossAverage:
         self.steps += 1
 
     def pop(self) -> torch.Tensor:
+        if self.total is None:  # nothing added since the last pop: as the division by None did
+            raise TypeError("LossAverage.pop() before any add()")
         mean = self.total / self.steps
         self.total, self.steps = None, 0
         return mean

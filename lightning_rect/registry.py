@@ -117,7 +117,7 @@ class Registry(Generic[T]):
             self._plugins[name] = plugin
 
     def _load_entry_points(self) -> None:
-        if self._entry_points_loaded:
+        if self._entry_points_loaded or self.entry_point_group is None:  # no group: loaded from the start
             return
         self._entry_points_loaded = True  # set first: a failing plugin must not be retried forever
         for ep in entry_points(group=self.entry_point_group):
@@ -194,7 +194,7 @@ class Registry(Generic[T]):
         factory = self.get(name)
         allowed = _keyword_names(factory)
         unknown = sorted(set(kwargs) - set(allowed)) if allowed is not None else []
-        if unknown:
+        if unknown and allowed is not None:  # (unknown is empty without allowed names)
             raise ConfigError(
                 f"{self.kind} {name!r} does not accept argument{'s' if len(unknown) > 1 else ''} "
                 f"{', '.join(unknown)}; it accepts: {', '.join(allowed) or 'no arguments'}"

@@ -43,7 +43,6 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, Progress
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, instantiate_class
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import CheckpointIO
-from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch.optim import Optimizer
@@ -64,6 +63,7 @@ from lightning_rect.app.results import (
 )
 from lightning_rect.app.resume import (
     SPECIAL_CKPT_PATHS,
+    CheckpointFacts,
     RunContinuity,
     check_checkpoint,
     check_weights,
@@ -93,6 +93,7 @@ from lightning_rect.checkpoint import last_checkpoint_path, read_pretrained
 from lightning_rect.checks import check_model_fits_in_memory
 from lightning_rect.errors import ConfigError, LightningRectError
 from lightning_rect.files import portable_path
+from lightning_rect.lightning_attrs import process_rank, trainer_callbacks, trainer_fast_dev_run
 
 __all__ = ["RectCLI", "link_data_sizes", "main", "user_error"]
 
@@ -144,14 +145,14 @@ class RectCLI(LightningCLI):
         kwargs.setdefault("save_config_callback", SaveRunConfig)  # also into W&B runs, if any
         kwargs["parser_kwargs"] = quiet_parsers(kwargs.get("parser_kwargs"))
         self._parsers: list[LightningArgumentParser] = []
-        self._requested_lr = None
-        self._checkpoint = None  # what check_checkpoint found in --ckpt_path
+        self._requested_lr: float | None = None
+        self._checkpoint: CheckpointFacts | None = None  # what check_checkpoint found in --ckpt_path
         #: the run folder of a run without a logger (``default_root_dir``), and whether this process made it
         self._run_folder: Path | None = None
         self._made_run_folder = False
         #: the command line as given (for the resume command a stopped fit prints) and its model sizes
         self._given: list[str] = []
-        self._hidden_sizes = None
+        self._hidden_sizes: list[int] | None = None
         #: modules of the current folder are imported only when --import names them, never for a class_path
         self._guard = ImportGuard()
         set_remote_reading()  # --config http://... is read only with LIGHTNING_RECT_ALLOW_REMOTE_CONFIG=1, https
@@ -185,7 +186,8 @@ class RectCLI(LightningCLI):
                 # --import for the processes DDP starts from it
                 self.config = parser.parse_args(command_line)
             else:
-                super().parse_arguments(parser, command_line)
+                # Lightning types command_line as a list; a tuple parses as well
+                super().parse_arguments(parser, command_line)  # type: ignore[arg-type]
         except argparse.ArgumentError as err:
             said = " ".join([*(str(cause) for cause in _causes(err)), *self._given])
             ours = self._guard.refusal_in(said) or next(
@@ -206,7 +208,9 @@ class RectCLI(LightningCLI):
         user wrote it (LightningCLI next merges the checkpoint's hyperparameters into the config)."""
         subcommand = self.config.get("subcommand")
         config = self.config.get(str(subcommand)) if subcommand else None
-        ckpt_path = config.get("ckpt_path") if config is not None else None
+        if config is None:  # no subcommand: nothing to read
+            return
+        ckpt_path = config.get("ckpt_path")
         if ckpt_path and str(ckpt_path) not in SPECIAL_CKPT_PATHS:
             self._checkpoint = check_checkpoint(
                 str(ckpt_path), config, resuming_fit=subcommand == "fit", command_line=self._given
@@ -227,7 +231,7 @@ class RectCLI(LightningCLI):
         if self.subcommand != "fit":
             # validate/test/predict only read a run: never into an earlier run's folder (a saved config's version)
             for note in keep_out_of_earlier_runs(config.trainer.get("logger"), str(self.subcommand)):
-                if rank_zero_only.rank == 0:
+                if process_rank() == 0:
                     print(note, file=sys.stderr)
             return
         refuse_fit_without_training(config.trainer)
@@ -262,7 +266,7 @@ class RectCLI(LightningCLI):
                     "lightning_rect.app.loggers.CSVLogger in trainer.logger to continue the run in place)"
                 ),
             )
-        if rank_zero_only.rank != 0:
+        if process_rank() != 0:
             return
         if folder is not None:
             print(f"resuming from {config.ckpt_path} in its run folder {folder}")
@@ -301,7 +305,7 @@ class RectCLI(LightningCLI):
         added = [describe(cb) for cb in kwargs.get("callbacks", [])[len(_as_list(trainer_config.get("callbacks"))) :]]
         added += [describe(p) for p in kwargs.get("plugins", [])[len(plugins) :]]
         if added:
-            if rank_zero_only.rank == 0:
+            if process_rank() == 0:
                 print(f"{self.subcommand} adds to the config: {', '.join(added)}")
             self.save_config_kwargs = {**self.save_config_kwargs, "added": tuple(added)}
         try:
@@ -322,7 +326,7 @@ class RectCLI(LightningCLI):
             return self._run_folder
         data = type(self.datamodule).__name__.removesuffix("DataModule") if self.datamodule is not None else ""
         name = "_".join(n.lower() for n in (type(self.model).__name__, data) if n)
-        if rank_zero_only.rank != 0:
+        if process_rank() != 0:
             return root
         self._run_folder, self._made_run_folder = Path(claim_run_folder(root / "runs" / name)), True
         print(f"no logger (trainer.logger=false): this run's files go to {self._run_folder}")
@@ -333,20 +337,20 @@ class RectCLI(LightningCLI):
         """What ``fit`` runs in place of ``trainer.fit``: the fit, then the test of the selected checkpoint and
         ``results.json``, all in the run folder held by this process alone."""
         trainer, logger = self.trainer, self.trainer.logger
-        if trainer.fast_dev_run:
+        if trainer_fast_dev_run(trainer):
             self.fast_dev_run(model, **kwargs)
             return
         # on rank 0, the run folder (the first logger's, claimed now: our CSVLogger makes a new version_N that
         # no other process can take; or the one made for a run without a logger), locked for this fit alone
         if logger is None:
-            folder, made = self._run_folder if rank_zero_only.rank == 0 else None, self._made_run_folder
+            folder, made = self._run_folder if process_rank() == 0 else None, self._made_run_folder
         else:
-            local = rank_zero_only.rank == 0 and getattr(logger, "log_dir", None) and "://" not in str(logger.log_dir)
-            folder = Path(logger.log_dir) if local else None
+            log_dir = getattr(logger, "log_dir", None)
+            folder = Path(log_dir) if process_rank() == 0 and log_dir and "://" not in str(log_dir) else None
             made = folder is not None and (bool(getattr(logger, "claimed", False)) or not folder.exists())
         outcome: dict[str, float] = {}
         stop = (
-            next((cb for cb in trainer.callbacks if isinstance(cb, StopOnSignal)), None)
+            next((cb for cb in trainer_callbacks(trainer) if isinstance(cb, StopOnSignal)), None)
             if self._handle_signals
             else None
         )
@@ -382,11 +386,11 @@ class RectCLI(LightningCLI):
                     signum = signum or signal.SIGTERM
                     removed = made and not last_checkpoint_path(trainer) and outcome.get("global_step") is None
                     line = self.stopped_line(signum, removed=removed)
-                    if removed:
+                    if removed and folder is not None:
                         remove_untrained_run(folder)  # nothing of it can be resumed: no partial run folder
                     wait_for_other_ranks(trainer, STOP_GRACE_SECONDS)
                     raise Stopped(line, signum) from None
-                if made and outcome.get("global_step", trainer.global_step) == 0:
+                if made and folder is not None and outcome.get("global_step", trainer.global_step) == 0:
                     remove_untrained_run(folder)  # no litter: the folder of a run that trained nothing
                 raise
 
@@ -446,7 +450,7 @@ class RectCLI(LightningCLI):
         try:
             return getattr(trainer, kind)(model, **kwargs)
         except BaseException:
-            if rank_zero_only.rank == 0:
+            if process_rank() == 0:
                 made = [Path(lg.log_dir) for lg in trainer.loggers if getattr(lg, "claimed", False) and lg.log_dir]
                 made += [self._run_folder] if self._made_run_folder and self._run_folder is not None else []
                 for folder in made:
@@ -460,7 +464,7 @@ class RectCLI(LightningCLI):
         trainer.fit(model, **kwargs)
         trainer.test(model, datamodule=self.datamodule, verbose=False)
         if trainer.is_global_zero:
-            batches = int(trainer.fast_dev_run)
+            batches = int(trainer_fast_dev_run(trainer))
             print(
                 f"fast_dev_run: fit and test ran {batches} batch{'es' if batches > 1 else ''} each as a check; "
                 "nothing was written (no run folder, checkpoint or results.json)",
@@ -469,13 +473,14 @@ class RectCLI(LightningCLI):
 
     def test_and_record(self, model: LightningModule, outcome: dict[str, float]) -> None:
         trainer = self.trainer
-        timer = next((cb for cb in trainer.callbacks if isinstance(cb, Timer)), None)
+        timer = next((cb for cb in trainer_callbacks(trainer) if isinstance(cb, Timer)), None)
         # Lightning's Timer: the time before a crash, plus since
         fit_seconds = outcome.get("fit_seconds", timer.time_elapsed("train") if timer is not None else None)
         checkpoint = selection_checkpoint(trainer, model)
         best_path = checkpoint.best_model_path if checkpoint is not None else ""
         best_score = outcome.get("best_score", checkpoint.best_model_score) if checkpoint is not None else None
         test_metrics = trainer.test(model, datamodule=self.datamodule, ckpt_path=best_path or None, verbose=False)
+        extra_results = getattr(model, "extra_results", None)  # StackedDAE's
         results = {
             "model": type(model).__name__,
             "data": type(self.datamodule).__name__,
@@ -486,7 +491,7 @@ class RectCLI(LightningCLI):
             "fit_seconds": round(fit_seconds, 2) if fit_seconds is not None else None,
             "checkpoint": absolute_checkpoint(best_path),
             **{k: to_float(v) for k, v in (test_metrics[0] if test_metrics else {}).items()},
-            **(model.extra_results() if hasattr(model, "extra_results") else {}),
+            **(extra_results() if extra_results is not None else {}),
             **provenance(),  # the version and git commit that wrote it
         }
         # this run's own folder (under MLflow or W&B first, not the root their runs share); both calls are
@@ -500,6 +505,7 @@ class RectCLI(LightningCLI):
             if not trainer.loggers:
                 print("summary.png was not drawn: a run without a logger has no metrics.csv to draw it from")
                 return
+            assert log_dir is not None  # a run with a logger has a folder (run_folder)
             try:
                 write_summary_figure(log_dir)  # one line instead if matplotlib is missing
             except KeyboardInterrupt:
@@ -576,12 +582,17 @@ class FitOutcome(Callback):
         self.metric = metric
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        values = {"global_step": trainer.global_step, "epochs": trainer.current_epoch}
-        timer = next((cb for cb in trainer.callbacks if isinstance(cb, Timer)), None)
+        values: dict[str, float] = {"global_step": trainer.global_step, "epochs": trainer.current_epoch}
+        timer = next((cb for cb in trainer_callbacks(trainer) if isinstance(cb, Timer)), None)
         if timer is not None:
             values["fit_seconds"] = timer.time_elapsed("train")
         checkpoint = next(
-            (cb for cb in trainer.checkpoint_callbacks if self.metric and cb.monitor == self.metric), None
+            (
+                cb
+                for cb in trainer.checkpoint_callbacks
+                if isinstance(cb, ModelCheckpoint) and self.metric and cb.monitor == self.metric
+            ),
+            None,
         )
         if checkpoint is not None and checkpoint.best_model_score is not None:
             values["best_score"] = float(checkpoint.best_model_score)
@@ -647,7 +658,8 @@ class StopOnSignal(Callback):
                 if signal.getsignal(signum) in (signal.SIG_DFL, signal.default_int_handler):
                     previous[signum] = signal.signal(signum, self._handle)
         if signal.SIGTERM in previous:
-            trainer._signal_connector._sigterm_notifier_fn = _NoticeElsewhere(trainer._signal_connector)
+            connector = trainer._signal_connector  # Lightning's private notifier method, replaced on purpose:
+            connector._sigterm_notifier_fn = _NoticeElsewhere(connector)  # type: ignore[method-assign,assignment]
         self._trainer, self._line = trainer, line
         try:
             yield self
@@ -679,7 +691,7 @@ class StopOnSignal(Callback):
             line = self._line(self.signum or signum, True) if self._line is not None else ""
         except Exception:  # noqa: BLE001 - the line is a courtesy; ending is what matters
             line = ""
-        if rank_zero_only.rank == 0:
+        if process_rank() == 0:
             print(line or f"stopped by {signal.Signals(signum).name}", file=sys.stderr, flush=True)
         release_held_locks()
         os._exit(128 + int(self.signum or signum))
@@ -714,7 +726,7 @@ class _NoticeElsewhere:
 
 
 def stop_count(trainer: Trainer) -> int:
-    return next((cb.signals for cb in trainer.callbacks if isinstance(cb, StopOnSignal)), 0)
+    return next((cb.signals for cb in trainer_callbacks(trainer) if isinstance(cb, StopOnSignal)), 0)
 
 
 def wait_for_other_ranks(trainer: Trainer, timeout: float) -> None:
@@ -754,7 +766,7 @@ class SaveRunConfig(SaveConfigToWandb):
         first = trainer.loggers[0] if trainer.loggers else None
         if (
             first is None
-            or trainer.fast_dev_run
+            or trainer_fast_dev_run(trainer)
             or isinstance(first, (CSVLogger, TensorBoardLogger))
             or self.already_saved
             or not self.save_to_log_dir
@@ -766,6 +778,7 @@ class SaveRunConfig(SaveConfigToWandb):
         folder = run_folder(trainer)  # every rank asks: a broadcast
         self._log_dir = folder
         if trainer.is_global_zero:
+            assert folder is not None  # a logger and no fast_dev_run: run_folder names one
             Path(folder).mkdir(parents=True, exist_ok=True)
             self.parser.save(
                 self.config,
@@ -836,7 +849,7 @@ def scheduler_with_models_optimizer(model: LightningModule, config) -> None:
             )
         return LightningCLI.configure_optimizers(model, optimizer, instantiate_class(optimizer, scheduler))
 
-    model.configure_optimizers = configure_optimizers
+    model.configure_optimizers = configure_optimizers  # type: ignore[method-assign]  # replaced on purpose
 
 
 def _as_list(value) -> list:
@@ -937,7 +950,14 @@ def fit_callbacks(configured: list[Callback], model: LightningModule, trainer_co
 def selection_checkpoint(trainer: Trainer, model: LightningModule) -> ModelCheckpoint | None:
     """The ModelCheckpoint that tracks ``model.selection_metric``, if any."""
     metric = getattr(model, "selection_metric", None)
-    return next((cb for cb in trainer.checkpoint_callbacks if metric is not None and cb.monitor == metric), None)
+    return next(
+        (
+            cb
+            for cb in trainer.checkpoint_callbacks
+            if isinstance(cb, ModelCheckpoint) and metric is not None and cb.monitor == metric
+        ),
+        None,
+    )
 
 
 def main(args: list[str] | None = None) -> None:
@@ -949,7 +969,7 @@ def main(args: list[str] | None = None) -> None:
     try:
         RectCLI(args=args, handle_signals=True, exits_after_stop=args is None)
     except Stopped as stop:
-        if rank_zero_only.rank == 0:  # under DDP every rank is stopped; one line says so
+        if process_rank() == 0:  # under DDP every rank is stopped; one line says so
             print(one_line(stop), file=sys.stderr)
         sys.exit(stop.exit_code)
     except KeyboardInterrupt:

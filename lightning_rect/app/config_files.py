@@ -193,8 +193,8 @@ def cap_yaml_loading() -> None:
     if getattr(default, "_lightning_rect_capped", False):
         return
     capped = capped_loader("a config or command-line value (YAML)", base=default)
-    capped._lightning_rect_capped = True
-    loaders.yaml_default_loader = capped
+    capped._lightning_rect_capped = True  # type: ignore[attr-defined]  # a marker of our own on the class
+    loaders.yaml_default_loader = capped  # type: ignore[assignment]  # jsonargparse's is set to None, unannotated
 
 
 def set_remote_reading() -> None:

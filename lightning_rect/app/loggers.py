@@ -23,6 +23,7 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities import rank_zero_only
 
 from lightning_rect.files import storage_error
+from lightning_rect.lightning_attrs import process_rank
 
 
 class CSVLogger(LightningCSVLogger):
@@ -61,7 +62,7 @@ class CSVLogger(LightningCSVLogger):
         """The given version, or the next free ``version_N``, made here (on rank 0) so no other process gets it."""
         if self._claimed_version is None:
             version = super().version
-            if not self._fixed and rank_zero_only.rank == 0 and "://" not in self.root_dir:
+            if not self._fixed and process_rank() == 0 and "://" not in self.root_dir:
                 while True:
                     try:
                         os.makedirs(os.path.join(self.root_dir, f"version_{version}"))
@@ -117,7 +118,7 @@ def claim_run_folder(root: str | os.PathLike) -> str:
     existing = (
         [
             int(d.name.removeprefix("version_"))
-            for d in os.scandir(root)
+            for d in os.scandir(os.fspath(root))
             if d.is_dir() and d.name.startswith("version_") and d.name.removeprefix("version_").isdigit()
         ]
         if os.path.isdir(root)

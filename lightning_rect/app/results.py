@@ -12,12 +12,13 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, SupportsFloat
 
 import torch
 from lightning import Callback, LightningModule, Trainer
 
 from lightning_rect.files import atomic_write, write_atomically
+from lightning_rect.lightning_attrs import trainer_fast_dev_run
 
 RESULTS_FILE = "results.json"
 PREDICTIONS_FILE = "predictions.pt"
@@ -144,7 +145,7 @@ class PredictionsFile(Callback):
 
     def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         folder = trainer.log_dir  # broadcasts under DDP, so every rank must ask
-        if trainer.fast_dev_run:
+        if trainer_fast_dev_run(trainer):
             if trainer.is_global_zero:
                 print("fast_dev_run: the predictions were not written (Lightning's fast_dev_run writes nothing)")
             return
@@ -189,5 +190,5 @@ def _describe(predictions: Any) -> str:
     return f"a list of {len(predictions)}"
 
 
-def to_float(value: object) -> float | None:
+def to_float(value: SupportsFloat | None) -> float | None:
     return None if value is None else float(value.item() if hasattr(value, "item") else value)

@@ -185,7 +185,11 @@ def config_filename(logger_config: Any, default: str = "config.yaml") -> str:
     holds one: the first run's config is never overwritten, each resume's is kept next to it."""
     found = run_root(logger_config)
     version = found[0].get("version") if found is not None else None  # None: a new folder
-    folder = found[1] / (version if isinstance(version, str) else f"version_{version}") if version is not None else None
+    folder = (
+        found[1] / (version if isinstance(version, str) else f"version_{version}")
+        if found is not None and version is not None
+        else None
+    )
     if folder is None or not (folder / default).exists():
         return default
     k = 1
@@ -202,7 +206,7 @@ class CheckpointFacts:
     """What ``check_checkpoint`` read from a ``--ckpt_path``, for ``check_weights`` once the model is built."""
 
     hparams: dict
-    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    shapes: dict[str, tuple[int, ...] | None] = field(default_factory=dict)
     optimizer_state: bool = True
 
 
@@ -302,9 +306,9 @@ def check_weights(path: str, facts: CheckpointFacts, model: Any, resuming_fit: b
 
     ours = _shapes(model.state_dict())
     problems = [
-        f"{k} is {list(facts.shapes[k])} in the checkpoint, {list(ours[k])} in the model"
-        for k in ours
-        if facts.shapes.get(k) is not None and ours[k] is not None and facts.shapes[k] != ours[k]
+        f"{k} is {list(theirs)} in the checkpoint, {list(mine)} in the model"
+        for k, mine in ours.items()
+        if (theirs := facts.shapes.get(k)) is not None and mine is not None and theirs != mine
     ]
     if getattr(model, "strict_loading", True):
         missing = [k for k in ours if k not in facts.shapes and k.rpartition(".")[2] != PRETRAINED_LOADED_KEY]
@@ -417,8 +421,9 @@ class RunContinuity(Callback):
         self.resumed_step = int(checkpoint.get("global_step", 0))
         self._resumed_lr = (checkpoint.get("hyper_parameters") or {}).get("lr")
         for logger in trainer.loggers:
-            if callable(getattr(logger, "continue_history", None)):
-                logger.continue_history(checkpoint_log_step(checkpoint))
+            continue_history = getattr(logger, "continue_history", None)  # RunCSVLogger's
+            if callable(continue_history):
+                continue_history(checkpoint_log_step(checkpoint))
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         old, new = self._resumed_lr, getattr(pl_module, "hparams", {}).get("lr")

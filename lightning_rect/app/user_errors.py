@@ -109,7 +109,8 @@ def parser_message(err: BaseException, options: Sequence[str], args: Sequence[st
     (what is wrong); ``Parser key "k"`` and ``Problem with given class_path 'c'`` on the way give the
     key. ``options``: the parser's option names (for close matches); ``args``: the command line."""
     chain = list(_chain(err))
-    leaf, keys, class_path = _first_line(chain[-1]), [], None
+    leaf, class_path = _first_line(chain[-1]), None
+    keys: list[str] = []
     for cause in chain:
         if match := re.match(r'Parser key "([^"]+)"', _first_line(cause)):
             keys += [match.group(1)] if keys[-1:] != [match.group(1)] else []

@@ -13,6 +13,7 @@ from typing_extensions import override
 from lightning_rect.checkpoint import last_checkpoint_path
 from lightning_rect.errors import DivergenceError, NonFiniteInputError
 from lightning_rect.grid import PAPER_LRS
+from lightning_rect.lightning_attrs import trainer_datamodule
 
 
 class DivergenceGuard(Callback):
@@ -169,7 +170,7 @@ def nonfinite_in_batches(counts: list[tuple[int, torch.Tensor]], epoch: int) -> 
 
 def nonfinite_in_training_split(trainer: Trainer) -> str:
     """Non-finite values in an in-memory data module's stored training inputs, or ""."""
-    splits = getattr(trainer.datamodule, "splits", None)
+    splits = getattr(trainer_datamodule(trainer), "splits", None)
     train = splits.get("train") if isinstance(splits, dict) else None
     x = train[0] if isinstance(train, (tuple, list)) and train else None
     if not isinstance(x, torch.Tensor) or not x.is_floating_point() or bool(torch.isfinite(x).all()):
@@ -180,5 +181,5 @@ def nonfinite_in_training_split(trainer: Trainer) -> str:
 
 
 def _data_name(trainer: Trainer, stage: str) -> str:
-    datamodule = trainer.datamodule
+    datamodule = trainer_datamodule(trainer)
     return f"data: {type(datamodule).__name__}" if datamodule is not None else f"the {stage} dataloader"

@@ -41,11 +41,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from lightning import Trainer
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
 
 from lightning_rect.files import write_atomically
+from lightning_rect.lightning_attrs import trainer_fast_dev_run
 
 #: Bins of the firing-rate histograms: equal widths over [0, 1].
 HISTOGRAM_BINS = 20
@@ -98,7 +100,9 @@ def log_firing_rate_histograms(
             import wandb
 
             payload = {
-                f"{stage}/firing_rate/{layer}": wandb.Histogram(np_histogram=(list(h.counts), h.edges))
+                f"{stage}/firing_rate/{layer}": wandb.Histogram(
+                    np_histogram=(np.asarray(h.counts), np.asarray(h.edges))
+                )
                 for layer, h in histograms.items()
             }
             logger.experiment.log({**payload, "trainer/global_step": step})
@@ -130,7 +134,7 @@ def run_folder(trainer: Trainer) -> str | None:
     own folder (``mlruns/<experiment id>/<run id>``). A logger with no local ``save_dir`` (a remote
     tracking server) gets the same under ``trainer.default_root_dir``.
     """
-    if not trainer.loggers or trainer.fast_dev_run:  # fast_dev_run's stand-in logger has no run folder
+    if not trainer.loggers or trainer_fast_dev_run(trainer):  # fast_dev_run's stand-in logger has no run folder
         return None
     logger = trainer.loggers[0]
     if isinstance(logger, (TensorBoardLogger, CSVLogger)):

@@ -67,7 +67,7 @@ from __future__ import annotations
 
 import importlib
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Sized
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +91,7 @@ from lightning_rect.callbacks.firing_rates import (
     save_firing_rates,
 )
 from lightning_rect.errors import ConfigError
+from lightning_rect.lightning_attrs import trainer_callbacks
 from lightning_rect.metrics import activity_fractions
 
 #: Activation types listed as candidates when a model has no ``sparsity_modules()`` and no ``modules``.
@@ -198,8 +199,9 @@ class SparsityMonitor(Callback):
     def watched_modules(self, pl_module: LightningModule) -> list[tuple[str, nn.Module]]:
         """(logged name, module) of every module whose outputs are counted."""
         if self.modules is None:
-            if hasattr(pl_module, "sparsity_modules"):
-                return [(f"layer_{k}", m) for k, m in enumerate(pl_module.sparsity_modules(), start=1)]
+            sparsity_modules = getattr(pl_module, "sparsity_modules", None)  # the models' own method, if any
+            if sparsity_modules is not None:
+                return [(f"layer_{k}", m) for k, m in enumerate(sparsity_modules(), start=1)]
             candidates = [name for name, m in user_named_modules(pl_module) if isinstance(m, _activation_types())]
             raise ConfigError(
                 f"SparsityMonitor: {type(pl_module).__name__} has no sparsity_modules(), so say which hidden "
@@ -277,7 +279,7 @@ class SparsityMonitor(Callback):
     def _refuse_shared_names(self, trainer: Trainer, pl_module: LightningModule, layers: set[str]) -> None:
         """Lightning averages two values logged under one name without a word, and a ModelCheckpoint or
         EarlyStopping watching it would act on a number neither monitor measured."""
-        for other in trainer.callbacks:
+        for other in trainer_callbacks(trainer):
             if other is self or not isinstance(other, SparsityMonitor) or other.name != self.name:
                 continue
             shared = None
@@ -369,10 +371,12 @@ class SparsityMonitor(Callback):
         keys = list(counters)
         # One collective for every layer: per-unit counts, then the rows of each layer.
         flat = torch.cat(
-            [counters[k].counts for k in keys]
+            [counters[k].nonzero_counts() for k in keys]
             + [
                 torch.tensor(
-                    [float(counters[k].rows) for k in keys], device=counters[keys[0]].counts.device, dtype=torch.float64
+                    [float(counters[k].rows) for k in keys],
+                    device=counters[keys[0]].nonzero_counts().device,
+                    dtype=torch.float64,
                 )
             ]
         )
@@ -384,7 +388,7 @@ class SparsityMonitor(Callback):
         per_loader: dict[int | None, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}  # (sparsities, deads)
         offset = 0
         for i, key in enumerate(keys):
-            units = counters[key].counts.numel()
+            units = counters[key].nonzero_counts().numel()
             nonzero = flat[offset : offset + units]
             offset += units
             loader, name, call = key
@@ -473,7 +477,7 @@ class SparsityMonitor(Callback):
         for (_, name, call), counter in counters.items():
             layer = self._site_name(name, call)
             running[f"train_step/sparsity/{layer}"], running[f"train_step/dead/{layer}"] = activity_fractions(
-                counter.counts, counter.rows
+                counter.nonzero_counts(), counter.rows
             )
         pl_module.log_dict(running, on_step=True, on_epoch=False)
 
@@ -588,6 +592,12 @@ class UnitCounter:
             self.counts.add_(counts)
         self.rows += out.numel() // out.shape[dim]
 
+    def nonzero_counts(self) -> torch.Tensor:
+        """``counts``, once the first ``add`` set them (a counter is made for an output and counts it at once)."""
+        if self.counts is None:
+            raise RuntimeError("SparsityMonitor: a unit counter was read before it counted any output")
+        return self.counts
+
 
 def is_nonnegative(module: nn.Module) -> bool:
     """Whether ``module``'s outputs are never negative, so counting needs no ``abs``."""
@@ -661,7 +671,8 @@ def sampler_padding(sampler: object) -> int:
         if sampler.drop_last:
             return 0
         last_position = sampler.total_size - sampler.num_replicas + sampler.rank
-        return int(last_position >= len(sampler.dataset))
+        # cast: torch types a sampler's dataset as a plain Dataset, but DistributedSampler takes its len() itself
+        return int(last_position >= len(typing.cast(Sized, sampler.dataset)))
     padding = getattr(sampler, "padding", 0)
     return padding if isinstance(padding, int) and padding > 0 else 0
 

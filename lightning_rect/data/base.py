@@ -90,10 +90,15 @@ class InMemoryDataModule(LightningDataModule):
             return dist.get_rank(), dist.get_world_size()
         return 0, 1
 
-    def _batches(self, split: str, shuffle: bool) -> DataLoader:
+    def _set_up_splits(self) -> dict[str, Split]:
+        """``splits``, loaded first where nothing called ``setup`` yet (Fabric, a script)."""
         if self.splits is None:
             self.setup()
-        x, y = self.splits[split]
+        assert self.splits is not None  # setup() sets them
+        return self.splits
+
+    def _batches(self, split: str, shuffle: bool) -> DataLoader:
+        x, y = self._set_up_splits()[split]
         rank, world = self._rank_and_world()
         sampler = EpochShuffle(len(y), shuffle=shuffle, seed=self.seed, rank=rank, world_size=world)
         batch_size = self.batch_size if shuffle else self.eval_batch_size

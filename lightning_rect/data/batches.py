@@ -42,7 +42,12 @@ class EpochShuffle(DistributedSampler):
     def __init__(self, num_examples: int, shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
         # Only len() of the "dataset" is used: the indices are drawn here, not by torch's sampler.
         super().__init__(
-            range(num_examples), num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed, drop_last=False
+            range(num_examples),  # type: ignore[arg-type]  # torch types it as a Dataset; only its len() is read
+            num_replicas=world_size,
+            rank=rank,
+            shuffle=shuffle,
+            seed=seed,
+            drop_last=False,
         )
         self.num_examples = num_examples
         self.world_size = world_size
@@ -109,7 +114,11 @@ def in_memory_loader(
 ) -> DataLoader:
     """A ``DataLoader`` yielding ``(transform(x[idx]), y[idx])`` for consecutive chunks of ``sampler``'s indices."""
     return DataLoader(
-        InMemoryDataset(x, y, transform), batch_size=batch_size, sampler=sampler, drop_last=drop_last, collate_fn=as_is
+        InMemoryDataset(x, y, transform),
+        batch_size=batch_size,
+        sampler=sampler,
+        drop_last=drop_last,
+        collate_fn=as_is,  # type: ignore[arg-type]  # gets __getitems__' batch, not the list torch types it with
     )
 
 

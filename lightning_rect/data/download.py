@@ -53,7 +53,7 @@ _NETWORK_ERRORS = (urllib.error.URLError, http.client.HTTPException, ConnectionE
 def disk_error(err: BaseException) -> str | None:
     """What a full or unwritable disk did to a write (the one table of such causes, ``files.CAUSES``: the
     fix is room or permission, not a new copy), or None for any other error."""
-    return CAUSES.get(err.errno) if isinstance(err, OSError) else None
+    return CAUSES.get(err.errno) if isinstance(err, OSError) and err.errno is not None else None
 
 
 class CorruptDownload(Exception):
@@ -118,13 +118,14 @@ def fetch(remote: Remote, folder: str | os.PathLike, attempts: int = ATTEMPTS, t
             part.unlink(missing_ok=True)
             last_error = err
         except _WriteFailed as failed:  # the disk, not the network: retrying cannot help
-            err = failed.__cause__
-            kept = part.stat().st_size if part.is_file() else 0
+            cause = failed.__cause__
+            assert isinstance(cause, OSError)  # _download_to raises it from the write's OSError
+            kept_bytes = part.stat().st_size if part.is_file() else 0
             raise StorageError(
-                f"cannot write {part} ({disk_error(err)}: {err.strerror}); the {kept} bytes received "
+                f"cannot write {part} ({disk_error(cause)}: {cause.strerror}); the {kept_bytes} bytes received "
                 "are kept there: free space or make the folder writable, then rerun (the download "
                 "resumes), or set data.init_args.data_dir to another folder"
-            ) from err
+            ) from cause
         except _NETWORK_ERRORS as err:
             last_error = err
             if isinstance(err, urllib.error.HTTPError) and err.code in (401, 403, 404, 410):
@@ -335,7 +336,8 @@ def unpack_archive(archive: str | os.PathLike, folder: str | os.PathLike) -> lis
         try:
             _extract(archive, tmp)
         except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError, zlib.error) as err:
-            if disk_error(err) is not None and err.filename != str(archive):  # the folder cannot take the files
+            # the folder cannot take the files (disk_error is None for all but an OSError)
+            if isinstance(err, OSError) and disk_error(err) is not None and err.filename != str(archive):
                 raise _cannot_write(archive, folder, err) from err
             raise DataFileError(
                 f"cannot unpack {archive} ({_one_line(err)}); delete it and rerun with download: "

@@ -23,18 +23,18 @@ axis in chunks, because one jittered-cluttered NORB file is 680 MB uncompressed.
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import struct
 import zlib
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 
 from lightning_rect.errors import DataFileError
 
 #: Magic number -> element type (the 0x1E3D4C52 "packed matrix" type is not used by NORB).
-MAGIC_DTYPES = {
+MAGIC_DTYPES: dict[int, np.dtype] = {
     0x1E3D4C51: np.dtype("<f4"),
     0x1E3D4C53: np.dtype("<f8"),
     0x1E3D4C54: np.dtype("<i4"),
@@ -64,7 +64,9 @@ class DataStream:
         self.fix = fix
         self.compressed = self.path.name.endswith(".gz")
         try:
-            self._file: BinaryIO = gzip.open(self.path, "rb") if self.compressed else open(self.path, "rb")
+            self._file: gzip.GzipFile | io.BufferedReader = (
+                gzip.open(self.path, "rb") if self.compressed else open(self.path, "rb")
+            )
         except FileNotFoundError as err:
             raise DataFileError(f"data file not found: {self.path}; {fix}") from err
         except OSError as err:  # a folder in its place, no permission to read it
@@ -80,7 +82,7 @@ class DataStream:
         The array is allocated once at its final size; its pages are committed only as data arrives.
         """
         out = np.empty(nbytes, dtype=np.uint8)
-        view = memoryview(out)
+        view = out.data  # a memoryview of the array
         filled = 0
         while filled < nbytes:
             got = self.readinto(view[filled : filled + READ_CHUNK], what)
@@ -218,7 +220,9 @@ class BinaryMatrix:
         return f"{'an' if self.dtype.name.startswith('i') else 'a'} {self.dtype.name} array of shape {self.shape}"
 
     def _check_length(self) -> None:
-        actual = self._stream.stored_bytes() - self.header_bytes
+        stored = self._stream.stored_bytes()
+        assert stored is not None  # called for uncompressed files only
+        actual = stored - self.header_bytes
         if actual < self.data_bytes:
             raise DataFileError(
                 f"{self.path} is truncated: its header announces {self._announced()} "
@@ -333,7 +337,7 @@ class IdxFile:
         """Up to ``nbytes`` header bytes (fewer where the file ends)."""
         head = np.empty(nbytes, dtype=np.uint8)
         filled = 0
-        while filled < nbytes and (got := self._stream.readinto(memoryview(head)[filled:], "header")):
+        while filled < nbytes and (got := self._stream.readinto(head.data[filled:], "header")):
             filled += got
         return head[:filled].tobytes()
 

@@ -82,11 +82,12 @@ class MNISTDataModule(InMemoryDataModule):
                 "Set `data.init_args.download: true` to fetch them with torchvision, or copy the four "
                 f"idx files from {MNIST_URL} into that folder."
             )
+        paths = {name: path for name, path in found.items() if path is not None}  # every one, by now
         source = f"set `data.init_args.download: true`, or copy it from {MNIST_URL}"
         (train_x, train_y), (test_x, test_y) = (
             read_images_and_labels(
-                found[f"{part}-images-idx3-ubyte"],
-                found[f"{part}-labels-idx1-ubyte"],
+                paths[f"{part}-images-idx3-ubyte"],
+                paths[f"{part}-labels-idx1-ubyte"],
                 10,
                 source,
                 max_images=MNIST_SIZES[part],

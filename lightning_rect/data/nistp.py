@@ -130,9 +130,7 @@ class NISTPDataModule(InMemoryDataModule):
         return splits
 
     def train_dataloader(self) -> DataLoader:
-        if self.splits is None:
-            self.setup()
-        x, y = self.splits["train"]
+        x, y = self._set_up_splits()["train"]
         rank, world = self._rank_and_world()
         device = torch.device("cpu")
         trainer = getattr(self, "trainer", None)
@@ -140,8 +138,15 @@ class NISTPDataModule(InMemoryDataModule):
             device = trainer.strategy.root_device
         sampler = CyclingSampler(len(y), self.train_size, seed=self.seed, rank=rank, world_size=world)
         chunk_size = self.batch_size * max(1, self.chunk_size // self.batch_size)  # chunks hold whole batches
-        stream = DistortedStream(x, y, sampler, self.transform, self.distortion_strength, chunk_size, device)
-        return DataLoader(stream, batch_size=self.batch_size, sampler=sampler, collate_fn=as_is)
+        transform = self.transform
+        assert transform is not None  # set by __init__
+        stream = DistortedStream(x, y, sampler, transform, self.distortion_strength, chunk_size, device)
+        return DataLoader(
+            stream,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            collate_fn=as_is,  # type: ignore[arg-type]  # gets __getitems__' batch, not the list torch types it with
+        )
 
 
 # -- source characters --------------------------------------------------------------------------
@@ -227,7 +232,13 @@ class CyclingSampler(DistributedSampler):
         # The positions that even out the ranks are fresh draws, not repeats: the stream's length is
         # the padded one, so torch's padding arithmetic (which SparsityMonitor reads) finds none.
         padded = math.ceil(num_examples / world_size) * world_size
-        super().__init__(range(padded), num_replicas=world_size, rank=rank, shuffle=False, seed=seed)
+        super().__init__(
+            range(padded),  # type: ignore[arg-type]  # torch types it as a Dataset; only its len() is read
+            num_replicas=world_size,
+            rank=rank,
+            shuffle=False,
+            seed=seed,
+        )
         self.num_sources = num_sources
         self.num_examples = num_examples
         self.world_size = world_size
@@ -308,17 +319,19 @@ class DistortedStream(Dataset):
         chunks, offsets = pos // self.chunk_size, (pos % self.chunk_size).to(self.device)
         first = int(chunks[0])
         if bool((chunks == first).all()):  # a batch of in-order positions lies in one chunk
-            images, labels = self._distorted(first)
-            return images.index_select(0, offsets), labels.index_select(0, offsets)
-        images = labels = None
+            first_images, first_labels = self._distorted(first)
+            return first_images.index_select(0, offsets), first_labels.index_select(0, offsets)
+        images: torch.Tensor | None = None
+        labels: torch.Tensor | None = None
         for chunk_no in torch.unique(chunks).tolist():  # positions from several chunks: another sampler's order
             where = (chunks == chunk_no).nonzero().flatten().to(self.device)
             chunk_images, chunk_labels = self._distorted(chunk_no)
-            if images is None:
+            if images is None or labels is None:  # (both are made together, at the first chunk)
                 images = chunk_images.new_empty((len(pos), *chunk_images.shape[1:]))
                 labels = chunk_labels.new_empty(len(pos))
             images[where] = chunk_images.index_select(0, offsets[where])
             labels[where] = chunk_labels.index_select(0, offsets[where])
+        assert images is not None and labels is not None  # positions is not empty: chunks[0] was read
         return images, labels
 
     def __getitem__(self, position: int) -> Batch:

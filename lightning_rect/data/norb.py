@@ -29,7 +29,7 @@ import struct
 import zlib
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -46,7 +46,7 @@ from lightning_rect.files import atomic_write
 CACHE_VERSION = 1
 _CHUNK = 1024  # pairs resized at once: bounds memory at ~25 MB of raw pixels per chunk
 
-VARIANTS = {
+VARIANTS: dict[str, dict[str, Any]] = {
     "jittered_cluttered": {
         "folder": "norb",
         "train": [f"norb-5x46789x9x18x6x2x108x108-training-{i:02d}" for i in range(1, 11)],
@@ -245,14 +245,14 @@ def download_raw(raw_dir: Path, spec: dict) -> None:
             name = f"{stem}-{kind}"
             if any((raw_dir / f"{name}{ext}").exists() for ext in (".mat", ".mat.gz")):
                 continue
-            algorithm, digest, size = CHECKSUMS.get(f"{name}.mat.gz", (None, None, None))
+            known = CHECKSUMS.get(f"{name}.mat.gz")  # (algorithm, digest, size)
             fetch(
                 Remote(
                     url=spec["url"] + f"{name}.mat.gz",
-                    checksum=(algorithm, digest) if algorithm else None,
-                    size=size,
-                    check=_download_check(kind, spec, full=algorithm is None),
-                    source=CHECKSUM_SOURCES.get(algorithm, ""),
+                    checksum=(known[0], known[1]) if known else None,
+                    size=known[2] if known else None,
+                    check=_download_check(kind, spec, full=known is None),
+                    source=CHECKSUM_SOURCES.get(known[0], "") if known else "",
                 ),
                 raw_dir,
             )
@@ -318,7 +318,7 @@ def build_cache(raw_dir: Path, spec: dict, image_size: int, cache_path: Path) ->
         name: [(find_file(raw_dir, f"{s}-dat", spec), find_file(raw_dir, f"{s}-cat", spec)) for s in spec[name]]
         for name in ("train", "test")
     }
-    result = {}
+    result: dict[str, torch.Tensor | int | str] = {}
     with ExitStack() as stack:  # closes every opened file, also when a later one turns out damaged
         opened = {
             name: [

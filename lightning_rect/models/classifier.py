@@ -9,7 +9,7 @@ or test dataloaders are measured one by one (Lightning's ``/dataloader_idx_N`` n
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +25,7 @@ from lightning_rect.checks import check_non_negative, check_positive
 from lightning_rect.encoder import Encoder, dead_fractions, l1_penalty
 from lightning_rect.errors import CheckpointError, ConfigError
 from lightning_rect.fused_sgd import FusedSGDBinding, InPlaceSGD, check_trainer, fused_linear
-from lightning_rect.metrics import LossAverage
+from lightning_rect.metrics import LossAverage, as_metric
 from lightning_rect.models.batch import labeled_batch, split_batch
 
 #: A pre-trained layer with at least this fraction of dead units is warned about.
@@ -88,6 +88,9 @@ class SparseMLP(FusedSGDBinding, LightningModule):
 
     selection_metric = "val/err"
 
+    if TYPE_CHECKING:  # the buffer registered in __init__, declared for type checkers
+        pretrained_loaded: torch.Tensor
+
     def __init__(
         self,
         in_features: int = 784,
@@ -109,7 +112,7 @@ class SparseMLP(FusedSGDBinding, LightningModule):
         check_non_negative("momentum", momentum)
         check_num_classes(num_classes)
         self.save_hyperparameters()
-        self.encoder = Encoder(in_features, list(hidden_sizes), activation, activation_args, sign_flip)
+        self.encoder: Encoder = Encoder(in_features, list(hidden_sizes), activation, activation_args, sign_flip)
         self.head = nn.Linear(self.encoder.hidden_sizes[-1], num_classes)
         self.l1 = float(l1)
         #: the optimizer binding of the fused layers, while a fit with ``fused_sgd`` runs
@@ -148,7 +151,7 @@ class SparseMLP(FusedSGDBinding, LightningModule):
     # -- the pre-trained encoder, read once ------------------------------------------------------
     def load_pretrained(self) -> None:
         """Copy the encoder weights of the ``pretrained`` StackedDAE checkpoint into this model."""
-        load_pretrained_encoder(self.encoder, self.hparams.pretrained, activation=self.hparams.activation)
+        load_pretrained_encoder(self.encoder, self.hparams["pretrained"], activation=self.hparams["activation"])
         self.pretrained_loaded.fill_(True)  # in place: the buffer DDP and the optimizer's model hold
         self._pretrained_checked = True
 
@@ -156,7 +159,7 @@ class SparseMLP(FusedSGDBinding, LightningModule):
         # Called at the start of every stage, after Lightning restored any ``ckpt_path`` (which sets
         # ``pretrained_loaded``): only a model that never held the pre-trained weights reads them.
         self._pretrained_checked = True
-        if not self.hparams.pretrained or self.pretrained_loaded:
+        if not self.hparams["pretrained"] or self.pretrained_loaded:
             return
         self.load_pretrained()
         trainer = self._running_trainer()
@@ -165,7 +168,7 @@ class SparseMLP(FusedSGDBinding, LightningModule):
             warn_dead_pretrained_layers(
                 self.encoder,
                 datamodule.train_dataloader(),
-                self.hparams.pretrained,
+                self.hparams["pretrained"],
                 reduce=lambda t: trainer.strategy.reduce(t, reduce_op="sum"),
             )
 
@@ -187,8 +190,8 @@ class SparseMLP(FusedSGDBinding, LightningModule):
 
     def on_fit_start(self) -> None:
         trainer = self._running_trainer()
-        if self.hparams.fused_sgd and trainer is not None:
-            linears = [layer.linear for layer in self.encoder.layers] + [self.head]
+        if self.hparams["fused_sgd"] and trainer is not None:
+            linears = [layer.linear for layer in self.encoder.hidden_layers()] + [self.head]
             self._bind_fused_sgd(check_trainer(self, (p for linear in linears for p in linear.parameters())))
         # Strategies that restore the checkpoint after this hook (DeepSpeed) load in the next one.
         if trainer is None or not trainer.strategy.restore_checkpoint_after_setup:
@@ -219,27 +222,27 @@ class SparseMLP(FusedSGDBinding, LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         hp = self.hparams
-        if hp.optimizer == "adam":
-            return torch.optim.Adam(self.parameters(), lr=hp.lr)
-        return torch.optim.SGD(self.parameters(), lr=hp.lr, momentum=hp.momentum)
+        if hp["optimizer"] == "adam":
+            return torch.optim.Adam(self.parameters(), lr=hp["lr"])
+        return torch.optim.SGD(self.parameters(), lr=hp["lr"], momentum=hp["momentum"])
 
     # -- evaluation: one set of metrics per dataloader ---------------------------------------------
     def evaluation_metrics(self) -> nn.ModuleDict:
         """A fresh set of the metrics of one evaluation dataloader (subclasses add theirs)."""
         return nn.ModuleDict(
-            {"loss": MeanMetric(), "accuracy": MulticlassAccuracy(self.hparams.num_classes, average="micro")}
+            {"loss": MeanMetric(), "accuracy": MulticlassAccuracy(self.hparams["num_classes"], average="micro")}
         )
 
     @torch.compiler.disable  # metric state is Python bookkeeping: traced, it would recompile every step
     def update_evaluation_metrics(
         self, metrics: nn.ModuleDict, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor
     ) -> None:
-        metrics["loss"].update(loss, weight=len(y))
-        metrics["accuracy"].update(logits, y)
+        as_metric(metrics["loss"]).update(loss, weight=len(y))
+        as_metric(metrics["accuracy"]).update(logits, y)
 
     def evaluation_values(self, metrics: nn.ModuleDict) -> dict[str, torch.Tensor]:
         """The logged values (``loss``, ``err``, ...) of one dataloader's metrics at the epoch's end."""
-        return {"loss": metrics["loss"].compute(), "err": 1.0 - metrics["accuracy"].compute()}
+        return {"loss": as_metric(metrics["loss"]).compute(), "err": 1.0 - as_metric(metrics["accuracy"]).compute()}
 
     def _eval_step(self, batch, dataloader_idx: int | None = None) -> torch.Tensor:
         """Update the metrics of the batch's dataloader; returns the logits."""
@@ -256,8 +259,12 @@ class SparseMLP(FusedSGDBinding, LightningModule):
         whether each set of metrics was updated since its last reset: the dataloaders the steps saw."""
         trainer = self._running_trainer()
         if trainer is None:
-            return [metrics["loss"].update_called for metrics in self.eval_metrics]
+            return [as_metric(metrics["loss"]).update_called for metrics in self._metric_sets()]
         return list(trainer.num_test_batches if stage == "test" else trainer.num_val_batches)
+
+    def _metric_sets(self) -> list[nn.ModuleDict]:
+        """``eval_metrics`` as the ``nn.ModuleDict``s they are (``nn.ModuleList`` types its items as ``nn.Module``)."""
+        return [metrics for metrics in self.eval_metrics if isinstance(metrics, nn.ModuleDict)]
 
     def _add_eval_metrics(self, count: int) -> None:
         for _ in range(len(self.eval_metrics), count):
@@ -273,15 +280,15 @@ class SparseMLP(FusedSGDBinding, LightningModule):
         logs, for a loop of one's own."""
         batches = self._eval_batches(stage)
         results = {}
-        for index, metrics in enumerate(self.eval_metrics[: len(batches)]):
+        for index, metrics in enumerate(self._metric_sets()[: len(batches)]):
             if not batches[index]:
                 continue
             # Lightning's names for several dataloaders; one dataloader keeps the plain names.
             suffix = f"/dataloader_idx_{index}" if len(batches) > 1 else ""
             values = self.evaluation_values(metrics)
             results.update({f"{stage}/{name}{suffix}": value for name, value in values.items()})
-            for metric in metrics.values():
-                metric.reset()
+            for metric in metrics.values():  # a subclass's may be any module with reset(), a MetricCollection too
+                metric.reset()  # type: ignore[operator]  # nn.ModuleDict types its values as nn.Module
         return results
 
     def _log_eval(self, stage: str) -> None:
@@ -346,7 +353,7 @@ def _state_without_loaded_flag(module: SparseMLP, state_dict: dict, prefix: str,
 def _recheck_pretrained(module: SparseMLP, incompatible_keys) -> None:
     # Weights that hold the pre-trained encoder (or were trained from it) need no look at the flag at the
     # next use, so a graph traced from them (torch.export) never reads the buffer; others are checked then.
-    module._pretrained_checked = not module.hparams.pretrained or bool(module.pretrained_loaded)
+    module._pretrained_checked = not module.hparams["pretrained"] or bool(module.pretrained_loaded)
 
 
 def check_num_classes(num_classes: object) -> None:

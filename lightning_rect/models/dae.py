@@ -14,7 +14,8 @@ code, features for other models.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +30,8 @@ from lightning_rect.checks import check_non_negative, check_positive, check_posi
 from lightning_rect.encoder import Encoder, dead_fractions, l1_penalty
 from lightning_rect.errors import CheckpointError, ConfigError
 from lightning_rect.fused_sgd import FusedSGDBinding, InPlaceSGD, check_trainer, fused_linear
-from lightning_rect.metrics import LossAverage
+from lightning_rect.lightning_attrs import trainer_fast_dev_run
+from lightning_rect.metrics import LossAverage, as_metric
 from lightning_rect.models.batch import split_batch
 from lightning_rect.noise import NOISE
 from lightning_rect.reconstruction import RECONSTRUCTIONS, reconstruction_range
@@ -109,7 +111,7 @@ class StackedDAE(FusedSGDBinding, LightningModule):
         check_positive("lr", lr)
         check_positive_int("epochs_per_layer", epochs_per_layer)
         self.save_hyperparameters()
-        self.encoder = Encoder(in_features, list(hidden_sizes), activation, activation_args, sign_flip)
+        self.encoder: Encoder = Encoder(in_features, list(hidden_sizes), activation, activation_args, sign_flip)
         self.reconstruction = RECONSTRUCTIONS.build(reconstruction)
         self.noises = [
             NOISE.build(noise, level=noise_level, **(noise_args or {})),
@@ -123,10 +125,11 @@ class StackedDAE(FusedSGDBinding, LightningModule):
         if tied_weights:  # only a bias of its own; the weight is the encoder's, transposed
             self.decoder_biases = nn.ParameterList(nn.Parameter(torch.zeros(n)) for n in sizes[:-1])
         else:
-            self.decoders = nn.ModuleList(nn.Linear(n_hid, n_in) for n_in, n_hid in zip(sizes, sizes[1:]))
-            for decoder in self.decoders:
+            decoders = [nn.Linear(n_hid, n_in) for n_in, n_hid in zip(sizes, sizes[1:])]
+            for decoder in decoders:
                 nn.init.xavier_uniform_(decoder.weight)
                 nn.init.zeros_(decoder.bias)
+            self.decoders = nn.ModuleList(decoders)
         self.num_layers = len(sizes) - 1
         self.train_recon = LossAverage()
         self.eval_recon = nn.ModuleList(MeanMetric() for _ in range(self.num_layers))
@@ -145,7 +148,7 @@ class StackedDAE(FusedSGDBinding, LightningModule):
     @property
     def current_layer(self) -> int:
         """0-based index of the layer being pre-trained in the current epoch."""
-        return min(self.current_epoch // self.hparams.epochs_per_layer, self.num_layers - 1)
+        return min(self.current_epoch // self.hparams["epochs_per_layer"], self.num_layers - 1)
 
     def sparsity_modules(self) -> list[nn.Module]:
         return self.encoder.activation_modules()
@@ -153,7 +156,7 @@ class StackedDAE(FusedSGDBinding, LightningModule):
     @property
     def total_epochs(self) -> int:
         """Epochs of the whole greedy schedule: ``epochs_per_layer`` for each layer."""
-        return self.hparams.epochs_per_layer * self.num_layers
+        return self.hparams["epochs_per_layer"] * self.num_layers
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The top hidden layer's code for inputs ``x`` (no corruption): features for other models."""
@@ -185,8 +188,8 @@ class StackedDAE(FusedSGDBinding, LightningModule):
         return encoder
 
     def on_fit_start(self) -> None:
-        if self.hparams.fused_sgd:
-            linears = [layer.linear for layer in self.encoder.layers] + list(getattr(self, "decoders", []))
+        if self.hparams["fused_sgd"]:
+            linears = [layer.linear for layer in self.encoder.hidden_layers()] + list(getattr(self, "decoders", []))
             self._bind_fused_sgd(check_trainer(self, (p for linear in linears for p in linear.parameters())))
         ddp_module = self.trainer.strategy.model  # DistributedDataParallel under DDP, by now
         if getattr(ddp_module, "find_unused_parameters", None) is False:
@@ -194,11 +197,11 @@ class StackedDAE(FusedSGDBinding, LightningModule):
                 "StackedDAE trains one layer per step, so under DDP the other layers get no gradient; use "
                 "--trainer.strategy=ddp_find_unused_parameters_true (configs/presets/ddp_pretrain.yaml)"
             )
-        max_epochs = self.trainer.max_epochs
-        if not self.trainer.fast_dev_run and max_epochs is not None and 0 <= max_epochs < self.total_epochs:
+        max_epochs, epochs_per_layer = self.trainer.max_epochs, self.hparams["epochs_per_layer"]
+        if not trainer_fast_dev_run(self.trainer) and max_epochs is not None and 0 <= max_epochs < self.total_epochs:
             raise ConfigError(
                 f"trainer.max_epochs is {max_epochs} but StackedDAE needs epochs_per_layer x layers = "
-                f"{self.hparams.epochs_per_layer} x {self.num_layers} = {self.total_epochs}; set trainer.max_epochs: "
+                f"{epochs_per_layer} x {self.num_layers} = {self.total_epochs}; set trainer.max_epochs: "
                 f"{self.total_epochs} (or more: training stops after the last layer) or lower epochs_per_layer"
             )
 
@@ -209,9 +212,15 @@ class StackedDAE(FusedSGDBinding, LightningModule):
         # val/recon infinite (it stays inf until the last layer trains): say so now, not after the fit.
         trainer = self.trainer
         max_steps, batches = trainer.max_steps, trainer.num_training_batches
-        if trainer.fast_dev_run or max_steps is None or max_steps < 0 or not math.isfinite(batches) or batches < 1:
+        if (
+            trainer_fast_dev_run(trainer)
+            or max_steps is None
+            or max_steps < 0
+            or not math.isfinite(batches)
+            or batches < 1
+        ):
             return
-        steps_per_layer = self.hparams.epochs_per_layer * math.ceil(batches / trainer.accumulate_grad_batches)
+        steps_per_layer = self.hparams["epochs_per_layer"] * math.ceil(batches / trainer.accumulate_grad_batches)
         needed = steps_per_layer * self.num_layers
         if max_steps < needed:
             rank_zero_warn(
@@ -230,22 +239,23 @@ class StackedDAE(FusedSGDBinding, LightningModule):
         if low == -math.inf and high == math.inf:
             return
         extremes = torch.full((2,), -math.inf, dtype=torch.float64)  # (-min, max): both reduce by max
-        for batch in self.trainer.train_dataloader:  # as the loader yields them, on the host
+        for batch in self._train_batches():  # as the loader yields them, on the host
             x = split_batch(batch)[0]
             if x.numel():
-                smallest, largest = torch.aminmax(x)
-                extremes = torch.maximum(extremes, torch.stack([-smallest.double(), largest.double()]).cpu())
+                x_min, x_max = torch.aminmax(x)
+                extremes = torch.maximum(extremes, torch.stack([-x_min.double(), x_max.double()]).cpu())
         if self.trainer.world_size > 1:
-            extremes = self.all_gather(extremes.to(self.device)).reshape(-1, 2).max(dim=0).values
+            extremes = self._all_gather_tensor(extremes.to(self.device)).reshape(-1, 2).max(dim=0).values
         smallest, largest = -extremes[0].item(), extremes[1].item()
         beyond = [f"below {low:g}"] if smallest < low else []
         beyond += [f"above {high:g}"] if largest > high else []
         if beyond:
             unit = getattr(self.reconstruction, "unit_interval_targets", False)
             clamped = f" (targets are clamped into [{low:g}, {high:g}])" if unit else ""
+            reconstruction = self.hparams["reconstruction"]
             rank_zero_warn(
                 f"StackedDAE: the training inputs range over [{smallest:.4g}, {largest:.4g}] but reconstruction "
-                f"'{self.hparams.reconstruction}' outputs values in [{low:g}, {high:g}], so layer 1 cannot reconstruct "
+                f"'{reconstruction}' outputs values in [{low:g}, {high:g}], so layer 1 cannot reconstruct "
                 f"the inputs {' and '.join(beyond)}{clamped}; set reconstruction: linear (standardized data), "
                 f"or scale the inputs into [{low:g}, {high:g}]"
             )
@@ -256,9 +266,28 @@ class StackedDAE(FusedSGDBinding, LightningModule):
         layer = self._training_layer = self.current_layer
         # Noise drawn from (seed, epoch) only: a resumed run corrupts exactly as an uninterrupted one.
         self._generator = self._seeded_generator(torch.initial_seed() * 7919 + self.current_epoch)
-        first_epoch_of_layer = self.current_epoch % self.hparams.epochs_per_layer == 0
+        first_epoch_of_layer = self.current_epoch % self.hparams["epochs_per_layer"] == 0
         if layer > 0 and self.reconstruction.scales_inputs and first_epoch_of_layer:
             self._fix_output_scale(layer - 1)
+
+    def _train_batches(self) -> Iterable[Any]:
+        """The Trainer's training dataloader, which the fit loop has set up before the hooks that read it."""
+        loader = self.trainer.train_dataloader
+        if loader is None:
+            raise RuntimeError("StackedDAE reads the training batches only while a Trainer fits it")
+        return loader
+
+    def _all_gather_tensor(self, tensor: torch.Tensor) -> torch.Tensor:
+        """``all_gather`` of one tensor, which returns one tensor."""
+        # cast: Lightning types all_gather's result as any collection, whatever it was given
+        return cast(torch.Tensor, self.all_gather(tensor))
+
+    def _decoder(self, layer: int) -> nn.Linear:
+        """``decoders[layer]`` as the ``nn.Linear`` it is (``nn.ModuleList`` types its items as ``nn.Module``)."""
+        decoder = self.decoders[layer]
+        if not isinstance(decoder, nn.Linear):
+            raise TypeError(f"StackedDAE.decoders[{layer}] is a {type(decoder).__name__}, not an nn.Linear")
+        return decoder
 
     def _seeded_generator(self, seed: int) -> torch.Generator:
         return torch.Generator(device=self.device).manual_seed(seed % (2**63))
@@ -269,19 +298,19 @@ class StackedDAE(FusedSGDBinding, LightningModule):
 
         Idempotent (the maximum is taken without the old scale), and the layer's decoder absorbs the
         change, so the layer's reconstruction of its input stays what it was."""
-        target = self.encoder.layers[layer]
+        target = self.encoder.hidden_layers()[layer]
         old_scale, target.output_scale = target.output_scale, 1.0
         largest = torch.zeros((), device=self.device)
-        for batch in self.trainer.train_dataloader:
+        # cast: Lightning types dtype as str | torch.dtype (a str only after Module.type("<name>"), never here)
+        dtype = cast(torch.dtype, self.dtype)
+        for batch in self._train_batches():
             x, _ = split_batch(batch)
-            largest = torch.maximum(
-                largest, self.encoder(x.to(self.device, self.dtype), depth=layer + 1)[-1].abs().max()
-            )
+            largest = torch.maximum(largest, self.encoder(x.to(self.device, dtype), depth=layer + 1)[-1].abs().max())
         if self.trainer.world_size > 1:
-            largest = self.all_gather(largest).max()
+            largest = self._all_gather_tensor(largest).max()
         target.output_scale = largest.item() if largest > 0 else 1.0
-        if not self.hparams.tied_weights:  # the tied decoder multiplies by the scale itself (decode)
-            self.decoders[layer].weight.mul_(target.output_scale / old_scale)
+        if not self.hparams["tied_weights"]:  # the tied decoder multiplies by the scale itself (decode)
+            self._decoder(layer).weight.mul_(target.output_scale / old_scale)
 
     # -- one layer's denoising reconstruction --------------------------------------------------
     def layer_inputs(self, x: torch.Tensor, layer: int) -> torch.Tensor:
@@ -293,14 +322,15 @@ class StackedDAE(FusedSGDBinding, LightningModule):
 
     def decode(self, h: torch.Tensor, layer: int) -> torch.Tensor:
         """Decoder pre-activation ``f`` for ``layer``'s hidden output ``h``."""
-        if self.hparams.tied_weights:
-            scale = self.encoder.layers[layer].output_scale  # undo the layer's fixed scale (rescale)
+        if self.hparams["tied_weights"]:
+            hidden_layer = self.encoder.hidden_layers()[layer]
+            scale = hidden_layer.output_scale  # undo the layer's fixed scale (rescale)
             return F.linear(
                 h * scale if scale != 1.0 else h,
-                self.encoder.layers[layer].linear.weight.t(),
+                hidden_layer.linear.weight.t(),
                 self.decoder_biases[layer],
             )
-        return fused_linear(self.decoders[layer], h, self._fused)
+        return fused_linear(self._decoder(layer), h, self._fused)
 
     def reconstruction_loss(
         self, x: torch.Tensor, layer: int, generator: torch.Generator | None
@@ -316,9 +346,9 @@ class StackedDAE(FusedSGDBinding, LightningModule):
     def _target(self, clean: torch.Tensor, layer: int) -> torch.Tensor:
         # From the activation's output range: outputs bounded on both sides and signed (tanh's
         # (-1, 1)), flipped or not, map onto [0, 1] below without losing their sign.
-        activation = self.encoder.layers[0].activation
+        activation = self.encoder.hidden_layers()[0].activation
         signed = layer > 0 and is_bounded_signed(activation)
-        if layer > 0 and self.hparams.sign_flip and self.reconstruction.nonnegative_outputs and not signed:
+        if layer > 0 and self.hparams["sign_flip"] and self.reconstruction.nonnegative_outputs and not signed:
             return clean.abs().clamp(max=1) if self.reconstruction.unit_interval_targets else clean.abs()
         if not self.reconstruction.unit_interval_targets:
             return clean
@@ -333,7 +363,7 @@ class StackedDAE(FusedSGDBinding, LightningModule):
         x, _ = split_batch(batch)  # labels, if any, are not used
         cost, penalty = self.reconstruction_loss(x, self._training_layer, self._generator)
         self.train_recon.add(cost)
-        return cost + self.hparams.l1 * penalty if self.hparams.l1 else cost
+        return cost + self.hparams["l1"] * penalty if self.hparams["l1"] else cost
 
     def on_train_epoch_end(self) -> None:
         if self.train_recon.steps:
@@ -343,9 +373,9 @@ class StackedDAE(FusedSGDBinding, LightningModule):
                 prog_bar=True,
                 sync_dist=True,
             )
-        if (self.current_epoch + 1) % self.hparams.epochs_per_layer == 0:  # the layer's last epoch
+        if (self.current_epoch + 1) % self.hparams["epochs_per_layer"] == 0:  # the layer's last epoch
             layer = self.current_layer
-            if self.hparams.rescale:  # before the epoch's checkpoints are written (they run after this hook)
+            if self.hparams["rescale"]:  # before the epoch's checkpoints are written (they run after this hook)
                 self._fix_output_scale(layer)
             self.dead_after_pretraining[f"pretrain/layer_{layer + 1}/dead"] = self._dead_fraction(layer)
             self.log(
@@ -356,7 +386,7 @@ class StackedDAE(FusedSGDBinding, LightningModule):
 
     def _dead_fraction(self, layer: int) -> float:
         """Fraction of ``layer``'s units that output 0 on every training example (all ranks)."""
-        inputs = (split_batch(batch)[0] for batch in self.trainer.train_dataloader)
+        inputs = (split_batch(batch)[0] for batch in self._train_batches())
         reduce = lambda t: self.trainer.strategy.reduce(t, reduce_op="sum")  # noqa: E731
         return dead_fractions(self.encoder, inputs, depth=layer + 1, reduce=reduce)[layer]
 
@@ -379,15 +409,16 @@ class StackedDAE(FusedSGDBinding, LightningModule):
         x, _ = split_batch(batch)
         for layer in self._evaluated_layers:
             cost, _ = self.reconstruction_loss(x, layer, self._eval_generator)
-            self.eval_recon[layer].update(cost, weight=len(x))
+            as_metric(self.eval_recon[layer]).update(cost, weight=len(x))
 
     test_step = validation_step
 
     def _log_eval(self, stage: str) -> None:
         values = {}
         for layer in self._eval_layers():
-            values[f"{stage}/pretrain/layer_{layer + 1}/recon"] = self.eval_recon[layer].compute()
-            self.eval_recon[layer].reset()
+            metric = as_metric(self.eval_recon[layer])
+            values[f"{stage}/pretrain/layer_{layer + 1}/recon"] = metric.compute()
+            metric.reset()
         layer = self.current_layer
         if stage == "val" and not self.trainer.sanity_checking:  # the last one of a layer's epochs stays
             self.recon_after_pretraining[layer] = float(values[f"val/pretrain/layer_{layer + 1}/recon"])
@@ -417,7 +448,7 @@ class StackedDAE(FusedSGDBinding, LightningModule):
         return self(split_batch(batch)[0])
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
+        return torch.optim.SGD(self.parameters(), lr=self.hparams["lr"])
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint[MODEL_KEY] = "StackedDAE"

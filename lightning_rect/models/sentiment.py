@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torchmetrics import MeanSquaredError
 
+from lightning_rect.metrics import as_metric
 from lightning_rect.models.batch import split_batch
 from lightning_rect.models.classifier import SparseMLP
 
@@ -43,10 +44,10 @@ class StarRatingMLP(SparseMLP):
         self, metrics: nn.ModuleDict, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor
     ) -> None:
         super().update_evaluation_metrics(metrics, loss, logits, y)
-        metrics["rmse"].update(expected_stars(logits.detach().float()), (y + 1).float())
+        as_metric(metrics["rmse"]).update(expected_stars(logits.detach().float()), (y + 1).float())
 
     def evaluation_values(self, metrics: nn.ModuleDict) -> dict[str, torch.Tensor]:
-        return {**super().evaluation_values(metrics), "rmse": metrics["rmse"].compute()}
+        return {**super().evaluation_values(metrics), "rmse": as_metric(metrics["rmse"]).compute()}
 
     def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
         self._pretrained_before_first_use()  # outside a Trainer no stage hook reads ``pretrained`` first

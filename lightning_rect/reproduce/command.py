@@ -476,6 +476,7 @@ def _check_runs_json(path: Path, saved: object) -> None:
     runs = saved.get("runs", [])
     if not isinstance(runs, list) or not all(isinstance(r, dict) and isinstance(r.get("id"), str) for r in runs):
         raise UsageError(f"{path}: 'runs' is not a list of runs with an 'id' each; restore it from git or delete it")
+    kind: type | tuple[type, ...]
     for key, kind in (
         ("budget", str),
         ("datasets", list),

@@ -122,7 +122,7 @@ def differences(recorded: dict[str, Any] | None, current: dict[str, Any]) -> lis
     if recorded is None:
         return [f"no {INPUTS_FILE} says what it was made from"]
     changed = []
-    old_data = recorded.get("data") if isinstance(recorded.get("data"), dict) else {}
+    old_data = data if isinstance(data := recorded.get("data"), dict) else {}
     new_data = current["data"] or {}
     if (old_data.get("files"), old_data.get("sha1")) != (new_data.get("files"), new_data.get("sha1")):
         changed.append(

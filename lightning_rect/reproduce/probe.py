@@ -80,7 +80,7 @@ def run_probe(config: dict[str, Any], data_dir: Path | None = None, threads: int
     parser = ArgumentParser(exit_on_error=False)
     parser.add_subclass_arguments(LightningModule, "model", required=True)
     parser.add_subclass_arguments(LightningDataModule, "data", required=True)
-    link_data_sizes(parser)
+    link_data_sizes(parser)  # type: ignore[arg-type]  # typed for LightningCLI's parser; jsonargparse's links too
     sections = {"model": config["model"], "data": config["data"]}
     data_args = {**(sections["data"].get("init_args") or {}), "batch_size": BATCH_SIZE}
     data_args["labeled_fraction"] = min(TRAIN_FRACTION, data_args.get("labeled_fraction", 1.0))
@@ -161,7 +161,7 @@ def probe_differences(recorded: dict[str, Any] | None, current: dict[str, Any]) 
             f"its probe was recorded in precision {recorded.get('precision', '32-true')}, this version "
             f"probes in {current.get('precision')}"
         ]
-    old_losses, new_losses = recorded.get("losses"), current.get("losses")
+    old_losses, new_losses = recorded.get("losses"), current["losses"]  # run_probe's result holds its losses
     if not isinstance(old_losses, list) or len(old_losses) != len(new_losses):
         return [f"probe ran {len(old_losses) if isinstance(old_losses, list) else '?'} steps, now {len(new_losses)}"]
     for step, (old, new) in enumerate(zip(old_losses, new_losses)):

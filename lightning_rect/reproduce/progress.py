@@ -40,10 +40,10 @@ class EpochLine(Callback):
                 if layer is None:
                     continue
                 name = name.format(k=layer + 1)
-            value = trainer.callback_metrics.get(name)
-            if value is None:
+            metric = trainer.callback_metrics.get(name)
+            if metric is None:
                 continue
-            value = float(value)
+            value = float(metric)
             short = name.replace("train/pretrain/", "train/").replace("val/pretrain/", "val/")
             if name in PERCENT and math.isfinite(value):
                 parts.append(f"{short} {100 * value:.2f}%")

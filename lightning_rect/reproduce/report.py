@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 from lightning_rect.app.plots.summary import PLOT_HINT
 from lightning_rect.files import write_atomically
@@ -33,14 +33,14 @@ DASH = "—"
 # -- numbers out of a record ---------------------------------------------------------------------
 def test_error(record: Record | None) -> float | None:
     """Test error in percent."""
-    value = record.results.get("test/err") if record is not None and record.finished else None
+    value = record.result("test/err") if record is not None else None
     return 100 * value if finite(value) else None
 
 
 def sparsity(record: Record | None) -> float | None:
     """Exact sparsity of the hidden layers on the test set, in percent: the SparsityMonitor's mean
     over layers of each layer's fraction of exact zeros."""
-    value = record.results.get("test/sparsity/mean") if record is not None and record.finished else None
+    value = record.result("test/sparsity/mean") if record is not None else None
     return 100 * value if finite(value) else None
 
 
@@ -106,6 +106,10 @@ def noise_of_difference(dataset: str, a: float, b: float) -> float | None:
     return 2 * sum((p / 100) * (1 - p / 100) / n for p in (a, b)) ** 0.5 * 100
 
 
+@overload
+def compare(dataset: str, a: float, b: float) -> str: ...
+@overload
+def compare(dataset: str, a: float | None, b: float | None) -> str | None: ...
 def compare(dataset: str, a: float | None, b: float | None) -> str | None:
     """ "lower", "higher" or "same" (within the noise of the difference) for errors a against b."""
     if a is None or b is None:
@@ -181,8 +185,8 @@ def learning_rate_lines(meta: dict[str, Any]) -> list[str]:
 def run_seconds(record: Record) -> float:
     # a finished run's own fit time counts every attempt (the Timer's state is resumed with the run);
     # the runner's seconds are this attempt's wall time only
-    if record.finished and finite(record.results.get("fit_seconds")):
-        return record.results["fit_seconds"]
+    if finite(seconds := record.result("fit_seconds")):
+        return seconds
     if record.status in ("done", "failed") and record.seconds is not None:
         return record.seconds
     return 0.0
@@ -271,11 +275,12 @@ def write_reports(
     """Write runs.json and the Markdown (always) and the PNG (when ``plot``, the experiment has a
     figure and matplotlib is there)."""
     out.mkdir(parents=True, exist_ok=True)
-    paths: dict[str, Path | None] = {"json": out / "runs.json", "markdown": out / f"{experiment.name}.md", "png": None}
-    write_runs_json(paths["json"], meta, records, out)
+    json_path, markdown_path = out / "runs.json", out / f"{experiment.name}.md"
+    paths: dict[str, Path | None] = {"json": json_path, "markdown": markdown_path, "png": None}
+    write_runs_json(json_path, meta, records, out)
     body = header(experiment.title, meta, records) + experiment.markdown(records, datasets) + runs_table(records, out)
     body += notes(out)
-    atomic_write(paths["markdown"], "\n".join(body) + "\n")
+    atomic_write(markdown_path, "\n".join(body) + "\n")
     if plot and experiment.plot is not None:
         plt = _pyplot()
         if plt is None:

@@ -97,7 +97,7 @@ def check_against_metrics(log_dir: Path, results: dict[str, Any]) -> None:
     per_epoch: dict[int, float] = {}
     for number, row in enumerate(rows, start=2):
         value = row.get(metric)
-        if value in (None, ""):
+        if value is None or value == "":
             continue
         try:
             per_epoch[int(float(row["epoch"]))] = float(value)
@@ -127,7 +127,7 @@ def check_against_metrics(log_dir: Path, results: dict[str, Any]) -> None:
     last = tested[-1]
     for key, value in results.items():
         logged = last.get(key)
-        if key.startswith("test/") and logged not in (None, ""):
+        if key.startswith("test/") and logged is not None and logged != "":
             try:
                 logged_value = float(logged)
             except ValueError:

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import yaml
 
@@ -111,6 +111,10 @@ class Record:
     def finished(self) -> bool:
         return self.results is not None
 
+    def result(self, key: str) -> Any:
+        """``results[key]`` of a finished run; None before it finished (or where its results hold none)."""
+        return self.results.get(key) if self.results is not None else None
+
     def to_json(self, out: Path) -> dict[str, Any]:
         """The record as runs.json keeps it: paths relative to the output folder or to the working folder
         (the repository, for the committed reproductions), so the file reads the same on every machine."""
@@ -158,7 +162,7 @@ def portable_path(path: str | Path) -> str:
 def portable_results(results: dict[str, Any] | None) -> dict[str, Any] | None:
     """A results.json as runs.json keeps it: the checkpoint relative to the run's folder."""
     recorded = (results or {}).get("checkpoint")
-    if not recorded or not Path(recorded).is_absolute() or "/version_0/" not in recorded:
+    if results is None or not recorded or not Path(recorded).is_absolute() or "/version_0/" not in recorded:
         return results
     return {**results, "checkpoint": recorded.rpartition("/version_0/")[2]}
 
@@ -193,11 +197,11 @@ def format_value(value: Any) -> str:
 
 def best_of(records: list[Record]) -> Record | None:
     """The finished record with the lowest validation score (``best_val``: val/err or val/recon)."""
-    scored = [r for r in records if r.finished and finite(r.results.get("best_val"))]
-    return min(scored, key=lambda r: r.results["best_val"]) if scored else None
+    scored = [r for r in records if finite(r.result("best_val"))]
+    return min(scored, key=lambda r: r.result("best_val")) if scored else None
 
 
-def finite(value: Any) -> bool:
+def finite(value: Any) -> TypeGuard[float]:
     return isinstance(value, (int, float)) and math.isfinite(value)
 
 
@@ -253,7 +257,7 @@ def shards(specs: list[RunSpec], count: int) -> dict[str, int]:
 
 
 class Runner:
-    def __init__(self, options: Options, on_change: Callable[[dict[str, Record]], None] | None = None) -> None:
+    def __init__(self, options: Options, on_change: Callable[[dict[str, Record]], object] | None = None) -> None:
         self.o = options
         self.on_change = on_change or (lambda records: None)
         self._print_lock = threading.Lock()
@@ -375,7 +379,7 @@ class Runner:
                         "project": self.o.wandb_project,
                         "name": spec.id,
                         "group": self.o.experiment,
-                        "save_dir": str(out_runs / spec.id),
+                        "save_dir": str(Path(out_runs) / spec.id),
                     },
                 },
             ]
@@ -539,7 +543,7 @@ class Runner:
             record.results = read_results(self.o.out, spec) if ok else None
         except RunFileError as err:
             ok, error, record.results = False, str(err), None
-        if record.finished:
+        if record.results is not None:  # finished
             (folder / REGENERATING).unlink(missing_ok=True)
             record.results = checkpoint_made_relative(log_dir(self.o.out, spec), record.results)
             # again, after the run: a run that downloaded its data has now seen the files it read
@@ -592,8 +596,10 @@ class Runner:
             errors="replace",
         )
         self._procs[record.spec.id] = proc
+        stdout = proc.stdout
+        assert stdout is not None  # stdout=PIPE
         try:
-            for line in proc.stdout:
+            for line in stdout:
                 echo.line(line)
             return proc.wait()
         except BaseException:  # Ctrl-C or SIGTERM here: stop the child, and read it to its end
@@ -601,7 +607,7 @@ class Runner:
             killer = threading.Timer(STOP_GRACE_SECONDS, proc.kill)
             killer.start()
             try:
-                for line in proc.stdout:
+                for line in stdout:
                     echo.line(line)
                 proc.wait()
             finally:

@@ -70,7 +70,7 @@ def draw_comparison(folders: Sequence[str | Path | Run]) -> Comparison:
     loss.set_title("Training loss" + (" (DAE: layer in training)" if dae else ""), fontsize=10)
     loss.set_ylabel("reconstruction error per example" if dae else "loss (NLL + L1, nats per example)")
     metric.set_title(f"Selection metric {metric_key or ''} (★ selected epoch)", fontsize=10)
-    metric.set_ylabel(METRIC_LABELS.get(metric_key, metric_key or ""))
+    metric.set_ylabel(METRIC_LABELS.get(metric_key, metric_key) if metric_key else "")
     sparsity.set_title("Exact sparsity, mean over layers (validation)", fontsize=10)
     sparsity.set_ylabel("exact zeros (% of outputs)")
     dead.set_title("Dead units, mean over layers (validation)", fontsize=10)

@@ -93,7 +93,8 @@ class Run:
             if isinstance(entry := self.rates.get(stage), dict) and entry.get("layers")
         ]
         once = [(stage, entry) for stage, entry in found if not any("@" in name for name in entry["layers"])]
-        return (once or found or [None])[0]
+        chosen = once or found
+        return chosen[0] if chosen else None
 
     @property
     def title(self) -> str:

@@ -272,6 +272,7 @@ def draw_histogram_row(subfigure, run: Run) -> None:
         )
         return
     stage, entry = final
+    assert run.rates is not None  # final_rates found them
     layers: dict[str, Any] = entry["layers"]
     names = sorted(layers, key=natural_key)
     shown, left_out = names[:MAX_HISTOGRAMS], names[MAX_HISTOGRAMS:]

@@ -122,7 +122,7 @@ class AmazonReviewsDataModule(InMemoryDataModule):
         self.cache_vocab = cache_vocab
         self.input_size = vocab_size
         self.num_classes = NUM_CLASSES[task]
-        self.transform = Densify()
+        self.transform = Densify()  # type: ignore[assignment]  # of sparse rows; the base types dense inputs
         self.vocab: list[str] | None = None
         self.corpus: Corpus | None = None
         self.summary: dict[str, int] = {}
@@ -181,21 +181,23 @@ class AmazonReviewsDataModule(InMemoryDataModule):
         )
         vocab = cache.read()
         if vocab is None:
-            vocab = most_frequent(
-                self.corpus.training_document_frequency(), list(self.corpus.feature_ids), self.vocab_size
-            )
+            corpus = self.corpus
+            assert corpus is not None  # load_splits reads it before the vocabulary
+            vocab = most_frequent(corpus.training_document_frequency(), list(corpus.feature_ids), self.vocab_size)
             cache.write(vocab, domains=self.domains, task=self.task)
         return vocab
 
     def _encode(self) -> dict[str, Split]:
         """The parsed reviews over ``self.vocab``; unlabeled ones join training if ``include_unlabeled``."""
-        if len(self.vocab) < self.vocab_size:
+        corpus, vocab = self.corpus, self.vocab
+        assert corpus is not None and vocab is not None  # set by load_splits (vocab: or a checkpoint) first
+        if len(vocab) < self.vocab_size:
             warnings.warn(
-                f"the vocabulary holds only {len(self.vocab)} features, fewer than vocab_size="
+                f"the vocabulary holds only {len(vocab)} features, fewer than vocab_size="
                 f"{self.vocab_size}; the remaining inputs are always 0",
                 stacklevel=2,
             )
-        splits = self.corpus.encode(self.vocab, self.vocab_size)
+        splits = corpus.encode(vocab, self.vocab_size)
         unlabeled_rows, unlabeled_y = splits.pop("unlabeled")
         if self.include_unlabeled:
             train_rows, train_y = splits["train"]
@@ -203,7 +205,7 @@ class AmazonReviewsDataModule(InMemoryDataModule):
                 SparseRows.cat([train_rows, unlabeled_rows], self.vocab_size),
                 torch.cat([train_y, unlabeled_y]),
             )
-        return splits
+        return splits  # type: ignore[return-value]  # sparse rows as inputs; the base's Split types dense ones
 
     def labeled_indices(self, y: torch.Tensor) -> torch.Tensor:
         # labeled_fraction thins out the labeled reviews only, never the unlabeled ones.

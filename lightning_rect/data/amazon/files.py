@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from lightning_rect.errors import ConfigError, DataFileError
 
@@ -15,7 +16,7 @@ NUM_CLASSES = {"polarity": 2, "stars": 5}
 #: size is published for them (the source page gives only "19 M" and "33 M"), so a download is
 #: verified by the size the server announces and a full read of the gzipped tar, which must hold
 #: the folder's ``books`` files.
-ARCHIVES = {
+ARCHIVES: dict[str, dict[str, Any]] = {
     "processed_acl": {
         "url": SOURCE_URL + "processed_acl.tar.gz",
         "checksum": None,

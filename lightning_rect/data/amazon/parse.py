@@ -127,9 +127,12 @@ def read_reviews(
                 features, raw_label = parse_line(line)
                 if not features and raw_label is None:
                     continue  # blank line
-                if labeled and raw_label is None:
+                if not labeled:
+                    label = UNLABELED
+                elif raw_label is None:
                     raise MalformedLine("no '#label#:...' token")
-                label = label_parser(raw_label) if labeled else UNLABELED
+                else:
+                    label = label_parser(raw_label)
             except MalformedLine as err:
                 where = f"{path}, line {number}: {err}"
                 if not line.endswith("\n"):  # only the last line can lack its newline

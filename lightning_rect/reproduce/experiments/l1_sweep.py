@@ -71,8 +71,11 @@ def markdown(records: dict[str, Record], datasets: list[str]) -> list[str]:
 
 
 def claims(records: dict[str, Record], dataset: str) -> list[str]:
-    points = [(l1, value_of(r, test_error), value_of(r, sparsity)) for l1, r in _coefficients(records, dataset)]
-    points = [p for p in points if p[1] is not None and p[2] is not None]
+    points = [
+        (l1, error, zeros)
+        for l1, r in _coefficients(records, dataset)
+        if (error := value_of(r, test_error)) is not None and (zeros := value_of(r, sparsity)) is not None
+    ]
     best = min((p[1] for p in points), default=None)
     flat = [p for p in points if p[2] <= 85.0]
     worse = [p for p in flat if compare(dataset, p[1], best) == "higher"]
@@ -137,7 +140,7 @@ def sweeps(specs: list[RunSpec], datasets: list[str]) -> list[Sweep]:
     files = []
     for dataset in datasets:
         runs = [s for s in specs if s.dataset == dataset]
-        grid = sorted({s.cell.l1 for s in runs})
+        grid = sorted({s.cell.l1 for s in runs if s.cell.l1 is not None})  # (every run of the sweep has one)
         lrs = list(dict.fromkeys(s.lr for s in runs))
         about = (
             f"The paper's L1 sweep on {paper.DATASET_TITLES[dataset]}: rectifier networks without pre-training, "

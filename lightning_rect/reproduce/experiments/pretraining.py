@@ -154,7 +154,8 @@ def variant_runs(
     ctx: Context, dataset: str, variant: Variant, lrs: tuple[float | None, ...], seed: int | None = None
 ) -> list[RunSpec]:
     """The variant's DAE (if any) and its fine-tuning runs at ``lrs``; ``seed``: both reseeded."""
-    runs, needs = [], ()
+    runs: list[RunSpec] = []
+    needs: tuple[str, ...] = ()
     if variant.pretraining is not None:
         tag = "_".join(filter(None, [variant.dae, f"seed{seed}" if seed is not None else ""]))
         dae = pretrain_run(
@@ -241,7 +242,7 @@ def validation_curve(record: Record | None) -> list[tuple[int, float]]:
 
 
 def _val(record: Record | None) -> float | None:
-    value = record.results.get("best_val") if record is not None and record.finished else None
+    value = record.result("best_val") if record is not None else None
     return 100 * value if finite(value) else None
 
 
@@ -276,6 +277,7 @@ def markdown(records: dict[str, Record], datasets: list[str]) -> list[str]:
                 lines.append(f"| {variant.title} | —{result.why_empty() if result else ''} | — | — | — | — |")
                 continue
             res = chosen.results
+            assert res is not None  # a cell's chosen run has finished
             lr = f"{chosen.spec.lr:g}" if chosen.spec.lr is not None else "—"
             time = duration(res["fit_seconds"]) if finite(res.get("fit_seconds")) else "—"
             lines.append(
@@ -321,12 +323,10 @@ def seed_lines(dataset: str, by_cell: dict) -> list[str]:
         if not runs:
             lines.append(f"| {title} | {lr:g} | — | — | 0 of {1 + len(SEEDS)} |")
             continue
-        tests = [test_error(r) for r in runs if test_error(r) is not None]
-        means[tag] = sum(tests) / len(tests), len(tests), sum(_val(r) for r in runs) / len(runs)
-        lines.append(
-            f"| {title} | {lr:g} | {spread([_val(r) for r in runs])} | {spread(tests)} | "
-            f"{len(runs)} of {1 + len(SEEDS)} |"
-        )
+        tests = [error for r in runs if (error := test_error(r)) is not None]
+        vals = [v for r in runs if (v := _val(r)) is not None]  # every run's: repeats keeps measured ones only
+        means[tag] = sum(tests) / len(tests), len(tests), sum(vals) / len(runs)
+        lines.append(f"| {title} | {lr:g} | {spread(vals)} | {spread(tests)} | {len(runs)} of {1 + len(SEEDS)} |")
     lines.append("")
     for tag, (mean, n, val) in means.items():
         if tag == "random":
@@ -349,8 +349,13 @@ def seed_lines(dataset: str, by_cell: dict) -> list[str]:
 
 def chosen_protocol(results: dict[str, Record | None]) -> tuple[str, Record] | None:
     """The pre-training variant with the lowest validation error."""
-    scored = [(tag, r) for tag, r in results.items() if tag != "random" and _val(r) is not None]
-    return min(scored, key=lambda item: _val(item[1])) if scored else None
+    scored = [
+        (tag, r, val)
+        for tag, r in results.items()
+        if tag != "random" and r is not None and (val := _val(r)) is not None
+    ]
+    best = min(scored, key=lambda item: item[2]) if scored else None
+    return (best[0], best[1]) if best is not None else None
 
 
 def claims(dataset: str, results: dict[str, Record | None], by_cell: dict) -> list[str]:
@@ -367,14 +372,16 @@ def claims(dataset: str, results: dict[str, Record | None], by_cell: dict) -> li
         f"{pct(_val(record))}, test {pct(test_error(record))} (paper, with pre-training: {pct(target)}; "
         f"goal: {GOAL}% or less)."
     )
-    seeds = len(repeats(dataset, tag, record.spec.lr, by_cell)) if SEEDED.get(tag) == record.spec.lr else 1
+    lr = record.spec.lr
+    seeds = len(repeats(dataset, tag, lr, by_cell)) if lr is not None and SEEDED.get(tag) == lr else 1
     if seeds < 1 + len(SEEDS):
         lines.append(
             f"- Chosen on {seeds} seed(s) of {1 + len(SEEDS)}: one seed's validation error moves by about "
             "0.1 point (Seeds below), so its repeats still to run decide."
         )
-    if _val(random) is not None:
+    if random is not None and _val(random) is not None:
         verdict = compare(dataset, _val(record), _val(random))
+        assert verdict is not None  # both are measured (chosen_protocol scored the chosen one)
         words = {
             "lower": "beats the random start beyond noise",
             "same": "is within noise of the random start",
@@ -395,9 +402,10 @@ def plot(plt, records: dict[str, Record], datasets: list[str]):
             result = by_cell.get(
                 Cell(dataset, "rectifier", pretrained=variant.pretraining is not None, variant=variant.tag)
             )
-            curve = validation_curve(result.chosen if result is not None else None)
-            if curve:
-                lr = result.chosen.spec.lr
+            chosen = result.chosen if result is not None else None
+            curve = validation_curve(chosen)
+            if curve and chosen is not None:  # (a curve comes from a chosen run)
+                lr = chosen.spec.lr
                 ax.plot(
                     [e for e, _ in curve],
                     [v for _, v in curve],

@@ -31,6 +31,7 @@ from lightning_rect.reproduce.sweeps import Sweep
 
 def plan(ctx: Context, datasets: list[str]) -> list[RunSpec]:
     runs = []
+    variants: list[tuple[str, dict[str, float] | None, str, float | None]]  # (activation, its args, tag, l1)
     for dataset in datasets:
         for a in ctx.budget.sharpness:
             if math.isinf(a):
@@ -54,7 +55,7 @@ def _by_a(records: dict[str, Record], dataset: str, with_l1: bool = False):
     (``with_l1``) the rectifier with its L1 penalty, as in Table 1."""
 
     def table1_rectifier(cell: Cell) -> bool:
-        return math.isinf(cell.a) and cell.l1 is None
+        return cell.a is not None and math.isinf(cell.a) and cell.l1 is None
 
     return {
         cell.a: result
@@ -125,7 +126,7 @@ def claims(records: dict[str, Record], dataset: str) -> list[str]:
     verdict = None
     rectifier = errors.get(math.inf)
     if rectifier is not None and finite_a and all(errors[a] is not None for a in finite_a):
-        best = min(errors[a] for a in finite_a)
+        best = min(error for error in (errors[a] for a in finite_a) if error is not None)
         verdict = {
             "lower": "Supported.",
             "same": "Supported within noise (tied with the best a).",
@@ -136,7 +137,7 @@ def claims(records: dict[str, Record], dataset: str) -> list[str]:
             "The rectifier is best.",
             verdict,
             f"Ours: rectifier {pct(rectifier)}, best softplus "
-            f"{pct(min((errors[a] for a in finite_a if errors[a] is not None), default=None))}.",
+            f"{pct(min((error for error in (errors[a] for a in finite_a) if error is not None), default=None))}.",
         )
     )
     return lines
@@ -169,7 +170,7 @@ def sweeps(specs: list[RunSpec], datasets: list[str]) -> list[Sweep]:
     files = []
     for dataset in datasets:
         runs = [s for s in specs if s.dataset == dataset]
-        finite = [a for a in dict.fromkeys(s.cell.a for s in runs) if not math.isinf(a)]
+        finite = [a for a in dict.fromkeys(s.cell.a for s in runs) if a is not None and not math.isinf(a)]
         reference = paper.SHARPNESS.get(dataset)
         errors = (
             (" The paper's test errors: " + ", ".join(f"{e:g}" for e in reference.values()) + "% (rectifier last).")

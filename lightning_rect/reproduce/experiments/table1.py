@@ -252,7 +252,9 @@ def claims(by_cell, dataset: str) -> list[str]:
     ours_sparsity = [value_of(by_cell.get(Cell(dataset, "rectifier", pretrained=p)), sparsity) for p in (False, True)]
     verdict = None
     if theirs is not None and None not in ours_sparsity:
-        verdict = "Supported." if all(abs(v - theirs) <= 5 for v in ours_sparsity) else "Not supported."
+        verdict = (
+            "Supported." if all(abs(v - theirs) <= 5 for v in ours_sparsity if v is not None) else "Not supported."
+        )
     lines.append(
         claim(
             f"Rectifier networks are sparse: {pct(theirs, 1)} exact zeros (within 5 points).",
