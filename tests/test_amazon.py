@@ -132,7 +132,10 @@ def test_inputs_are_binary_presence_vectors_and_labels_map(acl):
     """Every labeled review is one 0/1 row over the vocabulary, with a 1 for each of its features in
     the vocabulary (counts ignored) and its file's label: positive -> 1, negative -> 0."""
     assert SPLIT == {"train": [0, 1, 3, 4, 5, 7, 8, 9], "val": [6], "test": [2]}  # what the rest relies on
-    dm = polarity(acl, vocab_size=50)  # more than the 10 training features: none is cut
+    with pytest.warns(
+        UserWarning, match="the vocabulary holds only 10 features, fewer than vocab_size=50; the remaining"
+    ):
+        dm = polarity(acl, vocab_size=50)  # more than the 10 training features: none is cut
     assert parse_line(POSITIVE[2]) == (["great", "a:b"], "positive")  # "a:b:1": split at the last colon
     assert "a:b" in dm.vocab
     for split, lines in SPLIT.items():
@@ -165,7 +168,8 @@ def test_star_labels_and_unlabeled_reviews(tmp_path):
         unlabeled_files=["processed_acl/{domain}/unlabeled.review"],
     )
     assert dm.num_classes == 5 and dm.input_size == 20
-    dm.setup()
+    with pytest.warns(UserWarning, match="holds only 15 features, fewer than vocab_size=20"):
+        dm.setup()
     x, y = dm.splits["train"]
     assert len(y) == 10 + 2 and (y == -1).sum() == 2
     labels = torch.cat([dm.splits[s][1] for s in ("train", "val", "test")])
@@ -351,14 +355,16 @@ def test_vocabulary_restored_from_state_dict_reencodes(acl):
 
     before_setup = AmazonReviewsDataModule(str(acl), vocab_size=6, val_fraction=0.1, test_fraction=0.1)
     before_setup.load_state_dict(state)
-    before_setup.setup()  # the cache holds built.vocab: the checkpoint's wins
+    with pytest.warns(UserWarning, match="holds only 3 features, fewer than vocab_size=6"):
+        before_setup.setup()  # the cache holds built.vocab: the checkpoint's wins
     after_setup = polarity(acl)
     half = polarity(acl, labeled_fraction=0.5)
     assert after_setup.vocab == built.vocab and len(half.splits["train"][1]) == 4
     for review_file in acl.rglob("*.review"):
         review_file.unlink()  # re-encoding must not need the files
-    after_setup.load_state_dict(state)
-    half.load_state_dict(state)
+    for dm in (after_setup, half):
+        with pytest.warns(UserWarning, match="holds only 3 features, fewer than vocab_size=6"):
+            dm.load_state_dict(state)
 
     for dm in (before_setup, after_setup):
         assert dm.vocab == restored and dm.state_dict()["vocab"] == restored
@@ -390,7 +396,8 @@ def test_resuming_a_checkpoint_of_another_vocabulary_reads_each_file_once(acl, t
 
     monkeypatch.setattr(corpus, "read_reviews", counting_read_reviews)
     dm = AmazonReviewsDataModule(str(acl), vocab_size=6, val_fraction=0.1, test_fraction=0.1)
-    trainer = fit(SparseMLP(6, 2, [4]), dm, tmp_path / "resumed", epochs=2, ckpt_path=tmp_path / "other_vocab.ckpt")
+    with pytest.warns(UserWarning, match="holds only 3 features, fewer than vocab_size=6"):
+        trainer = fit(SparseMLP(6, 2, [4]), dm, tmp_path / "resumed", epochs=2, ckpt_path=tmp_path / "other_vocab.ckpt")
     assert reads == {"positive.review": 1, "negative.review": 1, "unlabeled.review": 1}
     assert trainer.current_epoch == 2 and dm.vocab == restored
     assert trainer.train_dataloader.dataset.x is dm.splits["train"][0]  # the Trainer got the re-encoded reviews

@@ -52,7 +52,7 @@ def kill_mid_run(cwd: Path, name: str, args: list[str], after_checkpoints: int) 
     time.sleep(0.2)  # into the next epoch
     assert proc.poll() is None, "the run finished before it could be killed; make it longer"
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.communicate()  # and its pipe closed
     assert not list((cwd / "runs" / name).glob("version_*/results.json"))
     killed_at = torch.load(last, map_location="cpu", weights_only=True)["epoch"]
     assert killed_at == after_checkpoints - 1  # the checkpoint is whole, and the kill came before the next one

@@ -67,8 +67,8 @@ def test_sigterm_stops_the_children_lets_them_save_and_exits_143(tmp_path):
     started = next(text for text in seen if text.startswith(tag) and text.rstrip().endswith(")"))
     advanced = started.rstrip().rpartition("(")[2].rstrip(")")
     proc.send_signal(signal.SIGTERM)
-    rest = proc.stdout.read()
-    assert proc.wait(timeout=180) == 143, rest
+    rest, _ = proc.communicate(timeout=180)  # reads to the end and closes the pipe
+    assert proc.returncode == 143, rest
     assert "stopped by SIGTERM" in rest and "rerun the same command" in rest
     assert "again from scratch" not in rest and "] mnist" not in rest  # no retry, no new run once told to stop
     children = subprocess.run(["pgrep", "-f", str(out)], capture_output=True, text=True).stdout.split()

@@ -182,6 +182,7 @@ def _download_to(remote: Remote, part: Path, timeout: float) -> int | None:
     try:
         response = urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as err:
+        err.close()  # its error page's connection: the error itself is kept (and raised) for its code
         if err.code == 416 and offset:  # asked for bytes past the end: the .part is complete (or wrong)
             return offset
         raise

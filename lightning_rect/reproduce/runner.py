@@ -614,6 +614,7 @@ class Runner:
                 killer.cancel()
             raise
         finally:
+            stdout.close()  # the pipe's file, read to its end: not left to the garbage collector
             self._procs.pop(record.spec.id, None)
 
     def _in_process(self, args: list[str], echo: LineEcho) -> int:
