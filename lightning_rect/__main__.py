@@ -42,6 +42,9 @@ def run(command: str | None) -> None:
 
         plot_main(sys.argv[2:])
     else:
+        from lightning_rect.app.threads import set_wait_policy
+
+        set_wait_policy()  # before torch is imported (app/threads.py: measured)
         from lightning_rect.app.cli import main as cli_main
 
         cli_main()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import pickle
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -145,25 +146,67 @@ def read_pretrained(path: Any, mmap: bool = False) -> dict:
     return checkpoint
 
 
-def load_pretrained_encoder(encoder: Encoder, path: str | Path, activation: str) -> None:
-    """Copy the encoder weights (and fixed scales) of a ``StackedDAE`` checkpoint into ``encoder``."""
+@dataclass
+class PretrainedEncoder:
+    """What a ``StackedDAE`` checkpoint holds of its encoder: how it was built and its state."""
+
+    path: str
+    in_features: int
+    hidden_sizes: list[int]
+    activation: str
+    activation_args: dict | None
+    sign_flip: bool
+    state: dict[str, torch.Tensor]  # the encoder's state_dict: weights and fixed output scales
+
+    def build(self) -> Encoder:
+        """A new ``Encoder`` as pre-trained, with its weights."""
+        encoder = Encoder(self.in_features, self.hidden_sizes, self.activation, self.activation_args, self.sign_flip)
+        self.load_into(encoder)
+        return encoder
+
+    def load_into(self, encoder: Encoder) -> None:
+        """Copy the weights (and fixed scales) into ``encoder``, which must have the same layers."""
+        missing, unexpected = encoder.load_state_dict(self.state, strict=False)
+        if missing or unexpected:
+            raise CheckpointError(
+                f"{self.path!r}: encoder weights do not match (missing {missing}, unexpected {unexpected})"
+            )
+
+
+def read_pretrained_encoder(path: str | Path) -> PretrainedEncoder:
+    """The encoder of a ``StackedDAE`` checkpoint (``read_pretrained``'s checks), or a one-line ``CheckpointError``."""
     checkpoint = read_pretrained(path)
     hparams = checkpoint.get("hyper_parameters", {})
-    theirs = [hparams.get("in_features"), *hparams.get("hidden_sizes", [])]
+    if "in_features" not in hparams or "hidden_sizes" not in hparams:
+        raise CheckpointError(
+            f"pretrained checkpoint {str(path)!r} records no in_features and hidden_sizes; "
+            "pass a .ckpt written by a StackedDAE fit"
+        )
+    return PretrainedEncoder(
+        path=str(path),
+        in_features=hparams["in_features"],
+        hidden_sizes=list(hparams["hidden_sizes"]),
+        activation=hparams.get("activation", "rectifier"),
+        activation_args=hparams.get("activation_args"),
+        sign_flip=bool(hparams.get("sign_flip", False)),
+        state={k.removeprefix("encoder."): v for k, v in checkpoint["state_dict"].items() if k.startswith("encoder.")},
+    )
+
+
+def load_pretrained_encoder(encoder: Encoder, path: str | Path, activation: str) -> None:
+    """Copy the encoder weights (and fixed scales) of a ``StackedDAE`` checkpoint into ``encoder``,
+    after checking that it has the pre-trained layer sizes and ``activation``."""
+    pretrained = read_pretrained_encoder(path)
+    theirs = [pretrained.in_features, *pretrained.hidden_sizes]
     ours = [encoder.in_features, *encoder.hidden_sizes]
     if theirs != ours:
         raise CheckpointError(
             f"layer sizes differ: checkpoint {str(path)!r} has {theirs} (input, hidden...), this model "
             f"has {ours}; use the same hidden_sizes and data set as the pre-training run"
         )
-    if hparams.get("activation") != activation:
+    if pretrained.activation != activation:
         raise CheckpointError(
-            f"activation differs: checkpoint has {hparams.get('activation')!r}, this model has "
+            f"activation differs: checkpoint has {pretrained.activation!r}, this model has "
             f"{activation!r}; fine-tune with the activation that was pre-trained"
         )
-    state = {k.removeprefix("encoder."): v for k, v in checkpoint["state_dict"].items() if k.startswith("encoder.")}
-    missing, unexpected = encoder.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{str(path)!r}: encoder weights do not match (missing {missing}, unexpected {unexpected})"
-        )
+    pretrained.load_into(encoder)

@@ -1,4 +1,5 @@
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -486,3 +487,45 @@ def test_results_json_names_the_version_and_the_commit_that_wrote_it(finished_ru
         assert results["git_commit"].removesuffix("+dirty") == head.stdout.strip()
     else:
         assert results["git_commit"] is None
+
+
+THREAD_REPORT = """
+import os
+
+import lightning as L
+import torch
+
+
+class Report(L.Callback):
+    def on_fit_start(self, trainer, pl_module):
+        print(f"threads {torch.get_num_threads()} wait {os.environ.get('OMP_WAIT_POLICY')}", flush=True)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "given,env,expected",
+    [
+        ([], {}, f"threads {os.cpu_count()} wait passive"),  # the command's default: every core, idle ones sleep
+        (["--threads", "1"], {}, "threads 1 wait passive"),
+        (["--threads=2"], {"OMP_NUM_THREADS": "1"}, "threads 2 wait passive"),  # the option over the environment
+        ([], {"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "active"}, "threads 1 wait active"),  # the environment's
+    ],
+)
+def test_threads_default_to_the_cores_with_a_passive_wait_and_yield_to_the_option_or_environment(
+    tmp_path, given, env, expected
+):
+    import subprocess
+    import sys
+
+    (tmp_path / "thread_report.py").write_text(THREAD_REPORT)
+    environment = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
+    result = subprocess.run(
+        [sys.executable, "-m", "lightning_rect", "fit", "--import", "thread_report", "--config", DIGITS, *given,
+         "--trainer.fast_dev_run=true", "--model.init_args.hidden_sizes=[8]", "--trainer.enable_progress_bar=false",
+         "--trainer.callbacks+=thread_report.Report"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env={**environment, "WANDB_MODE": "disabled", **env},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert expected in result.stdout, result.stdout[-2000:]

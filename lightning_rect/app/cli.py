@@ -77,6 +77,8 @@ from lightning_rect.app.resume import (
     resumed_run_folder,
 )
 from lightning_rect.app.run_lock import release_held_locks, run_lock
+from lightning_rect.app.threads import HELP as THREADS_HELP
+from lightning_rect.app.threads import apply_threads, take_threads_option
 from lightning_rect.app.user_errors import (
     MAX_NAME_BYTES,
     SUBCOMMANDS,
@@ -107,7 +109,7 @@ DESCRIPTION = (
     "Train with `fit --config configs/digits.yaml` (the bundled configs work from any folder; `configs DIR` writes "
     "them out); the paper's experiments: `reproduce --help`. `--import my_module` (or a .py file's path; any "
     "number, on the command line only) imports your module first, so the activations, reconstructions or noise "
-    "it registers can be named."
+    "it registers can be named. " + THREADS_HELP
 )
 #: Where ``FitOutcome`` leaves, in ``trainer.callback_metrics``, what a fit reached.
 OUTCOME = "lightning_rect/fit_outcome/"
@@ -180,6 +182,9 @@ class RectCLI(LightningCLI):
             self._given = [str(a) for a in given]
             check_config_files(self._given)  # remote, binary, too big or an alias bomb: before jsonargparse reads it
         command_line = import_user_modules(given, self._guard) if isinstance(given, (list, tuple)) else given
+        if isinstance(command_line, (list, tuple)) and any(str(a).startswith("--threads") for a in command_line):
+            command_line, threads = take_threads_option(command_line)
+            apply_threads(threads)
         try:
             if command_line is not given and args is None:
                 # LightningCLI's own parse, without its warning about args beside sys.argv: sys.argv keeps

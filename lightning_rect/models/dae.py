@@ -25,7 +25,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from lightning_rect.activations import is_bounded_signed, output_range
-from lightning_rect.checkpoint import MODEL_KEY, read_pretrained
+from lightning_rect.checkpoint import MODEL_KEY, read_pretrained_encoder
 from lightning_rect.checks import check_non_negative, check_positive, check_positive_int
 from lightning_rect.encoder import Encoder, dead_fractions, l1_penalty
 from lightning_rect.errors import CheckpointError, ConfigError
@@ -167,25 +167,7 @@ class StackedDAE(FusedSGDBinding, LightningModule):
         """The pre-trained ``Encoder`` of a StackedDAE checkpoint, for a model of one's own: its layer
         sizes, activation, sign flip, weights and fixed output scales, e.g.
         ``self.encoder = StackedDAE.load_encoder(path)`` (``SparseMLP`` does it with ``pretrained=``)."""
-        checkpoint = read_pretrained(path)
-        hparams = checkpoint.get("hyper_parameters", {})
-        if "in_features" not in hparams or "hidden_sizes" not in hparams:
-            raise CheckpointError(
-                f"pretrained checkpoint {str(path)!r} records no in_features and hidden_sizes; "
-                "pass a .ckpt written by a StackedDAE fit"
-            )
-        encoder = Encoder(
-            hparams["in_features"],
-            list(hparams["hidden_sizes"]),
-            hparams.get("activation", "rectifier"),
-            hparams.get("activation_args"),
-            bool(hparams.get("sign_flip", False)),
-        )
-        prefix = "encoder."
-        encoder.load_state_dict(
-            {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
-        )
-        return encoder
+        return read_pretrained_encoder(path).build()
 
     def on_fit_start(self) -> None:
         if self.hparams["fused_sgd"]:
