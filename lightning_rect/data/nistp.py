@@ -60,7 +60,8 @@ class NISTPDataModule(InMemoryDataModule):
         data_dir: folder holding ``EMNIST/raw/`` in torchvision's layout.
         download: let torchvision download EMNIST (about 560 MB) if it is missing (needs internet).
         train_size: distorted training examples per epoch (the paper: 81,920,000 in all).
-        val_size, test_size: sizes of the fixed distorted validation and test sets (the paper: 80k, 20k).
+        val_size: size of the fixed distorted validation set (the paper: 80k).
+        test_size: size of the fixed distorted test set (the paper: 20k).
         distortion_strength: scales every distortion's magnitude (0: clean characters; 1: default).
         chunk_size: training examples distorted together; larger is faster, costs more memory.
         distort_device: where training batches are distorted: ``auto`` (the Trainer's device), ``cpu``.

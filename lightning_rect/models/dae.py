@@ -54,18 +54,22 @@ class StackedDAE(FusedSGDBinding, LightningModule):
     Args:
         in_features: input size (linked from ``data.input_size``).
         num_classes: not used for training; recorded so the fine-tuning data set can be checked.
-        hidden_sizes, activation, activation_args, sign_flip, l1: as in ``SparseMLP``; the L1 term of
-            the layer in training weighs ``l1 / len(hidden_sizes)``, as each layer's does in fine-tuning
-            (``encoder.l1_penalty``). With ``sign_flip``, layers 2 and up reconstruct |h| unless the
-            reconstruction is ``linear`` (``lightning_rect.reconstruction``).
+        hidden_sizes: units of each hidden layer, as in ``SparseMLP``.
+        activation: registry name of the hidden units, as in ``SparseMLP``.
+        activation_args: arguments of the activation, as in ``SparseMLP``.
+        sign_flip: the paper's symmetry trick, as in ``SparseMLP``; with it, layers 2 and up
+            reconstruct |h| unless the reconstruction is ``linear`` (``lightning_rect.reconstruction``).
+        l1: the activation penalty, as in ``SparseMLP``: the L1 term of the layer in training weighs
+            ``l1 / len(hidden_sizes)``, as each layer's does in fine-tuning (``encoder.l1_penalty``).
         reconstruction: registry name: softplus, scaled_sigmoid, linear, rectifier, sigmoid.
         noise: corruption of the first layer's input: masking or salt_and_pepper.
         noise_level: corruption probability in [0, 1) (the paper: 0.25; salt_and_pepper: the
             probability that a present input is dropped).
         noise_args: further arguments of the first layer's noise, e.g. ``{switch_on: 0.005}`` for
             salt_and_pepper (the probability that an absent input is switched on).
-        higher_noise, higher_noise_level: corruption for layers 2 and up (default: same as layer 1);
-            the paper's text setup is salt_and_pepper below, masking above.
+        higher_noise: corruption of the inputs of layers 2 and up (default: layer 1's); the paper's
+            text setup is salt_and_pepper below, masking above.
+        higher_noise_level: its probability (default: layer 1's ``noise_level``).
         tied_weights: decoder weight = encoder weight transposed (the paper does not say; default off).
         lr: constant SGD learning rate (the paper picks it from {0.1, 0.01, 0.001, 0.0001}).
         epochs_per_layer: epochs of pre-training for each hidden layer; training ends after
