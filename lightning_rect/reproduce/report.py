@@ -128,7 +128,7 @@ def claims_heading() -> list[str]:
         "#### The paper's claims against ours",
         "",
         '"Same" means within two standard deviations of the difference of two test errors on this '
-        "test set (binomial noise; e.g. about 0.25 points near 1.5% on MNIST's 10,000 examples).",
+        "test set (binomial noise; e.g. about 0.34 points near 1.5% on MNIST's 10,000 examples).",
         "",
     ]
 
