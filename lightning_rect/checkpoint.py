@@ -66,6 +66,10 @@ def load_checkpoint_file(
             raise UnreadableCheckpoint(what, path, "is empty (0 bytes): a write that never finished", fix)
     if not zipfile.is_zipfile(source):  # every torch.save since torch 1.6 writes a zip archive
         raise UnreadableCheckpoint(what, path, "is not a PyTorch checkpoint (truncated, or another kind of file)", fix)
+    if (damaged := _member_failing_its_checksum(source)) is not None:
+        raise UnreadableCheckpoint(
+            what, path, f"is damaged: its part {damaged} fails its checksum (changed after it was written)", fix
+        )
     if isinstance(source, io.BytesIO):
         source.seek(0)
     try:
@@ -82,6 +86,19 @@ def load_checkpoint_file(
     if lightning and (not isinstance(checkpoint, dict) or "state_dict" not in checkpoint):
         raise UnreadableCheckpoint(what, path, "is not a Lightning checkpoint (no state_dict)", fix)
     return checkpoint
+
+
+def _member_failing_its_checksum(source: io.BytesIO | Path) -> str | None:
+    """The first member of the checkpoint's zip archive whose bytes do not match the CRC-32 written
+    with them, or None. ``torch.load`` does not check them: bytes changed inside a tensor (a bad disk
+    or copy) would load as finite nonsense."""
+    if isinstance(source, io.BytesIO):
+        source.seek(0)
+    try:
+        with zipfile.ZipFile(source) as archive:
+            return archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError):  # unreadable: torch.load's error says how
+        return None
 
 
 def _fetch(url: str, what: str, fix: str) -> io.BytesIO:
@@ -206,7 +223,7 @@ def load_pretrained_encoder(encoder: Encoder, path: str | Path, activation: str)
         )
     if pretrained.activation != activation:
         raise CheckpointError(
-            f"activation differs: checkpoint has {pretrained.activation!r}, this model has "
+            f"activation differs: checkpoint {str(path)!r} has {pretrained.activation!r}, this model has "
             f"{activation!r}; fine-tune with the activation that was pre-trained"
         )
     pretrained.load_into(encoder)

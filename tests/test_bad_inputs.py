@@ -267,6 +267,27 @@ def damaged_checkpoint(damage: Callable[[dict], None], name: str = "damaged.ckpt
     return setup
 
 
+def bytes_changed_on_disk(option: str, name: str = "flipped.ckpt") -> Setup:
+    """A copy of the finished run's best checkpoint with bytes inside its largest tensor changed (a bad
+    disk or copy): still a readable archive of finite-looking floats; ``--<option>`` to it."""
+
+    def setup(work: Path, here: Path) -> list[str]:
+        import zipfile
+
+        data = bytearray(best_checkpoint(work).read_bytes())
+        with zipfile.ZipFile(best_checkpoint(work)) as archive:
+            largest = max(archive.infolist(), key=lambda info: info.file_size)
+        header = largest.header_offset
+        start = header + 30 + int.from_bytes(data[header + 26 : header + 28], "little")
+        start += int.from_bytes(data[header + 28 : header + 30], "little")  # past the local header
+        middle = start + largest.file_size // 2
+        data[middle : middle + 8] = bytes(b ^ 0x55 for b in data[middle : middle + 8])
+        (here / name).write_bytes(bytes(data))
+        return [f"--{option}={here / name}"]
+
+    return setup
+
+
 def set_hidden_sizes(sizes: list[int]) -> Callable[[dict], None]:
     return lambda checkpoint: checkpoint["hyper_parameters"].__setitem__("hidden_sizes", sizes)
 
@@ -298,6 +319,11 @@ CASES = [
     Case("threads-zero", fit("--threads", "0"), ("--threads 0: give a positive number of threads",)),
     Case("threads-not-a-number", fit("--threads=two"), ("--threads two: give a positive number of threads",)),
     Case("threads-without-a-value", fit("--threads"), ("--threads (nothing): give a positive number",)),
+    Case(
+        "threads-before-another-option",
+        fit("--threads", "--trainer.max_epochs=1"),
+        ("--threads (nothing): give a positive number",),
+    ),
     Case("momentum-negative", fit("--model.init_args.momentum=-1"), ("momentum must be a finite number >= 0",)),
     Case("hidden-sizes-empty", fit("--model.init_args.hidden_sizes=[]"), ("hidden_sizes must list at least one",)),
     Case("hidden-sizes-zero", fit("--model.init_args.hidden_sizes=[8,0]"), ("hidden_sizes must be positive",)),
@@ -709,6 +735,18 @@ CASES = [
         run_test(),
         ("damaged.ckpt", "extra.weight not in the model"),
         setup=damaged_checkpoint(lambda c: c["state_dict"].__setitem__("extra.weight", torch.zeros(3))),
+    ),
+    Case(
+        "ckpt-bytes-changed-on-disk",
+        run_test(),
+        ("flipped.ckpt", "is damaged", "fails its checksum"),
+        setup=bytes_changed_on_disk("ckpt_path"),
+    ),
+    Case(
+        "pretrained-bytes-changed-on-disk",
+        fit(),
+        ("flipped.ckpt", "is damaged", "fails its checksum"),
+        setup=bytes_changed_on_disk("model.init_args.pretrained"),
     ),
     Case(
         "ckpt-without-optimizer-state",

@@ -253,6 +253,24 @@ def test_sparse_mlp_starts_from_the_pretrained_weights(tmp_path):
     assert not torch.equal(fresh.encoder.layers[0].linear.weight, mlp.encoder.layers[0].linear.weight)
 
 
+def test_a_pretrained_file_whose_bytes_changed_is_refused_by_both_readers_in_one_line(tmp_path):
+    """Bytes changed inside a tensor (a bad disk or copy) still load as finite floats; the archive's
+    checksums tell, before anything is built from them."""
+    import zipfile
+
+    _, path = save_dae(tmp_path)
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as archive:
+        weight = max(archive.infolist(), key=lambda info: info.file_size)
+    inside = weight.header_offset + weight.compress_size - 100  # its data follows a header of ~100 bytes
+    data[inside : inside + 8] = b"\x7f" * 8
+    (tmp_path / "flipped.ckpt").write_bytes(bytes(data))
+    for read in (StackedDAE.load_encoder, lambda p: SparseMLP(64, 10, [32, 16], pretrained=p).load_pretrained()):
+        with pytest.raises(CheckpointError, match=r"flipped.ckpt' is damaged: its part .* fails its checksum") as err:
+            read(str(tmp_path / "flipped.ckpt"))
+        assert "\n" not in str(err.value)
+
+
 def test_a_checkpoint_of_an_older_version_keeps_its_fixed_scale(tmp_path):
     """Older checkpoints saved a layer's extra state as {"output_scale": x}; it is a tensor now (exporters
     read every state_dict entry as one)."""
@@ -277,7 +295,8 @@ def test_pretrained_with_other_sizes_names_both_shapes(tmp_path):
 
 def test_pretrained_with_other_activation_is_refused(tmp_path):
     _, path = save_dae(tmp_path)
-    with pytest.raises(CheckpointError, match="activation differs: checkpoint has 'rectifier', this model has 'tanh'"):
+    expected = r"activation differs: checkpoint '.*dae.ckpt' has 'rectifier', this model has 'tanh'"
+    with pytest.raises(CheckpointError, match=expected):
         SparseMLP(64, 10, [32, 16], activation="tanh", pretrained=str(path)).load_pretrained()
 
 

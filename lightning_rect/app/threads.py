@@ -39,8 +39,9 @@ def take_threads_option(args: Sequence[str]) -> tuple[list[str], int | None]:
     while i < len(args):
         arg = str(args[i])
         if arg == "--threads" or arg.startswith("--threads="):
-            value = arg.partition("=")[2] if "=" in arg else (str(args[i + 1]) if i + 1 < len(args) else "")
-            i += 1 if "=" in arg else 2
+            given = "=" in arg or (i + 1 < len(args) and not str(args[i + 1]).startswith("-"))
+            value = arg.partition("=")[2] if "=" in arg else (str(args[i + 1]) if given else "")
+            i += 2 if given and "=" not in arg else 1
             if not value.isdigit() or int(value) < 1:
                 raise ConfigError(
                     f"--threads {value or '(nothing)'}: give a positive number of threads, e.g. --threads 1"
