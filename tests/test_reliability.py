@@ -408,6 +408,7 @@ def signal_at(name: str, step: int) -> str:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, code", [("SIGINT", 130), ("SIGHUP", 129)])
 def test_ctrl_c_or_a_hangup_mid_epoch_keeps_the_last_checkpoint_says_how_to_resume_and_releases_the_lock(
     cli_in_process, tmp_path, name, code

@@ -195,6 +195,7 @@ class Crash(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_resume_keeps_the_history_applies_a_new_lr_and_then_refuses_the_finished_run(fit, tmp_path, monkeypatch):
     train = SparseMLP.training_step
 
@@ -260,6 +261,7 @@ def crashed_run(fit, tmp_path, monkeypatch) -> Path:
     return tmp_path / "runs" / "digits" / "version_0"
 
 
+@pytest.mark.slow
 def test_a_moved_run_resumed_from_its_last_ckpt_goes_on_in_its_own_folder(fit, tmp_path, monkeypatch):
     run = tmp_path / "moved" / "experiments" / "first"
     run.parent.mkdir(parents=True)
@@ -278,6 +280,7 @@ def test_a_moved_run_resumed_from_its_last_ckpt_goes_on_in_its_own_folder(fit, t
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 1
 
 
+@pytest.mark.slow
 def test_a_finished_run_or_an_older_checkpoint_resumes_in_a_new_folder_and_says_why(fit, tmp_path, monkeypatch):
     run = crashed_run(fit, tmp_path, monkeypatch)
     best = run / "checkpoints" / "best-epoch=0.ckpt"
@@ -319,6 +322,7 @@ def test_a_full_disk_ends_in_one_line_with_the_previous_checkpoint_whole(fit, tm
     assert torch.load(folder / "last.ckpt", weights_only=True)["epoch"] == 0
 
 
+@pytest.mark.slow
 def test_a_disk_that_fills_while_epoch_0s_last_ckpt_is_written_resumes_from_its_whole_best_checkpoint(
     fit, tmp_path, monkeypatch
 ):
@@ -351,6 +355,7 @@ def saved(model: L.LightningModule, path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_a_plain_run_goes_on_with_fused_sgd_to_the_same_weights_within_rounding(fit, tmp_path, monkeypatch):
     """fused_sgd computes the same step another way, so a resume may switch it on (``reproduce`` does,
     for runs a plain invocation left half done)."""
@@ -408,6 +413,7 @@ def test_a_checkpoint_that_does_not_fit_the_config_is_refused_in_one_line(fit, t
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 def test_a_resume_with_another_scheduler_than_the_run_had_is_refused_in_one_line(fit, tmp_path):
     code, _, stderr = fit("--trainer.max_epochs=1")
     run = tmp_path / "runs" / "digits" / "version_0"
@@ -433,6 +439,7 @@ def test_a_run_that_fails_before_training_leaves_no_folder(fit, tmp_path):
     assert not (tmp_path / "runs" / "digits").exists()
 
 
+@pytest.mark.slow
 def test_a_config_naming_lightnings_csv_logger_keeps_it_and_a_resume_says_the_history_is_lost(fit, tmp_path):
     lightnings = "--trainer.logger.class_path=lightning.pytorch.loggers.CSVLogger"
     code, _, stderr = fit("--trainer.max_epochs=1", lightnings)

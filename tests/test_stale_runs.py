@@ -143,6 +143,7 @@ def test_a_change_to_the_numerics_makes_exactly_the_runs_it_touches_stale_and_a_
 CONFIGS_DAE = "mnist-pretrain-rectifier-lr0.01-147677ae"  # Table 1's rectifier DAE, the configs' protocol
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (DATA / "MNIST").is_dir(), reason=f"the committed runs' MNIST files are not in {DATA}")
 def test_another_float_order_stays_within_the_tolerance_where_float32_would_not():
     """Two threads sum in another order, as another processor would: the float64 probe of the DAE
