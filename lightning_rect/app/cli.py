@@ -51,6 +51,7 @@ import lightning_rect.data  # noqa: F401  (data modules by short name: --data=Di
 import lightning_rect.models  # noqa: F401
 from lightning_rect.app.bundled import resolve_config_args
 from lightning_rect.app.checkpoint_io import AtomicCheckpointIO, latest_checkpoint, writes_last_every_epoch
+from lightning_rect.app.command_line import take_option
 from lightning_rect.app.config_files import ImportGuard, cap_yaml_loading, check_config_files, set_remote_reading
 from lightning_rect.app.loggers import claim_run_folder
 from lightning_rect.app.results import (
@@ -528,24 +529,13 @@ def import_user_modules(args: Sequence[str], guard: ImportGuard | None = None) -
     reconstruction or noise) or defines (a model or data class) can then be named, without packaging it.
     Read from the command line only, never from a config: importing runs the module's code (``guard``, the
     CLI's ``ImportGuard``, lets these modules through). ``args`` itself when it has no ``--import``."""
-    modules, rest, i = [], [], 0
-    while i < len(args):
-        arg = str(args[i])
-        if arg == "--import":
-            if i + 1 == len(args) or str(args[i + 1]).startswith("-"):
-                raise ConfigError(
-                    "--import needs a module: --import my_module (./my_module.py) or --import path/to/my_module.py"
-                )
-            modules.append(str(args[i + 1]))
-            i += 2
-            continue
-        if arg.startswith("--import="):
-            modules.append(arg.removeprefix("--import="))
-        else:
-            rest.append(args[i])
-        i += 1
+    rest, modules = take_option(args, "--import")
+    if None in modules:
+        raise ConfigError(
+            "--import needs a module: --import my_module (./my_module.py) or --import path/to/my_module.py"
+        )
     for module in modules:
-        import_user_module(module, guard)
+        import_user_module(str(module), guard)
     return rest if modules else args
 
 

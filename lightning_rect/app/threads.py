@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import MutableMapping, Sequence
 
+from lightning_rect.app.command_line import take_option
 from lightning_rect.errors import ConfigError
 
 #: What idle OpenMP threads do by default in the command: sleep, not spin (see above).
@@ -32,24 +33,13 @@ def set_wait_policy(environ: MutableMapping[str, str] = os.environ) -> None:
 
 
 def take_threads_option(args: Sequence[str]) -> tuple[list[str], int | None]:
-    """``args`` without ``--threads N`` / ``--threads=N``, and N (None when not given)."""
-    rest: list[str] = []
-    threads: int | None = None
-    i = 0
-    while i < len(args):
-        arg = str(args[i])
-        if arg == "--threads" or arg.startswith("--threads="):
-            given = "=" in arg or (i + 1 < len(args) and not str(args[i + 1]).startswith("-"))
-            value = arg.partition("=")[2] if "=" in arg else (str(args[i + 1]) if given else "")
-            i += 2 if given and "=" not in arg else 1
-            if not value.isdigit() or int(value) < 1:
-                raise ConfigError(
-                    f"--threads {value or '(nothing)'}: give a positive number of threads, e.g. --threads 1"
-                )
-            threads = int(value)
-            continue
-        rest.append(args[i])
-        i += 1
+    """``args`` without ``--threads N`` / ``--threads=N``, and N (None when not given; the last one counts)."""
+    rest, values = take_option(args, "--threads")
+    threads = None
+    for value in values:
+        if value is None or not value.isdigit() or int(value) < 1:
+            raise ConfigError(f"--threads {value or '(nothing)'}: give a positive number of threads, e.g. 1")
+        threads = int(value)
     return rest, threads
 
 

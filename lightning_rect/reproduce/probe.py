@@ -23,9 +23,11 @@ pre-training run's own probe (a fine-tuning run trains again whenever its pre-tr
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +73,6 @@ def run_probe(config: dict[str, Any], data_dir: Path | None = None, threads: int
     ``threads`` is there to check that another float order (another processor's) stays within
     ``RTOL``; a recorded probe is always taken with one."""
     import lightning as L
-    import torch
     from jsonargparse import ArgumentParser
     from lightning.pytorch import LightningDataModule, LightningModule
 
@@ -94,22 +95,8 @@ def run_probe(config: dict[str, Any], data_dir: Path | None = None, threads: int
             "init_args": {**sections["model"]["init_args"], "epochs_per_layer": 1},
         }
         layers = len(sections["model"]["init_args"].get("hidden_sizes") or [0])
-    torch_threads = torch.get_num_threads()
-    # One thread whatever the caller runs with, so a probe is repeated exactly on its own machine.
-    torch.set_num_threads(threads)
-    lightning_info = logging.getLogger("lightning.pytorch")
-    lightning_level = lightning_info.level
-    lightning_info.setLevel(logging.WARNING)  # "GPU available" and tips, once per probe: not the user's fit
-    try:
-        return _probe(config, parser, sections, layers, L, torch)
-    finally:
-        torch.set_num_threads(torch_threads)
-        lightning_info.setLevel(lightning_level)
-
-
-def _probe(config, parser, sections, layers, L, torch) -> dict[str, Any]:
     seed = config.get("seed_everything", 0)
-    with warnings.catch_warnings():
+    with _threads_and_quiet_lightning(threads), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         L.seed_everything(seed if isinstance(seed, int) and not isinstance(seed, bool) else 0, verbose=False)
         parsed = parser.parse_object(sections)
@@ -150,6 +137,25 @@ def _probe(config, parser, sections, layers, L, torch) -> dict[str, Any]:
         "losses": [round(v, 9) for v in losses],
         "change": {name: round(v, 9) for name, v in sorted(change.items())},
     }
+
+
+@contextlib.contextmanager
+def _threads_and_quiet_lightning(threads: int) -> Iterator[None]:
+    """For the block: torch's thread count set to ``threads`` (a recorded probe takes one, whatever the
+    caller runs with, so it repeats exactly on its own machine), and Lightning's "GPU available"
+    banner and tips silenced (once per probe: not the user's fit); both restored after it."""
+    import torch
+
+    torch_threads = torch.get_num_threads()
+    lightning_info = logging.getLogger("lightning.pytorch")
+    lightning_level = lightning_info.level
+    torch.set_num_threads(threads)
+    lightning_info.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(torch_threads)
+        lightning_info.setLevel(lightning_level)
 
 
 def probe_differences(recorded: dict[str, Any] | None, current: dict[str, Any]) -> list[str]:
