@@ -26,8 +26,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 import lightning_rect
 from lightning_rect.reproduce.budgets import DATASETS
 from lightning_rect.reproduce.plan import RunSpec
@@ -40,11 +38,11 @@ _PROBES: dict[str, dict[str, Any]] = {}  # effective config -> probe, within one
 
 
 def run_inputs(
-    spec: RunSpec, config_path: Path, data_folder: Path | None, execution: dict[str, Any] | None = None
+    spec: RunSpec, config: dict[str, Any], data_folder: Path | None, execution: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """``execution``: settings of how the run trains, not what (``fast_path.py``): the probe trains with
+    """What ``spec`` is made from; ``config`` is its effective config (``probe.effective_config``).
+    ``execution``: settings of how the run trains, not what (``fast_path.py``): the probe trains with
     them, the config's fingerprint leaves them out."""
-    config = effective_config(yaml.safe_load(config_path.read_text()) or {}, spec.settings)
     probed = effective_config(config, execution or {})
     return {
         "lightning_rect": lightning_rect.__version__,
@@ -65,13 +63,6 @@ def probe_of(config: dict[str, Any], data_folder: Path | None) -> dict[str, Any]
         except Exception as err:  # noqa: BLE001 - e.g. data missing here: said, and the run is not reused
             _PROBES[key] = {"error": f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"}
     return _PROBES[key]
-
-
-def config_fingerprint(config_path: Path, settings: dict[str, Any]) -> str:
-    """Digest of the config as the run sees it: the parsed YAML with the run's dotted settings set
-    (appending ones, ``key+``, are part of the settings and left out here)."""
-    config = effective_config(yaml.safe_load(config_path.read_text()) or {}, settings)
-    return _sha1(json.dumps(config, sort_keys=True, default=str).encode())
 
 
 def data_fingerprint(dataset: str, folder: Path | None) -> dict[str, Any] | None:

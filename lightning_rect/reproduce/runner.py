@@ -266,7 +266,7 @@ class Runner:
         self._procs: dict[str, subprocess.Popen] = {}
         self._stopping = False  # told to stop: no retry, no new run
         self._data_dirs: dict[str, Path] = {}
-        self._execution: dict[str, dict[str, Any]] = {}
+        self._configs: dict[str, dict[str, Any]] = {}
         # Captured now: while a run trains in this process, sys.stdout is redirected into its log.
         self._console = sys.stdout
 
@@ -340,16 +340,19 @@ class Runner:
         return self._data_dirs[spec.config]
 
     def inputs(self, spec: RunSpec) -> dict[str, Any]:
-        return run_inputs(spec, self.o.configs_dir / spec.config, self.data_dir(spec), self.execution(spec))
+        return run_inputs(spec, self.effective_config(spec), self.data_dir(spec), self.execution(spec))
+
+    def effective_config(self, spec: RunSpec) -> dict[str, Any]:
+        """The run's config file with its settings set (read once per run)."""
+        if spec.id not in self._configs:
+            config = yaml.safe_load((self.o.configs_dir / spec.config).read_text()) or {}
+            self._configs[spec.id] = effective_config(config, spec.settings)
+        return self._configs[spec.id]
 
     def execution(self, spec: RunSpec) -> dict[str, Any]:
         """Settings of how a run trains, not what (not in its id): the fast SGD step where it holds."""
-        if spec.id not in self._execution:
-            config = effective_config(
-                yaml.safe_load((self.o.configs_dir / spec.config).read_text()) or {}, spec.settings
-            )
-            self._execution[spec.id] = {FUSED_SGD: True} if self.o.fused_sgd and fused_sgd_holds(config) else {}
-        return self._execution[spec.id]
+        holds = self.o.fused_sgd and fused_sgd_holds(self.effective_config(spec))
+        return {FUSED_SGD: True} if holds else {}
 
     def command(self, spec: RunSpec, pretrained: Path | None = None, resume: Path | None = None) -> list[str]:
         """The ``fit`` command line of a run (what a user or scheduler could run by hand)."""
