@@ -17,9 +17,12 @@ import importlib
 import inspect
 from typing import Any
 
+from lightning_rect.fused_sgd import FULL_PRECISIONS
+
 #: The dotted setting ``fit`` gets for a run on the fast path.
 FUSED_SGD = "model.init_args.fused_sgd"
-_PLAIN_PRECISIONS = (None, "32-true", "32", 32, "64-true", "64", 64)
+#: The precisions ``fused_sgd`` accepts, with the short forms a config may give them in (None: the default).
+_PLAIN_PRECISIONS = (None, *FULL_PRECISIONS, "32", 32, "64", 64)
 
 
 def fused_sgd_holds(config: dict[str, Any]) -> bool:
