@@ -35,6 +35,18 @@ def test_torch_jit_script_compiles_the_encoder_with_its_depth_and_size_check(kwa
         scripted(torch.rand(5, 7))
 
 
+def test_lightnings_to_torchscript_scripts_a_trained_classifier_that_computes_what_it_does():
+    """``to_torchscript()``'s default method is script: the classifier's forward compiles (the check
+    that loads pre-trained weights on first use stays out of the scripted copy)."""
+    torch.manual_seed(0)
+    model = SparseMLP(64, 10, [16, 8]).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's and Lightning's deprecation notices of TorchScript
+        scripted = model.to_torchscript()
+    x = torch.rand(5, 64)
+    assert torch.equal(scripted(x), model(x))
+
+
 def run_onnx(model: nn.Module, x: torch.Tensor) -> list:
     onnx = pytest.importorskip("onnx")
     from onnx.reference import ReferenceEvaluator

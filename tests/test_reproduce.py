@@ -366,9 +366,12 @@ def write_mnist_files(folder: Path, content: bytes = b"idx") -> Path:
     return folder
 
 
-def test_the_same_files_elsewhere_are_reused_and_changed_files_train_again(fake_fit, tmp_path, capsys):
+def test_the_same_files_elsewhere_are_reused_and_changed_files_train_again(fake_fit, tmp_path, capsys, monkeypatch):
     """Runs finished on another machine (the data at another path, copied at another time) are reused;
-    data files that differ in name or size make them train again."""
+    data files that differ in name or size make them train again. Run from a folder beside the data, as
+    the repository beside ../shared/data: the data folder is recorded and named relative to it."""
+    (tmp_path / "repo").mkdir()
+    monkeypatch.chdir(tmp_path / "repo")
     first, other = write_mnist_files(tmp_path / "data"), write_mnist_files(tmp_path / "other")
     out = tmp_path / "out"
     args = ["l1_sweep", "--datasets", "mnist", "--budget", "tiny", "--in-process", "--out", str(out)]
@@ -388,9 +391,9 @@ def test_the_same_files_elsewhere_are_reused_and_changed_files_train_again(fake_
     main([*args, "--data-dir", str(other)])
     assert fake_fit.trained == ids * 2 and {r["status"] for r in load_runs(out)} == {"done"}
     printed = capsys.readouterr().out
-    assert all(f"{i} trains again: data files in {other} differ" in printed for i in ids), printed
+    assert all(f"{i} trains again: data files in ../other differ" in printed for i in ids), printed
     inputs = json.loads((out / load_runs(out)[0]["log_dir"]).parent.joinpath(INPUTS_FILE).read_text())
-    assert inputs["data"]["folder"] == str(other) and inputs["data"]["files"] == 2
+    assert inputs["data"]["folder"] == "../other" and inputs["data"]["files"] == 2
 
 
 def test_edited_config_or_changed_numerics_train_again_a_new_version_does_not_and_digits_ignore_the_data_dir(

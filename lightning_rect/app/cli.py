@@ -192,8 +192,9 @@ class RectCLI(LightningCLI):
                 # --import for the processes DDP starts from it
                 self.config = parser.parse_args(command_line)
             else:
+                # None when it is sys.argv's own (Lightning warns about args given beside sys.argv);
                 # Lightning types command_line as a list; a tuple parses as well
-                super().parse_arguments(parser, command_line)  # type: ignore[arg-type]
+                super().parse_arguments(parser, None if args is None else command_line)  # type: ignore[arg-type]
         except argparse.ArgumentError as err:
             said = " ".join([*(str(cause) for cause in _causes(err)), *self._given])
             ours = self._guard.refusal_in(said) or next(

@@ -131,7 +131,8 @@ class SparseMLP(FusedSGDBinding, LightningModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class log-probabilities."""
-        self._pretrained_before_first_use()
+        if not torch.jit.is_scripting():  # a scripted copy is made from weights already in place
+            self._pretrained_before_first_use()
         return F.log_softmax(self.head(self.encoder(x)[-1]), dim=-1)
 
     def sparsity_modules(self) -> list[nn.Module]:
