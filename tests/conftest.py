@@ -93,26 +93,36 @@ FINISHED_RUN_ARGS = (
 )
 
 
-@pytest.fixture(scope="session")
-def finished_run(tmp_path_factory) -> FinishedRun:
-    """ONE tiny digits fit per test session, run in this process, for the tests that only read a
-    finished run's files or output. Read it, never write into it (copy it to tmp_path first)."""
+def run_in_process(cwd: Path, *args: str) -> tuple[str, str]:
+    """The CLI's ``main(args)`` in this process, run from ``cwd``: (stdout, stderr). A non-zero exit fails
+    the test. For runs whose process is not the subject (a reference run, a resume): an interpreter
+    start-up costs about 4.5 s of CPU, which would be most of such a run."""
     from lightning_rect.app.cli import main
 
-    cwd = tmp_path_factory.mktemp("finished_run")
     out, err = io.StringIO(), io.StringIO()
     threads, here, argv = torch.get_num_threads(), os.getcwd(), sys.argv
     try:
         os.chdir(cwd)
         sys.argv = [sys.argv[0]]  # LightningCLI(args=...) warns when sys.argv holds pytest's arguments too
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            main(list(FINISHED_RUN_ARGS))
+            main(list(args))
+    except SystemExit as exit_:
+        raise AssertionError(f"exit code {exit_.code}: {err.getvalue()[-3000:]}") from None
     finally:
         os.chdir(here)
         sys.argv = argv
         torch.set_num_threads(threads)
+    return out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory) -> FinishedRun:
+    """ONE tiny digits fit per test session, run in this process, for the tests that only read a
+    finished run's files or output. Read it, never write into it (copy it to tmp_path first)."""
+    cwd = tmp_path_factory.mktemp("finished_run")
+    out, err = run_in_process(cwd, *FINISHED_RUN_ARGS)
     [folder] = sorted((cwd / "runs" / "digits").glob("version_*"))
-    return FinishedRun(cwd, folder, FINISHED_RUN_ARGS, out.getvalue(), err.getvalue())
+    return FinishedRun(cwd, folder, FINISHED_RUN_ARGS, out, err)
 
 
 @pytest.fixture

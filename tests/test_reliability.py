@@ -9,8 +9,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from conftest import ROOT
-from helpers.cli_process import finish
+from conftest import ROOT, run_in_process
 from helpers.cli_process import start as cli
 
 from lightning_rect import SparseMLP
@@ -74,7 +73,8 @@ def kill_mid_run(cwd: Path, name: str, args: list[str], after_checkpoints: int) 
         ),
     ],
 )
-def test_killed_run_resumes_to_the_same_weights_and_results(tmp_path, config, name, extra):
+def test_killed_run_resumes_to_the_same_weights_and_results(tmp_path, no_summary_figures, config, name, extra):
+    """A real process killed mid-run; the uninterrupted reference and the resume run in this process."""
     # batch size 1: an epoch lasts about a second even on a quiet machine, so the kill lands in it
     args = [
         "fit",
@@ -86,10 +86,10 @@ def test_killed_run_resumes_to_the_same_weights_and_results(tmp_path, config, na
     ]
     whole, broken = tmp_path / "whole", tmp_path / "broken"
     whole.mkdir(), broken.mkdir()
-    finish(cli(whole, *args))
+    run_in_process(whole, *args)
     kill_mid_run(broken, name, args, after_checkpoints=1)  # for the DAE: killed while layer 2 trains
-    out = finish(cli(broken, *args, "--ckpt_path", "last"))
-    assert "resuming from" in out
+    out, err = run_in_process(broken, *args, "--ckpt_path", "last")
+    assert "resuming from" in out + err
     ours, reference = results(broken, name), results(whole, name)
     for key in DETERMINISTIC_KEYS:
         if key in reference:

@@ -7,6 +7,7 @@ spares others: the tanh DAE (no L1, masking noise), the rectifier DAE (L1 and ma
 rectifier from random weights (L1, no noise) and tanh from random weights (neither).
 """
 
+import json
 import os
 import re
 import shutil
@@ -80,13 +81,11 @@ CHANGES = {  # change -> the runs it must make stale
 }
 
 
-def dry_run(copy: Path) -> subprocess.Popen:
+def dry_run(copy: Path) -> dict:
     """``reproduce --dry-run`` of the four runs by the package copy in ``copy`` (run from there, so
-    the copy is the one imported) against the repository's committed run files."""
-    command = [
-        sys.executable,
-        "-m",
-        "lightning_rect",
+    the copy is the one imported) against the repository's committed run files, as a command for
+    helpers/forked_commands.py."""
+    args = [
         "reproduce",
         "table1",
         "--budget",
@@ -103,8 +102,7 @@ def dry_run(copy: Path) -> subprocess.Popen:
         "--data-dir",
         str(DATA),
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(copy)}
-    return subprocess.Popen(command, cwd=copy, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return {"cwd": str(copy), "path": [str(copy)], "args": args, "output": str(copy / "output.txt")}
 
 
 def stale_runs(output: str) -> dict[str, str]:
@@ -121,15 +119,23 @@ def stale_runs(output: str) -> dict[str, str]:
 @pytest.mark.slow
 @pytest.mark.skipif(not (DATA / "MNIST").is_dir(), reason=f"the committed runs' MNIST files are not in {DATA}")
 def test_a_change_to_the_numerics_makes_exactly_the_runs_it_touches_stale_and_a_refactor_none(tmp_path):
-    procs = {}
+    commands = {}
     for change in CHANGES:
         copy = tmp_path / change.__name__
         shutil.copytree(ROOT / "lightning_rect", copy / "lightning_rect", ignore=shutil.ignore_patterns("__pycache__"))
         change(copy / "lightning_rect")
-        procs[change] = dry_run(copy)
+        commands[change] = dry_run(copy)
+    # one interpreter start-up for the five copies: each dry run is a fork that imports its own copy
+    (tmp_path / "commands.json").write_text(json.dumps(list(commands.values())))
+    subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "helpers" / "forked_commands.py"), str(tmp_path / "commands.json")],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=300,
+    )
     for change, expected in CHANGES.items():
-        output = procs[change].communicate(timeout=300)[0]
-        assert procs[change].returncode == 0, output[-3000:]
+        output = Path(commands[change]["output"]).read_text()
+        assert Path(commands[change]["output"] + ".code").read_text() == "0", output[-3000:]
+        assert Path(commands[change]["output"] + ".module").read_text().startswith(str(tmp_path / change.__name__))
         listed = re.findall(r"\s+\[\w[\w ]*\] (\S+)$", output, flags=re.M)
         assert set(listed) == set(RUNS), output[-3000:]
         stale = stale_runs(output)

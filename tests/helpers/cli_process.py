@@ -7,8 +7,9 @@ from pathlib import Path
 
 
 def start(cwd: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
-    """Start the CLI in ``cwd`` (W&B off, unbuffered); stdout and stderr go to one pipe."""
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "disabled", **(env or {})}
+    """Start the CLI in ``cwd`` (W&B off, unbuffered, one torch thread as in the test's own process, so
+    that its numbers equal an in-process run's); stdout and stderr go to one pipe."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.Popen(
         [sys.executable, "-m", "lightning_rect", *args],
         cwd=cwd,

@@ -4,7 +4,8 @@
   first ``writes_left`` writes of files whose name contains ``only`` succeed, later ones fail after
   ``free_bytes`` bytes with ``code`` (ENOSPC, EROFS, ...), as a full or read-only disk would.
 - ``SlowCheckpointIO``: a CheckpointIO plugin (``--trainer.plugins``) that writes each checkpoint
-  through the same ``atomic_write`` but pauses half-way, so that a test can kill the process mid-write.
+  through the same ``atomic_write``, pausing half-way through the ``nth`` write (from 0) of a file
+  named ``name``, so that a test can kill the process mid-write.
 """
 
 from __future__ import annotations
@@ -72,9 +73,10 @@ class _Filling:
 
 
 class SlowCheckpointIO(AtomicCheckpointIO):
-    def __init__(self, pause: float = 2.0) -> None:
+    def __init__(self, pause: float = 2.0, name: str = "last.ckpt", nth: int = 1) -> None:
         super().__init__()
-        self.pause = pause
+        self.pause, self.name, self.nth = pause, name, nth
+        self.writes = 0  # of files named `name` so far
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
         buffer = io.BytesIO()
@@ -83,5 +85,8 @@ class SlowCheckpointIO(AtomicCheckpointIO):
         with atomic_write(path) as file:
             file.write(data[: len(data) // 2])
             file.flush()
-            time.sleep(self.pause)
+            if os.path.basename(path) == self.name:
+                if self.writes == self.nth:
+                    time.sleep(self.pause)
+                self.writes += 1
             file.write(data[len(data) // 2 :])
