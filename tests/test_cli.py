@@ -1,5 +1,6 @@
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -278,6 +279,30 @@ def test_help_mentions_reproduce_and_configs(capsys):
     assert exit_.value.code == 0
     out = capsys.readouterr().out
     assert "reproduce --help" in out and "configs DIR" in out
+    assert "{fit,validate,test,predict}" in out  # a command line that names none: every subcommand is offered
+
+
+@pytest.mark.parametrize("subcommand", ["fit", "validate", "test", "predict"])
+def test_only_the_named_subcommands_parser_is_built_and_it_parses_as_before(subcommand, monkeypatch, capsys):
+    """Building a subcommand's parser (the Trainer's, model's and data's arguments) was most of the time
+    a command took before reading its config; the three not named are no longer built."""
+    import yaml
+
+    from lightning_rect.app.cli import RectCLI
+
+    class CountingCLI(RectCLI):
+        built: list[str] = []
+
+        def init_parser(self, **kwargs):
+            CountingCLI.built.append(kwargs.get("description", ""))
+            return super().init_parser(**kwargs)
+
+    monkeypatch.setattr(sys, "argv", sys.argv[:1])
+    with pytest.raises(SystemExit) as exit_:
+        CountingCLI(args=[subcommand, "--config", DIGITS, "--model.init_args.hidden_sizes=[8]", "--print_config"])
+    assert exit_.value.code == 0
+    assert len(CountingCLI.built) == 2  # the main parser and this subcommand's
+    assert yaml.safe_load(capsys.readouterr().out)["model"]["init_args"]["hidden_sizes"] == [8]
 
 
 def test_lr_scheduler_from_the_command_line_changes_the_learning_rate(cli_in_process, no_summary_figures, tmp_path):

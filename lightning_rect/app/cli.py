@@ -31,7 +31,7 @@ import shlex
 import signal
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, nullcontext, suppress
 from pathlib import Path
 
@@ -146,7 +146,9 @@ class RectCLI(LightningCLI):
         # A rerun in the same log folder must not fail because config.yaml already exists there.
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("save_config_callback", SaveRunConfig)  # also into W&B runs, if any
-        kwargs["parser_kwargs"] = quiet_parsers(kwargs.get("parser_kwargs"))
+        named = named_subcommand(kwargs.get("args"))
+        self._subcommands = {named: LightningCLI.subcommands()[named]} if named else LightningCLI.subcommands()
+        kwargs["parser_kwargs"] = quiet_parsers(kwargs.get("parser_kwargs"), self._subcommands)
         self._parsers: list[LightningArgumentParser] = []
         self._requested_lr: float | None = None
         self._checkpoint: CheckpointFacts | None = None  # what check_checkpoint found in --ckpt_path
@@ -162,6 +164,13 @@ class RectCLI(LightningCLI):
         cap_yaml_loading()  # a YAML alias bomb or a config of megabytes is refused before it is walked
         with self._guard.installed():
             super().__init__(**kwargs)
+
+    # Lightning's is a staticmethod; this one reads the instance's command line
+    def subcommands(self) -> dict[str, set[str]]:  # type: ignore[override]
+        """Lightning's subcommands, or only the one the command line starts with: each one's parser takes
+        the Trainer's, the model's and the data's arguments, and building the three others was most of the
+        time a command spent before it read its config."""
+        return self._subcommands
 
     def init_parser(self, **kwargs) -> LightningArgumentParser:
         parser = super().init_parser(**kwargs)
@@ -607,15 +616,23 @@ def fit_outcome(trainer: Trainer) -> dict[str, float]:
     return found if "global_step" in found else {"global_step": trainer.global_step, "epochs": trainer.current_epoch}
 
 
-def quiet_parsers(given: dict | None) -> dict:
+def named_subcommand(args) -> str | None:
+    """The subcommand a command line (``args``, else ``sys.argv``) starts with; None if it starts otherwise."""
+    given = sys.argv[1:] if args is None else args
+    first = given[0] if isinstance(given, (list, tuple)) and given else None
+    return first if first in SUBCOMMANDS else None
+
+
+def quiet_parsers(given: dict | None, subcommands: Iterable[str] = SUBCOMMANDS) -> dict:
     """``parser_kwargs`` whose parsers raise their errors (``parse_arguments`` words them in one line)
-    instead of printing the whole usage and exiting."""
+    instead of printing the whole usage and exiting; those of subcommands whose parser is not built are
+    left out."""
     given, quiet = dict(given or {}), {"exit_on_error": False}
     return {
         "description": DESCRIPTION,
         **quiet,
         **{k: v for k, v in given.items() if k not in SUBCOMMANDS},
-        **{name: {**quiet, **given.get(name, {})} for name in SUBCOMMANDS},
+        **{name: {**quiet, **given.get(name, {})} for name in subcommands},
     }
 
 
