@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, run_in_process
 from helpers.wandb_log import read_offline_run
 from lightning import Trainer
 from lightning.pytorch.loggers import CSVLogger
@@ -41,10 +41,29 @@ def wandb_env(tmp_path: Path, mode: str) -> dict[str, str]:
     }
 
 
-@pytest.mark.slow  # two CLI runs that train (about 20 s on 2 shared cores)
-def test_offline_run_holds_metrics_config_and_results_then_disabled_rerun(run_cli, tmp_path):
-    proc = run_cli(*ARGS, env=wandb_env(tmp_path, "offline"))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def run_with_wandb(tmp_path: Path, mode: str, *args: str) -> None:
+    """A CLI command in this process with W&B in ``mode`` (its settings and caches under tmp_path), in a
+    W&B session of its own, as in a process of its own: W&B reads its settings once per session."""
+    import wandb
+
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in wandb_env(tmp_path, mode).items():
+            patch.setenv(name, value)
+        try:
+            run_in_process(tmp_path, *args)
+        finally:
+            wandb.teardown()
+
+
+@pytest.mark.slow  # two CLI runs that train
+def test_offline_run_holds_metrics_config_and_results_then_disabled_rerun(tmp_path, no_summary_figures):
+    import wandb
+
+    with pytest.MonkeyPatch.context() as patch:  # the session's end checked apart from the command's
+        patch.setattr(wandb, "teardown", lambda: None)
+        run_with_wandb(tmp_path, "offline", *ARGS)
+        assert wandb.run is None  # ended with the command: the next one in this process starts its own
+    wandb.teardown()
     log_dir = tmp_path / "runs" / "digits" / "same"
     results = json.loads((log_dir / "results.json").read_text())
     [run_dir] = list((tmp_path / "runs" / "wandb").glob("offline-run-*"))
@@ -66,11 +85,33 @@ def test_offline_run_holds_metrics_config_and_results_then_disabled_rerun(run_cl
     assert (run_dir / "files" / "config.yaml").read_text() == (log_dir / "config.yaml").read_text()
     assert {"config.yaml", "results.json"} <= set(run.files)
 
-    # Same folder again, W&B disabled: config.yaml exists there already, and that is fine.
-    proc = run_cli(*ARGS, "--trainer.max_epochs=1", env=wandb_env(tmp_path, "disabled"))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    # Same folder again, W&B disabled: config.yaml exists there already, and that is fine; the first
+    # run's W&B record is left as it was.
+    run_with_wandb(tmp_path, "disabled", *ARGS, "--trainer.max_epochs=1")
     assert json.loads((log_dir / "results.json").read_text())["epochs"] == 1
     assert len(list((tmp_path / "runs" / "wandb").glob("offline-run-*"))) == 1
+    again = read_offline_run(run_dir)
+    assert again.summary == run.summary and again.history == run.history
+    assert wandb.run is None
+
+
+def test_a_wandb_run_open_before_the_command_is_the_callers_and_stays_open(tmp_path, monkeypatch):
+    import wandb
+
+    from lightning_rect.app.wandb import runs_end_with_the_command
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    mine = wandb.init(dir=tmp_path)
+    try:
+        with runs_end_with_the_command():
+            pass
+        assert wandb.run is mine
+    finally:
+        wandb.finish()
+    with pytest.raises(RuntimeError), runs_end_with_the_command():
+        started = wandb.init(dir=tmp_path)
+        raise RuntimeError
+    assert wandb.run is None and started is not None
 
 
 class FakeRun:
@@ -155,7 +196,7 @@ def test_publish_results_with_wandb_logger_fills_summary_and_attaches(tmp_path, 
 
 
 @pytest.mark.slow  # one CLI run that trains
-def test_with_wandb_as_the_only_logger_a_runs_files_share_its_own_folder_not_the_shared_root(run_cli, tmp_path):
+def test_with_wandb_as_the_only_logger_a_runs_files_share_its_own_folder_not_the_shared_root(tmp_path):
     """W&B's save_dir is the root all its runs share: results.json, config.yaml and firing_rates.json
     go to the run's own folder, beside its checkpoints."""
     logger = json.dumps(
@@ -164,7 +205,9 @@ def test_with_wandb_as_the_only_logger_a_runs_files_share_its_own_folder_not_the
             "init_args": {"offline": True, "save_dir": "runs", "project": "p"},
         }
     )
-    proc = run_cli(
+    run_with_wandb(
+        tmp_path,
+        "offline",
         "fit",
         "--config",
         DIGITS,
@@ -172,9 +215,7 @@ def test_with_wandb_as_the_only_logger_a_runs_files_share_its_own_folder_not_the
         "--trainer.max_epochs=1",
         "--trainer.enable_progress_bar=false",
         f"--trainer.logger={logger}",
-        env=wandb_env(tmp_path, "offline"),
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
     [results] = list((tmp_path / "runs" / "p").glob("*/results.json"))
     folder = results.parent
     assert (folder / "config.yaml").is_file() and (folder / "firing_rates.json").is_file()

@@ -89,7 +89,7 @@ from lightning_rect.app.user_errors import (
     parser_message,
     user_error,
 )
-from lightning_rect.app.wandb import SaveConfigToWandb, publish_results
+from lightning_rect.app.wandb import SaveConfigToWandb, publish_results, runs_end_with_the_command
 from lightning_rect.callbacks import DivergenceGuard
 from lightning_rect.callbacks.firing_rates import run_folder
 from lightning_rect.checkpoint import last_checkpoint_path, read_pretrained
@@ -980,7 +980,8 @@ def main(args: list[str] | None = None) -> None:
     else:
         args = resolve_config_args(args)
     try:
-        RectCLI(args=args, handle_signals=True, exits_after_stop=args is None)
+        with runs_end_with_the_command():
+            RectCLI(args=args, handle_signals=True, exits_after_stop=args is None)
     except Stopped as stop:
         if process_rank() == 0:  # under DDP every rank is stopped; one line says so
             print(one_line(stop), file=sys.stderr)

@@ -16,7 +16,9 @@ from the CLI instead:
   file. The summary's ``test/*`` values are then those of the selected checkpoint.
 
 Nothing here runs unless a ``WandbLogger`` is among the trainer's loggers, and only rank 0
-talks to W&B. ``WANDB_MODE=offline`` and ``WANDB_MODE=disabled`` need no code change:
+talks to W&B. A run the command's logger started ends with the command (``runs_end_with_the_command``):
+Lightning's ``WandbLogger`` leaves it open, and the next command in the same Python process (a notebook,
+a loop over configs) would log into it. ``WANDB_MODE=offline`` and ``WANDB_MODE=disabled`` need no code change:
 offline runs are written under ``<save_dir>/wandb/offline-run-*`` (upload later with
 ``wandb sync``; the tests read one back with ``tests/helpers/wandb_log.py``), disabled runs log
 nothing.
@@ -24,9 +26,12 @@ nothing.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import shutil
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -143,3 +148,19 @@ def _json_value(value: Any) -> Any:
     if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
         value = value.item()
     return json.loads(json.dumps(value, default=str))
+
+
+@contextlib.contextmanager
+def runs_end_with_the_command() -> Iterator[None]:
+    """Finish the W&B run that started inside the block (marked failed if the block raised), so that the
+    next command in this process starts a run of its own. A run that was open before is the caller's and
+    stays open; W&B is never imported here."""
+    before = getattr(sys.modules.get("wandb"), "run", None)
+    failed = True
+    try:
+        yield
+        failed = False
+    finally:
+        wandb = sys.modules.get("wandb")
+        if wandb is not None and wandb.run is not None and wandb.run is not before:
+            wandb.finish(exit_code=1 if failed else 0)
