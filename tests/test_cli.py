@@ -28,22 +28,24 @@ def read_results(tmp_path, name="digits") -> dict:
 
 @pytest.mark.slow
 def test_digits_default_fit_then_test_writes_results_json(tmp_path, monkeypatch, capsys):
-    """The embedded default as `make run` runs it (here in this process): fit + test, <= 4% test error."""
+    """The embedded default as `make run` runs it (here in this process), cut to 5 of its 30 epochs: fit +
+    test, results.json and the printed summary. The whole run's figures (2.33% test error) are measured by
+    `make run` and given in the README; 5 epochs reach 5.0%, where chance is 90%."""
     from lightning_rect.app.cli import main
 
     monkeypatch.chdir(tmp_path)
-    main(["fit", "--config", DIGITS, "--trainer.enable_progress_bar=false"])
+    main(["fit", "--config", DIGITS, "--trainer.enable_progress_bar=false", "--trainer.max_epochs=5"])
     stdout = capsys.readouterr().out
     results = read_results(tmp_path)
     assert results["model"] == "SparseMLP" and results["data"] == "DigitsDataModule"
     assert results["selection_metric"] == "val/err"
-    assert results["epochs"] == 30
-    assert results["test/err"] <= 0.04
-    assert results["best_val"] <= 0.04
+    assert results["epochs"] == 5
+    assert results["test/err"] <= 0.08
+    assert results["best_val"] <= 0.08
     assert Path(results["checkpoint"]).name == f"best-epoch={results['best_epoch']}.ckpt"
     assert "test error" in stdout
     # numbered from 0 as in the checkpoint name and the progress bar
-    assert f"best epoch {results['best_epoch']} of 0-29" in stdout
+    assert f"best epoch {results['best_epoch']} of 0-4" in stdout
     # (that L1 adds exact zeros is test_sparsity_monitor's claim test)
     for k in (1, 2, 3):
         assert 0 < results[f"test/sparsity/layer_{k}"] < 1
