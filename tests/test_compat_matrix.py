@@ -1,8 +1,9 @@
-"""The compatibility matrix (``tests/compat/matrix.py``): every Lightning contract (row) against every part
-of the package (column), run from the wheel installed outside the checkout, as a pip user has it.
+"""The package as a pip user gets it: built into a wheel, installed outside the checkout (``pip install
+--no-deps --target``, once for this file), run from folders that have no configs/ of their own. First the
+README's pip-user command, then the compatibility matrix (``tests/compat/matrix.py``): every Lightning
+contract (row) against every part of the package (column).
 
-The wheel is built and installed once (``pip install --no-deps --target``, as tests/test_wheel.py does);
-three launches then run every cell at the same time, each from a folder outside the checkout with
+Three launches then run every cell at the same time, each from a folder outside the checkout with
 ``PYTHONPATH=<the install>``: ``run_cells.py --group single`` runs the one-process cells in one process,
 ``run_cells.py --group spawn`` the ``ddp_spawn`` row (5 launches of 2 processes: the SparseMLP and
 hand-off cells share one), ``ddp_cells.py`` the ``ddp`` row (one launch of 2 processes). Each writes
@@ -58,11 +59,59 @@ def launch_command(group: str, out: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def outcomes(tmp_path_factory) -> dict:
+def site(tmp_path_factory) -> Path:
+    """The folder the wheel is installed into (``--target``): the ``PYTHONPATH`` of what runs from it."""
+    return build_and_install(tmp_path_factory.mktemp("wheel"))
+
+
+@pytest.mark.slow
+def test_wheel_installed_elsewhere_runs_the_digits_default(site, tmp_path):
+    user = tmp_path / "user"
+    user.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(site), "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+
+    # The README's command for pip users (the console script of the wheel).
+    proc = subprocess.run(
+        [
+            str(site / "bin" / "lightning-rect"),
+            "fit",
+            "--config",
+            "configs/digits.yaml",
+            "--trainer.max_epochs=2",
+            "--model.init_args.hidden_sizes=[32]",
+            "--trainer.enable_progress_bar=false",
+        ],
+        cwd=user,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # ...with the configs shipped in the installed copy, not the checkout's (nor its editable install's)
+    assert f"using the copy shipped with lightning_rect ({site / 'lightning_rect'}" in proc.stderr, proc.stderr[-2000:]
+    [results] = list((user / "runs" / "digits").glob("version_*/results.json"))
+    assert json.loads(results.read_text())["test/err"] < 0.5
+
+    # ...and the configs can be written out for editing.
+    proc = subprocess.run(
+        [str(site / "bin" / "lightning-rect"), "configs", "mine"],
+        cwd=user,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (user / "mine" / "configs" / "mnist.yaml").read_text() == (ROOT / "configs" / "mnist.yaml").read_text()
+    assert (user / "mine" / "callbacks" / "wandb.yaml").is_file()
+
+
+@pytest.fixture(scope="module")
+def outcomes(site, tmp_path_factory) -> dict:
     """Every cell's outcome (``cells``), the folder of the install (``site``), what each launch imported
     (``imported``) and the end of each launch's output (``logs``)."""
     root = tmp_path_factory.mktemp("compat")
-    site = build_and_install(root)
     wandb_dir = root / "wandb_home"  # W&B's settings and caches: nothing read from or written to home
     env = {
         **os.environ,
