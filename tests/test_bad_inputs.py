@@ -325,6 +325,11 @@ CASES = [
         ("--threads (nothing): give a positive number",),
     ),
     Case("momentum-negative", fit("--model.init_args.momentum=-1"), ("momentum must be a finite number >= 0",)),
+    Case(
+        "fused-sgd-with-momentum",
+        fit("--model.init_args.fused_sgd=true", "--model.init_args.momentum=0.9"),
+        ("fused_sgd performs plain SGD only, and momentum=0.9 asks for another update",),
+    ),
     Case("hidden-sizes-empty", fit("--model.init_args.hidden_sizes=[]"), ("hidden_sizes must list at least one",)),
     Case("hidden-sizes-zero", fit("--model.init_args.hidden_sizes=[8,0]"), ("hidden_sizes must be positive",)),
     Case("labeled-fraction-zero", fit("--data.init_args.labeled_fraction=0"), ("labeled_fraction must be in (0, 1]",)),

@@ -174,9 +174,7 @@ class ManualMLP(SparseMLP):
 @pytest.mark.parametrize(
     "cls,model_args,trainer_args,reason",
     [
-        (SparseMLP, {"momentum": 0.9}, {}, "momentum=0.9"),
         (WeightDecayMLP, {}, {}, "weight_decay=0.0001"),
-        (SparseMLP, {"optimizer": "adam"}, {}, "optimizer is Adam"),
         (OwnOptimizerMLP, {}, {}, "optimizer is RMSprop"),
         (HeadOnlyMLP, {}, {}, "encoder.layers.0.linear.weight is not in the optimizer"),
         (SparseMLP, {}, {"accumulate_grad_batches": 2}, "accumulate_grad_batches is 2"),
@@ -193,6 +191,18 @@ def test_what_would_change_the_update_is_refused_in_one_line_at_the_start_of_fit
     message = str(err.value)
     assert "\n" not in message and message.startswith("fused_sgd cannot run here") and "fused_sgd: false" in message
     assert all(torch.equal(v, floats(model)[k]) for k, v in before.items())  # refused before any step
+
+
+@pytest.mark.parametrize(
+    "setting,named", [({"momentum": 0.9}, "momentum=0.9"), ({"optimizer": "adam"}, "optimizer=adam")]
+)
+def test_the_models_own_optimizer_settings_that_change_the_update_are_refused_when_it_is_built(setting, named):
+    with pytest.raises(ConfigError, match=named) as err:
+        SparseMLP(64, 10, [8], fused_sgd=True, **setting)
+    assert "\n" not in str(err.value) and str(err.value).endswith("or fused_sgd: false")
+    SparseMLP(64, 10, [8], fused_sgd=False, **setting)  # without fused_sgd they are fine
+    # a subclass with an optimizer of its own is judged by what it builds, at the start of fit
+    assert OwnOptimizerMLP(64, 10, [8], fused_sgd=True, **setting).hparams["fused_sgd"]
 
 
 def test_a_strategy_that_reduces_gradients_is_refused_for_both_models(monkeypatch):

@@ -75,10 +75,11 @@ class SparseMLP(FusedSGDBinding, LightningModule):
         fused_sgd: apply plain SGD inside backward, in place, to every Linear layer (hidden and
             softmax), with the optimizer's current learning rate: the same training as the default
             path, faster at small minibatches (no gradient tensors; see ``lightning_rect.fused_sgd``
-            and benchmarks/README.md). Under ``Trainer.fit`` only, and refused at the start of fit
-            where the update would differ from plain SGD's: momentum, weight decay, adam or another
-            optimizer, several devices, gradient accumulation or clipping, a precision other than
-            32-true. The fused weights' ``.grad`` stays ``None``.
+            and benchmarks/README.md). Under ``Trainer.fit`` only. Refused where the update would
+            differ from plain SGD's: with this model's own ``momentum`` or ``optimizer: adam`` when it
+            is built; at the start of fit for weight decay or another optimizer of a subclass, several
+            devices, gradient accumulation or clipping, a precision other than 32-true or 64-true. The
+            fused weights' ``.grad`` stays ``None``.
 
     Built on the ``lightning`` package: run it with ``lightning.Trainer`` or ``lightning.Fabric``
     (a ``pytorch_lightning.Trainer`` refuses it as not a LightningModule). Under Fabric, call the
@@ -111,6 +112,14 @@ class SparseMLP(FusedSGDBinding, LightningModule):
         check_positive("lr", lr)
         check_non_negative("momentum", momentum)
         check_num_classes(num_classes)
+        if fused_sgd and type(self).configure_optimizers is SparseMLP.configure_optimizers:
+            # refused here, before any Trainer: fused_sgd's own check at fit start would come after the summary
+            wanted = f"optimizer={optimizer}" if optimizer != "sgd" else f"momentum={momentum}" if momentum else None
+            if wanted:
+                raise ConfigError(
+                    f"fused_sgd performs plain SGD only, and {wanted} asks for another update; "
+                    "set optimizer: sgd and momentum: 0, or fused_sgd: false"
+                )
         self.save_hyperparameters()
         self.encoder: Encoder = Encoder(in_features, list(hidden_sizes), activation, activation_args, sign_flip)
         self.head = nn.Linear(self.encoder.hidden_sizes[-1], num_classes)
