@@ -176,8 +176,12 @@ class PretrainedEncoder:
     state: dict[str, torch.Tensor]  # the encoder's state_dict: weights and fixed output scales
 
     def build(self) -> Encoder:
-        """A new ``Encoder`` as pre-trained, with its weights."""
+        """A new ``Encoder`` as pre-trained, with its weights in the dtype they were saved in (a DAE
+        pre-trained under ``precision="64-true"`` gives a float64 encoder)."""
         encoder = Encoder(self.in_features, self.hidden_sizes, self.activation, self.activation_args, self.sign_flip)
+        saved = {t.dtype for t in self.state.values() if t.is_floating_point()}
+        if len(saved) == 1:
+            encoder.to(saved.pop())
         self.load_into(encoder)
         return encoder
 

@@ -445,7 +445,7 @@ def test_inputs_the_reconstruction_can_output_are_not_warned_about(reconstructio
 
 
 @pytest.mark.parametrize("rescale", [False, True])
-def test_pretraining_in_double_precision_trains_every_layer_in_float64(rescale):
+def test_pretraining_in_double_precision_trains_every_layer_in_float64(rescale, tmp_path):
     """Under ``precision="64-true"`` the passes a StackedDAE makes outside the training steps (each
     layer's dead fraction, the rescaling maximum) read the float32 batches in the model's dtype."""
     L.seed_everything(0)
@@ -465,3 +465,9 @@ def test_pretraining_in_double_precision_trains_every_layer_in_float64(rescale):
     assert set(results) == {"pretrain/layer_1/dead", "pretrain/layer_2/dead"}
     assert all(0.0 <= v <= 1.0 for v in results.values())
     assert math.isfinite(trainer.callback_metrics["val/recon"].item())
+    # ...and its encoder comes back as it was saved, in float64, for a model of one's own
+    trainer.save_checkpoint(tmp_path / "dae64.ckpt")
+    encoder = StackedDAE.load_encoder(str(tmp_path / "dae64.ckpt"))
+    theirs, ours = encoder.state_dict(), dae.encoder.state_dict()
+    assert theirs.keys() == ours.keys() and all(torch.equal(theirs[k], ours[k]) for k in ours)
+    assert {p.dtype for p in encoder.parameters()} == {torch.float64}
