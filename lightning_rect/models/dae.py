@@ -181,7 +181,8 @@ class StackedDAE(FusedSGDBinding, LightningModule):
         if getattr(ddp_module, "find_unused_parameters", None) is False:
             raise ConfigError(
                 "StackedDAE trains one layer per step, so under DDP the other layers get no gradient; use "
-                "--trainer.strategy=ddp_find_unused_parameters_true (configs/presets/ddp_pretrain.yaml)"
+                'strategy="ddp_find_unused_parameters_true" (CLI: --trainer.strategy=ddp_find_unused_parameters_true, '
+                "configs/presets/ddp_pretrain.yaml)"
             )
         max_epochs, epochs_per_layer = self.trainer.max_epochs, self.hparams["epochs_per_layer"]
         if not trainer_fast_dev_run(self.trainer) and max_epochs is not None and 0 <= max_epochs < self.total_epochs:

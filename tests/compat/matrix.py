@@ -91,7 +91,8 @@ ROWS = [
 #: The one-line refusals, as the library words them. Where one names another way, the check runs it.
 DAE_UNDER_DDP = (
     "StackedDAE trains one layer per step, so under DDP the other layers get no gradient; use "
-    "--trainer.strategy=ddp_find_unused_parameters_true (configs/presets/ddp_pretrain.yaml)"
+    'strategy="ddp_find_unused_parameters_true" (CLI: --trainer.strategy=ddp_find_unused_parameters_true, '
+    "configs/presets/ddp_pretrain.yaml)"
 )
 NO_TRAINING_STEP = (
     "the fit ran no training step (see trainer.limit_train_batches, max_steps, max_time), so there "
