@@ -305,6 +305,8 @@ def test_only_the_named_subcommands_parser_is_built_and_it_parses_as_before(subc
     assert exit_.value.code == 0
     assert len(CountingCLI.built) == 2  # the main parser and this subcommand's
     assert yaml.safe_load(capsys.readouterr().out)["model"]["init_args"]["hidden_sizes"] == [8]
+    # on the class, as a subclass's own staticmethod subcommands() may call it: Lightning's four
+    assert list(RectCLI.subcommands()) == ["fit", "validate", "test", "predict"]
 
 
 def test_lr_scheduler_from_the_command_line_changes_the_learning_rate(cli_in_process, no_summary_figures, tmp_path):

@@ -165,12 +165,13 @@ class RectCLI(LightningCLI):
         with self._guard.installed():
             super().__init__(**kwargs)
 
-    # Lightning's is a staticmethod; this one reads the instance's command line
-    def subcommands(self) -> dict[str, set[str]]:  # type: ignore[override]
+    # Lightning's is a staticmethod; this one reads the instance's command line (and, called on the class
+    # as a subclass's own staticmethod may call it, gives Lightning's four)
+    def subcommands(self: RectCLI | None = None) -> dict[str, set[str]]:  # type: ignore[override]
         """Lightning's subcommands, or only the one the command line starts with: each one's parser takes
         the Trainer's, the model's and the data's arguments, and building the three others was most of the
         time a command spent before it read its config."""
-        return self._subcommands
+        return LightningCLI.subcommands() if self is None else self._subcommands
 
     def init_parser(self, **kwargs) -> LightningArgumentParser:
         parser = super().init_parser(**kwargs)
