@@ -179,7 +179,7 @@ class PretrainedEncoder:
         """A new ``Encoder`` as pre-trained, with its weights in the dtype they were saved in (a DAE
         pre-trained under ``precision="64-true"`` gives a float64 encoder)."""
         encoder = Encoder(self.in_features, self.hidden_sizes, self.activation, self.activation_args, self.sign_flip)
-        saved = {t.dtype for t in self.state.values() if t.is_floating_point()}
+        saved = {t.dtype for t in self.state.values() if isinstance(t, torch.Tensor) and t.is_floating_point()}
         if len(saved) == 1:
             encoder.to(saved.pop())
         self.load_into(encoder)
