@@ -17,6 +17,7 @@ import json
 import os
 import runpy
 import sys
+from pathlib import Path
 
 import lightning  # noqa: F401  (the start-up cost shared by every fork)
 import torch  # noqa: F401
@@ -48,7 +49,7 @@ def run_command(command: dict) -> int:
 
 
 def main(spec_file: str) -> int:
-    commands = json.loads(open(spec_file).read())
+    commands = json.loads(Path(spec_file).read_text())
     children = {}
     for command in commands:
         pid = os.fork()
