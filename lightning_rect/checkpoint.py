@@ -179,7 +179,8 @@ class PretrainedEncoder:
         """A new ``Encoder`` as pre-trained, with its weights in the dtype they were saved in (a DAE
         pre-trained under ``precision="64-true"`` gives a float64 encoder)."""
         encoder = Encoder(self.in_features, self.hidden_sizes, self.activation, self.activation_args, self.sign_flip)
-        saved = {t.dtype for t in self.state.values() if isinstance(t, torch.Tensor) and t.is_floating_point()}
+        # the linear layers' dtype (a layer's extra state, its fixed output scale, is always float64)
+        saved = {t.dtype for k, t in self.state.items() if k.endswith(".linear.weight") and isinstance(t, torch.Tensor)}
         if len(saved) == 1:
             encoder.to(saved.pop())
         self.load_into(encoder)

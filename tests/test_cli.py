@@ -557,3 +557,82 @@ def test_threads_default_to_the_cores_with_a_passive_wait_and_yield_to_the_optio
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     assert expected in result.stdout, result.stdout[-2000:]
+
+
+# ---- RectCLI as an outside script uses it -------------------------------------------------------------
+
+
+def test_a_subclass_that_offers_fewer_subcommands_still_helps_fits_and_refuses_the_rest_in_one_line(
+    monkeypatch, capsys, tmp_path
+):
+    from lightning.pytorch.cli import LightningCLI
+
+    from lightning_rect.app.cli import RectCLI
+    from lightning_rect.errors import ConfigError
+
+    class NoPredict(RectCLI):
+        @staticmethod
+        def subcommands():
+            return {k: v for k, v in LightningCLI.subcommands().items() if k != "predict"}
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", sys.argv[:1])
+    with pytest.raises(SystemExit) as exit_:
+        NoPredict(args=["--help"])
+    assert exit_.value.code == 0 and "{fit,validate,test}" in capsys.readouterr().out
+    NoPredict(args=["fit", "--config", DIGITS, "--trainer.fast_dev_run=true", "--model.init_args.hidden_sizes=[8]"])
+    with pytest.raises(ConfigError, match=r"unknown subcommand 'predict' \(choose from fit, validate, test\)"):
+        NoPredict(args=["predict", "--config", DIGITS])
+
+
+@pytest.mark.parametrize("given,expected", [([], 1000), (["--trainer.max_epochs=-1"], -1)])
+def test_a_fit_without_max_epochs_gets_lightnings_1000_not_an_endless_run(
+    given, expected, cli_in_process, no_summary_figures, monkeypatch, capsys
+):
+    """fit adds a Timer (the fit time across a resume), and Lightning lifts an unset max_epochs once a Timer is
+    there; the 1000 epochs Lightning gives an unset one are kept, and said."""
+    from lightning_rect import SparseMLP
+
+    seen, epoch_end = [], SparseMLP.on_train_epoch_end
+
+    def stop_after_one(self):
+        epoch_end(self)
+        seen.append(self.trainer.max_epochs)
+        self.trainer.should_stop = True
+
+    monkeypatch.setattr(SparseMLP, "on_train_epoch_end", stop_after_one)
+    code, out, stderr = with_stdout(
+        cli_in_process, "fit", "--config", DIGITS, "--trainer.max_epochs=null", *given,
+        "--model.init_args.hidden_sizes=[8]", "--trainer.limit_train_batches=2", "--trainer.enable_progress_bar=false",
+    )  # fmt: skip
+    assert code == 0, stderr[-2000:]
+    assert seen == [expected]
+    assert ("max_epochs=1000 (Lightning's default; -1 trains without limit)" in out) == (expected == 1000)
+
+
+@pytest.mark.parametrize(
+    "before,expected",
+    [
+        (["--trainer.max_epochs=1"], "--trainer.max_epochs is given before the subcommand 'fit', which takes it"),
+        (["--config", "top.yaml"], "trainer.max_epochs comes from a --config given before the subcommand 'fit'"),
+    ],
+)
+def test_what_only_the_subcommand_takes_given_before_it_is_said_so(before, expected, cli_in_process, tmp_path):
+    (tmp_path / "top.yaml").write_text("trainer:\n  max_epochs: 1\n")
+    code, stderr = cli_in_process(*before, "fit", "--config", DIGITS)
+    assert code == 2 and stderr.strip().splitlines()[-1].startswith(f"error: {expected}"), stderr[-2000:]
+
+
+def test_a_script_of_ones_own_ends_a_mistake_in_one_line_as_the_command_does(monkeypatch, capsys, tmp_path):
+    from lightning_rect import SparseMLP
+    from lightning_rect.app.cli import RectCLI
+    from lightning_rect.data import DigitsDataModule
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["my_script.py", "fit", "--model.hidden_sizez=[8]"])  # its command line
+    with pytest.raises(SystemExit) as exit_:
+        RectCLI(SparseMLP, DigitsDataModule)
+    stderr = capsys.readouterr().err
+    assert exit_.value.code == 2 and "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1].startswith("error: --model.hidden_sizez: no such option; did you mean")
+    assert not (tmp_path / "lightning_logs").exists()

@@ -471,3 +471,30 @@ def test_pretraining_in_double_precision_trains_every_layer_in_float64(rescale, 
     theirs, ours = encoder.state_dict(), dae.encoder.state_dict()
     assert theirs.keys() == ours.keys() and all(torch.equal(theirs[k], ours[k]) for k in ours)
     assert {p.dtype for p in encoder.parameters()} == {torch.float64}
+
+
+@pytest.mark.parametrize("precision,dtype", [("32-true", torch.float32), ("bf16-true", torch.bfloat16)])
+def test_load_encoder_gives_the_dtype_the_weights_were_saved_in_whatever_the_default(precision, dtype, tmp_path):
+    L.seed_everything(0)
+    dae = StackedDAE(64, 10, [16, 8], epochs_per_layer=1)
+    trainer = L.Trainer(
+        max_epochs=2,
+        precision=precision,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(dae, datamodule=DigitsDataModule(batch_size=20))
+    trainer.save_checkpoint(tmp_path / "dae.ckpt")
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)  # a process of one's own whose default is float64
+    try:
+        encoder = StackedDAE.load_encoder(str(tmp_path / "dae.ckpt"))
+    finally:
+        torch.set_default_dtype(default)
+    assert {p.dtype for p in encoder.parameters()} == {dtype}
+    theirs, ours = encoder.state_dict(), dae.encoder.state_dict()
+    assert all(torch.equal(theirs[k], ours[k]) for k in ours if k.endswith("weight"))

@@ -221,3 +221,28 @@ def test_with_wandb_as_the_only_logger_a_runs_files_share_its_own_folder_not_the
     assert (folder / "config.yaml").is_file() and (folder / "firing_rates.json").is_file()
     assert list(folder.glob("checkpoints/best-epoch=*.ckpt"))
     assert not (tmp_path / "runs" / "config.yaml").exists() and not (tmp_path / "runs" / "results.json").exists()
+
+
+def test_a_rectcli_of_ones_own_ends_the_run_its_logger_started(tmp_path, monkeypatch, no_summary_figures):
+    """As the command does: two fits by RectCLI in one process (a notebook) are two W&B runs, not one."""
+    import sys
+
+    import wandb
+
+    from lightning_rect import SparseMLP
+    from lightning_rect.app.cli import RectCLI
+    from lightning_rect.data import DigitsDataModule
+
+    for name, value in wandb_env(tmp_path, "offline").items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", sys.argv[:1])
+    logger = {"class_path": "lightning.pytorch.loggers.WandbLogger", "init_args": {"offline": True, "save_dir": "runs"}}
+    args = ["fit", "--model.hidden_sizes=[8]", "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false"]
+    try:
+        for _ in range(2):
+            RectCLI(SparseMLP, DigitsDataModule, args=[*args, f"--trainer.logger={json.dumps(logger)}"])
+            assert wandb.run is None
+    finally:
+        wandb.teardown()
+    assert len(list(tmp_path.rglob("offline-run-*"))) == 2

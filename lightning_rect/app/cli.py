@@ -31,9 +31,10 @@ import shlex
 import signal
 import sys
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, nullcontext, suppress
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed
@@ -146,9 +147,12 @@ class RectCLI(LightningCLI):
         # A rerun in the same log folder must not fail because config.yaml already exists there.
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("save_config_callback", SaveRunConfig)  # also into W&B runs, if any
-        named = named_subcommand(kwargs.get("args"))
-        self._subcommands = {named: LightningCLI.subcommands()[named]} if named else LightningCLI.subcommands()
-        kwargs["parser_kwargs"] = quiet_parsers(kwargs.get("parser_kwargs"), self._subcommands)
+        # (mypy reads subcommands' optional self as taking no instance; it takes one, or none on the class)
+        self._subcommands: dict[str, set[str]] | None = None  # a subclass's own subcommands() may call ours
+        offered = self.subcommands()  # type: ignore[misc]
+        named = named_subcommand(kwargs.get("args"), offered)
+        self._subcommands = {named: offered[named]} if named else offered
+        kwargs["parser_kwargs"] = quiet_parsers(kwargs.get("parser_kwargs"), self.subcommands())  # type: ignore[misc]
         self._parsers: list[LightningArgumentParser] = []
         self._requested_lr: float | None = None
         self._checkpoint: CheckpointFacts | None = None  # what check_checkpoint found in --ckpt_path
@@ -162,16 +166,27 @@ class RectCLI(LightningCLI):
         self._guard = ImportGuard()
         set_remote_reading()  # --config http://... is read only with LIGHTNING_RECT_ALLOW_REMOTE_CONFIG=1, https
         cap_yaml_loading()  # a YAML alias bomb or a config of megabytes is refused before it is walked
-        with self._guard.installed():
+        # From the command line (args=None: a script's own CLI, or `main`), a mistake ends it in one line as
+        # the `fit` command does; a W&B run its logger started ends with it (Lightning's WandbLogger leaves it
+        # open, and a second RectCLI in the same process, as in a notebook, would log into it).
+        from_command_line = kwargs.get("args") is None
+        runs = kwargs.get("run", True)
+        with (
+            one_line_errors() if from_command_line else nullcontext(),
+            runs_end_with_the_command() if runs else nullcontext(),
+            self._guard.installed(),
+        ):
             super().__init__(**kwargs)
 
     # Lightning's is a staticmethod; this one reads the instance's command line (and, called on the class
     # as a subclass's own staticmethod may call it, gives Lightning's four)
-    def subcommands(self: RectCLI | None = None) -> dict[str, set[str]]:  # type: ignore[override]
+    def subcommands(self: Any = None) -> dict[str, set[str]]:  # type: ignore[override]
         """Lightning's subcommands, or only the one the command line starts with: each one's parser takes
         the Trainer's, the model's and the data's arguments, and building the three others was most of the
         time a command spent before it read its config."""
-        return LightningCLI.subcommands() if self is None else self._subcommands
+        if self is None or self._subcommands is None:
+            return LightningCLI.subcommands()
+        return self._subcommands
 
     def init_parser(self, **kwargs) -> LightningArgumentParser:
         parser = super().init_parser(**kwargs)
@@ -304,9 +319,16 @@ class RectCLI(LightningCLI):
                 resuming_fit=self.subcommand == "fit",
             )
         trainer_config = self.config_init[self.subcommand].trainer if self.subcommand else {}
+        limits = []
         if self.subcommand == "fit":
             configured = _as_list(trainer_config.get("callbacks"))
             kwargs["callbacks"] = configured + fit_callbacks(configured, self.model, trainer_config)
+            if default_epochs_lifted(configured, kwargs["callbacks"], trainer_config):
+                # Lightning gives an unset max_epochs 1000 epochs, but none at all once a Timer is there
+                kwargs["max_epochs"] = LIGHTNING_DEFAULT_MAX_EPOCHS
+                limits.append(
+                    f"max_epochs={LIGHTNING_DEFAULT_MAX_EPOCHS} (Lightning's default; -1 trains without limit)"
+                )
         elif self.subcommand == "predict":
             configured = _as_list(trainer_config.get("callbacks"))
             if not any(isinstance(cb, PredictionsFile) for cb in configured):
@@ -320,7 +342,7 @@ class RectCLI(LightningCLI):
         # What runs beyond the config is said once and kept in the run's config.yaml (as a comment, so
         # the file still parses as the config it is).
         added = [describe(cb) for cb in kwargs.get("callbacks", [])[len(_as_list(trainer_config.get("callbacks"))) :]]
-        added += [describe(p) for p in kwargs.get("plugins", [])[len(plugins) :]]
+        added += [describe(p) for p in kwargs.get("plugins", [])[len(plugins) :]] + limits
         if added:
             if process_rank() == 0:
                 print(f"{self.subcommand} adds to the config: {', '.join(added)}")
@@ -617,22 +639,23 @@ def fit_outcome(trainer: Trainer) -> dict[str, float]:
     return found if "global_step" in found else {"global_step": trainer.global_step, "epochs": trainer.current_epoch}
 
 
-def named_subcommand(args) -> str | None:
-    """The subcommand a command line (``args``, else ``sys.argv``) starts with; None if it starts otherwise."""
+def named_subcommand(args, offered: Collection[str]) -> str | None:
+    """The subcommand of ``offered`` a command line (``args``, else ``sys.argv``) starts with; None if it
+    starts otherwise."""
     given = sys.argv[1:] if args is None else args
     first = given[0] if isinstance(given, (list, tuple)) and given else None
-    return first if first in SUBCOMMANDS else None
+    return first if first in offered else None
 
 
 def quiet_parsers(given: dict | None, subcommands: Iterable[str] = SUBCOMMANDS) -> dict:
     """``parser_kwargs`` whose parsers raise their errors (``parse_arguments`` words them in one line)
-    instead of printing the whole usage and exiting; those of subcommands whose parser is not built are
-    left out."""
-    given, quiet = dict(given or {}), {"exit_on_error": False}
+    instead of printing the whole usage and exiting, for the main parser and those of ``subcommands``;
+    a subcommand's whose parser is not built is left out."""
+    given, quiet, subcommands = dict(given or {}), {"exit_on_error": False}, list(subcommands)
     return {
         "description": DESCRIPTION,
         **quiet,
-        **{k: v for k, v in given.items() if k not in SUBCOMMANDS},
+        **{k: v for k, v in given.items() if k not in {*SUBCOMMANDS, *subcommands}},
         **{name: {**quiet, **given.get(name, {})} for name in subcommands},
     }
 
@@ -936,6 +959,10 @@ def refuse_alike_callbacks(callbacks: list[Callback]) -> None:
         seen.add(callback.state_key)
 
 
+#: What Lightning trains for when neither max_epochs nor max_steps is set (lightning.pytorch.loops.utilities)
+LIGHTNING_DEFAULT_MAX_EPOCHS = 1000
+
+
 def fit_callbacks(configured: list[Callback], model: LightningModule, trainer_config) -> list[Callback]:
     """What ``fit`` adds unless the config has its own: ``RunContinuity``, ``DivergenceGuard``, a ``Timer`` (its
     state in each checkpoint carries the fit time across a resume), a progress bar redrawn every
@@ -961,6 +988,13 @@ def fit_callbacks(configured: list[Callback], model: LightningModule, trainer_co
     return added
 
 
+def default_epochs_lifted(configured: list[Callback], callbacks: list[Callback], trainer_config) -> bool:
+    """Whether ``fit``'s own Timer would turn an unset ``max_epochs`` (Lightning: 1000) into no limit."""
+    ours = any(isinstance(cb, Timer) for cb in callbacks) and not any(isinstance(cb, Timer) for cb in configured)
+    unset = trainer_config.get("max_epochs") is None and trainer_config.get("max_steps", -1) in (-1, None)
+    return ours and unset
+
+
 def selection_checkpoint(trainer: Trainer, model: LightningModule) -> ModelCheckpoint | None:
     """The ModelCheckpoint that tracks ``model.selection_metric``, if any."""
     metric = getattr(model, "selection_metric", None)
@@ -974,6 +1008,22 @@ def selection_checkpoint(trainer: Trainer, model: LightningModule) -> ModelCheck
     )
 
 
+@contextmanager
+def one_line_errors() -> Iterator[None]:
+    """A mistake the user can fix (a bad value, a missing file, an unknown option) ends the command with
+    one ``error:`` line and exit code 2; a bug keeps its traceback; a stop by a signal is the caller's."""
+    try:
+        yield
+    except Stopped:
+        raise
+    except Exception as err:
+        cause = user_error(err)
+        if cause is None:
+            raise
+        print(f"error: {one_line(cause)}", file=sys.stderr)
+        sys.exit(2)
+
+
 def main(args: list[str] | None = None) -> None:
     if args is None:
         # Rewritten in place, not passed as args: DDP starts its other processes from sys.argv.
@@ -981,7 +1031,7 @@ def main(args: list[str] | None = None) -> None:
     else:
         args = resolve_config_args(args)
     try:
-        with runs_end_with_the_command():
+        with one_line_errors():
             RectCLI(args=args, handle_signals=True, exits_after_stop=args is None)
     except Stopped as stop:
         if process_rank() == 0:  # under DDP every rank is stopped; one line says so
@@ -990,12 +1040,6 @@ def main(args: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(128 + signal.SIGINT)
-    except Exception as err:
-        cause = user_error(err)
-        if cause is None:
-            raise
-        print(f"error: {one_line(cause)}", file=sys.stderr)
-        sys.exit(2)
     finally:
         # leave DDP cleanly: a process group open at exit can abort the process while gloo's threads end
         if torch.distributed.is_available() and torch.distributed.is_initialized():

@@ -123,15 +123,28 @@ def parser_message(err: BaseException, options: Sequence[str], args: Sequence[st
         (c for c in chain if type(c).__module__.startswith("yaml") and hasattr(c, "problem_mark")), None
     ):
         return _yaml_message(yaml_error, configs)
+    if match := re.search(r"Option '([^']+)' is not accepted before subcommand '([^']+)'", leaf):
+        name, subcommand = match.groups()
+        return (
+            f"{name} comes from a --config given before the subcommand {subcommand!r}, which takes it: "
+            f"give that --config after `{subcommand}`"
+        )
     if match := re.search(r"Option '([^']+)' is not accepted|does not accept option '([^']+)'", leaf):
         name = match.group(1) or match.group(2)
         valid = init_parameters(class_path) if class_path else list(options)
         owner = f"{class_path.rpartition('.')[2]} has no argument {name!r}" if class_path else "no such option"
         return f"{_source(name, args, configs)}{f'{key}.{name}' if key else name}: {owner}{_suggestion(name, valid)}"
     if match := re.search(r"unrecognized arguments: (\S+)", leaf):
-        name = match.group(1).split("=")[0].lstrip("-")
+        given = match.group(1)
+        name = given.split("=")[0].lstrip("-")
+        subcommand = next((a for a in args if a in SUBCOMMANDS), None)
+        if subcommand is not None and given in args[: list(args).index(subcommand)]:
+            return (
+                f"--{name} is given before the subcommand {subcommand!r}, which takes it: put it after `{subcommand}`"
+            )
         hint = _suggestion(name, options).replace("did you mean ", "did you mean --")
-        return f"--{name}: no such option{hint} (`{next((a for a in args if a in SUBCOMMANDS), '')} --help` lists them)"
+        listing = f"`{subcommand} --help`" if subcommand else "`--help`"
+        return f"--{name}: no such option{hint} ({listing} lists them)"
     if match := re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", leaf):
         given, choices = match.group(1), re.findall(r"'([^']*)'", match.group(2))
         what = "subcommand" if "subcommand" in leaf else (key or "value")

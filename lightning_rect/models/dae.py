@@ -170,7 +170,8 @@ class StackedDAE(FusedSGDBinding, LightningModule):
     def load_encoder(path: str) -> Encoder:
         """The pre-trained ``Encoder`` of a StackedDAE checkpoint, for a model of one's own: its layer
         sizes, activation, sign flip, weights and fixed output scales, e.g.
-        ``self.encoder = StackedDAE.load_encoder(path)`` (``SparseMLP`` does it with ``pretrained=``)."""
+        ``self.encoder = StackedDAE.load_encoder(path)`` (``SparseMLP`` does it with ``pretrained=``). Its
+        weights keep the dtype they were saved in (float64 from a DAE pre-trained under 64-true)."""
         return read_pretrained_encoder(path).build()
 
     def on_fit_start(self) -> None:
