@@ -55,6 +55,7 @@ from lightning_rect.app.checkpoint_io import AtomicCheckpointIO, latest_checkpoi
 from lightning_rect.app.command_line import take_option
 from lightning_rect.app.config_files import ImportGuard, cap_yaml_loading, check_config_files, set_remote_reading
 from lightning_rect.app.loggers import claim_run_folder
+from lightning_rect.app.parser_flags import keeping_none
 from lightning_rect.app.results import (
     PredictionsFile,
     absolute_checkpoint,
@@ -820,7 +821,7 @@ class SaveRunConfig(SaveConfigToWandb):
             self.parser.save(
                 self.config,
                 os.path.join(folder, self.config_filename),
-                skip_none=False,
+                **keeping_none(),
                 overwrite=self.overwrite,
                 multifile=self.multifile,
             )

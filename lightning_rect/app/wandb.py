@@ -27,7 +27,6 @@ nothing.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import json
 import shutil
 import sys
@@ -39,6 +38,8 @@ from lightning import LightningModule, Trainer
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger as _LightningWandbLogger
 from lightning.pytorch.utilities import rank_zero_only
+
+from lightning_rect.app.parser_flags import keeping_none
 
 
 class WandbLogger(_LightningWandbLogger):
@@ -115,9 +116,8 @@ def flat_config(parser: Any, config: Any, pl_module: LightningModule | None = No
 
 
 def _dump_json(parser: Any, config: Any) -> str:
-    """``parser.dump`` keeping ``None`` values; the flag was renamed in jsonargparse 4.49."""
-    keep_none = "skip_unset" if "skip_unset" in inspect.signature(parser.dump).parameters else "skip_none"
-    return parser.dump(config, format="json", **{keep_none: False})
+    """``parser.dump`` keeping ``None`` values."""
+    return parser.dump(config, format="json", **keeping_none())
 
 
 def publish_results(trainer: Trainer, results: dict[str, Any], results_path: str | Path) -> None:
