@@ -95,7 +95,18 @@ def test_offline_run_holds_metrics_config_and_results_then_disabled_rerun(tmp_pa
     assert wandb.run is None
 
 
-def test_a_wandb_run_open_before_the_command_is_the_callers_and_stays_open(tmp_path, monkeypatch):
+@pytest.fixture
+def wandb_session():
+    """A W&B session of the test's own, as in a process of its own: W&B reads its settings (WANDB_MODE,
+    its folders) once per session, so one a test left behind would impose its mode on the next."""
+    import wandb
+
+    wandb.teardown()
+    yield
+    wandb.teardown()
+
+
+def test_a_wandb_run_open_before_the_command_is_the_callers_and_stays_open(tmp_path, monkeypatch, wandb_session):
     import wandb
 
     from lightning_rect.app.wandb import runs_end_with_the_command
@@ -223,7 +234,10 @@ def test_with_wandb_as_the_only_logger_a_runs_files_share_its_own_folder_not_the
     assert not (tmp_path / "runs" / "config.yaml").exists() and not (tmp_path / "runs" / "results.json").exists()
 
 
-def test_a_rectcli_of_ones_own_ends_the_run_its_logger_started(tmp_path, monkeypatch, no_summary_figures):
+@pytest.mark.slow  # two fits with W&B
+def test_a_rectcli_of_ones_own_ends_the_run_its_logger_started(
+    tmp_path, monkeypatch, no_summary_figures, wandb_session
+):
     """As the command does: two fits by RectCLI in one process (a notebook) are two W&B runs, not one."""
     import sys
 
@@ -238,11 +252,14 @@ def test_a_rectcli_of_ones_own_ends_the_run_its_logger_started(tmp_path, monkeyp
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", sys.argv[:1])
     logger = {"class_path": "lightning.pytorch.loggers.WandbLogger", "init_args": {"offline": True, "save_dir": "runs"}}
-    args = ["fit", "--model.hidden_sizes=[8]", "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false"]
-    try:
-        for _ in range(2):
-            RectCLI(SparseMLP, DigitsDataModule, args=[*args, f"--trainer.logger={json.dumps(logger)}"])
-            assert wandb.run is None
-    finally:
-        wandb.teardown()
+    args = [
+        "fit",
+        "--seed_everything=0",
+        "--model.hidden_sizes=[8]",
+        "--trainer.max_epochs=1",
+        "--trainer.enable_progress_bar=false",
+    ]
+    for _ in range(2):
+        RectCLI(SparseMLP, DigitsDataModule, args=[*args, f"--trainer.logger={json.dumps(logger)}"])
+        assert wandb.run is None
     assert len(list(tmp_path.rglob("offline-run-*"))) == 2
