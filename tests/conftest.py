@@ -6,14 +6,22 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import lightning  # noqa: F401  (imported before any fixture captures output: its log handler keeps the stream)
 import pytest
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-# One intra-op thread: the tests' nets are tiny, and a second thread only adds hand-offs. On a busy
-# 2-core machine (a background job, another pytest) two threads made small fits 10-20x slower.
-torch.set_num_threads(1)
+
+
+def pytest_configure(config):
+    """Where tests run (not in pytest-xdist's controller, which only hands them out: torch and Lightning
+    would cost it about 5 s before any worker starts), torch and Lightning are imported first."""
+    if getattr(config, "workerinput", None) is None and config.getoption("numprocesses", default=None):
+        return
+    import lightning  # noqa: F401  (imported before any fixture captures output: its log handler keeps the stream)
+    import torch
+
+    # One intra-op thread: the tests' nets are tiny, and a second thread only adds hand-offs. On a busy
+    # 2-core machine (a background job, another pytest) two threads made small fits 10-20x slower.
+    torch.set_num_threads(1)
 
 
 @pytest.fixture
@@ -97,6 +105,8 @@ def run_in_process(cwd: Path, *args: str) -> tuple[str, str]:
     """The CLI's ``main(args)`` in this process, run from ``cwd``: (stdout, stderr). A non-zero exit fails
     the test. For runs whose process is not the subject (a reference run, a resume): an interpreter
     start-up costs about 4.5 s of CPU, which would be most of such a run."""
+    import torch
+
     from lightning_rect.app.cli import main
 
     out, err = io.StringIO(), io.StringIO()
