@@ -68,24 +68,21 @@ def site(tmp_path_factory) -> Path:
 def test_wheel_installed_elsewhere_runs_the_digits_default(site, tmp_path):
     user = tmp_path / "user"
     user.mkdir()
-    env = {**os.environ, "PYTHONPATH": str(site), "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
 
-    # The README's command for pip users (the console script of the wheel).
-    proc = subprocess.run(
-        [
-            str(site / "bin" / "lightning-rect"),
-            "fit",
-            "--config",
-            "configs/digits.yaml",
-            "--trainer.max_epochs=2",
-            "--model.init_args.hidden_sizes=[32]",
-            "--trainer.enable_progress_bar=false",
-        ],
-        cwd=user,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    def console_script(*args: str) -> subprocess.CompletedProcess:
+        """The wheel's ``lightning-rect``, run in the user's folder with the install as its only copy."""
+        env = {**os.environ, "PYTHONPATH": str(site), "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+        run = [str(site / "bin" / "lightning-rect"), *args]
+        return subprocess.run(run, cwd=user, env=env, capture_output=True, text=True, timeout=300)
+
+    # The README's command for pip users.
+    proc = console_script(
+        "fit",
+        "--config",
+        "configs/digits.yaml",
+        "--trainer.max_epochs=2",
+        "--model.init_args.hidden_sizes=[32]",
+        "--trainer.enable_progress_bar=false",
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     # ...with the configs shipped in the installed copy, not the checkout's (nor its editable install's)
@@ -94,14 +91,7 @@ def test_wheel_installed_elsewhere_runs_the_digits_default(site, tmp_path):
     assert json.loads(results.read_text())["test/err"] < 0.5
 
     # ...and the configs can be written out for editing.
-    proc = subprocess.run(
-        [str(site / "bin" / "lightning-rect"), "configs", "mine"],
-        cwd=user,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = console_script("configs", "mine")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (user / "mine" / "configs" / "mnist.yaml").read_text() == (ROOT / "configs" / "mnist.yaml").read_text()
     assert (user / "mine" / "callbacks" / "wandb.yaml").is_file()

@@ -444,22 +444,29 @@ def test_inputs_the_reconstruction_can_output_are_not_warned_about(reconstructio
     assert fit_warnings(reconstruction, standardize, recwarn) == []
 
 
-@pytest.mark.parametrize("rescale", [False, True])
-def test_pretraining_in_double_precision_trains_every_layer_in_float64(rescale, tmp_path):
-    """Under ``precision="64-true"`` the passes a StackedDAE makes outside the training steps (each
-    layer's dead fraction, the rescaling maximum) read the float32 batches in the model's dtype."""
+def fit_dae_in(precision: str, limits: dict, **dae_args) -> tuple[StackedDAE, L.Trainer]:
+    """A 64-16-8 StackedDAE (one epoch a layer) fitted on digits under ``precision``, with the Trainer's
+    batch ``limits``."""
     L.seed_everything(0)
-    dae = StackedDAE(64, 10, [16, 8], epochs_per_layer=1, rescale=rescale)
+    dae = StackedDAE(64, 10, [16, 8], epochs_per_layer=1, **dae_args)
     trainer = L.Trainer(
         max_epochs=2,
-        precision="64-true",
+        precision=precision,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        limit_val_batches=2,
+        **limits,
     )
     trainer.fit(dae, datamodule=DigitsDataModule(batch_size=20))
+    return dae, trainer
+
+
+@pytest.mark.parametrize("rescale", [False, True])
+def test_pretraining_in_double_precision_trains_every_layer_in_float64(rescale, tmp_path):
+    """Under ``precision="64-true"`` the passes a StackedDAE makes outside the training steps (each
+    layer's dead fraction, the rescaling maximum) read the float32 batches in the model's dtype."""
+    dae, trainer = fit_dae_in("64-true", {"limit_val_batches": 2}, rescale=rescale)
     assert {p.dtype for p in dae.parameters()} == {torch.float64}
     results = dae.extra_results()
     assert set(results) == {"pretrain/layer_1/dead", "pretrain/layer_2/dead"}
@@ -475,19 +482,7 @@ def test_pretraining_in_double_precision_trains_every_layer_in_float64(rescale, 
 
 @pytest.mark.parametrize("precision,dtype", [("32-true", torch.float32), ("bf16-true", torch.bfloat16)])
 def test_load_encoder_gives_the_dtype_the_weights_were_saved_in_whatever_the_default(precision, dtype, tmp_path):
-    L.seed_everything(0)
-    dae = StackedDAE(64, 10, [16, 8], epochs_per_layer=1)
-    trainer = L.Trainer(
-        max_epochs=2,
-        precision=precision,
-        limit_train_batches=2,
-        limit_val_batches=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(dae, datamodule=DigitsDataModule(batch_size=20))
+    dae, trainer = fit_dae_in(precision, {"limit_train_batches": 2, "limit_val_batches": 1})
     trainer.save_checkpoint(tmp_path / "dae.ckpt")
     default = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)  # a process of one's own whose default is float64

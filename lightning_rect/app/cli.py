@@ -323,8 +323,9 @@ class RectCLI(LightningCLI):
         limits = []
         if self.subcommand == "fit":
             configured = _as_list(trainer_config.get("callbacks"))
-            kwargs["callbacks"] = configured + fit_callbacks(configured, self.model, trainer_config)
-            if default_epochs_lifted(configured, kwargs["callbacks"], trainer_config):
+            added_callbacks = fit_callbacks(configured, self.model, trainer_config)
+            kwargs["callbacks"] = configured + added_callbacks
+            if default_epochs_lifted(added_callbacks, trainer_config):
                 # Lightning gives an unset max_epochs 1000 epochs, but none at all once a Timer is there
                 kwargs["max_epochs"] = LIGHTNING_DEFAULT_MAX_EPOCHS
                 limits.append(
@@ -989,11 +990,10 @@ def fit_callbacks(configured: list[Callback], model: LightningModule, trainer_co
     return added
 
 
-def default_epochs_lifted(configured: list[Callback], callbacks: list[Callback], trainer_config) -> bool:
-    """Whether ``fit``'s own Timer would turn an unset ``max_epochs`` (Lightning: 1000) into no limit."""
-    ours = any(isinstance(cb, Timer) for cb in callbacks) and not any(isinstance(cb, Timer) for cb in configured)
+def default_epochs_lifted(added: list[Callback], trainer_config) -> bool:
+    """Whether a Timer ``fit`` added would turn an unset ``max_epochs`` (Lightning: 1000) into no limit."""
     unset = trainer_config.get("max_epochs") is None and trainer_config.get("max_steps", -1) in (-1, None)
-    return ours and unset
+    return unset and any(isinstance(cb, Timer) for cb in added)
 
 
 def selection_checkpoint(trainer: Trainer, model: LightningModule) -> ModelCheckpoint | None:
