@@ -636,3 +636,47 @@ def test_a_script_of_ones_own_ends_a_mistake_in_one_line_as_the_command_does(mon
     assert exit_.value.code == 2 and "Traceback" not in stderr
     assert stderr.strip().splitlines()[-1].startswith("error: --model.hidden_sizez: no such option; did you mean")
     assert not (tmp_path / "lightning_logs").exists()
+
+
+def test_a_model_and_data_of_ones_own_without_size_arguments_run_under_rectcli(monkeypatch, tmp_path):
+    """The size links are made where the model takes them: a model of one's own may take neither."""
+    import lightning as L
+    import torch
+    from torch import nn
+
+    from lightning_rect.app.cli import RectCLI
+
+    class Net(L.LightningModule):
+        def __init__(self, hidden: int = 4):
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(3, hidden), nn.ReLU(), nn.Linear(hidden, 2))
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            return nn.functional.cross_entropy(self.net(x), y)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    class Data(L.LightningDataModule):
+        def train_dataloader(self):
+            data = torch.utils.data.TensorDataset(torch.randn(8, 3), torch.randint(0, 2, (8,)))
+            return torch.utils.data.DataLoader(data, batch_size=4)
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", sys.argv[:1])
+    cli = RectCLI(Net, Data, args=["fit", "--model.hidden=6", "--trainer.max_epochs=1", "--trainer.logger=false"])
+    assert cli.trainer.global_step == 2 and cli.model.net[0].out_features == 6
+
+
+def test_a_script_of_ones_owns_help_offers_only_what_it_has(monkeypatch, capsys):
+    from lightning_rect import SparseMLP
+    from lightning_rect.app.cli import RectCLI
+    from lightning_rect.data import DigitsDataModule
+
+    monkeypatch.setattr(sys, "argv", ["my_script.py", "--help"])
+    with pytest.raises(SystemExit) as exit_:
+        RectCLI(SparseMLP, DigitsDataModule)
+    out = capsys.readouterr().out
+    assert exit_.value.code == 0 and "{fit,validate,test,predict}" in out
+    assert "reproduce" not in out and "configs DIR" not in out  # the command's parts, not the script's

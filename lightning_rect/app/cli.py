@@ -130,10 +130,23 @@ def link_data_sizes(parser: LightningArgumentParser, subclass_mode: bool = True,
     the CLI's ``subclass_mode_model``). ``in_features_check(input_size)``, if given, sees the input size
     before the model is built (and returns it)."""
     model = "model.init_args" if subclass_mode else "model"
-    parser.link_arguments(
-        "data.input_size", f"{model}.in_features", compute_fn=in_features_check, apply_on="instantiate"
-    )
-    parser.link_arguments("data.num_classes", f"{model}.num_classes", apply_on="instantiate")
+    # A model class given outside subclass mode is linked only where it takes the argument (a model of
+    # one's own may take neither); in subclass mode the class is known only once the config is read.
+    if subclass_mode or takes(parser, f"{model}.in_features"):
+        parser.link_arguments(
+            "data.input_size", f"{model}.in_features", compute_fn=in_features_check, apply_on="instantiate"
+        )
+    if subclass_mode or takes(parser, f"{model}.num_classes"):
+        parser.link_arguments("data.num_classes", f"{model}.num_classes", apply_on="instantiate")
+
+
+def takes(parser: LightningArgumentParser, key: str) -> bool:
+    """Whether ``parser`` has the argument ``key``."""
+    try:
+        parser.get_default(key)
+    except KeyError:
+        return False
+    return True
 
 
 class RectCLI(LightningCLI):
@@ -520,7 +533,11 @@ class RectCLI(LightningCLI):
         checkpoint = selection_checkpoint(trainer, model)
         best_path = checkpoint.best_model_path if checkpoint is not None else ""
         best_score = outcome.get("best_score", checkpoint.best_model_score) if checkpoint is not None else None
-        test_metrics = trainer.test(model, datamodule=self.datamodule, ckpt_path=best_path or None, verbose=False)
+        # the kept checkpoint tested, where the model has a test step (a model of one's own may have none)
+        tests = type(model).test_step is not LightningModule.test_step
+        test_metrics = (
+            trainer.test(model, datamodule=self.datamodule, ckpt_path=best_path or None, verbose=False) if tests else []
+        )
         extra_results = getattr(model, "extra_results", None)  # StackedDAE's
         results = {
             "model": type(model).__name__,
@@ -655,7 +672,6 @@ def quiet_parsers(given: dict | None, subcommands: Iterable[str] = SUBCOMMANDS) 
     a subcommand's whose parser is not built is left out."""
     given, quiet, subcommands = dict(given or {}), {"exit_on_error": False}, list(subcommands)
     return {
-        "description": DESCRIPTION,
         **quiet,
         **{k: v for k, v in given.items() if k not in {*SUBCOMMANDS, *subcommands}},
         **{name: {**quiet, **given.get(name, {})} for name in subcommands},
@@ -1033,7 +1049,13 @@ def main(args: list[str] | None = None) -> None:
         args = resolve_config_args(args)
     try:
         with one_line_errors():
-            RectCLI(args=args, handle_signals=True, exits_after_stop=args is None)
+            # the command's description (reproduce, configs, plot) is its own, not a RectCLI script's
+            RectCLI(
+                args=args,
+                parser_kwargs={"description": DESCRIPTION},
+                handle_signals=True,
+                exits_after_stop=args is None,
+            )
     except Stopped as stop:
         if process_rank() == 0:  # under DDP every rank is stopped; one line says so
             print(one_line(stop), file=sys.stderr)
